@@ -1,0 +1,260 @@
+"""Experiment records: every training and evaluation run leaves ``experiments/<YYYY-MM-DD>_<name>/``.
+
+Layout of an experiment directory::
+
+    config.json          copy of RUN_DIR/training_config.json
+    training_log.txt     copy of RUN_DIR/train.log
+    eval_results.json    written by evaluate_distmat_model.py (model, prior, oracle)
+    eval_per_protein.csv per-protein metrics
+    visualizations/      training_curves.png, heatmaps, error plots, HTML 3D views
+
+Also the status summary that ``monitor_training.sh`` prints::
+
+    python -m proteinmtp.runs status RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+TRAIN_CONFIG = "training_config.json"
+TRAIN_TEXT_LOG = "train.log"
+TRAIN_JSONL = "train_log.jsonl"
+VIS_DIR = "visualizations"
+
+_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def sanitize_name(name: str) -> str:
+    """A file-name-safe version of ``name`` (letters, digits, ``._-``; others become ``_``)."""
+    out = _NAME_RE.sub("_", str(name)).strip("._")
+    return out or "run"
+
+
+def write_json_atomic(path: str | Path, obj: object, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (tmp file in the same directory + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=indent, allow_nan=True)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def copy_atomic(src: str | Path, dst: str | Path) -> Path:
+    """Copy a file to ``dst`` atomically (skip when both are the same file)."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and src.resolve() == dst.resolve():
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return dst
+
+
+def experiment_dir(name: str, root: str | Path = "experiments", date: str | _dt.date | None = None) -> Path:
+    """``root/<YYYY-MM-DD>_<name>/`` (created, with ``visualizations/``); date defaults to today (UTC)."""
+    if date is None:
+        date = _dt.datetime.now(_dt.timezone.utc).date()
+    date_s = date.isoformat() if isinstance(date, _dt.date) else str(date)
+    path = Path(root) / f"{date_s}_{sanitize_name(name)}"
+    (path / VIS_DIR).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def record_training(run_dir: str | Path, exp_dir: str | Path) -> Path:
+    """Copy a training run's config and text log into ``exp_dir`` and draw its training curves.
+
+    RUN_DIR/training_config.json → config.json, RUN_DIR/train.log → training_log.txt,
+    RUN_DIR/train_log.jsonl → visualizations/training_curves.png. Files the run does not have yet are
+    skipped; calling it again refreshes the copies (idempotent). Returns ``exp_dir``.
+    """
+    run_dir, exp_dir = Path(run_dir), Path(exp_dir)
+    (exp_dir / VIS_DIR).mkdir(parents=True, exist_ok=True)
+    if (run_dir / TRAIN_CONFIG).is_file():
+        copy_atomic(run_dir / TRAIN_CONFIG, exp_dir / "config.json")
+    if (run_dir / TRAIN_TEXT_LOG).is_file():
+        copy_atomic(run_dir / TRAIN_TEXT_LOG, exp_dir / "training_log.txt")
+    jsonl = run_dir / TRAIN_JSONL
+    if jsonl.is_file():
+        from proteinmtp import plots  # matplotlib only when needed
+
+        rows = plots.read_train_log(jsonl)
+        if rows:
+            plots.training_curves(rows, exp_dir / VIS_DIR / "training_curves.png")
+    return exp_dir
+
+
+def record_evaluation(exp_dir: str | Path, output_dir: str | Path,
+                      files: Iterable[str] = ("eval_results.json", "eval_per_protein.csv")) -> Path:
+    """Copy an evaluation's results and figures from ``output_dir`` into ``exp_dir`` (no-op when they are the same)."""
+    exp_dir, output_dir = Path(exp_dir), Path(output_dir)
+    if exp_dir.resolve() == output_dir.resolve():
+        return exp_dir
+    for name in files:
+        if (output_dir / name).is_file():
+            copy_atomic(output_dir / name, exp_dir / name)
+    vis = output_dir / VIS_DIR
+    if vis.is_dir():
+        for f in sorted(vis.iterdir()):
+            if f.is_file():
+                copy_atomic(f, exp_dir / VIS_DIR / f.name)
+    return exp_dir
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training status (monitor_training.sh)
+
+_TIME_KEYS = ("time", "timestamp", "wall_time", "unix_time")
+_TOTAL_KEYS = ("max_steps", "total_steps", "num_training_steps")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+        return obj if isinstance(obj, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _find_total(config: dict, rows: list[dict]) -> int | None:
+    for r in reversed(rows):
+        for k in _TOTAL_KEYS:
+            if isinstance(r.get(k), (int, float)) and r[k] > 0:
+                return int(r[k])
+    stack = [config]
+    while stack:
+        d = stack.pop()
+        for k in _TOTAL_KEYS:
+            if isinstance(d.get(k), (int, float)) and not isinstance(d.get(k), bool) and d[k] > 0:
+                return int(d[k])
+        stack.extend(v for v in d.values() if isinstance(v, dict))
+    return None
+
+
+def training_status(run_dir: str | Path, now: float | None = None) -> dict:
+    """Progress of a training run from RUN_DIR/train_log.jsonl and training_config.json.
+
+    Returns {"step", "total", "loss", "learning_rate", "eta_s", "last_eval" (dict or None), "finished",
+    "log_age_s"}; missing values are None. ETA uses the log's time stamps when rows carry one
+    (time/timestamp), otherwise the file times of training_config.json (start) and train_log.jsonl (last row).
+    """
+    from proteinmtp.plots import read_train_log
+
+    run_dir = Path(run_dir)
+    now = time.time() if now is None else now
+    jsonl = run_dir / TRAIN_JSONL
+    rows = read_train_log(jsonl) if jsonl.is_file() else []
+    config = _read_json(run_dir / TRAIN_CONFIG)
+    steps = [r for r in rows if isinstance(r.get("step"), (int, float)) and "loss" in r]
+    evals = [r for r in rows if "eval_mae" in r]
+    last = steps[-1] if steps else {}
+    step = int(last["step"]) if last else (int(evals[-1]["step"]) if evals and "step" in evals[-1] else None)
+    total = _find_total(config, rows)
+    eta = None
+    if step and total and step < total:
+        timed = [r for r in steps if any(isinstance(r.get(k), (int, float)) for k in _TIME_KEYS)]
+
+        def _t(r: dict) -> float:
+            return float(next(r[k] for k in _TIME_KEYS if isinstance(r.get(k), (int, float))))
+
+        if len(timed) >= 2 and timed[-1]["step"] > timed[0]["step"]:
+            rate = (_t(timed[-1]) - _t(timed[0])) / (timed[-1]["step"] - timed[0]["step"])
+            eta = rate * (total - step)
+        elif (run_dir / TRAIN_CONFIG).is_file() and jsonl.is_file():
+            elapsed = jsonl.stat().st_mtime - (run_dir / TRAIN_CONFIG).stat().st_mtime
+            first = int(steps[0]["step"]) - 1 if steps else 0
+            if elapsed > 0 and step > first:
+                eta = elapsed / (step - first) * (total - step)
+    finished = bool(total and step is not None and step >= total) or any(r.get("event") == "done" for r in rows)
+    return {
+        "step": step,
+        "total": total,
+        "loss": last.get("loss"),
+        "learning_rate": last.get("learning_rate"),
+        "eta_s": eta,
+        "last_eval": evals[-1] if evals else None,
+        "finished": finished,
+        "log_age_s": (now - jsonl.stat().st_mtime) if jsonl.is_file() else None,
+        "n_rows": len(rows),
+    }
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "n/a"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+def format_status(run_dir: str | Path, status: dict | None = None) -> str:
+    """Human-readable multi-line status of a training run (what monitor_training.sh prints)."""
+    st = training_status(run_dir) if status is None else status
+    if not st["n_rows"]:
+        return f"run {run_dir}: no {TRAIN_JSONL} rows yet (training not started, or the path is wrong)"
+    total = st["total"] if st["total"] is not None else "?"
+    pct = f" ({100.0 * st['step'] / st['total']:.1f}%)" if st["total"] and st["step"] is not None else ""
+    lines = [
+        f"run            {run_dir}",
+        f"step           {st['step']}/{total}{pct}" + ("  [finished]" if st["finished"] else ""),
+        "loss           " + (f"{st['loss']:.4f}" if isinstance(st["loss"], (int, float)) else "n/a"),
+        "learning rate  " + (f"{st['learning_rate']:.3g}" if isinstance(st["learning_rate"], (int, float)) else "n/a"),
+        f"ETA            {_fmt_seconds(st['eta_s'])}",
+        f"log updated    {_fmt_seconds(st['log_age_s'])} ago",
+    ]
+    ev = st["last_eval"]
+    if ev:
+        parts = [f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in ev.items()
+                 if k.startswith("eval_") and isinstance(v, (int, float))]
+        lines.append(f"last eval      step {ev.get('step')}: " + " ".join(parts[:8]))
+    else:
+        lines.append("last eval      none yet")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Experiment-record helpers.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("status", help="print a training run's progress")
+    p.add_argument("run_dir", help="run directory written by train_distmat.py")
+    p.add_argument("--exit_code", action="store_true",
+                   help="exit 3 when the run has finished (used by monitor_training.sh to stop refreshing)")
+    args = parser.parse_args(argv)
+    if not Path(args.run_dir).is_dir():
+        print(f"error: run directory {args.run_dir} does not exist", file=sys.stderr)
+        return 2
+    st = training_status(args.run_dir)
+    print(format_status(args.run_dir, st))
+    return 3 if (args.exit_code and st["finished"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
