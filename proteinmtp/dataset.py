@@ -1,0 +1,303 @@
+"""The dataset JSON schema (one file per split), its loader/saver and the global normalisation statistics.
+
+File layout (``train.json``, ``val.json``, ``test.json``; optionally ``.json.gz``)::
+
+    {"format": "proteinmtp-dataset/1",
+     "config": {... the builder's arguments ...},
+     "global_stats": {... computed on the TRAIN split only, see compute_global_stats ...},
+     "samples": [{"id": "1A2K_r_u:A", "sequence": "MKT...", "ca": [[x, y, z] | null, ...],
+                  "residue_ids": ["1", "2", "2A", ...], "source": "...", "split": "train",
+                  "cb": [[x, y, z] | null, ...], "breaks": [...], "cluster": "..."}, ...]}
+
+Coordinates (Å) are stored, never distance matrices: the file grows with L, not L².
+:meth:`Sample.distances` derives the [L, L] Cα–Cα matrix on load.
+
+Example::
+
+    from proteinmtp.dataset import load_dataset
+    ds = load_dataset("data/demo/dataset/train.json.gz")
+    d = ds.samples[0].distances()          # [L, L] Å, NaN where a Cα is missing
+    target = (np.log(d) - ds.global_stats["log_dist_mean"]) / ds.global_stats["log_dist_std"]
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from proteinmtp.constants import DATASET_FORMAT
+
+FORMAT_NAME, _, _FORMAT_VERSION = DATASET_FORMAT.partition("/")
+FORMAT_VERSION = int(_FORMAT_VERSION)
+REQUIRED_SAMPLE_KEYS = ("id", "sequence", "ca")
+GLOBAL_STATS_KEYS = (
+    "n_chains", "n_pairs", "dist_mean", "dist_std", "dist_min", "dist_max", "dist_median",
+    "log_dist_mean", "log_dist_std", "target_mean", "target_std", "target_min", "target_max",
+)
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file is unreadable, truncated, of an unknown/newer format, or misses required keys."""
+
+
+@dataclass
+class Sample:
+    """One protein chain of a dataset split."""
+
+    id: str                      # "<file stem>:<author chain id>"
+    sequence: str                # [L] one-letter codes
+    ca: np.ndarray               # [L, 3] float64 Å, NaN row where the residue has no Cα
+    residue_ids: list[str]       # [L] author numbering with insertion code
+    source: str                  # structure file the chain came from
+    split: str                   # "train" | "val" | "test"
+    cb: np.ndarray | None = None  # [L, 3] float64 Å (Cα for Gly), NaN where missing
+    breaks: list[int] = field(default_factory=list)  # i with |Cα(i+1) - Cα(i)| > 4.2 Å
+    cluster: str | None = None   # id of the sequence cluster's representative
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    def mask(self) -> np.ndarray:
+        """[L] bool, True where the Cα is present."""
+        return ~np.isnan(self.ca).any(axis=1)
+
+    def distances(self) -> np.ndarray:
+        """[L, L] Å Cα–Cα distances; NaN where either Cα is missing; diagonal 0 (also for missing Cα)."""
+        diff = self.ca[:, None, :] - self.ca[None, :, :]
+        dist = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        np.fill_diagonal(dist, 0.0)
+        return dist
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "id": self.id,
+            "sequence": self.sequence,
+            "ca": _coords_to_json(self.ca),
+            "residue_ids": list(self.residue_ids),
+            "source": self.source,
+            "split": self.split,
+        }
+        if self.cb is not None:
+            d["cb"] = _coords_to_json(self.cb)
+        d["breaks"] = [int(b) for b in self.breaks]
+        if self.cluster is not None:
+            d["cluster"] = self.cluster
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, where: str = "") -> Sample:
+        missing = [k for k in REQUIRED_SAMPLE_KEYS if k not in d]
+        if missing:
+            raise DatasetFormatError(f"{where}: sample {d.get('id', '?')!r} lacks key(s) {missing}")
+        seq = d["sequence"]
+        ca = _coords_from_json(d["ca"], f"{where}: sample {d['id']!r} 'ca'")
+        if len(ca) != len(seq):
+            raise DatasetFormatError(
+                f"{where}: sample {d['id']!r} has {len(seq)} residues but {len(ca)} Cα entries"
+            )
+        cb = _coords_from_json(d["cb"], f"{where}: sample {d['id']!r} 'cb'") if d.get("cb") is not None else None
+        rids = [str(r) for r in d.get("residue_ids") or range(1, len(seq) + 1)]
+        return cls(
+            id=str(d["id"]),
+            sequence=seq,
+            ca=ca,
+            residue_ids=rids,
+            source=str(d.get("source", "")),
+            split=str(d.get("split", "")),
+            cb=cb,
+            breaks=[int(b) for b in d.get("breaks", [])],
+            cluster=d.get("cluster"),
+        )
+
+
+@dataclass
+class DistMatDataset:
+    """One split file: its samples, the training split's global statistics and the builder's config."""
+
+    samples: list[Sample]
+    global_stats: dict
+    config: dict
+    format: str
+    path: str
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.samples[i]
+
+    def __iter__(self):
+        return iter(self.samples)
+
+
+def _coords_to_json(xyz: np.ndarray) -> list:
+    """[L, 3] Å -> list of [x, y, z] rounded to 1e-3 Å (PDB precision), None for NaN rows."""
+    xyz = np.asarray(xyz, dtype=np.float64)
+    ok = ~np.isnan(xyz).any(axis=1)
+    rounded = np.round(xyz, 3).tolist()
+    return [r if k else None for r, k in zip(rounded, ok.tolist())]
+
+
+def _coords_from_json(rows: Sequence, where: str) -> np.ndarray:
+    if not isinstance(rows, list):
+        raise DatasetFormatError(f"{where} must be a list of [x, y, z] or null")
+    out = np.full((len(rows), 3), np.nan)
+    try:
+        for i, r in enumerate(rows):
+            if r is not None:
+                out[i] = r
+    except (ValueError, TypeError) as e:
+        raise DatasetFormatError(f"{where}: entry {i} is not [x, y, z] or null ({e})") from None
+    return out
+
+
+def _parse_format(fmt: Any, path: str) -> None:
+    if not isinstance(fmt, str) or "/" not in fmt:
+        raise DatasetFormatError(
+            f"{path}: missing or unrecognised 'format' {fmt!r}; expected {DATASET_FORMAT!r}. "
+            "Rebuild the dataset with create_distmat_data.py (or convert a seed-era "
+            "protein_coords_data.json by passing it to create_distmat_data.py --input)."
+        )
+    name, _, version = fmt.partition("/")
+    if name != FORMAT_NAME:
+        raise DatasetFormatError(f"{path}: unknown dataset format {fmt!r}; this code reads {DATASET_FORMAT!r}")
+    try:
+        v = int(version)
+    except ValueError:
+        raise DatasetFormatError(f"{path}: unknown dataset format version {fmt!r}") from None
+    if v > FORMAT_VERSION:
+        raise DatasetFormatError(
+            f"{path}: dataset format {fmt!r} is newer than this code reads ({DATASET_FORMAT!r}); "
+            "update ProteinMTP or rebuild the dataset with this version's create_distmat_data.py"
+        )
+    if v < 1:
+        raise DatasetFormatError(f"{path}: unknown dataset format version {fmt!r}")
+
+
+def load_dataset(path: str | Path) -> DistMatDataset:
+    """Read a split file (.json or .json.gz). Raises DatasetFormatError with a clear message on
+    truncated/invalid JSON, an unknown or newer format version, or missing keys."""
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DatasetFormatError(f"{path}: cannot open dataset file ({e.strerror or e})") from e
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as e:
+            raise DatasetFormatError(f"{path}: truncated or corrupt gzip file ({e}); rebuild it") from e
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetFormatError(
+            f"{path}: not valid JSON (truncated or corrupt file?): {e}; rebuild it with create_distmat_data.py"
+        ) from None
+    if isinstance(data, list):
+        raise DatasetFormatError(
+            f"{path}: this is a seed-era list of records without a 'format' key; convert it with "
+            f"create_distmat_data.py --input {path} --output_dir DIR"
+        )
+    if not isinstance(data, dict):
+        raise DatasetFormatError(f"{path}: top level must be a JSON object with 'format' and 'samples'")
+    _parse_format(data.get("format"), path)
+    missing = [k for k in ("samples", "global_stats", "config") if k not in data]
+    if missing:
+        raise DatasetFormatError(f"{path}: missing top-level key(s) {missing}")
+    if not isinstance(data["samples"], list):
+        raise DatasetFormatError(f"{path}: 'samples' must be a list")
+    samples = [Sample.from_dict(d, where=path) for d in data["samples"]]
+    return DistMatDataset(
+        samples=samples,
+        global_stats=dict(data["global_stats"] or {}),
+        config=dict(data["config"] or {}),
+        format=data["format"],
+        path=path,
+    )
+
+
+def dataset_to_dict(samples: Iterable[Sample], global_stats: dict, config: dict) -> dict[str, Any]:
+    return {
+        "format": DATASET_FORMAT,
+        "config": config,
+        "global_stats": global_stats,
+        "samples": [s.to_dict() for s in samples],
+    }
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes to path via a temporary file in the same directory and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_dataset(path: str | Path, samples: Iterable[Sample], global_stats: dict, config: dict) -> None:
+    """Write a split file atomically; gzip-compressed when the name ends in .gz (deterministic bytes)."""
+    text = json.dumps(dataset_to_dict(samples, global_stats, config), separators=(",", ":"))
+    data = text.encode()
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, compresslevel=9, mtime=0)
+    atomic_write_bytes(path, data)
+
+
+def pair_distances(samples: Iterable[Sample]) -> np.ndarray:
+    """All Cα–Cα distances (Å) over pairs i<j with both Cα present, concatenated over samples."""
+    parts = []
+    for s in samples:
+        ca = s.ca[s.mask()]
+        if len(ca) < 2:
+            continue
+        iu, ju = np.triu_indices(len(ca), k=1)
+        parts.append(np.linalg.norm(ca[iu] - ca[ju], axis=1))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def compute_global_stats(samples: Iterable[Sample]) -> dict:
+    """Normalisation statistics over pairs i<j with both Cα present, on TRAIN samples only.
+
+    If any sample carries split == "train", only those are used; samples with an empty split count
+    as train. The model regresses target = (ln d - log_dist_mean) / log_dist_std.
+    Coincident Cα (d = 0) are clipped to 1e-3 Å before the logarithm.
+    """
+    samples = [s for s in samples if s.split in ("train", "")]
+    d = pair_distances(samples)
+    if len(d) == 0:
+        raise ValueError("compute_global_stats: no training pairs with both Cα present")
+    logd = np.log(np.maximum(d, 1e-3))
+    lm, ls = float(logd.mean()), float(logd.std())
+    ls = ls if ls > 0 else 1.0
+    target = (logd - lm) / ls
+    return {
+        "n_chains": len(samples),
+        "n_pairs": int(len(d)),
+        "dist_mean": float(d.mean()),
+        "dist_std": float(d.std()),
+        "dist_min": float(d.min()),
+        "dist_max": float(d.max()),
+        "dist_median": float(np.median(d)),
+        "log_dist_mean": lm,
+        "log_dist_std": ls,
+        "target_mean": float(target.mean()),
+        "target_std": float(target.std()),
+        "target_min": float(target.min()),
+        "target_max": float(target.max()),
+    }

@@ -1,0 +1,295 @@
+"""structure.py against an independent reader (Biopython + its own three->one table) and round trips."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import warnings
+from pathlib import Path
+
+import gemmi
+import numpy as np
+import pytest
+from Bio.Data.PDBData import protein_letters_3to1_extended
+from Bio.PDB import MMCIFParser, PDBParser
+
+from proteinmtp.structure import (
+    StructureReadError,
+    is_structure_file,
+    mmcif_string,
+    pdb_string,
+    read_structure,
+    structure_stem,
+    write_mmcif,
+    write_pdb,
+)
+
+STANDARD3 = {
+    "ALA", "CYS", "ASP", "GLU", "PHE", "GLY", "HIS", "ILE", "LYS", "LEU",
+    "MET", "ASN", "PRO", "GLN", "ARG", "SER", "THR", "VAL", "TRP", "TYR",
+}
+
+
+def biopython_chains(path: Path) -> dict[str, tuple[str, np.ndarray, list[str]]]:
+    """Independent read: Biopython, first model, residues with a CA or N (amino acids), own 3->1 table.
+
+    Biopython's DisorderedAtom selects the highest-occupancy altloc, which is our rule too.
+    """
+    opener = gzip.open if str(path).endswith(".gz") else open
+    name = str(path).removesuffix(".gz")
+    parser = MMCIFParser(QUIET=True) if name.endswith(".cif") else PDBParser(QUIET=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with opener(path, "rt") as fh:
+            st = parser.get_structure("x", fh)
+    out = {}
+    for chain in next(iter(st)):
+        seq, ca, ids = [], [], []
+        for res in chain:
+            het, num, icode = res.id
+            if het == "W":
+                continue
+            is_aa = res.resname in STANDARD3 or res.resname in protein_letters_3to1_extended
+            if not is_aa or (het != " " and "CA" not in res):
+                continue
+            seq.append(protein_letters_3to1_extended.get(res.resname, "X"))
+            ca.append(res["CA"].coord if "CA" in res else [np.nan] * 3)
+            ids.append(f"{num}{icode.strip()}")
+        if seq:
+            out[chain.id] = ("".join(seq), np.array(ca, dtype=float), ids)
+    return out
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["3KPR.pdb.gz", "3KPR.cif.gz", "1A8O.pdb.gz", "1A8O.cif.gz", "19hc.pdb.gz", "2BEG.pdb.gz",
+     "2XHE.pdb.gz", "1LCD.pdb.gz", "nmr_neopetrosiamide.pdb.gz", "disordered.pdb.gz"],
+)
+def test_matches_biopython(test_data_dir: Path, name: str) -> None:
+    ours = {c.chain_id: c for c in read_structure(test_data_dir / name)}
+    ref = biopython_chains(test_data_dir / name)
+    assert set(ours) == set(ref)
+    for cid, (seq, ca, ids) in ref.items():
+        c = ours[cid]
+        assert c.sequence == seq
+        assert list(c.residue_ids) == ids
+        np.testing.assert_allclose(c.ca, ca, atol=1e-3)
+        assert c.id == f"{structure_stem(name)}:{cid}"
+
+
+def test_pdb_and_mmcif_identical_3kpr(test_data_dir: Path) -> None:
+    a = read_structure(test_data_dir / "3KPR.pdb.gz")
+    b = read_structure(test_data_dir / "3KPR.cif.gz")
+    assert [c.chain_id for c in a] == [c.chain_id for c in b] == list("ABCDEFGHIJ")
+    for x, y in zip(a, b):
+        assert x.id == y.id and x.sequence == y.sequence and x.residue_ids == y.residue_ids
+        np.testing.assert_array_equal(x.ca, y.ca)
+        np.testing.assert_array_equal(x.cb, y.cb)
+
+
+def test_plain_and_gz_identical(test_data_dir: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "disordered.pdb"
+    with gzip.open(test_data_dir / "disordered.pdb.gz", "rb") as src, open(plain, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    a, b = read_structure(plain), read_structure(test_data_dir / "disordered.pdb.gz")
+    assert [c.sequence for c in a] == [c.sequence for c in b] == ["MSRNTT"]
+    np.testing.assert_array_equal(a[0].ca, b[0].ca)
+    assert a[0].source == str(plain)
+
+
+def test_insertion_codes(test_data_dir: Path) -> None:
+    chains = {c.chain_id: c for c in read_structure(test_data_dir / "3KPR.pdb.gz")}
+    ids = chains["D"].residue_ids
+    i = ids.index("30A")  # TCR alpha chain, Kabat-style insertion 30A between 30 and 31
+    assert ids[i - 1 : i + 2] == ("30", "30A", "31")
+
+
+def test_mse_maps_to_met(test_data_dir: Path) -> None:
+    text = gzip.open(test_data_dir / "1A8O.pdb.gz", "rt").read()
+    n_mse = len({line[17:27] for line in text.splitlines() if line.startswith("HETATM") and line[17:20] == "MSE"})
+    assert n_mse > 0
+    (chain,) = read_structure(test_data_dir / "1A8O.pdb.gz")
+    # 1A8O is HIV capsid CTD, residues 151-231 with Met -> MSE
+    assert chain.sequence.count("M") >= n_mse and "X" not in chain.sequence
+
+
+def test_nmr_first_model_only(test_data_dir: Path) -> None:
+    text = gzip.open(test_data_dir / "nmr_neopetrosiamide.pdb.gz", "rt").read()
+    model1 = text.split("ENDMDL")[0]
+    ca_lines = [ln for ln in model1.splitlines() if ln.startswith(("ATOM", "HETATM")) and ln[12:16] == " CA "]
+    first = np.array([[float(ln[30:38]), float(ln[38:46]), float(ln[46:54])] for ln in ca_lines])
+    (chain,) = read_structure(test_data_dir / "nmr_neopetrosiamide.pdb.gz")
+    assert len(chain) == len(first) == 28
+    np.testing.assert_allclose(chain.ca, first, atol=1e-6)
+
+
+def test_altloc_highest_occupancy(test_data_dir: Path) -> None:
+    """For every disordered CA in 19hc, our coordinate is the highest-occupancy conformer's, by hand."""
+    text = gzip.open(test_data_dir / "19hc.pdb.gz", "rt").read()
+    first = text.split("ENDMDL")[0]
+    best: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
+    n_disordered = 0
+    for ln in first.splitlines():
+        if ln.startswith(("ATOM", "HETATM")) and ln[12:16] == " CA " and ln[16] != " ":
+            n_disordered += 1
+            key = (ln[21], ln[22:27].strip())
+            occ = float(ln[54:60])
+            xyz = np.array([float(ln[30:38]), float(ln[38:46]), float(ln[46:54])])
+            if key not in best or occ > best[key][0]:
+                best[key] = (occ, xyz)
+    assert n_disordered >= 2 and len(best) >= 1
+    chains = {c.chain_id: c for c in read_structure(test_data_dir / "19hc.pdb.gz")}
+    for (cid, rid), (_, xyz) in best.items():
+        c = chains[cid]
+        np.testing.assert_allclose(c.ca[c.residue_ids.index(rid)], xyz, atol=1e-6)
+
+
+def test_missing_ca_and_breaks(test_data_dir: Path) -> None:
+    chains = {c.chain_id: c for c in read_structure(test_data_dir / "2XHE.pdb.gz")}
+    a = chains["A"]
+    # last residue of chain A has no CA (independent: scan the ATOM lines of that residue)
+    text = gzip.open(test_data_dir / "2XHE.pdb.gz", "rt").read()
+    rid = a.residue_ids[-1]
+    atoms = [ln[12:16].strip() for ln in text.splitlines()
+             if ln.startswith("ATOM") and ln[21] == "A" and ln[22:27].strip() == rid]
+    assert atoms and "CA" not in atoms
+    assert np.isnan(a.ca[-1]).all() and int((~a.mask).sum()) == 1
+    # breaks: recompute |ΔCα| by hand
+    for c in chains.values():
+        step = np.linalg.norm(np.diff(c.ca, axis=0), axis=1)
+        expected = tuple(int(i) for i in np.flatnonzero(np.nan_to_num(step) > 4.2))
+        assert c.breaks == expected
+    assert 509 in a.breaks and a.residue_ids[509:511] == ("509", "561")  # gap in the model
+
+
+def test_dna_chains_skipped(test_data_dir: Path) -> None:
+    chains = read_structure(test_data_dir / "1LCD.pdb.gz")
+    assert [c.chain_id for c in chains] == ["A"]  # B and C are DNA
+    st = gemmi.read_structure(str(test_data_dir / "1LCD.pdb.gz"))
+    assert {ch.name for ch in st[0]} >= {"A", "B", "C"}
+
+
+def test_dna_only_file_gives_no_chains(tmp_path: Path, test_data_dir: Path) -> None:
+    text = gzip.open(test_data_dir / "1LCD.pdb.gz", "rt").read()
+    dna = "\n".join(ln for ln in text.splitlines() if not (ln.startswith(("ATOM", "HETATM")) and ln[21] == "A"))
+    (tmp_path / "dna.pdb").write_text(dna)
+    assert read_structure(tmp_path / "dna.pdb") == []
+
+
+def test_unknown_residues_are_x(tmp_path: Path, test_data_dir: Path) -> None:
+    text = gzip.open(test_data_dir / "disordered.pdb.gz", "rt").read()
+    text = text.replace("SER A  26", "UNK A  26").replace("ARG A  27", "XYZ A  27")
+    (tmp_path / "unk.pdb").write_text(text)
+    (chain,) = read_structure(tmp_path / "unk.pdb")
+    assert chain.sequence == "MXXNTT"
+
+
+def test_first_model_of_odd_file(test_data_dir: Path) -> None:
+    # a_structure.pdb: MODEL/ENDMDL holds one PCA (pyroglutamate); the rest lies outside it.
+    (chain,) = read_structure(test_data_dir / "a_structure.pdb.gz")
+    assert chain.residue_ids == ("1",) and chain.sequence in ("E", "Q")
+
+
+@pytest.mark.parametrize(
+    "content,reason",
+    [
+        (b"", "empty"),
+        (b"   \n\n", "empty"),
+        (b"hello, this is a shopping list\nmilk\n", "not a PDB"),
+        (b"\x00\x01\x02binary", "binary"),
+    ],
+)
+def test_unreadable_files(tmp_path: Path, content: bytes, reason: str) -> None:
+    path = tmp_path / "bad.pdb"
+    path.write_bytes(content)
+    with pytest.raises(StructureReadError, match=reason) as e:
+        read_structure(path)
+    assert str(path) in str(e.value)
+
+
+def test_truncated_files(tmp_path: Path, test_data_dir: Path) -> None:
+    raw = gzip.open(test_data_dir / "3KPR.pdb.gz", "rb").read()
+    cut = raw[: len(raw) // 2]
+    assert not cut.endswith(b"\n")
+    (tmp_path / "cut.pdb").write_bytes(cut)
+    with pytest.raises(StructureReadError, match="truncated"):
+        read_structure(tmp_path / "cut.pdb")
+    gz = (test_data_dir / "3KPR.pdb.gz").read_bytes()
+    (tmp_path / "cut.pdb.gz").write_bytes(gz[: len(gz) // 2])
+    with pytest.raises(StructureReadError, match="truncated"):
+        read_structure(tmp_path / "cut.pdb.gz")
+    cif = gzip.open(test_data_dir / "3KPR.cif.gz", "rb").read()
+    (tmp_path / "cut.cif").write_bytes(cif[: len(cif) // 2])
+    with pytest.raises(StructureReadError, match="cut.cif"):
+        read_structure(tmp_path / "cut.cif")
+
+
+def test_invalid_mmcif_reported(test_data_dir: Path) -> None:
+    with pytest.raises(StructureReadError, match="1YJP_invalid.cif.gz.*group_PDB 'WRONG'"):
+        read_structure(test_data_dir / "1YJP_invalid.cif.gz")
+
+
+def test_stem_and_extensions() -> None:
+    assert structure_stem("a/b/3KPR.cif.gz") == "3KPR"
+    assert structure_stem("1A2K_r_u.pdb.gz") == "1A2K_r_u"
+    assert structure_stem("a9_1a95.pdb1_3.dill_l_b_COMPLEX.pdb.gz") == "a9_1a95.pdb1_3.dill_l_b_COMPLEX"
+    assert is_structure_file("x.ent.gz") and is_structure_file("x.mmcif") and not is_structure_file("x.txt")
+
+
+# ------------------------------------------------------------------ writing
+
+
+def _trace(n: int = 12, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.cumsum(rng.normal(size=(n, 3)) * 2.2, axis=0) + rng.uniform(-500, 500, size=3)
+
+
+def test_write_pdb_read_back_gemmi_and_biopython(tmp_path: Path) -> None:
+    xyz = _trace()
+    seq = "ACDEFGHIKLXM"
+    conf = np.linspace(0, 100, len(seq))
+    nums = [1, 2, 3, "3A", 4, 5, 6, 7, 8, 9, 10, 11]
+    path = tmp_path / "pred.pdb"
+    write_pdb(path, xyz, seq, chain_id="B", residue_numbers=nums, bfactors=conf,
+              model_name="tiny-run", method="refine")
+    text = path.read_text()
+    assert text.startswith("HEADER") and "REMARK" in text and "tiny-run" in text and "refine" in text
+    assert "\nTER " in text and text.rstrip().endswith("END")
+    assert "UNK B  10" in text
+    expected = np.round(xyz, 3)
+    st = gemmi.read_structure(str(path))
+    got = np.array([[a.pos.x, a.pos.y, a.pos.z] for r in st[0]["B"] for a in r])
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    assert [r.name for r in st[0]["B"]][10] == "UNK"
+    np.testing.assert_allclose([r[0].b_iso for r in st[0]["B"]], np.round(conf, 2), atol=1e-9)
+    bio = PDBParser(QUIET=True).get_structure("p", str(path))
+    bio_xyz = np.array([a.coord for a in bio.get_atoms()], dtype=float)
+    np.testing.assert_allclose(bio_xyz, expected, atol=1e-5)  # Biopython stores float32
+    (chain,) = read_structure(path)
+    assert chain.sequence == seq and chain.residue_ids[3] == "3A"
+    assert pdb_string(xyz, seq, chain_id="B", residue_numbers=nums, bfactors=conf,
+                      model_name="tiny-run", method="refine") == text
+
+
+def test_write_mmcif_read_back(tmp_path: Path) -> None:
+    xyz = _trace(8, 1)
+    seq = "GAVLXIPW"
+    path = tmp_path / "pred.cif"
+    write_mmcif(path, xyz, seq, bfactors=np.full(8, 70.0), model_name="m", method="classical")
+    (chain,) = read_structure(path)
+    assert chain.sequence == seq
+    np.testing.assert_allclose(chain.ca, xyz, atol=1e-6)
+    bio = MMCIFParser(QUIET=True).get_structure("p", str(path))
+    np.testing.assert_allclose(np.array([a.coord for a in bio.get_atoms()]), xyz, atol=1e-3)
+    assert "classical" in mmcif_string(xyz, seq, method="classical")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_write_rejects_nonfinite(tmp_path: Path, bad: float) -> None:
+    xyz = _trace(5)
+    xyz[2, 1] = bad
+    with pytest.raises(ValueError, match="NaN/inf"):
+        write_pdb(tmp_path / "x.pdb", xyz, "AAAAA")
+    assert not (tmp_path / "x.pdb").exists()
+    with pytest.raises(ValueError, match="sequence length"):
+        pdb_string(_trace(5), "AAAA")
