@@ -1,0 +1,429 @@
+"""From distances to coordinates: distance matrices, classical MDS, refinement, hand choice, Kabsch.
+
+Pipeline used by inference (``reconstruct``)::
+
+    dist [L, L] Å ──check_distance_matrix──▶ classical_mds (top-3 eigenpairs) ──▶ refine (stress + bonds
+    + clashes, L-BFGS) ──▶ choose_hand (helix handedness) ──▶ ca_xyz [L, 3] Å
+
+Choices (measured in ``benchmarks/reconstruction_study.py``, written up in DISCUSSION.md):
+
+* Non-symmetric input is symmetrised, ``(D + Dᵀ) / 2``, and the diagonal set to 0; a model's two
+  triangles are two estimates of the same distance. NaN/inf (outside the ``mask``) and negative
+  distances raise ``ValueError``.
+* Missing entries (``mask`` False) are filled, for MDS only, by shortest paths over the known
+  entries plus the chain edges ``i, i+1`` at 3.8 Å (upper bounds by the triangle inequality); the
+  refinement then ignores them (weight 0), so they only steer the starting point.
+* Refinement uses uniform weights unless confidence weights are given (1/d² and short-range
+  weighting were worse on noisy natives); the predicted distance of a chain-consecutive pair is
+  replaced by the bond term (3.8 Å), which is not applied across ``breaks``.
+* The hand is chosen from Cα pseudo-dihedrals (i, i+1, i+2, i+3): a right-handed α-helix sits near
+  +50°, its mirror near −50°. Structures without helices (β-rich, or a weak model's output) give
+  no signal and are left as they are (``info["score"]`` ≈ 0).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.sparse.linalg import eigsh
+
+from proteinmtp.constants import CA_CA_BOND
+
+# Refinement defaults (relative weights of the energy terms; see ``refine``).
+BOND_WEIGHT = 30.0        # one bond weighs as much as this many residues' share of the stress
+CLASH_DISTANCE = 4.0      # Å, non-consecutive Cα closer than this are penalised
+CLASH_WEIGHT = 1.0
+HELIX_WINDOW = (20.0, 80.0)  # degrees: Cα pseudo-dihedral range of a right-handed α-helix
+
+
+# ----------------------------------------------------------------------------- distances
+
+def distance_matrix(xyz: np.ndarray) -> np.ndarray:
+    """Euclidean distances. ``xyz`` [L, 3] Å -> [L, L] Å; a NaN row in xyz gives NaN row/column."""
+    xyz = np.asarray(xyz, dtype=np.float64)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"distance_matrix: expected coordinates of shape [L, 3], got {xyz.shape}")
+    diff = xyz[:, None, :] - xyz[None, :, :]
+    return np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+
+
+def check_distance_matrix(
+    dist: np.ndarray, *, name: str = "distance matrix", mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Validate and clean a distance matrix; returns a new symmetric float64 [L, L] array (Å).
+
+    Rules: must be square 2-D; entries where ``mask`` is True (all entries when ``mask`` is None)
+    must be finite and ≥ 0, else ``ValueError`` naming the first bad entry. A non-symmetric
+    matrix is symmetrised as (D + Dᵀ)/2 (where only one of (i, j), (j, i) is known, that one is
+    used); the diagonal is set to 0. Masked-out entries are returned as NaN.
+    """
+    d = np.array(dist, dtype=np.float64, copy=True)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"{name}: expected a square [L, L] matrix, got shape {d.shape}")
+    L = d.shape[0]
+    if mask is None:
+        m = np.ones((L, L), dtype=bool)
+    else:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != (L, L):
+            raise ValueError(f"{name}: mask shape {m.shape} does not match matrix shape {(L, L)}")
+    np.fill_diagonal(m, True)
+    np.fill_diagonal(d, 0.0)
+    bad = m & ~np.isfinite(d)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{name}: {int(bad.sum())} entries are NaN or infinite (first at [{i}, {j}] = {d[i, j]}); "
+            "pass a mask marking the missing entries, or fix the input"
+        )
+    neg = m & (d < 0)
+    if neg.any():
+        i, j = np.argwhere(neg)[0]
+        raise ValueError(f"{name}: negative distance at [{i}, {j}] = {d[i, j]:.3f} Å")
+    both = m & m.T
+    out = np.full((L, L), np.nan)
+    out[both] = 0.5 * (d + d.T)[both]
+    only_ij = m & ~m.T                                   # (i, j) known, (j, i) not: use (i, j)
+    out[only_ij] = d[only_ij]
+    out[only_ij.T] = d.T[only_ij.T]
+    np.fill_diagonal(out, 0.0)
+    return out
+
+
+def _fill_missing(dist: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Fill unknown entries by shortest paths over known entries + chain edges (3.8 Å)."""
+    from scipy.sparse.csgraph import shortest_path
+
+    L = dist.shape[0]
+    graph = np.where(known, dist, 0.0)
+    idx = np.arange(L - 1)
+    chain_missing = ~known[idx, idx + 1]
+    graph[idx[chain_missing], idx[chain_missing] + 1] = CA_CA_BOND
+    graph[idx[chain_missing] + 1, idx[chain_missing]] = CA_CA_BOND
+    # zero entries of a dense graph are "no edge": nudge genuine zero distances (coincident points)
+    graph[known & (graph == 0)] = 1e-6
+    np.fill_diagonal(graph, 0.0)
+    sp = shortest_path(graph, method="D", directed=False)
+    out = np.where(known, dist, sp)
+    return out
+
+
+# ----------------------------------------------------------------------------- MDS
+
+def classical_mds(dist: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Classical (Torgerson) MDS into 3-D using only the top-3 eigenpairs.
+
+    ``dist`` [L, L] Å (symmetrised, see ``check_distance_matrix``); ``mask`` [L, L] bool, True
+    where the entry is known (None: all known). Returns ``xyz`` [L, 3] Å, centred at the origin.
+
+    The Gram matrix is B = −½ J D² J, formed by double centring with row/column means (no L×L
+    centring product); its 3 largest eigenpairs come from ``scipy.sparse.linalg.eigsh`` (Lanczos).
+    Negative eigenvalues (noise) are clipped to 0. L ≤ 4 is solved on the (≤ 4×4) Gram matrix
+    directly.
+    """
+    d = check_distance_matrix(dist, mask=mask)
+    L = d.shape[0]
+    if L == 0:
+        raise ValueError("classical_mds: empty distance matrix (L = 0)")
+    known = np.isfinite(d)
+    if not known.all():
+        d = _fill_missing(d, known)
+        if not np.isfinite(d).all():  # disconnected pieces (only possible without chain edges)
+            d[~np.isfinite(d)] = np.nanmax(d[np.isfinite(d)])
+    d2 = d * d
+    row = d2.mean(axis=1)
+    b = -0.5 * (d2 - row[:, None] - row[None, :] + row.mean())
+    if L <= 4:
+        vals, vecs = np.linalg.eigh(b)
+        vals, vecs = vals[::-1][:3], vecs[:, ::-1][:, :3]
+        if L < 3:
+            vals = np.concatenate([vals, np.zeros(3 - L)])
+            vecs = np.concatenate([vecs, np.zeros((L, 3 - L))], axis=1)
+    else:
+        v0 = np.ones(L) / np.sqrt(L) + np.linspace(-1e-3, 1e-3, L)  # deterministic start vector
+        vals, vecs = eigsh(b, k=3, which="LA", v0=v0, tol=1e-10)
+        order = np.argsort(vals)[::-1]
+        vals, vecs = vals[order], vecs[:, order]
+    xyz = vecs * np.sqrt(np.clip(vals, 0.0, None))[None, :]
+    return xyz - xyz.mean(axis=0)
+
+
+# ----------------------------------------------------------------------------- refinement
+
+@contextmanager
+def _numpy_threads(n: int):
+    """Limit BLAS threads inside the block when threadpoolctl is available (no-op otherwise)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with threadpool_limits(limits=n):
+        yield
+
+
+def _bond_pairs(L: int, breaks: Sequence[int]) -> np.ndarray:
+    """Indices i of chain-consecutive pairs (i, i+1), excluding chain breaks. [n_bonds] int."""
+    i = np.arange(L - 1)
+    if len(breaks):
+        b = np.asarray(breaks, dtype=int)
+        if ((b < 0) | (b >= max(L - 1, 1))).any():
+            raise ValueError(f"breaks must lie in [0, L-2] = [0, {L - 2}], got {list(breaks)}")
+        i = np.setdiff1d(i, b)
+    return i
+
+
+class _StressEnergy:
+    """Refinement energy E(xyz) and its gradient, for L-BFGS.
+
+    E = Σ_{i<j} w_ij (d_ij − D_ij)² / W                    (stress; W = Σ_{i<j} w_ij)
+        + λ_b (2 / L) Σ_bonds (d_i,i+1 − 3.8 Å)²            (each bond weighs λ_b residues' stress)
+        + λ_c Σ_{|i−j|≥2, not bonded} max(0, c − d_ij)² / W  (clash, c = clash distance)
+
+    The L×L work runs in float32 (4–6× faster than float64 here: the matrices stay in cache);
+    energies are summed in float64.
+    """
+
+    def __init__(self, dist, weights, bonds, bond_weight, clash_distance, clash_weight):
+        L = dist.shape[0]
+        self.L = L
+        wsum = max(float(np.triu(weights, 1).sum()), 1e-12)
+        self.d_t = dist.astype(np.float32)
+        self.w = (weights / wsum).astype(np.float32)
+        self.bonds = bonds
+        self.bond_coef = float(bond_weight) * 2.0 / L
+        self.clash_distance = np.float32(clash_distance)
+        self.clash_coef = np.float32(clash_weight / wsum)
+        sep = np.abs(np.arange(L)[:, None] - np.arange(L)[None, :])
+        allowed = sep >= 2
+        self.clash_ok = allowed if clash_weight > 0 else np.zeros((L, L), dtype=bool)
+
+    def __call__(self, flat: np.ndarray) -> tuple[float, np.ndarray]:
+        x64 = flat.reshape(self.L, 3)
+        x = x64.astype(np.float32)
+        sq = (x * x).sum(axis=1)
+        g2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
+        d = np.sqrt(np.maximum(g2, np.float32(1e-8)))
+        r = d - self.d_t
+        wr = self.w * r
+        e = 0.5 * float((wr * r).sum(dtype=np.float64))     # ordered pairs count each pair twice
+        coef = wr
+        if self.clash_coef > 0:
+            short = np.maximum(self.clash_distance - d, np.float32(0.0))
+            short *= self.clash_ok
+            e += 0.5 * float(self.clash_coef) * float((short * short).sum(dtype=np.float64))
+            coef = coef - self.clash_coef * short
+        c = coef / d
+        np.fill_diagonal(c, 0.0)
+        grad = 2.0 * (x64 * c.sum(axis=1, dtype=np.float64)[:, None] - (c @ x).astype(np.float64))
+        if len(self.bonds):
+            b = self.bonds
+            v = x64[b + 1] - x64[b]
+            bl = np.sqrt((v * v).sum(axis=1))
+            br = bl - CA_CA_BOND
+            e += self.bond_coef * float((br * br).sum())
+            gb = (2.0 * self.bond_coef) * (br / np.maximum(bl, 1e-12))[:, None] * v
+            np.add.at(grad, b + 1, gb)
+            np.add.at(grad, b, -gb)
+        return e, grad.ravel()
+
+
+def refine(
+    xyz0: np.ndarray,
+    dist: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    breaks: Sequence[int] = (),
+    mask: np.ndarray | None = None,
+    bond_weight: float = BOND_WEIGHT,
+    clash_distance: float = CLASH_DISTANCE,
+    clash_weight: float = CLASH_WEIGHT,
+    max_iter: int = 300,
+    tol: float = 1e-9,
+) -> np.ndarray:
+    """Refine coordinates against target distances (stress + Cα–Cα bond + clash terms; L-BFGS).
+
+    ``xyz0`` [L, 3] Å start (e.g. ``classical_mds``); ``dist`` [L, L] Å targets; ``weights``
+    [L, L] ≥ 0 (e.g. predicted pair confidence), uniform when None; ``mask`` [L, L] bool, False =
+    unknown target (weight 0). ``breaks``: indices i where residues i and i+1 are not bonded.
+    Bonded pairs take the 3.8 Å bond term instead of their target. Returns ``xyz`` [L, 3] Å.
+    """
+    xyz0 = np.asarray(xyz0, dtype=np.float64)
+    d = check_distance_matrix(dist, mask=mask)
+    L = d.shape[0]
+    if xyz0.shape != (L, 3) or not np.isfinite(xyz0).all():
+        raise ValueError(f"refine: start coordinates must be finite [L, 3] = [{L}, 3], got {xyz0.shape}")
+    if L < 2:
+        return xyz0.copy()
+    w = np.ones((L, L)) if weights is None else np.array(weights, dtype=np.float64, copy=True)
+    if w.shape != (L, L) or not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"refine: weights must be finite, ≥ 0 and [L, L] = [{L}, {L}]")
+    w = 0.5 * (w + w.T)
+    known = np.isfinite(d)
+    w[~known] = 0.0
+    d = np.where(known, d, 0.0)
+    np.fill_diagonal(w, 0.0)
+    bonds = _bond_pairs(L, breaks)
+    if len(bonds):
+        w[bonds, bonds + 1] = 0.0
+        w[bonds + 1, bonds] = 0.0
+    if w.sum() == 0 and not len(bonds):
+        return xyz0.copy()
+
+    fun = _StressEnergy(d, w, bonds, bond_weight, clash_distance, clash_weight)
+
+    # Coincident start points (degenerate MDS) would give zero-length vectors: jitter them.
+    x0 = xyz0.copy()
+    if L > 1 and np.min(distance_matrix(x0) + np.eye(L) * 1e9) < 1e-6:
+        rng = np.random.default_rng(0)
+        x0 = x0 + rng.normal(scale=0.1, size=x0.shape)
+    with _numpy_threads(1):
+        res = minimize(fun, x0.ravel(), jac=True, method="L-BFGS-B",
+                       options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-6, "maxcor": 20})
+    xyz = res.x.reshape(L, 3)
+    return xyz - xyz.mean(axis=0)
+
+
+# ----------------------------------------------------------------------------- hand
+
+def ca_dihedrals(xyz: np.ndarray) -> np.ndarray:
+    """Cα pseudo-dihedrals (i, i+1, i+2, i+3) in degrees. ``xyz`` [L, 3] -> [L-3] (NaN if undefined)."""
+    xyz = np.asarray(xyz, dtype=np.float64)
+    if len(xyz) < 4:
+        return np.zeros(0)
+    b0 = xyz[1:-2] - xyz[:-3]
+    b1 = xyz[2:-1] - xyz[1:-2]
+    b2 = xyz[3:] - xyz[2:-1]
+    n1 = np.cross(b0, b1)
+    n2 = np.cross(b1, b2)
+    b1n = b1 / np.maximum(np.linalg.norm(b1, axis=1, keepdims=True), 1e-12)
+    m1 = np.cross(n1, b1n)
+    x = (n1 * n2).sum(axis=1)
+    y = (m1 * n2).sum(axis=1)
+    return -np.degrees(np.arctan2(y, x))  # IUPAC sign: right-handed α-helix ≈ +50°
+
+
+def mirror(xyz: np.ndarray) -> np.ndarray:
+    """Mirror image (x -> −x). [L, 3] -> [L, 3]."""
+    out = np.array(xyz, dtype=np.float64, copy=True)
+    out[:, 0] *= -1.0
+    return out
+
+
+def choose_hand(xyz: np.ndarray, breaks: Sequence[int] = ()) -> tuple[np.ndarray, dict]:
+    """Pick the hand of an MDS structure without the native, from helix handedness.
+
+    Rule: count Cα pseudo-dihedrals in the right-handed α-helix window (+20°, +80°) and in its
+    mirror (−80°, −20°), skipping quadruples that span a chain break. If the mirror window has
+    more, return the mirror image. ``info``: ``mirrored`` (bool), ``score`` = (n_right − n_left) /
+    (n_right + n_left) of the returned structure's *input* (0 when there is no signal), ``n_right``,
+    ``n_left``. Fails (coin flip) on chains without helices, e.g. all-β or a weak model's output.
+    """
+    xyz = np.asarray(xyz, dtype=np.float64)
+    phi = ca_dihedrals(xyz)
+    ok = np.isfinite(phi)
+    if len(breaks) and len(phi):
+        for b in breaks:  # quadruple i..i+3 spans break b if i <= b <= i+2
+            ok[max(0, b - 2): b + 1] = False
+    lo, hi = HELIX_WINDOW
+    n_right = int((ok & (phi > lo) & (phi < hi)).sum())
+    n_left = int((ok & (phi < -lo) & (phi > -hi)).sum())
+    tot = n_right + n_left
+    score = (n_right - n_left) / tot if tot else 0.0
+    mirrored = n_left > n_right
+    out = mirror(xyz) if mirrored else xyz.copy()
+    return out, {"mirrored": bool(mirrored), "score": float(score), "n_right": n_right, "n_left": n_left}
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+def reconstruct(
+    dist: np.ndarray,
+    weights: np.ndarray | None = None,
+    method: str = "refine",
+    breaks: Sequence[int] = (),
+    *,
+    mask: np.ndarray | None = None,
+    hand: bool = True,
+) -> tuple[np.ndarray, dict]:
+    """Distances -> coordinates. ``dist`` [L, L] Å -> (``xyz`` [L, 3] Å, info dict).
+
+    ``method``: "classical" (MDS only) or "refine" (MDS then ``refine``). ``hand``: apply
+    ``choose_hand``. info: method, seconds, mirrored, hand_score, stress_rmse (Å, over weighted
+    known pairs), bond_mean/bond_max_dev (Å). Raises ``ValueError`` on invalid input; the output
+    is always finite.
+    """
+    if method not in ("classical", "refine"):
+        raise ValueError(f"reconstruct: method must be 'classical' or 'refine', got {method!r}")
+    t0 = time.perf_counter()
+    d = check_distance_matrix(dist, mask=mask)
+    L = d.shape[0]
+    xyz = classical_mds(d, mask=np.isfinite(d))
+    if method == "refine" and L >= 2:
+        xyz = refine(xyz, d, weights, breaks=breaks, mask=np.isfinite(d))
+    info: dict = {"method": method, "mirrored": False, "hand_score": 0.0}
+    if hand:
+        xyz, h = choose_hand(xyz, breaks=breaks)
+        info["mirrored"], info["hand_score"] = h["mirrored"], h["score"]
+    if not np.isfinite(xyz).all():  # pragma: no cover - guarded above, kept as a last line of defence
+        raise ValueError("reconstruct: produced non-finite coordinates; check the distance matrix")
+    known = np.isfinite(d)
+    iu = np.triu_indices(L, 1)
+    sel = known[iu]
+    dd = distance_matrix(xyz)
+    info["stress_rmse"] = float(np.sqrt(np.mean((dd[iu][sel] - d[iu][sel]) ** 2))) if sel.any() else 0.0
+    bonds = _bond_pairs(L, breaks) if L > 1 else np.zeros(0, int)
+    if len(bonds):
+        bl = dd[bonds, bonds + 1]
+        info["bond_mean"] = float(bl.mean())
+        info["bond_max_dev"] = float(np.abs(bl - CA_CA_BOND).max())
+    info["seconds"] = time.perf_counter() - t0
+    return xyz, info
+
+
+# ----------------------------------------------------------------------------- superposition
+
+def kabsch(mobile: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal proper rotation (det +1) and translation: ``mobile @ R.T + t`` ≈ ``target``.
+
+    ``mobile``, ``target`` [N, 3] Å (N ≥ 1, finite); ``weights`` [N] ≥ 0 optional. Returns
+    (R [3, 3], t [3]).
+    """
+    a = np.asarray(mobile, dtype=np.float64)
+    b = np.asarray(target, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != 3 or len(a) == 0:
+        raise ValueError(f"kabsch: need two [N, 3] arrays of equal shape, got {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("kabsch: coordinates contain NaN/inf; pass a mask to superpose instead")
+    w = np.ones(len(a)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    ca = w @ a
+    cb = w @ b
+    h = (a - ca).T @ ((b - cb) * w[:, None])
+    u, _, vt = np.linalg.svd(h)
+    s = np.sign(np.linalg.det(vt.T @ u.T)) or 1.0
+    r = vt.T @ np.diag([1.0, 1.0, s]) @ u.T
+    t = cb - ca @ r.T
+    return r, t
+
+
+def superpose(
+    mobile: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
+    """Superpose ``mobile`` [N, 3] on ``target`` [N, 3] by Kabsch over ``mask`` [N] (default: rows
+    finite in both). Returns (aligned mobile [N, 3] Å, RMSD over the mask in Å)."""
+    a = np.asarray(mobile, dtype=np.float64)
+    b = np.asarray(target, dtype=np.float64)
+    m = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    if mask is not None:
+        m &= np.asarray(mask, dtype=bool)
+    if not m.any():
+        raise ValueError("superpose: no residue has coordinates in both structures")
+    r, t = kabsch(a[m], b[m])
+    aligned = a @ r.T + t
+    rmsd = float(np.sqrt(np.mean(((aligned[m] - b[m]) ** 2).sum(axis=1))))
+    return aligned, rmsd

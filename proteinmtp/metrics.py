@@ -1,0 +1,328 @@
+"""Every number in an evaluation: distance errors, contact precision, structure scores.
+
+Definitions (design.md): pairs i < j with both residues present; separation ranges from
+``constants.SEPARATION_RANGES`` (local 1–5, short 6–11, medium 12–23, long ≥ 24).
+
+* ``tm_score``: residue correspondence fixed (index i ↔ i), maximised over superpositions exactly the
+  way the TM-score program searches (seed fragments of length L, L/2, L/4, … ≥ 4 at every offset,
+  then up to 20 rounds of "Kabsch on residues within d0_search + 1 Å", d0_search = d0 clipped to
+  [4.5, 8] Å), normalised by the native length; d0 = 1.24 (L − 15)^(1/3) − 1.8, 0.5 for L ≤ 21.
+  All seeds are iterated together (batched 3×3 SVDs), so the search is vectorised.
+* ``gdt``: GDT-TS (1/2/4/8 Å) and GDT-HA (0.5/1/2/4 Å), each cutoff maximised over the same kind of
+  seeded, iterated superposition search (iteration keeps the residues within the cutoff).
+* ``lddt_ca``: Cα pairs within 15 Å in the native (i ≠ j), fraction whose distance is preserved
+  within 0.5/1/2/4 Å, averaged over thresholds, pooled over all pairs (biotite's "all" aggregation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+from proteinmtp.constants import CONTACT_CUTOFF, SEPARATION_RANGES
+from proteinmtp.geometry import superpose
+
+GDT_TS_CUTOFFS = (1.0, 2.0, 4.0, 8.0)
+GDT_HA_CUTOFFS = (0.5, 1.0, 2.0, 4.0)
+LDDT_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
+LDDT_RADIUS = 15.0
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _residue_mask(L: int, mask: np.ndarray | None, *arrays: np.ndarray) -> np.ndarray:
+    m = np.ones(L, dtype=bool) if mask is None else np.asarray(mask, dtype=bool).copy()
+    if m.shape != (L,):
+        raise ValueError(f"mask must have shape [{L}], got {m.shape}")
+    return m
+
+
+def _separation(L: int) -> np.ndarray:
+    idx = np.arange(L)
+    return np.abs(idx[:, None] - idx[None, :])
+
+
+def _range_mask(sep: np.ndarray, name: str) -> np.ndarray:
+    lo, hi = SEPARATION_RANGES[name]
+    return (sep >= lo) & (sep <= hi) if hi is not None else (sep >= lo)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+# ----------------------------------------------------------------------------- distances
+
+def distance_metrics(pred_dist: np.ndarray, true_dist: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """Distance errors in Å over pairs i < j with both residues present (``mask`` [L] and finite).
+
+    ``pred_dist``, ``true_dist`` [L, L] Å. Keys: mae, rmse, pearson, spearman, n_pairs, and
+    mae_<r>, rmse_<r>, pearson_<r>, n_pairs_<r> for r in local/short/medium/long (NaN if empty).
+    """
+    p = np.asarray(pred_dist, dtype=np.float64)
+    t = np.asarray(true_dist, dtype=np.float64)
+    if p.shape != t.shape or p.ndim != 2 or p.shape[0] != p.shape[1]:
+        raise ValueError(f"distance_metrics: shapes differ or are not square: {p.shape} vs {t.shape}")
+    L = p.shape[0]
+    m = _residue_mask(L, mask)
+    pair = np.triu(m[:, None] & m[None, :], 1) & np.isfinite(t) & np.isfinite(p)
+    sep = _separation(L)
+    out: dict = {}
+
+    def block(sel: np.ndarray, suffix: str, spearman: bool) -> None:
+        a, b = p[sel], t[sel]
+        n = len(a)
+        out[f"mae{suffix}"] = float(np.abs(a - b).mean()) if n else float("nan")
+        out[f"rmse{suffix}"] = float(np.sqrt(((a - b) ** 2).mean())) if n else float("nan")
+        out[f"pearson{suffix}"] = _pearson(a, b)
+        if spearman:
+            out["spearman"] = _pearson(rankdata(a), rankdata(b)) if n > 1 else float("nan")
+        out[f"n_pairs{suffix}"] = int(n)
+
+    block(pair, "", True)
+    for r in SEPARATION_RANGES:
+        block(pair & _range_mask(sep, r), f"_{r}", False)
+    return out
+
+
+def contact_metrics(
+    score: np.ndarray,
+    true_dist: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    higher_is_contact: bool = True,
+    cutoff: float = CONTACT_CUTOFF,
+) -> dict:
+    """Precision of the top L, L/2, L/5 ranked pairs per separation range (contact: d < cutoff Å).
+
+    ``score`` [L, L]: contact probability (``higher_is_contact=True``) or predicted distance in Å
+    (``higher_is_contact=False``). ``true_dist`` [L, L] Å (Cα or Cβ). L is the number of present
+    residues. Keys precision_L_<r>, precision_L2_<r>, precision_L5_<r> for r in short/medium/long and
+    "all" (separation ≥ 6). Ties are broken by index order (stable sort). NaN if a range is empty.
+    """
+    s = np.asarray(score, dtype=np.float64)
+    t = np.asarray(true_dist, dtype=np.float64)
+    if s.shape != t.shape:
+        raise ValueError(f"contact_metrics: score {s.shape} and true_dist {t.shape} differ")
+    Lfull = s.shape[0]
+    m = _residue_mask(Lfull, mask)
+    L = int(m.sum())
+    pair = np.triu(m[:, None] & m[None, :], 1) & np.isfinite(t) & np.isfinite(s)
+    sep = _separation(Lfull)
+    key = s if higher_is_contact else -s
+    ranges = {"short": _range_mask(sep, "short"), "medium": _range_mask(sep, "medium"),
+              "long": _range_mask(sep, "long"), "all": sep >= 6}
+    out: dict = {}
+    for r, rm in ranges.items():
+        sel = pair & rm
+        k_scores = key[sel]
+        is_contact = t[sel] < cutoff
+        order = np.argsort(-k_scores, kind="stable")
+        for name, k in (("L", L), ("L2", L // 2), ("L5", L // 5)):
+            k = max(k, 1)
+            top = is_contact[order[:k]]
+            out[f"precision_{name}_{r}"] = float(top.mean()) if len(top) else float("nan")
+    return out
+
+
+# ----------------------------------------------------------------------------- superposition search
+
+def tm_d0(L: int) -> float:
+    """TM-score d0 in Å for a native of length L (0.5 Å for L ≤ 21)."""
+    if L <= 21:
+        return 0.5
+    return max(1.24 * (L - 15) ** (1.0 / 3.0) - 1.8, 0.5)
+
+
+def _batched_transform(x: np.ndarray, y: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    """Kabsch of x onto y for each selection row. x, y [N, 3]; sel [S, N] bool -> x moved [S, N, 3]."""
+    w = sel.astype(np.float64)
+    n = np.maximum(w.sum(axis=1), 1.0)[:, None]
+    cx = (w @ x) / n                                        # [S, 3]
+    cy = (w @ y) / n
+    xy = (x[:, :, None] * y[:, None, :]).reshape(len(x), 9)  # [N, 9]
+    h = (w @ xy).reshape(-1, 3, 3) - n[:, :, None] * cx[:, :, None] * cy[:, None, :]
+    u, _, vt = np.linalg.svd(h)
+    det = np.sign(np.linalg.det(np.matmul(vt.transpose(0, 2, 1), u.transpose(0, 2, 1))))
+    det[det == 0] = 1.0
+    u[:, :, 2] *= det[:, None]
+    r = np.matmul(vt.transpose(0, 2, 1), u.transpose(0, 2, 1))   # [S, 3, 3], y ≈ R x + t
+    t = cy - np.matmul(r, cx[:, :, None])[:, :, 0]
+    return np.matmul(x[None], r.transpose(0, 2, 1)) + t[:, None, :]
+
+
+def _seeds(n: int, min_len: int = 4, max_seeds: int | None = None) -> np.ndarray:
+    """Seed fragments as in TM-score: lengths n, n/2, n/4, … (≥ min_len), every offset. -> [S, n] bool."""
+    min_len = min(min_len, n)
+    lengths = []
+    k = 0
+    while True:
+        ln = n // (2 ** k)
+        if ln <= min_len:
+            lengths.append(min_len)
+            break
+        lengths.append(ln)
+        k += 1
+        if k >= 5:
+            lengths.append(min_len)
+            break
+    rows = []
+    idx = np.arange(n)
+    for ln in dict.fromkeys(lengths):
+        starts = np.arange(n - ln + 1)
+        if max_seeds is not None and len(starts) > max_seeds:
+            starts = np.unique(np.linspace(0, n - ln, max_seeds).round().astype(int))
+        rows.append((idx[None, :] >= starts[:, None]) & (idx[None, :] < starts[:, None] + ln))
+    return np.concatenate(rows, axis=0)
+
+
+def _search(x: np.ndarray, y: np.ndarray, score_fn, d_init: float, d_iter: float, n_iter: int = 20,
+            max_seeds: int | None = None, chunk: int = 512) -> float:
+    """Maximise ``score_fn(dist [S, N]) -> [S]`` over superpositions from seeded, iterated Kabsch.
+
+    After each superposition the next selection is the residues closer than d (d_init for the
+    seed's first round, d_iter afterwards), widened by 0.5 Å until it holds ≥ 3 residues.
+    """
+    n = len(x)
+    seeds = _seeds(n, max_seeds=max_seeds)
+    best = -np.inf
+    for c0 in range(0, len(seeds), chunk):
+        sel = seeds[c0:c0 + chunk]
+        d_cut = d_init
+        for it in range(n_iter + 1):
+            moved = _batched_transform(x, y, sel)
+            diff = moved - y[None]
+            dist = np.sqrt(np.einsum("snk,snk->sn", diff, diff))    # [S, N]
+            best = max(best, float(score_fn(dist).max()))
+            if it == n_iter:
+                break
+            new = dist < d_cut
+            thr = np.full(len(sel), d_cut)
+            few = new.sum(axis=1) < 3
+            while few.any() and n > 3:
+                thr[few] += 0.5
+                new[few] = dist[few] < thr[few, None]
+                few = new.sum(axis=1) < 3
+            # a seed whose selection did not change has converged (TM-score stops it too)
+            active = (new != sel).any(axis=1) if it > 0 else np.ones(len(sel), dtype=bool)
+            if not active.any():
+                break
+            sel = new[active]
+            d_cut = d_iter
+    return best
+
+
+def _present(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(pred_xyz, dtype=np.float64)
+    b = np.asarray(true_xyz, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != 3:
+        raise ValueError(f"structure metrics need two [L, 3] arrays of equal shape, got {a.shape} and {b.shape}")
+    m = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    if mask is not None:
+        m &= np.asarray(mask, dtype=bool)
+    return a[m], b[m]
+
+
+# ----------------------------------------------------------------------------- structure scores
+
+def rmsd(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Cα RMSD in Å after optimal (proper) superposition over residues present in both."""
+    a, b = _present(pred_xyz, true_xyz, mask)
+    if len(a) == 0:
+        return float("nan")
+    return superpose(a, b)[1]
+
+
+def tm_score(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None,
+             *, norm_length: int | None = None) -> float:
+    """TM-score with fixed correspondence, maximised over superpositions (see module docstring).
+
+    ``pred_xyz``, ``true_xyz`` [L, 3] Å; normalised by ``norm_length`` (default: number of native
+    residues with coordinates, i.e. finite rows of ``true_xyz`` inside ``mask``).
+    """
+    tb = np.asarray(true_xyz, dtype=np.float64)
+    if norm_length is None:
+        nm = np.isfinite(tb).all(axis=1)
+        if mask is not None:
+            nm &= np.asarray(mask, dtype=bool)
+        norm_length = int(nm.sum())
+    a, b = _present(pred_xyz, true_xyz, mask)
+    if len(a) == 0 or norm_length == 0:
+        return 0.0
+    d0 = tm_d0(norm_length)
+    d0_search = min(max(d0, 4.5), 8.0)
+
+    def score(dist: np.ndarray) -> np.ndarray:
+        return (1.0 / (1.0 + (dist / d0) ** 2)).sum(axis=1) / norm_length
+
+    if len(a) < 3:
+        moved = superpose(a, b)[0]
+        return float(score(np.linalg.norm(moved - b, axis=1)[None])[0])
+    return _search(a, b, score, d_init=d0_search - 1.0, d_iter=d0_search + 1.0)
+
+
+def gdt(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None,
+        *, max_seeds: int = 64) -> dict:
+    """GDT-TS and GDT-HA (fractions in [0, 1]) over the native's present residues.
+
+    For each cutoff c the fraction of residues within c Å is maximised over superpositions found by
+    a seeded search iterated on the residues within c (``max_seeds`` offsets per seed length).
+    Returns {"gdt_ts", "gdt_ha", "gdt_<c>" per cutoff}.
+    """
+    tb = np.asarray(true_xyz, dtype=np.float64)
+    nm = np.isfinite(tb).all(axis=1)
+    if mask is not None:
+        nm &= np.asarray(mask, dtype=bool)
+    n_norm = int(nm.sum())
+    a, b = _present(pred_xyz, true_xyz, mask)
+    fr: dict[float, float] = {}
+    for c in sorted(set(GDT_TS_CUTOFFS) | set(GDT_HA_CUTOFFS)):
+        if len(a) == 0 or n_norm == 0:
+            fr[c] = 0.0
+        elif len(a) < 3:
+            moved = superpose(a, b)[0]
+            fr[c] = float((np.linalg.norm(moved - b, axis=1) < c).sum()) / n_norm
+        else:
+            fr[c] = _search(a, b, lambda dist, c=c: (dist < c).sum(axis=1) / n_norm,
+                            d_init=c, d_iter=c, max_seeds=max_seeds)
+    out = {f"gdt_{c:g}": v for c, v in fr.items()}
+    out["gdt_ts"] = float(np.mean([fr[c] for c in GDT_TS_CUTOFFS]))
+    out["gdt_ha"] = float(np.mean([fr[c] for c in GDT_HA_CUTOFFS]))
+    return out
+
+
+def lddt_ca(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None,
+            *, radius: float = LDDT_RADIUS, thresholds: tuple[float, ...] = LDDT_THRESHOLDS) -> float:
+    """lDDT on Cα: native pairs i ≠ j within ``radius`` Å, mean over ``thresholds`` of the fraction
+    with |d_pred − d_true| < threshold, pooled over all pairs. Superposition-free; mirror-invariant."""
+    a, b = _present(pred_xyz, true_xyz, mask)
+    if len(a) < 2:
+        return float("nan")
+    from proteinmtp.geometry import distance_matrix
+
+    dp = distance_matrix(a)
+    dt = distance_matrix(b)
+    sel = (dt < radius) & ~np.eye(len(a), dtype=bool)
+    if not sel.any():
+        return float("nan")
+    err = np.abs(dp - dt)[sel]
+    return float(np.mean([(err < t).mean() for t in thresholds]))
+
+
+def structure_metrics(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """All structure scores. ``pred_xyz``, ``true_xyz`` [L, 3] Å (NaN rows = missing), ``mask`` [L].
+
+    Keys: rmsd (Å), tm_score, gdt_ts, gdt_ha, lddt (fractions), n_aligned (residues in both).
+    """
+    a, b = _present(pred_xyz, true_xyz, mask)
+    g = gdt(pred_xyz, true_xyz, mask)
+    return {
+        "rmsd": rmsd(pred_xyz, true_xyz, mask),
+        "tm_score": tm_score(pred_xyz, true_xyz, mask),
+        "gdt_ts": g["gdt_ts"],
+        "gdt_ha": g["gdt_ha"],
+        "lddt": lddt_ca(pred_xyz, true_xyz, mask),
+        "n_aligned": int(len(a)),
+    }
