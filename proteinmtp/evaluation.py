@@ -1,0 +1,498 @@
+"""Evaluate a trained run on a dataset split: the model beside the separation prior and the oracle.
+
+For every protein (chain) of the split, three distance matrices are scored the same way:
+
+* ``model``  — the run's prediction, rebuilt into coordinates exactly as ``infer_distmat.py`` does;
+* ``prior``  — the run's length-aware ``SeparationPrior`` (prior.json, fitted on its training split)
+  predicting a chain of that length, rebuilt with the same MDS + refinement;
+* ``oracle`` — MDS of the true distances (residues with a Cα only): the ceiling of the reconstruction,
+  TM ≈ 1 expected.
+
+Residues without a Cα are excluded from every metric by mask. Structure metrics (RMSD, TM, GDT, lDDT)
+are computed over the residues with a Cα, with the predicted hand (MDS cannot tell mirror images
+apart; ``geometry.choose_hand`` picks one without the native). The TM-score of the better of the two
+mirror images is reported only as a diagnostic, under keys that say so.
+
+    python evaluate_distmat_model.py --model_path runs/demo --test_data data/demo/test.json --output_dir eval/
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from proteinmtp.constants import CHAIN_BREAK_CA_CA, SEPARATION_RANGES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proteinmtp.dataset import Sample
+    from proteinmtp.model import LoadedRun
+    from proteinmtp.prior import SeparationPrior
+
+METHODS = ("model", "prior", "oracle")
+# Keys design.md requires in eval_results.json for every method (means over proteins).
+REQUIRED_KEYS = ("mae", "rmse", "pearson", "mae_short", "mae_medium", "mae_long", "precision_L_long",
+                 "precision_L5_long", "rmsd", "tm_score", "gdt_ts", "lddt")
+# Length bins (residues, [lo, hi)); label → bounds.
+LENGTH_BINS: tuple[tuple[str, int, int | None], ...] = (
+    ("<100", 0, 100), ("100-199", 100, 200), ("200-299", 200, 300), (">=300", 300, None))
+MIRROR_KEY = "diagnostic_tm_score_best_of_mirrors"
+RESULTS_FILE = "eval_results.json"
+CSV_FILE = "eval_per_protein.csv"
+
+
+def length_bin(length: int) -> str:
+    """Label of the length bin holding ``length`` residues."""
+    for label, lo, hi in LENGTH_BINS:
+        if length >= lo and (hi is None or length < hi):
+            return label
+    raise ValueError(f"length {length} is outside every bin")  # pragma: no cover
+
+
+def ca_breaks(ca_xyz: np.ndarray) -> tuple[int, ...]:
+    """Indices i with |Cα(i+1) − Cα(i)| > CHAIN_BREAK_CA_CA (4.2 Å). ``ca_xyz`` [n, 3] Å, all finite."""
+    if len(ca_xyz) < 2:
+        return ()
+    step = np.linalg.norm(np.diff(ca_xyz, axis=0), axis=1)
+    return tuple(int(i) for i in np.flatnonzero(step > CHAIN_BREAK_CA_CA))
+
+
+def oracle_structure(sample: Sample, method: str = "refine") -> np.ndarray:
+    """Coordinates [L, 3] Å rebuilt by MDS (+ refinement) from the true distances of the residues with a Cα.
+
+    Rows of residues without a Cα are NaN. Chain breaks among the present residues are passed to the
+    refinement so no bond is imposed across a gap.
+    """
+    from proteinmtp.geometry import reconstruct
+
+    mask = sample.mask()
+    ca = np.asarray(sample.ca, dtype=np.float64)
+    sub = ca[mask]
+    d = np.linalg.norm(sub[:, None, :] - sub[None, :, :], axis=-1)
+    xyz = np.full((len(ca), 3), np.nan)
+    if len(sub) >= 1:
+        xyz[mask], _ = reconstruct(d, method=method, breaks=ca_breaks(sub))
+    return xyz
+
+
+def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.ndarray, sample: Sample,
+                     *, higher_is_contact: bool = True, true_dist: np.ndarray | None = None) -> dict[str, float]:
+    """Every metric of one prediction of one protein.
+
+    pred_dist [L, L] Å; contact_score [L, L] (probability, or a distance with ``higher_is_contact=False``);
+    xyz [L, 3] Å reconstructed coordinates (rows of residues without a native Cα are ignored).
+    Returns distance, contact and structure metrics plus the mirror diagnostic (MIRROR_KEY) and
+    ``hand_correct`` (1.0 when the chosen hand scores at least as well as its mirror).
+    """
+    from proteinmtp.geometry import mirror
+    from proteinmtp.metrics import contact_metrics, distance_metrics, structure_metrics
+
+    mask = sample.mask()
+    true = sample.distances() if true_dist is None else true_dist
+    out: dict[str, float] = {}
+    out.update(distance_metrics(pred_dist, true, mask))
+    out.update(contact_metrics(contact_score, true, mask, higher_is_contact=higher_is_contact))
+    ca = np.asarray(sample.ca, dtype=np.float64)[mask]
+    x = np.asarray(xyz, dtype=np.float64)[mask]
+    s = structure_metrics(x, ca)
+    out.update(s)
+    tm_m = float(structure_metrics(mirror(x), ca)["tm_score"])
+    out["tm_score_mirror"] = tm_m
+    out[MIRROR_KEY] = max(float(s["tm_score"]), tm_m)
+    out["hand_correct"] = float(float(s["tm_score"]) >= tm_m)
+    return {k: _num(v) for k, v in out.items() if _is_number(v)}
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _num(v: object) -> float:
+    return float(v)  # type: ignore[arg-type]
+
+
+def _nanmean(vals: Sequence[float]) -> float | None:
+    a = np.asarray([v for v in vals if v is not None], dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else None
+
+
+# ----------------------------------------------------------------------------- accumulation for figures
+
+@dataclass
+class FigureData:
+    """What the figures need, collected while evaluating (bounded memory)."""
+
+    max_sep: int = 2048
+    max_pairs_per_protein: int = 3000
+    n_heatmaps: int = 3
+    seed: int = 0
+    sep_abs_sum: dict[str, np.ndarray] = field(default_factory=dict)
+    sep_count: np.ndarray | None = None
+    errors: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    scatter: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    heatmaps: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
+    views: list[tuple[str, np.ndarray, np.ndarray, str, np.ndarray]] = field(default_factory=list)
+
+    def add(self, sample: Sample, preds: dict[str, np.ndarray], model_xyz: np.ndarray,
+            confidence: np.ndarray) -> None:
+        true = sample.distances()
+        L = len(true)
+        iu, ju = np.triu_indices(L, 1)
+        ok = np.isfinite(true[iu, ju])
+        iu, ju = iu[ok], ju[ok]
+        sep = np.minimum(ju - iu, self.max_sep - 1)
+        t = true[iu, ju]
+        if self.sep_count is None:
+            self.sep_count = np.zeros(self.max_sep)
+        self.sep_count += np.bincount(sep, minlength=self.max_sep)
+        rng = np.random.default_rng(self.seed + len(self.scatter))
+        pick = rng.choice(len(t), min(len(t), self.max_pairs_per_protein), replace=False) if len(t) else []
+        for name, dist in preds.items():
+            err = dist[iu, ju] - t
+            self.sep_abs_sum.setdefault(name, np.zeros(self.max_sep))
+            self.sep_abs_sum[name] += np.bincount(sep, weights=np.abs(err), minlength=self.max_sep)
+            self.errors.setdefault(name, []).append(err[pick])
+        self.scatter.append((preds["model"][iu, ju][pick], t[pick], (ju - iu)[pick]))
+        if len(self.heatmaps) < self.n_heatmaps:
+            self.heatmaps.append((sample.id, preds["model"], true))
+        if len(self.views) < self.n_heatmaps:
+            self.views.append((sample.id, model_xyz, np.asarray(sample.ca, float), sample.sequence, confidence))
+
+    def mae_by_separation(self) -> dict[str, np.ndarray]:
+        cnt = self.sep_count if self.sep_count is not None else np.zeros(self.max_sep)
+        last = int(np.flatnonzero(cnt)[-1]) + 1 if cnt.any() else 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {k: np.where(cnt[:last] > 0, v[:last] / cnt[:last], np.nan) for k, v in self.sep_abs_sum.items()}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@dataclass
+class Evaluation:
+    """Per-protein rows ({"id", "length", "n_present", "length_bin", "model": {...}, "prior": {...},
+    "oracle": {...}}), proteins skipped (id → reason), and the figure data."""
+
+    rows: list[dict] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    figures: FigureData = field(default_factory=FigureData)
+
+
+def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "refine", batch_size: int = 1,
+                 prior: SeparationPrior | None = None, progress: bool = True, pdb_dir: str | Path | None = None,
+                 figures: FigureData | None = None, run_dir: str | Path = "") -> Evaluation:
+    """Score the run, the separation prior and the oracle on ``samples``.
+
+    ``prior`` defaults to ``run.prior`` (the run's prior.json). Proteins longer than ``run.max_len`` or
+    with fewer than 2 residues with a Cα are skipped and listed. With ``pdb_dir``, the model's structure
+    (confidence in the B-factor column) and the native Cα trace are written as <id>_model.pdb and
+    <id>_native.pdb.
+    """
+    from proteinmtp.predict import predict_structures, record_stems, write_structure
+    from proteinmtp.structure import write_pdb
+
+    prior = prior if prior is not None else getattr(run, "prior", None)
+    if prior is None:
+        raise ValueError("the run has no separation prior (prior.json); retrain with a current train_distmat.py")
+    ev = Evaluation(figures=figures or FigureData())
+    max_len = getattr(run, "max_len", None)
+    todo: list[Sample] = []
+    for s in samples:
+        n_present = int(s.mask().sum())
+        if max_len and len(s.sequence) > max_len:
+            ev.skipped[s.id] = f"length {len(s.sequence)} > model maximum {max_len}"
+        elif n_present < 2:
+            ev.skipped[s.id] = f"only {n_present} residue(s) with a Cα"
+        else:
+            todo.append(s)
+    stems = record_stems([s.id for s in todo])
+    model_name = str(run.config.get("model_name") or "")
+
+    def on_result(i: int, sp) -> None:
+        sample = todo[i]
+        L = len(sample.sequence)
+        dp = sp.distances
+        row = {"id": sample.id, "length": L, "n_present": int(sample.mask().sum()), "length_bin": length_bin(L)}
+        true = sample.distances()
+        model_dist = np.asarray(dp.dist, dtype=np.float64)
+        row["model"] = score_prediction(model_dist, np.asarray(dp.contact_prob, float), sp.ca_xyz, sample,
+                                        true_dist=true)
+        row["model"]["mean_confidence"] = sp.mean_confidence
+        prior_dist = np.asarray(prior.predict(L), dtype=np.float64)
+        from proteinmtp.geometry import reconstruct
+
+        prior_xyz, _ = reconstruct(prior_dist, method=method)
+        row["prior"] = score_prediction(prior_dist, prior_dist, prior_xyz, sample, higher_is_contact=False,
+                                        true_dist=true)
+        oracle_xyz = oracle_structure(sample, method=method)
+        oracle_dist = np.where(np.isfinite(true), true, 0.0)
+        row["oracle"] = score_prediction(oracle_dist, oracle_dist, np.nan_to_num(oracle_xyz), sample,
+                                         higher_is_contact=False, true_dist=true)
+        ev.rows.append(row)
+        ev.figures.add(sample, {"model": model_dist, "prior": prior_dist}, sp.ca_xyz, sp.confidence)
+        if pdb_dir is not None:
+            d = Path(pdb_dir)
+            write_structure(d / f"{stems[i]}_model.pdb", sp, run_dir=run_dir,
+                            model_name=model_name, record_id=sample.id)
+            m = sample.mask()
+            nums = [r for r, ok in zip(sample.residue_ids, m) if ok] if sample.residue_ids else None
+            write_pdb(d / f"{stems[i]}_native.pdb", np.asarray(sample.ca, float)[m],
+                      "".join(c for c, ok in zip(sample.sequence, m) if ok), residue_numbers=nums,
+                      model_name="native", method="experimental", remarks=[f"NATIVE {sample.id}"])
+
+    predict_structures(run, [s.sequence for s in todo], method=method, batch_size=batch_size,
+                       progress=progress, on_result=on_result)
+    return ev
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+def _mean_block(rows: Sequence[dict], method: str) -> dict:
+    keys: list[str] = []
+    for r in rows:
+        keys.extend(k for k in r[method] if k not in keys)
+    block: dict = {k: _nanmean([r[method].get(k) for r in rows]) for k in keys}
+    block["n_proteins"] = len(rows)
+    return block
+
+
+def summarize(ev: Evaluation) -> dict:
+    """eval_results.json content: ``model``/``prior``/``oracle`` blocks of means over proteins with
+    ``by_range`` and ``by_length`` breakdowns, ``n_proteins``, ``skipped`` and a ``diagnostics`` note."""
+    rows = ev.rows
+    out: dict = {}
+    for method in METHODS:
+        block = _mean_block(rows, method) if rows else {k: None for k in REQUIRED_KEYS} | {"n_proteins": 0}
+        by_range = {}
+        for r in SEPARATION_RANGES:
+            sub = {k: block.get(f"{k}_{r}") for k in ("mae", "rmse", "pearson", "spearman")}
+            sub.update({k: block.get(f"{k}_{r}") for k in ("precision_L", "precision_L2", "precision_L5")
+                        if f"{k}_{r}" in block})
+            by_range[r] = {k: v for k, v in sub.items() if f"{k}_{r}" in block}
+        block["by_range"] = by_range
+        by_len = {}
+        for label, _, _ in LENGTH_BINS:
+            sub_rows = [r for r in rows if r["length_bin"] == label]
+            if sub_rows:
+                by_len[label] = _mean_block(sub_rows, method)
+        block["by_length"] = by_len
+        out[method] = block
+    out["n_proteins"] = len(rows)
+    out["length_bins"] = {label: [lo, hi] for label, lo, hi in LENGTH_BINS}
+    out["skipped"] = dict(ev.skipped)
+    out["diagnostics"] = {
+        "note": (f"'{MIRROR_KEY}' is the TM-score of the better of the two mirror images, chosen WITH the "
+                 "native: a diagnostic of how much the hand choice costs, not a result. 'tm_score' uses the "
+                 "hand chosen without the native. 'hand_correct' is the fraction where that choice was the "
+                 "better one."),
+        "tm_score_best_of_mirrors": {m: out[m].get(MIRROR_KEY) for m in METHODS},
+    }
+    return _json_safe(out)
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def per_protein_csv(ev: Evaluation) -> str:
+    """CSV text: one row per protein (id, length, n_present, length_bin, then <method>_<metric> columns)."""
+    cols: list[str] = []
+    for method in METHODS:
+        for r in ev.rows:
+            cols.extend(f"{method}_{k}" for k in r[method] if f"{method}_{k}" not in cols)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "length", "n_present", "length_bin", *cols])
+    for r in ev.rows:
+        vals = []
+        for c in cols:
+            method, key = c.split("_", 1)
+            v = r[method].get(key)
+            vals.append("" if v is None or not math.isfinite(v) else f"{v:.6g}")
+        w.writerow([r["id"], r["length"], r["n_present"], r["length_bin"], *vals])
+    return buf.getvalue()
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_figures(ev: Evaluation, vis_dir: str | Path, run_dir: str | Path | None = None) -> list[Path]:
+    """Draw the evaluation figures (and training curves when ``run_dir`` has train_log.jsonl) into vis_dir."""
+    from proteinmtp import plots
+    from proteinmtp.predict import record_stems
+    from proteinmtp.viewer import write_viewer_html
+
+    vis = Path(vis_dir)
+    fd = ev.figures
+    paths: list[Path] = []
+    if not ev.rows:
+        return paths
+    paths.append(plots.distance_heatmaps(fd.heatmaps, vis / "distance_heatmaps.png"))
+    paths.append(plots.error_histogram({k: np.concatenate(v) for k, v in fd.errors.items()},
+                                       vis / "error_histogram.png"))
+    paths.append(plots.error_by_separation(fd.mae_by_separation(), vis / "error_by_separation.png"))
+    pred, true, sep = (np.concatenate([s[k] for s in fd.scatter]) for k in range(3))
+    paths.append(plots.scatter_by_range(pred, true, sep, vis / "pred_vs_true_scatter.png"))
+    lengths = np.array([r["length"] for r in ev.rows])
+    metrics = {m: {meth: np.array([np.nan if r[meth].get(m) is None else r[meth][m] for r in ev.rows])
+                   for meth in METHODS if not (meth == "oracle" and m == "mae")}
+               for m in ("mae", "tm_score", "lddt")}
+    paths.append(plots.metrics_vs_length(lengths, metrics, vis / "metrics_vs_length.png"))
+    stems = record_stems([v[0] for v in fd.views])
+    for stem, (sid, xyz, ca, seq, conf) in zip(stems, fd.views):
+        row = next(r for r in ev.rows if r["id"] == sid)
+        summary = (f"Model TM-score {row['model'].get('tm_score', float('nan')):.3f}, lDDT "
+                   f"{row['model'].get('lddt', float('nan')):.3f} (hand chosen without the native).")
+        paths.append(write_viewer_html(vis / f"view_{stem}.html", xyz, ca, seq, title=f"{sid}: predicted vs native",
+                                       confidence=conf, summary=summary))
+    if run_dir is not None and (Path(run_dir) / "train_log.jsonl").is_file():
+        rows = plots.read_train_log(Path(run_dir) / "train_log.jsonl")
+        if rows:
+            paths.append(plots.training_curves(rows, vis / "training_curves.png"))
+    return paths
+
+
+def write_results(ev: Evaluation, output_dir: str | Path, config: dict | None = None) -> dict:
+    """Write eval_results.json (with ``config``) and eval_per_protein.csv into output_dir; returns the results."""
+    from proteinmtp.runs import write_json_atomic
+
+    out = Path(output_dir)
+    results = summarize(ev)
+    if config:
+        results["config"] = _json_safe(config)
+    write_json_atomic(out / RESULTS_FILE, results)
+    _write_text(out / CSV_FILE, per_protein_csv(ev))
+    return results
+
+
+def format_summary(results: dict) -> str:
+    """A small text table of the headline metrics for model / prior / oracle."""
+    keys = ("mae", "mae_short", "mae_medium", "mae_long", "precision_L5_long", "rmsd", "tm_score", "gdt_ts", "lddt")
+    lines = [f"{'':8}" + "".join(f"{k:>18}" for k in keys)]
+    for m in METHODS:
+        vals = [results[m].get(k) for k in keys]
+        lines.append(f"{m:8}" + "".join(f"{v:18.3f}" if v is not None else f"{'n/a':>18}" for v in vals))
+    lines.append(f"n_proteins = {results['n_proteins']}" +
+                 (f" (skipped {len(results['skipped'])})" if results.get("skipped") else ""))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line (model mode)
+
+def add_model_arguments(parser) -> None:
+    """Flags of the model-evaluation mode of evaluate_distmat_model.py."""
+    g = parser.add_argument_group("model evaluation (--model_path + --test_data)")
+    g.add_argument("--model_path", help="run directory written by train_distmat.py")
+    g.add_argument("--test_data", help="dataset split to evaluate on (JSON or .json.gz from create_distmat_data.py)")
+    g.add_argument("--num_samples", type=int, default=None,
+                   help="evaluate only the first N proteins of the split (default: all)")
+    g.add_argument("--output_dir", default=None,
+                   help="where eval_results.json, eval_per_protein.csv and visualizations/ go "
+                        "(default: the experiment record directory)")
+    g.add_argument("--save_pdbs", action="store_true",
+                   help="also write <id>_model.pdb (confidence in B-factor) and <id>_native.pdb into OUTPUT_DIR/pdbs/")
+    g.add_argument("--experiment_name", default=None,
+                   help="record the run in EXPERIMENTS_ROOT/<YYYY-MM-DD>_<name>/ (default: the run directory's name)")
+    g.add_argument("--experiments_root", default="experiments", help="root directory of experiment records")
+    g.add_argument("--mds_method", choices=("classical", "refine"), default="refine",
+                   help="reconstruction used for model, prior and oracle")
+    g.add_argument("--batch_size", type=int, default=1, help="sequences per forward pass")
+    g.add_argument("--device", default="auto", help="torch device: auto (cuda if available, else cpu), cpu, cuda:0 …")
+    g.add_argument("--trust_remote_code", action="store_true",
+                   help="allow the backbone's own Python code from its model directory (only for backbones you trust)")
+    g.add_argument("--no_figures", action="store_true", help="skip the figures and HTML views")
+
+
+class EvaluationInputError(ValueError):
+    """Bad arguments or input files for the model evaluation (reported as one line)."""
+
+
+def run_model_mode(args) -> int:
+    """Model evaluation from parsed ``args`` (see :func:`add_model_arguments`). Prints the summary table.
+
+    Raises :class:`EvaluationInputError` (one-line message) for a missing/corrupt run directory or
+    dataset, before anything is written.
+    """
+    import sys
+
+    from proteinmtp import runs
+
+    if not args.model_path or not args.test_data:
+        raise EvaluationInputError("model evaluation needs both --model_path and --test_data")
+    if args.num_samples is not None and args.num_samples < 1:
+        raise EvaluationInputError(f"--num_samples must be ≥ 1, got {args.num_samples}")
+    if args.batch_size < 1:
+        raise EvaluationInputError(f"--batch_size must be ≥ 1, got {args.batch_size}")
+    run_dir = Path(args.model_path)
+    if not run_dir.is_dir():
+        raise EvaluationInputError(f"run directory {run_dir} does not exist; pass the --output_dir of train_distmat.py")
+    if not Path(args.test_data).is_file():
+        raise EvaluationInputError(f"test data {args.test_data} does not exist")
+    from proteinmtp.dataset import load_dataset
+
+    try:
+        data = load_dataset(args.test_data)
+    except (ValueError, OSError) as e:
+        raise EvaluationInputError(f"cannot read test data {args.test_data}: {e}".splitlines()[0]) from None
+    samples = list(data.samples)[: args.num_samples] if args.num_samples else list(data.samples)
+    if not samples:
+        raise EvaluationInputError(f"test data {args.test_data} holds no protein")
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from proteinmtp.model import load_run
+
+    try:
+        run = load_run(run_dir, device=device, trust_remote_code=args.trust_remote_code)
+    except Exception as e:  # noqa: BLE001 - any failure to load is reported as one line
+        raise EvaluationInputError(f"cannot load run {run_dir}: {e}".splitlines()[0]) from None
+    if getattr(run, "prior", None) is None:
+        raise EvaluationInputError(f"run {run_dir} has no prior.json (the separation prior); retrain it")
+
+    exp_dir = runs.experiment_dir(args.experiment_name or run_dir.resolve().name, root=args.experiments_root)
+    out = Path(args.output_dir) if args.output_dir else exp_dir
+    out.mkdir(parents=True, exist_ok=True)
+    ev = evaluate_run(run, samples, method=args.mds_method, batch_size=args.batch_size,
+                      pdb_dir=(out / "pdbs") if args.save_pdbs else None, run_dir=run_dir,
+                      progress=sys.stderr.isatty())
+    config = {"model_path": str(run_dir), "test_data": str(args.test_data), "num_samples": args.num_samples,
+              "mds_method": args.mds_method, "n_in_split": len(data.samples),
+              "model_name": run.config.get("model_name"), "residue_layout": run.config.get("residue_layout"),
+              "max_len": getattr(run, "max_len", None)}
+    results = write_results(ev, out, config)
+    if not args.no_figures:
+        write_figures(ev, out / runs.VIS_DIR, run_dir=run_dir)
+    runs.record_training(run_dir, exp_dir)
+    runs.record_evaluation(exp_dir, out)
+    print(format_summary(results))
+    print(f"wrote {out / RESULTS_FILE} and {out / CSV_FILE}; experiment record {exp_dir}")
+    return 0

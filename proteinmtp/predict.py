@@ -1,0 +1,286 @@
+"""From sequences to structures: input checks, model → distances → coordinates, confidence, output files.
+
+Shared by ``infer_distmat.py`` and the evaluator, so both rebuild coordinates the same way::
+
+    from proteinmtp.model import load_run
+    from proteinmtp.predict import clean_sequence, predict_structures, write_structure
+    run = load_run("runs/demo")
+    [sp] = predict_structures(run, [clean_sequence("MKTAYIAKQR")], method="refine")
+    write_structure("pred.pdb", sp, run_dir="runs/demo", model_name=run.config.get("model_name", ""))
+
+Choices:
+
+* Sequences are upper-cased and stripped of whitespace; one trailing ``*`` (FASTA stop) is dropped. Any
+  other letter outside the 20 amino acids plus X/B/Z/U/O is an :class:`InputError` naming the record and
+  the 1-based position.
+* Refinement is weighted by the model's pair confidence (design.md, Geometry); the hand is chosen from
+  helix handedness without any native (``geometry.choose_hand``), and reported.
+* Per-residue confidence written to the B-factor column is ``100 * residue_confidence`` (0–100, higher is
+  better, like pLDDT).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from proteinmtp.constants import ALLOWED_AA
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proteinmtp.model import DistancePrediction, LoadedRun
+
+_ALLOWED = frozenset(ALLOWED_AA)
+_STEM_RE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_STEM_LEN = 100
+
+
+class InputError(ValueError):
+    """Bad user input (sequence, FASTA, option); the message names the record and position."""
+
+
+# ----------------------------------------------------------------------------- input
+
+def clean_sequence(sequence: str, record: str = "sequence") -> str:
+    """Upper-case ``sequence``, drop whitespace and one trailing ``*``; check every letter.
+
+    Raises :class:`InputError` for an empty record or a letter outside ALLOWED_AA (20 amino acids + XBZUO),
+    naming ``record`` and the 1-based position of the first bad letter.
+    """
+    seq = "".join(str(sequence).split()).upper()
+    if seq.endswith("*"):
+        seq = seq[:-1]
+    if not seq:
+        raise InputError(f"record {record!r} has an empty sequence; give at least one residue")
+    for i, c in enumerate(seq):
+        if c not in _ALLOWED:
+            raise InputError(f"record {record!r}: invalid residue letter {c!r} at position {i + 1}; "
+                             f"allowed are the 20 amino acids and X, B, Z, U, O")
+    return seq
+
+
+def parse_fasta(text: str, source: str = "FASTA") -> list[tuple[str, str]]:
+    """(record id, raw sequence) pairs of FASTA text; the id is the header up to the first whitespace.
+
+    Raises :class:`InputError` when there is no record or sequence text comes before the first ``>``.
+    Sequences are NOT checked here (see :func:`clean_sequence`).
+    """
+    records: list[tuple[str, list[str]]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith(";"):
+            continue
+        if line.startswith(">"):
+            header = line[1:].strip()
+            rid = header.split()[0] if header else f"record_{len(records) + 1}"
+            records.append((rid, []))
+        elif not records:
+            raise InputError(f"{source}: line {lineno} has sequence text before the first '>' header; "
+                             "is this a FASTA file?")
+        else:
+            records[-1][1].append(line)
+    if not records:
+        raise InputError(f"{source}: no FASTA record found (records start with '>')")
+    return [(rid, "".join(parts)) for rid, parts in records]
+
+
+def read_fasta(path: str | Path) -> list[tuple[str, str]]:
+    """Records of a FASTA file (see :func:`parse_fasta`); InputError if it cannot be read."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"FASTA file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read FASTA file {path}: {e}") from None
+    return parse_fasta(text, source=str(path))
+
+
+def record_stems(record_ids: Sequence[str]) -> list[str]:
+    """File-name stems for record ids: unsafe characters → ``_``, at most 100 characters, unique
+    (a repeated stem gets ``_2``, ``_3``, … in input order)."""
+    out, seen = [], set()
+    for rid in record_ids:
+        stem = _STEM_RE.sub("_", rid).strip("._")[:MAX_STEM_LEN] or "record"
+        cand, k = stem, 1
+        while cand.lower() in seen:  # case-insensitive: safe on case-insensitive file systems
+            k += 1
+            cand = f"{stem}_{k}"
+        seen.add(cand.lower())
+        out.append(cand)
+    return out
+
+
+def check_lengths(records: Sequence[tuple[str, str]], max_len: int | None) -> None:
+    """InputError naming the first record longer than ``max_len`` residues (None = no limit)."""
+    if not max_len:
+        return
+    for rid, seq in records:
+        if len(seq) > max_len:
+            raise InputError(f"record {rid!r} has {len(seq)} residues; this model supports at most {max_len}")
+
+
+# ----------------------------------------------------------------------------- prediction
+
+@dataclass
+class StructurePrediction:
+    """One predicted structure.
+
+    ca_xyz [L, 3] Å; confidence [L] 0–100 (per residue, higher is better); distances: the model output
+    (``DistancePrediction``: dist [L, L] Å, contact_prob, pair/residue confidence, distogram);
+    info: reconstruction info (method, mirrored, hand_score, stress_rmse Å, bond_mean Å, seconds).
+    """
+
+    sequence: str
+    ca_xyz: np.ndarray
+    confidence: np.ndarray
+    distances: DistancePrediction
+    info: dict = field(default_factory=dict)
+
+    @property
+    def mean_confidence(self) -> float:
+        return float(np.mean(self.confidence)) if len(self.confidence) else 0.0
+
+    @property
+    def hand(self) -> str:
+        """Which hand reconstruction kept: "mirrored" or "as built" (MDS cannot tell; see choose_hand)."""
+        return "mirrored" if self.info.get("mirrored") else "as built"
+
+
+def residue_confidence_100(residue_confidence: np.ndarray) -> np.ndarray:
+    """Per-residue confidence [L] in [0, 1] → [L] in [0, 100] (NaN → 0, clipped)."""
+    c = np.nan_to_num(np.asarray(residue_confidence, dtype=np.float64), nan=0.0)
+    return np.clip(100.0 * c, 0.0, 100.0)
+
+
+def structure_from_distances(pred: DistancePrediction, method: str = "refine",
+                             use_confidence: bool = True) -> StructurePrediction:
+    """Rebuild coordinates from one ``DistancePrediction`` (MDS → refine weighted by pair confidence → hand)."""
+    from proteinmtp.geometry import reconstruct
+
+    weights = None
+    if use_confidence and pred.pair_confidence is not None:
+        w = np.nan_to_num(np.asarray(pred.pair_confidence, dtype=np.float64), nan=0.0)
+        weights = np.clip(w, 0.0, None)
+        if not (weights > 0).any():
+            weights = None
+    xyz, info = reconstruct(np.asarray(pred.dist, dtype=np.float64), weights=weights, method=method)
+    return StructurePrediction(sequence=pred.sequence, ca_xyz=xyz,
+                               confidence=residue_confidence_100(pred.residue_confidence),
+                               distances=pred, info=info)
+
+
+def predict_structures(run: LoadedRun, sequences: Sequence[str], *, method: str = "refine",
+                       batch_size: int = 1, progress: bool = False,
+                       on_result: Callable[[int, StructurePrediction], None] | None = None
+                       ) -> list[StructurePrediction]:
+    """Predict distances for ``sequences`` (already cleaned) in batches, then rebuild each structure.
+
+    ``on_result(index, prediction)`` is called as each structure is ready (e.g. to write it at once).
+    """
+    from tqdm.auto import tqdm
+
+    out: list[StructurePrediction] = []
+    bar = tqdm(total=len(sequences), desc="predict", unit="seq", disable=not progress)
+    for start in range(0, len(sequences), max(1, batch_size)):
+        chunk = list(sequences[start:start + max(1, batch_size)])
+        for k, dp in enumerate(run.predict(chunk, batch_size=len(chunk))):
+            sp = structure_from_distances(dp, method=method)
+            out.append(sp)
+            if on_result is not None:
+                on_result(start + k, sp)
+            bar.update(1)
+    bar.close()
+    return out
+
+
+# ----------------------------------------------------------------------------- output
+
+def _atomic_save(path: Path, writer: Callable[[object], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def structure_remarks(sp: StructurePrediction, *, run_dir: str | Path = "", model_name: str = "",
+                      record_id: str = "") -> list[str]:
+    """REMARK text for an output structure: model, run, record, hand chosen, mean confidence."""
+    rem = []
+    if record_id:
+        rem.append(f"RECORD {record_id}")
+    rem.append(f"MODEL {model_name or 'unknown'}")
+    if run_dir:
+        rem.append(f"RUN {Path(run_dir).resolve().name}")
+    rem.append(f"HAND {sp.hand.upper()} (HELIX-HANDEDNESS SCORE {float(sp.info.get('hand_score', 0.0)):+.2f}; "
+               "MDS CANNOT TELL MIRROR IMAGES APART)")
+    rem.append(f"MEAN CONFIDENCE {sp.mean_confidence:.1f} (0-100)")
+    if "stress_rmse" in sp.info:
+        rem.append(f"DISTANCE FIT RMSE {sp.info['stress_rmse']:.2f} A")
+    return rem
+
+
+def write_structure(path: str | Path, sp: StructurePrediction, *, fmt: str = "pdb", run_dir: str | Path = "",
+                    model_name: str = "", record_id: str = "") -> Path:
+    """Write a Cα-trace PDB or mmCIF (``fmt``), confidence 0–100 in the B-factor column, REMARKs."""
+    from proteinmtp.structure import write_mmcif, write_pdb
+
+    writer = {"pdb": write_pdb, "cif": write_mmcif}.get(fmt)
+    if writer is None:
+        raise ValueError(f"output format must be 'pdb' or 'cif', got {fmt!r}")
+    path = Path(path)
+    writer(path, sp.ca_xyz, sp.sequence, bfactors=sp.confidence, model_name=model_name or "proteinmtp",
+           method=f"{sp.info.get('method', '?')} MDS + hand choice",
+           remarks=structure_remarks(sp, run_dir=run_dir, model_name=model_name, record_id=record_id))
+    return path
+
+
+def save_distmat(path: str | Path, sp: StructurePrediction) -> Path:
+    """Save the predicted distance matrix [L, L] float32 Å as .npy (atomic)."""
+    path = Path(path)
+    dist = np.asarray(sp.distances.dist, dtype=np.float32)
+    _atomic_save(path, lambda fh: np.save(fh, dist))
+    return path
+
+
+def save_distogram(path: str | Path, sp: StructurePrediction) -> Path:
+    """Save distogram and confidences as .npz (atomic).
+
+    Arrays: dist [L, L] Å, distogram_probs [L, L, n_bins] (if the model has a distogram), bin_edges
+    [n_bins - 1] Å, contact_prob [L, L], pair_confidence [L, L] 0–1, residue_confidence [L] 0–1, sequence.
+    """
+    dp = sp.distances
+    arrays: dict[str, np.ndarray] = {
+        "sequence": np.array(sp.sequence),
+        "dist": np.asarray(dp.dist, dtype=np.float32),
+        "contact_prob": np.asarray(dp.contact_prob, dtype=np.float32),
+        "pair_confidence": np.asarray(dp.pair_confidence, dtype=np.float32),
+        "residue_confidence": np.asarray(dp.residue_confidence, dtype=np.float32),
+    }
+    if getattr(dp, "distogram_probs", None) is not None:
+        arrays["distogram_probs"] = np.asarray(dp.distogram_probs, dtype=np.float32)
+    if getattr(dp, "bin_edges", None) is not None:
+        arrays["bin_edges"] = np.asarray(dp.bin_edges, dtype=np.float32)
+    path = Path(path)
+    _atomic_save(path, lambda fh: np.savez_compressed(fh, **arrays))
+    return path
+
+
+def remove_files(paths: Iterable[str | Path]) -> None:
+    """Best-effort removal of files written by an interrupted run (so no partial output is left)."""
+    for p in paths:
+        try:
+            Path(p).unlink()
+        except FileNotFoundError:
+            pass
