@@ -1,0 +1,664 @@
+"""The model: an LLM backbone, one feature vector per residue, a pairwise distance head; save/load of a run.
+
+    backbone (AutoModel, no LM head) --layout--> features [B, L, H]
+        -> (last layer | learned mix of layers) -> head: projection -> pair features [B, L, L, c]
+        -> residual dilated 3x3 conv blocks (+ optional axial attention) -> symmetric outputs:
+           distogram logits [B, L, L, n_bins], normalised log-distance [B, L, L],
+           pair confidence logits [B, L, L, 5], residue confidence logits [B, L]
+
+The regression target is ``(ln d - log_dist_mean) / log_dist_std`` with the TRAIN split's global_stats
+(stored as buffers in the head weights and in training_config.json). Only the pair tensor is L²·c, with c
+the head width; the backbone's hidden size H never enters an L² tensor.
+
+Heads are looked up by name in ``HEADS`` (config ``head.head_type``) so other heads (e.g. a coordinate head)
+can be added without touching the backbone code: a head is an ``nn.Module`` with
+``forward(feats [B,L,H], residue_mask [B,L]) -> dict`` and ``loss(out, dist [B,L,L] Å, valid [B,L,L],
+stats) -> dict`` (key ``loss``), plus ``predict_numpy(out, L) -> dict`` used at inference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from proteinmtp.constants import CONTACT_CUTOFF
+from proteinmtp.layouts import KIND_PLACEHOLDER, KIND_SEP, LAYOUTS, ResidueEncoder
+
+HEAD_WEIGHTS = "head.safetensors"
+ADAPTER_DIR = "adapter"
+BACKBONE_DIR = "backbone"
+TOKENIZER_DIR = "tokenizer"
+CONFIG_NAME = "training_config.json"
+PRIOR_NAME = "prior.json"
+
+# Pair-confidence classes: |predicted - true distance| in Å, and the lDDT-like score of each class.
+ERROR_EDGES = (0.5, 1.0, 2.0, 4.0)
+ERROR_SCORES = (1.0, 0.75, 0.5, 0.25, 0.0)
+LDDT_INCLUSION = 15.0   # Å, neighbours counted in the per-residue confidence target
+LONG_RANGE_MIN_SEP = 24
+
+
+class RunLoadError(ValueError):
+    """A run directory is missing, incomplete or corrupt."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# configuration
+# ----------------------------------------------------------------------------------------------------
+@dataclass
+class HeadConfig:
+    """Hyper-parameters of the pair head (saved in training_config.json under model.head)."""
+
+    head_type: str = "distance"
+    pair_dim: int = 64                     # c: channels of the L x L pair tensor
+    single_dim: int = 128                  # width of the per-residue projection
+    dilations: tuple[int, ...] = (1, 2, 4, 1)
+    axial_attention: bool = False          # add row+column attention after each conv block
+    axial_heads: int = 4
+    n_bins: int = 42                       # distogram: 41 edges 2..22 Å -> 40 bins of 0.5 Å, + below, + overflow
+    dist_min: float = 2.0
+    dist_max: float = 22.0
+    relpos_clip: int = 32                  # exact relative positions within ±clip ...
+    relpos_log_buckets: int = 5            # ... plus log2-spaced buckets per sign beyond (64,128,256,512,>)
+    conf_weight: float = 0.1               # weight of the two confidence losses
+    dropout: float = 0.0
+
+    def bin_edges(self) -> np.ndarray:
+        """Distogram bin edges [n_bins - 1] Å."""
+        return np.linspace(self.dist_min, self.dist_max, self.n_bins - 1)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HeadConfig:
+        d = dict(d)
+        if "dilations" in d:
+            d["dilations"] = tuple(d["dilations"])
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild the model of a run (training_config.json["model"])."""
+
+    base_model: str = "Qwen/Qwen2.5-0.5B"
+    layout: str = "echo"
+    is_encoder: bool = False
+    feature_layers: str = "last"           # "last" or comma-separated layer indices to mix, e.g. "-1,-2,-4"
+    finetune: str = "lora"                 # lora | full | frozen
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "all-linear"
+    global_stats: dict = field(default_factory=dict)
+    head: dict = field(default_factory=dict)
+    max_len: int = 1024                    # longest chain inference will accept (residues)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ----------------------------------------------------------------------------------------------------
+# the pair head
+# ----------------------------------------------------------------------------------------------------
+def relpos_buckets(L: int, clip: int = 32, n_log: int = 5, device=None) -> torch.Tensor:
+    """Relative-position class of every pair [L, L] long, in [0, 2*clip + 1 + 2*n_log).
+
+    |j - i| <= clip: exact (0 .. 2*clip); beyond: log2 buckets (clip, 2clip], (2clip, 4clip], ... per sign.
+    """
+    idx = torch.arange(L, device=device)
+    d = idx[None, :] - idx[:, None]
+    ad = d.abs()
+    k = torch.floor(torch.log2((ad - 1).clamp(min=1).float() / clip)).long() + 1
+    k = k.clamp(1, n_log)
+    far = 2 * clip + k + torch.where(d > 0, 0, n_log)
+    return torch.where(ad <= clip, d + clip, far)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel axis of a [B, c, L, L] tensor (padding-independent, unlike BatchNorm)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ResidualConvBlock(nn.Module):
+    """x + conv(gelu(conv(norm(x)))) with 3x3 dilated convs; padding positions are zeroed before each conv."""
+
+    def __init__(self, c: int, dilation: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = ChannelLayerNorm(c)
+        self.conv1 = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation)
+        self.norm2 = ChannelLayerNorm(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation)
+        self.drop = nn.Dropout(dropout)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """x [B, c, L, L], m [B, 1, L, L] float pair mask."""
+        h = self.conv1(self.norm1(x) * m)
+        h = self.conv2(self.drop(F.gelu(self.norm2(h))) * m)
+        return (x + h) * m
+
+
+class AxialAttention(nn.Module):
+    """Row then column self-attention over the pair tensor (masked)."""
+
+    def __init__(self, c: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(c)
+        self.qkv = nn.Linear(c, 3 * c)
+        self.out = nn.Linear(c, c)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _rows(self, z: torch.Tensor, rmask: torch.Tensor) -> torch.Tensor:
+        # z [B, L, L, c]; attend along the last L axis for every row.
+        B, L, _, c = z.shape
+        q, k, v = self.qkv(self.norm(z)).reshape(B * L, L, 3, self.heads, c // self.heads).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        keymask = rmask[:, None, :].expand(B, L, L).reshape(B * L, 1, 1, L)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=keymask)
+        return self.out(o.transpose(1, 2).reshape(B, L, L, c))
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor, rmask: torch.Tensor) -> torch.Tensor:
+        z = x.permute(0, 2, 3, 1)
+        z = z + self._rows(z, rmask)
+        z = z + self._rows(z.transpose(1, 2), rmask).transpose(1, 2)
+        return z.permute(0, 3, 1, 2) * m
+
+
+class DistanceHead(nn.Module):
+    """Pairwise head: per-residue features -> symmetric distogram, log-distance, confidences."""
+
+    def __init__(self, in_dim: int, cfg: HeadConfig):
+        super().__init__()
+        self.cfg = cfg
+        c, s = cfg.pair_dim, cfg.single_dim
+        self.single = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, s), nn.GELU())
+        self.left, self.right = nn.Linear(s, c), nn.Linear(s, c)
+        self.left_prod, self.right_prod = nn.Linear(s, c), nn.Linear(s, c)
+        self.prod_out = nn.Linear(c, c)
+        n_rel = 2 * cfg.relpos_clip + 1 + 2 * cfg.relpos_log_buckets
+        self.relpos = nn.Embedding(n_rel, c)
+        self.blocks = nn.ModuleList(ResidualConvBlock(c, d, cfg.dropout) for d in cfg.dilations)
+        self.axial = nn.ModuleList(AxialAttention(c, cfg.axial_heads) for _ in cfg.dilations) \
+            if cfg.axial_attention else None
+        self.out_norm = nn.LayerNorm(c)
+        self.distogram = nn.Linear(c, cfg.n_bins)
+        self.regress = nn.Linear(c, 1)
+        self.pair_conf = nn.Linear(c, len(ERROR_SCORES))
+        self.res_conf = nn.Sequential(nn.Linear(s + c, s), nn.GELU(), nn.Linear(s, 1))
+        self.register_buffer("bin_edges", torch.tensor(cfg.bin_edges(), dtype=torch.float32), persistent=False)
+
+    def forward(self, feats: torch.Tensor, residue_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """feats [B, L, H] float, residue_mask [B, L] bool -> dict of symmetric outputs (see module doc)."""
+        B, L, _ = feats.shape
+        rm = residue_mask.to(feats.dtype)
+        s = self.single(feats) * rm[..., None]                                   # [B, L, s]
+        z = self.left(s)[:, :, None] + self.right(s)[:, None, :]                 # outer sum [B, L, L, c]
+        z = z + self.prod_out(self.left_prod(s)[:, :, None] * self.right_prod(s)[:, None, :])
+        z = z + self.relpos(relpos_buckets(L, self.cfg.relpos_clip, self.cfg.relpos_log_buckets, feats.device))
+        pm = (rm[:, :, None] * rm[:, None, :])                                   # [B, L, L]
+        m = pm[:, None]
+        x = z.permute(0, 3, 1, 2) * m                                            # [B, c, L, L]
+        for i, block in enumerate(self.blocks):
+            x = block(x, m)
+            if self.axial is not None:
+                x = self.axial[i](x, m, residue_mask)
+        x = 0.5 * (x + x.transpose(2, 3))                                        # symmetric pair tensor
+        z = self.out_norm(x.permute(0, 2, 3, 1))                                 # [B, L, L, c]
+        pooled = (z * pm[..., None]).sum(2) / pm.sum(2).clamp(min=1)[..., None]  # [B, L, c]
+        return {
+            "distogram_logits": self.distogram(z),                               # [B, L, L, n_bins]
+            "dist_norm": self.regress(z).squeeze(-1),                            # [B, L, L]
+            "pair_conf_logits": self.pair_conf(z),                               # [B, L, L, 5]
+            "residue_conf_logits": self.res_conf(torch.cat([s, pooled], -1)).squeeze(-1),  # [B, L]
+        }
+
+    # -- loss ------------------------------------------------------------------------------------------
+    def loss(self, out: dict[str, torch.Tensor], dist: torch.Tensor, valid: torch.Tensor,
+             stats: tuple[torch.Tensor, torch.Tensor], long_range_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """Masked losses, averaged over valid pairs of the whole batch.
+
+        Args:
+            dist: [B, L, L] true Cα–Cα distances, Å (any value where not valid).
+            valid: [B, L, L] bool, both residues present with coordinates, i != j, not padding.
+            stats: (log_dist_mean, log_dist_std) of the training split.
+            long_range_weight: weight of pairs with |i - j| >= 24 (others 1).
+        """
+        mu, sd = stats
+        L = dist.shape[-1]
+        d = torch.where(valid, dist, torch.ones_like(dist)).float()
+        w = valid.float()
+        if long_range_weight != 1.0:
+            idx = torch.arange(L, device=dist.device)
+            far = (idx[None, :] - idx[:, None]).abs() >= LONG_RANGE_MIN_SEP
+            w = w * torch.where(far, long_range_weight, 1.0)
+        wsum = w.sum().clamp(min=1e-6)
+        # distogram cross-entropy
+        target_bin = torch.bucketize(d, self.bin_edges)
+        logits = out["distogram_logits"].float()
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_bin.reshape(-1), reduction="none")
+        ce = (ce.reshape(d.shape) * w).sum() / wsum
+        # regression on the normalised log-distance
+        target = (torch.log(d) - mu) / sd
+        pred = out["dist_norm"].float()
+        l1 = ((pred - target).abs() * w).sum() / wsum
+        # confidences: targets from the (detached) regression error in Å
+        with torch.no_grad():
+            err = (torch.exp(pred * sd + mu) - d).abs()
+            err_cls = torch.bucketize(err, torch.tensor(ERROR_EDGES, device=err.device))
+            thr = torch.tensor(ERROR_EDGES, device=err.device)
+            pair_score = (err[..., None] < thr).float().mean(-1)                  # lDDT-like, [B, L, L]
+            near = valid & (d < LDDT_INCLUSION)
+            near = torch.where(near.any(-1, keepdim=True), near, valid)
+            nf = near.float()
+            res_target = (pair_score * nf).sum(-1) / nf.sum(-1).clamp(min=1)      # [B, L]
+            res_valid = valid.any(-1)
+        pc = out["pair_conf_logits"].float()
+        pc_loss = F.cross_entropy(pc.reshape(-1, pc.shape[-1]), err_cls.reshape(-1), reduction="none")
+        pc_loss = (pc_loss.reshape(d.shape) * valid.float()).sum() / valid.float().sum().clamp(min=1e-6)
+        rc = F.binary_cross_entropy_with_logits(out["residue_conf_logits"].float(), res_target, reduction="none")
+        rc_loss = (rc * res_valid.float()).sum() / res_valid.float().sum().clamp(min=1e-6)
+        total = ce + l1 + self.cfg.conf_weight * (pc_loss + rc_loss)
+        return {"loss": total, "loss_distogram": ce, "loss_regression": l1,
+                "loss_pair_conf": pc_loss, "loss_residue_conf": rc_loss}
+
+    # -- inference -------------------------------------------------------------------------------------
+    def predict_numpy(self, out: dict[str, torch.Tensor], b: int, L: int,
+                      stats: tuple[float, float]) -> dict[str, np.ndarray]:
+        """Outputs of batch item ``b`` (first L residues) as NumPy arrays in Å / probabilities."""
+        mu, sd = stats
+        dn = out["dist_norm"][b, :L, :L].float()
+        dist = torch.exp(dn * sd + mu)
+        dist = 0.5 * (dist + dist.T)
+        dist.fill_diagonal_(0.0)
+        probs = torch.softmax(out["distogram_logits"][b, :L, :L].float(), -1)
+        edges = self.bin_edges
+        # P(d < 8 Å): bins entirely below the cutoff (edges <= cutoff) -> bins 0..k-1
+        k = int((edges <= CONTACT_CUTOFF + 1e-6).sum().item())
+        contact = probs[..., :k].sum(-1)
+        pconf = torch.softmax(out["pair_conf_logits"][b, :L, :L].float(), -1) @ torch.tensor(
+            ERROR_SCORES, device=probs.device)
+        rconf = torch.sigmoid(out["residue_conf_logits"][b, :L].float())
+        return {"dist": dist.cpu().numpy().astype(np.float64), "contact_prob": contact.cpu().numpy(),
+                "pair_confidence": pconf.cpu().numpy(), "residue_confidence": rconf.cpu().numpy(),
+                "distogram_probs": probs.cpu().numpy(), "bin_edges": edges.cpu().numpy()}
+
+
+HEADS: dict[str, type[nn.Module]] = {"distance": DistanceHead}
+
+
+# ----------------------------------------------------------------------------------------------------
+# backbone + layout + head
+# ----------------------------------------------------------------------------------------------------
+def _parse_layers(spec: str) -> list[int] | None:
+    if spec in ("", "last", None):
+        return None
+    try:
+        return [int(x) for x in str(spec).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--feature_layers must be 'last' or comma-separated layer indices, got {spec!r}") from None
+
+
+class DistanceModel(nn.Module):
+    """Backbone + learned special-token vectors + layer mix + head. ``forward(**batch)`` returns a dict.
+
+    batch keys (from ``ResidueEncoder.collate`` / ``training.DistanceCollator``): input_ids, attention_mask,
+    token_kind [B, T]; residue_pos, residue_mask [B, L]; optional dist [B, L, L] Å (NaN = missing) -> loss.
+    """
+
+    def __init__(self, backbone: nn.Module, encoder: ResidueEncoder, spec: ModelSpec):
+        super().__init__()
+        self.backbone = backbone
+        self.encoder = encoder
+        self.spec = spec
+        cfg = _backbone_config(backbone)
+        hidden = cfg.hidden_size
+        n_layers = cfg.num_hidden_layers
+        std = float(getattr(cfg, "initializer_range", 0.02))
+        # learned vectors injected through inputs_embeds (the vocabulary embedding stays as it is)
+        self.sep_embed = nn.Parameter(torch.randn(hidden) * std)
+        self.placeholder_embed = nn.Parameter(torch.randn(hidden) * std)
+        # a layout that never uses a vector must not train it (DDP rejects parameters without gradients)
+        self.sep_embed.requires_grad_(spec.layout != "direct")
+        self.placeholder_embed.requires_grad_(spec.layout == "placeholder")
+        layers = _parse_layers(spec.feature_layers)
+        if layers is not None:
+            norm = [i if i >= 0 else n_layers + 1 + i for i in layers]   # hidden_states has n_layers+1 entries
+            if any(not 0 <= i <= n_layers for i in norm):
+                raise ValueError(f"--feature_layers {spec.feature_layers}: backbone has layers 0..{n_layers}")
+            self.layer_ids = norm
+            self.layer_mix = nn.Parameter(torch.zeros(len(norm)))
+        else:
+            self.layer_ids = None
+            self.layer_mix = None
+        head_cfg = HeadConfig.from_dict(spec.head)
+        if head_cfg.head_type not in HEADS:
+            raise ValueError(f"unknown head_type {head_cfg.head_type!r}; known: {', '.join(HEADS)}")
+        self.head = HEADS[head_cfg.head_type](hidden, head_cfg)
+        gs = spec.global_stats or {}
+        self.register_buffer("log_dist_mean", torch.tensor(float(gs.get("log_dist_mean", 2.5))))
+        self.register_buffer("log_dist_std", torch.tensor(float(gs.get("log_dist_std", 0.6))))
+        self.long_range_weight = 1.0
+
+    # -- features --------------------------------------------------------------------------------------
+    def residue_features(self, input_ids, attention_mask, token_kind, residue_pos) -> torch.Tensor:
+        """Backbone hidden states at the residue positions: [B, L, H] float32."""
+        kwargs: dict[str, Any] = {"attention_mask": attention_mask}
+        if (token_kind != 0).any():
+            emb = self.backbone.get_input_embeddings()(input_ids)
+            sep = self.sep_embed.to(emb.dtype)
+            ph = self.placeholder_embed.to(emb.dtype)
+            emb = torch.where((token_kind == KIND_SEP)[..., None], sep, emb)
+            emb = torch.where((token_kind == KIND_PLACEHOLDER)[..., None], ph, emb)
+            kwargs["inputs_embeds"] = emb
+        else:
+            kwargs["input_ids"] = input_ids
+        if self.layer_ids is not None:
+            kwargs["output_hidden_states"] = True
+        out = self.backbone(**kwargs)
+        if self.layer_ids is None:
+            h = out.last_hidden_state
+        else:
+            w = torch.softmax(self.layer_mix, 0)
+            h = sum(w[k] * out.hidden_states[i].float() for k, i in enumerate(self.layer_ids))
+        idx = residue_pos[..., None].expand(-1, -1, h.shape[-1])
+        return torch.gather(h, 1, idx).float()                                   # [B, L, H]
+
+    def forward(self, input_ids, attention_mask, token_kind, residue_pos, residue_mask, dist=None, **_):
+        feats = self.residue_features(input_ids, attention_mask, token_kind, residue_pos)
+        out = self.head(feats, residue_mask)
+        if dist is not None:
+            L = residue_mask.shape[1]
+            eye = torch.eye(L, dtype=torch.bool, device=dist.device)
+            valid = residue_mask[:, :, None] & residue_mask[:, None, :] & torch.isfinite(dist) & ~eye & (dist > 0)
+            out.update(self.head.loss(out, dist, valid, (self.log_dist_mean, self.log_dist_std),
+                                      self.long_range_weight))
+        return out
+
+    # -- weights ---------------------------------------------------------------------------------------
+    def head_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything except the backbone (head, special vectors, layer mix, normalisation buffers)."""
+        return {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
+                if not k.startswith("backbone.")}
+
+
+def _backbone_config(backbone: nn.Module):
+    cfg = backbone.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def is_encoder_config(config) -> bool:
+    """True for bidirectional encoders (ESM, BERT-like): they get the direct layout's eos and no causal mask."""
+    return bool(getattr(config, "is_decoder", False) is False and config.model_type in
+                ("esm", "bert", "roberta", "deberta", "deberta-v2", "electra", "modernbert"))
+
+
+def load_backbone(name: str, *, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+                  quantization_config=None, device_map=None) -> nn.Module:
+    """AutoModel (base model, no LM head) from a Hub id or a local directory."""
+    from transformers import AutoModel
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModel.from_pretrained(name, **kwargs)
+    except OSError as e:
+        raise RunLoadError(f"cannot load backbone {name!r}: {str(e).splitlines()[0]}") from None
+    if getattr(model, "pooler", None) is not None and model.config.model_type == "esm":
+        model.pooler = None          # unused; would leave parameters without gradients under DDP
+    if hasattr(model.config, "use_cache"):
+        model.config.use_cache = False
+    return model
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+
+
+def apply_finetune(backbone: nn.Module, spec: ModelSpec) -> nn.Module:
+    """Wrap/freeze the backbone for lora | full | frozen fine-tuning."""
+    if spec.finetune == "full":
+        return backbone
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    if spec.finetune == "frozen":
+        return backbone
+    if spec.finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        targets: str | list[str] = spec.lora_target_modules
+        if targets != "all-linear":
+            targets = [t.strip() for t in str(targets).split(",") if t.strip()]
+        cfg = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                         target_modules=targets, bias="none")
+        return get_peft_model(backbone, cfg)
+    raise ValueError(f"--finetune must be lora, full or frozen, got {spec.finetune!r}")
+
+
+def build_model(spec: ModelSpec, *, tokenizer=None, trust_remote_code: bool = False, dtype=None,
+                quantization_config=None, device_map=None, backbone_path: str | None = None) -> DistanceModel:
+    """Backbone (``backbone_path`` or spec.base_model) + fine-tuning wrapper + layout + head."""
+    src = backbone_path or spec.base_model
+    backbone = load_backbone(src, dtype=dtype, trust_remote_code=trust_remote_code,
+                             quantization_config=quantization_config, device_map=device_map)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(src, trust_remote_code=trust_remote_code)
+    spec.is_encoder = is_encoder_config(_backbone_config(backbone))
+    if spec.layout not in LAYOUTS:
+        raise ValueError(f"unknown residue layout {spec.layout!r}; choose one of {', '.join(LAYOUTS)}")
+    encoder = ResidueEncoder(tokenizer, spec.layout, is_encoder=spec.is_encoder)
+    backbone = apply_finetune(backbone, spec)
+    return DistanceModel(backbone, encoder, spec)
+
+
+# ----------------------------------------------------------------------------------------------------
+# saving / loading
+# ----------------------------------------------------------------------------------------------------
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_weights(model: DistanceModel, out_dir: str | Path, *, save_base_backbone: bool = False) -> None:
+    """Write the model's trainable state to ``out_dir`` (safetensors only).
+
+    head.safetensors always; adapter/ (peft) for LoRA; backbone/ for full fine-tuning, or when
+    ``save_base_backbone`` (small local backbones: makes the run self-contained).
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (HEAD_WEIGHTS + ".tmp")
+    save_file(model.head_state_dict(), str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out / HEAD_WEIGHTS)
+    bb = model.backbone
+    is_peft = hasattr(bb, "peft_config")
+    if is_peft:
+        bb.save_pretrained(str(out / ADAPTER_DIR), safe_serialization=True)
+    if model.spec.finetune == "full" or save_base_backbone:
+        base = bb.get_base_model() if is_peft else bb
+        if is_peft:
+            # unmerged base weights: strip the LoRA modules from the state dict
+            from peft.utils import get_peft_model_state_dict  # noqa: F401  (peft present)
+            sd = {k.replace("base_layer.", ""): v for k, v in base.state_dict().items() if "lora_" not in k}
+            base.save_pretrained(str(out / BACKBONE_DIR), state_dict=sd)
+        else:
+            base.save_pretrained(str(out / BACKBONE_DIR))
+
+
+def load_weights_into(model: DistanceModel, ckpt_dir: str | Path) -> None:
+    """Load what ``save_weights`` wrote back into an already built model (used for resume)."""
+    from safetensors.torch import load_file
+
+    ckpt = Path(ckpt_dir)
+    head = ckpt / HEAD_WEIGHTS
+    if not head.is_file():
+        raise RunLoadError(f"{ckpt}: no {HEAD_WEIGHTS}; not a ProteinMTP checkpoint")
+    sd = load_file(str(head))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.startswith("backbone.")]
+    if missing or unexpected:
+        raise RunLoadError(f"{head}: weights do not match the model (missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}); was it trained with different head options?")
+    bb = model.backbone
+    if hasattr(bb, "peft_config") and (ckpt / ADAPTER_DIR).is_dir():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(bb, load_file(str(ckpt / ADAPTER_DIR / "adapter_model.safetensors")))
+    elif model.spec.finetune == "full" and (ckpt / BACKBONE_DIR).is_dir():
+        sd = {}
+        for f in sorted((ckpt / BACKBONE_DIR).glob("*.safetensors")):
+            sd.update(load_file(str(f)))
+        bb.load_state_dict(sd, strict=False)
+
+
+@dataclass
+class DistancePrediction:
+    """Prediction for one sequence (L residues)."""
+
+    sequence: str
+    dist: np.ndarray                 # [L, L] Å, symmetric, zero diagonal (from the regression output)
+    contact_prob: np.ndarray         # [L, L] P(d < 8 Å) from the distogram
+    pair_confidence: np.ndarray      # [L, L] in [0, 1] (expected lDDT-like score of the pair's distance)
+    residue_confidence: np.ndarray   # [L] in [0, 1]
+    distogram_probs: np.ndarray | None = None   # [L, L, n_bins]
+    bin_edges: np.ndarray | None = None         # [n_bins - 1] Å
+
+
+class LoadedRun:
+    """A trained run ready for inference. ``predict`` de-normalises with the run's saved global_stats."""
+
+    def __init__(self, model: DistanceModel, config: dict, prior=None, device: str = "cpu"):
+        self.model = model.eval()
+        self.config = config
+        self.spec = model.spec
+        self.max_len = int(self.spec.max_len)
+        self.global_stats = dict(self.spec.global_stats)
+        self.prior = prior
+        self.device = device
+
+    @torch.no_grad()
+    def predict(self, sequences: list[str], batch_size: int = 1) -> list[DistancePrediction]:
+        """Predict every sequence (upper-case one-letter codes, 2 <= L <= max_len)."""
+        for s in sequences:
+            if not 2 <= len(s) <= self.max_len:
+                raise ValueError(f"sequence of length {len(s)} is outside what this run supports "
+                                 f"(2..{self.max_len} residues)")
+        m = self.model
+        stats = (float(m.log_dist_mean), float(m.log_dist_std))
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        results: list[DistancePrediction | None] = [None] * len(sequences)
+        for start in range(0, len(order), max(1, batch_size)):
+            idx = order[start:start + batch_size]
+            batch = m.encoder.collate([sequences[i] for i in idx])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            out = m(**batch)
+            for b, i in enumerate(idx):
+                arrs = m.head.predict_numpy(out, b, len(sequences[i]), stats)
+                results[i] = DistancePrediction(sequence=sequences[i], **arrs)
+        return results  # type: ignore[return-value]
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / CONFIG_NAME
+    if not Path(run_dir).is_dir():
+        raise RunLoadError(f"run directory {run_dir} does not exist")
+    if not path.is_file():
+        raise RunLoadError(f"{run_dir} has no {CONFIG_NAME}; is it a train_distmat.py output directory?")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunLoadError(f"{path} is not valid JSON ({e}); the run is corrupt") from None
+    if "model" not in cfg:
+        raise RunLoadError(f"{path} has no 'model' section; not a ProteinMTP run")
+    return cfg
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: bool = False) -> LoadedRun:
+    """Load a run directory (or one of its checkpoint-<step>/ directories) for inference.
+
+    Raises RunLoadError with a clear message if the directory is missing or corrupt.
+    """
+    run = Path(run_dir)
+    cfg_dir = run if (run / CONFIG_NAME).is_file() else run.parent
+    cfg = read_run_config(cfg_dir)
+    if not (run / HEAD_WEIGHTS).is_file():
+        raise RunLoadError(f"{run} has no {HEAD_WEIGHTS}: the run did not finish saving (use a checkpoint-<step>/)")
+    spec = ModelSpec.from_dict(cfg["model"])
+    if cfg["model"].get("trust_remote_code") and not trust_remote_code:
+        raise RunLoadError(f"{run} was trained with --trust_remote_code; pass trust_remote_code=True to load it")
+    backbone_path = None
+    for d in (run, cfg_dir):
+        if (d / BACKBONE_DIR / "config.json").is_file():
+            backbone_path = str(d / BACKBONE_DIR)
+            break
+    tok_dir = run / TOKENIZER_DIR if (run / TOKENIZER_DIR).is_dir() else cfg_dir / TOKENIZER_DIR
+    tokenizer = load_tokenizer(str(tok_dir) if tok_dir.is_dir() else (backbone_path or spec.base_model),
+                               trust_remote_code=trust_remote_code)
+    finetune = spec.finetune
+    spec_load = ModelSpec.from_dict({**asdict(spec), "finetune": "frozen"})
+    model = build_model(spec_load, tokenizer=tokenizer, trust_remote_code=trust_remote_code,
+                        backbone_path=backbone_path)
+    model.spec.finetune = finetune
+    if finetune == "lora":
+        if not (run / ADAPTER_DIR).is_dir():
+            raise RunLoadError(f"{run} was trained with LoRA but has no {ADAPTER_DIR}/ directory")
+        from peft import PeftModel
+
+        model.backbone = PeftModel.from_pretrained(model.backbone, str(run / ADAPTER_DIR))
+    try:
+        load_weights_into(model, run)
+    except RunLoadError:
+        raise
+    except Exception as e:  # safetensors header errors, shape mismatch
+        raise RunLoadError(f"{run}: cannot read weights ({type(e).__name__}: {e})") from None
+    prior = None
+    prior_path = cfg_dir / PRIOR_NAME
+    if prior_path.is_file():
+        try:
+            from proteinmtp.prior import SeparationPrior
+
+            prior = SeparationPrior.load(prior_path)
+        except Exception:  # prior is optional at inference
+            prior = None
+    model.to(device)
+    return LoadedRun(model, cfg, prior=prior, device=device)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return train, total
+
+
+__all__ = ["HeadConfig", "ModelSpec", "DistanceHead", "DistanceModel", "HEADS", "DistancePrediction",
+           "LoadedRun", "RunLoadError", "build_model", "load_run", "save_weights", "load_weights_into",
+           "relpos_buckets", "count_parameters"]

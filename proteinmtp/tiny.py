@@ -1,0 +1,137 @@
+"""Tiny random-initialised backbones with a character-level residue tokenizer, for tests and the demo.
+
+The directory this writes is loaded exactly like a real checkpoint (``AutoModel.from_pretrained(dir)``,
+``AutoTokenizer.from_pretrained(dir)``), so tests exercise the same code path as a Hub model.
+
+    python -m proteinmtp.tiny runs/tiny_qwen2                  # Qwen2 decoder, hidden 128, 4 layers
+    python -m proteinmtp.tiny runs/tiny_esm --arch esm         # ESM-2-style encoder
+
+Transformers 5 pitfall: ``AutoTokenizer`` on a directory whose config says ``qwen2`` ignores the
+``tokenizer_class`` we write (qwen2 is in transformers' MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS) and
+rebuilds ``Qwen2Tokenizer``: a byte-level BPE over our vocabulary with Qwen's pre-tokenizer. Upper-case
+residue letters survive that (a byte-level byte for an ASCII letter is the letter itself, and we ship no
+merges), but text through it is not what we wrote. So ``proteinmtp.layouts`` never tokenises text: it maps
+each residue letter to its id through the vocabulary (``convert_tokens_to_ids``), which is exact for any
+class AutoTokenizer picks. ``test_tiny.py`` checks every letter both ways.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from proteinmtp.constants import ALLOWED_AA
+
+# Special tokens of the character-level tokenizer, in id order; residue letters follow.
+SPECIAL_TOKENS = ("<pad>", "<eos>", "<sep>", "<cls>", "<unk>", "<mask>")
+TOKENIZER_CLASS = "TokenizersBackend"
+ARCHS = ("qwen2", "esm")
+
+
+def residue_vocab() -> dict[str, int]:
+    """Vocabulary of the character-level tokenizer: special tokens (ids 0..5) then ALLOWED_AA letters."""
+    tokens = list(SPECIAL_TOKENS) + list(ALLOWED_AA)
+    return {tok: i for i, tok in enumerate(tokens)}
+
+
+def build_tokenizer():
+    """Character-level tokenizer: every residue letter (incl. X B Z U O) is exactly one token.
+
+    Returns a ``transformers.PreTrainedTokenizerFast`` (TokenizersBackend in transformers 5).
+    """
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = residue_vocab()
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    # One "word" per character: isolate every single character, drop whitespace.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), behavior="isolated")]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        sep_token="<sep>",
+        cls_token="<cls>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        model_max_length=4096,
+    )
+
+
+def tiny_config(arch: str = "qwen2", *, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
+                max_positions: int = 2048):
+    """A small random-init config of the given family (vocabulary = residue_vocab())."""
+    vocab = residue_vocab()
+    if arch == "qwen2":
+        from transformers import Qwen2Config
+
+        return Qwen2Config(
+            vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
+            num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
+            max_position_embeddings=max_positions, pad_token_id=vocab["<pad>"], eos_token_id=vocab["<eos>"],
+            bos_token_id=None, tie_word_embeddings=True, use_cache=False,
+        )
+    if arch == "esm":
+        from transformers import EsmConfig
+
+        return EsmConfig(
+            vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
+            num_hidden_layers=num_layers, num_attention_heads=num_heads,
+            max_position_embeddings=max_positions + 2, position_embedding_type="rotary",
+            pad_token_id=vocab["<pad>"], mask_token_id=vocab["<mask>"], token_dropout=False,
+            emb_layer_norm_before=False,
+        )
+    raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
+
+
+def write_tiny(out_dir: str | Path, arch: str = "qwen2", *, hidden_size: int = 128, num_layers: int = 4,
+               num_heads: int = 4, seed: int = 0) -> Path:
+    """Write a tiny random-initialised backbone + tokenizer to ``out_dir`` (safetensors); return the path."""
+    import torch
+    from transformers import AutoModel
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = tiny_config(arch, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads)
+    model = AutoModel.from_config(config)
+    model.save_pretrained(out)
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(out)
+    # Pin the tokenizer class so AutoTokenizer never substitutes the model family's BPE tokenizer.
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = TOKENIZER_CLASS
+    tmp = cfg_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(cfg, indent=2))
+    os.replace(tmp, cfg_path)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("out_dir", help="directory to write the backbone and tokenizer into")
+    p.add_argument("--arch", choices=ARCHS, default="qwen2", help="backbone family")
+    p.add_argument("--hidden_size", type=int, default=128, help="hidden size (model width)")
+    p.add_argument("--num_layers", type=int, default=4, help="number of transformer layers")
+    p.add_argument("--num_heads", type=int, default=4, help="attention heads per layer")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the initialisation")
+    args = p.parse_args(argv)
+    if args.hidden_size % args.num_heads:
+        print(f"error: --hidden_size {args.hidden_size} is not divisible by --num_heads {args.num_heads}",
+              file=sys.stderr)
+        return 2
+    out = write_tiny(args.out_dir, args.arch, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                     num_heads=args.num_heads, seed=args.seed)
+    print(f"wrote tiny {args.arch} backbone + residue tokenizer to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
