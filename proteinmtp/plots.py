@@ -66,8 +66,7 @@ def distance_heatmaps(items: Sequence[tuple[str, np.ndarray, np.ndarray]], path:
         raise ValueError("distance_heatmaps: no proteins to draw")
     n = len(items)
     fig, axes = plt.subplots(n, 2, figsize=(9, 4.2 * n), squeeze=False, layout="constrained")
-    cmap = plt.get_cmap("viridis_r").copy()
-    cmap.set_bad("0.85")
+    cmap = plt.get_cmap("viridis_r").with_extremes(bad="0.85")
     for row, (name, pred, true) in enumerate(items):
         vmax = float(np.nanmax(np.concatenate([np.ravel(pred), np.ravel(true)])))
         for col, (mat, label) in enumerate(((pred, "predicted"), (true, "true"))):

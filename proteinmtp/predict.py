@@ -116,12 +116,15 @@ def record_stems(record_ids: Sequence[str]) -> list[str]:
     return out
 
 
+MIN_LEN = 2  # a distance matrix needs at least two residues
+
+
 def check_lengths(records: Sequence[tuple[str, str]], max_len: int | None) -> None:
-    """InputError naming the first record longer than ``max_len`` residues (None = no limit)."""
-    if not max_len:
-        return
+    """InputError naming the first record shorter than 2 or longer than ``max_len`` residues (None = no limit)."""
     for rid, seq in records:
-        if len(seq) > max_len:
+        if len(seq) < MIN_LEN:
+            raise InputError(f"record {rid!r} has {len(seq)} residue; at least {MIN_LEN} are needed")
+        if max_len and len(seq) > max_len:
             raise InputError(f"record {rid!r} has {len(seq)} residues; this model supports at most {max_len}")
 
 

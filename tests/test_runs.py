@@ -1,0 +1,92 @@
+"""Experiment records and the training status summary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pytest
+
+from proteinmtp import runs
+
+
+def _fake_run(path, n_steps=50, total=100, t0=1_000_000.0, dt_s=2.0, with_time=True):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "training_config.json").write_text(json.dumps({"args": {"max_steps": total}, "model": {}}))
+    (path / "train.log").write_text("step 1 loss 1.0\nstep 2 loss 0.9\n")
+    rows = []
+    for s in range(1, n_steps + 1):
+        r = {"step": s, "loss": 1.0 / s, "learning_rate": 1e-3}
+        if with_time:
+            r["time"] = t0 + dt_s * s
+        rows.append(r)
+        if s % 20 == 0:
+            rows.append({"step": s, "eval_mae": 10.0 - s / 10})
+    (path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_experiment_dir(tmp_path):
+    d = runs.experiment_dir("my run/v2", root=tmp_path, date=dt.date(2026, 1, 2))
+    assert d == tmp_path / "2026-01-02_my_run_v2"
+    assert (d / "visualizations").is_dir()
+    assert runs.experiment_dir("my run/v2", root=tmp_path, date="2026-01-02") == d  # idempotent
+
+
+def test_record_training_copies_and_is_idempotent(tmp_path):
+    run = _fake_run(tmp_path / "run")
+    exp = runs.experiment_dir("x", root=tmp_path / "exp", date="2026-01-01")
+    for _ in range(2):
+        runs.record_training(run, exp)
+        assert (exp / "config.json").read_bytes() == (run / "training_config.json").read_bytes()
+        assert (exp / "training_log.txt").read_bytes() == (run / "train.log").read_bytes()
+        assert (exp / "visualizations" / "training_curves.png").stat().st_size > 1000
+    assert not [p for p in exp.rglob("*.tmp")]
+
+
+def test_record_training_partial_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "training_config.json").write_text("{}")
+    exp = runs.record_training(run, tmp_path / "exp")
+    assert (exp / "config.json").is_file() and not (exp / "training_log.txt").exists()
+
+
+def test_record_evaluation(tmp_path):
+    out = tmp_path / "out"
+    (out / "visualizations").mkdir(parents=True)
+    (out / "eval_results.json").write_text("{}")
+    (out / "visualizations" / "a.png").write_bytes(b"png")
+    exp = runs.record_evaluation(tmp_path / "exp", out)
+    assert (exp / "eval_results.json").read_text() == "{}"
+    assert (exp / "visualizations" / "a.png").read_bytes() == b"png"
+
+
+def test_status_from_timestamps(tmp_path):
+    run = _fake_run(tmp_path / "run", n_steps=50, total=100, dt_s=2.0)
+    st = runs.training_status(run)
+    assert st["step"] == 50 and st["total"] == 100
+    assert st["loss"] == pytest.approx(1.0 / 50)
+    assert st["eta_s"] == pytest.approx(50 * 2.0)  # 2 s per step, 50 steps left
+    assert st["last_eval"]["step"] == 40 and st["last_eval"]["eval_mae"] == pytest.approx(6.0)
+    assert not st["finished"]
+    text = runs.format_status(run, st)
+    assert "50/100 (50.0%)" in text and "1m40s" in text and "eval_mae=6.000" in text
+
+
+def test_status_from_file_times(tmp_path):
+    run = _fake_run(tmp_path / "run", n_steps=25, total=100, with_time=False)
+    os.utime(run / "training_config.json", (1000.0, 1000.0))
+    os.utime(run / "train_log.jsonl", (1100.0, 1100.0))  # 25 steps in 100 s
+    st = runs.training_status(run, now=1200.0)
+    assert st["eta_s"] == pytest.approx(75 * 4.0)
+    assert st["log_age_s"] == pytest.approx(100.0)
+
+
+def test_status_finished_and_empty(tmp_path):
+    run = _fake_run(tmp_path / "run", n_steps=100, total=100)
+    assert runs.training_status(run)["finished"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no train_log.jsonl rows yet" in runs.format_status(empty)
