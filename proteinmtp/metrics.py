@@ -264,18 +264,19 @@ def tm_score(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None
 
 
 def gdt(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None,
-        *, max_seeds: int = 64) -> dict:
+        *, max_seeds: int = 64, norm_length: int | None = None) -> dict:
     """GDT-TS and GDT-HA (fractions in [0, 1]) over the native's present residues.
 
     For each cutoff c the fraction of residues within c Å is maximised over superpositions found by
     a seeded search iterated on the residues within c (``max_seeds`` offsets per seed length).
+    ``norm_length``: denominator (default: the native's present residues inside ``mask``).
     Returns {"gdt_ts", "gdt_ha", "gdt_<c>" per cutoff}.
     """
     tb = np.asarray(true_xyz, dtype=np.float64)
     nm = np.isfinite(tb).all(axis=1)
     if mask is not None:
         nm &= np.asarray(mask, dtype=bool)
-    n_norm = int(nm.sum())
+    n_norm = int(nm.sum()) if norm_length is None else int(norm_length)
     a, b = _present(pred_xyz, true_xyz, mask)
     fr: dict[float, float] = {}
     for c in sorted(set(GDT_TS_CUTOFFS) | set(GDT_HA_CUTOFFS)):
@@ -311,16 +312,18 @@ def lddt_ca(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None 
     return float(np.mean([(err < t).mean() for t in thresholds]))
 
 
-def structure_metrics(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None) -> dict:
+def structure_metrics(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None,
+                      *, norm_length: int | None = None) -> dict:
     """All structure scores. ``pred_xyz``, ``true_xyz`` [L, 3] Å (NaN rows = missing), ``mask`` [L].
 
     Keys: rmsd (Å), tm_score, gdt_ts, gdt_ha, lddt (fractions), n_aligned (residues in both).
+    TM-score and GDT are normalised by ``norm_length`` (default: native residues present).
     """
     a, b = _present(pred_xyz, true_xyz, mask)
-    g = gdt(pred_xyz, true_xyz, mask)
+    g = gdt(pred_xyz, true_xyz, mask, norm_length=norm_length)
     return {
         "rmsd": rmsd(pred_xyz, true_xyz, mask),
-        "tm_score": tm_score(pred_xyz, true_xyz, mask),
+        "tm_score": tm_score(pred_xyz, true_xyz, mask, norm_length=norm_length),
         "gdt_ts": g["gdt_ts"],
         "gdt_ha": g["gdt_ha"],
         "lddt": lddt_ca(pred_xyz, true_xyz, mask),

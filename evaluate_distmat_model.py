@@ -1,0 +1,98 @@
+"""Evaluate predicted structures.
+
+Pair mode: score any predicted structure (this project's, AlphaFold's, ESMFold's …) against a native;
+residues are matched by a global sequence alignment of the chains (identity when equal)::
+
+    python evaluate_distmat_model.py --pred_pdb pred.pdb --native_pdb native.pdb.gz --output_json out.json
+    python evaluate_distmat_model.py --pairs pairs.tsv --output_json out.json   # "pred<TAB>native" lines
+
+The JSON holds ``pairs`` (one {pred, native, n_aligned, rmsd, tm_score, gdt_ts, gdt_ha, lddt, …} per
+pair) and ``mean`` over the pairs. The logic lives in ``proteinmtp.scoring``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Score predicted structures against natives (pair mode).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("pair mode (score structure files)")
+    g.add_argument("--pred_pdb", type=str, default=None,
+                   help="predicted structure (PDB/mmCIF, .gz ok); needs --native_pdb")
+    g.add_argument("--native_pdb", type=str, default=None, help="native structure (PDB/mmCIF, .gz ok)")
+    g.add_argument("--pairs", type=str, default=None,
+                   help="TSV file of 'pred<TAB>native' lines (relative paths: cwd, else the TSV's folder)")
+    p.add_argument("--output_json", type=str, default=None,
+                   help="where to write the scores (JSON: 'pairs' list and 'mean')")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    return p
+
+
+def _write_json_atomic(path: str | Path, obj: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def run_pair_mode(args: argparse.Namespace) -> dict:
+    """Score --pred_pdb/--native_pdb or --pairs; write --output_json; return the result dict."""
+    from proteinmtp.scoring import read_pairs_tsv, score_pairs
+
+    if args.pairs is not None:
+        if args.pred_pdb or args.native_pdb:
+            raise ValueError("give either --pairs or --pred_pdb/--native_pdb, not both")
+        pairs = read_pairs_tsv(args.pairs)
+    else:
+        if not (args.pred_pdb and args.native_pdb):
+            raise ValueError("--pred_pdb and --native_pdb must be given together")
+        pairs = [(args.pred_pdb, args.native_pdb)]
+    for pred, native in pairs:
+        for f in (pred, native):
+            if not Path(f).is_file():
+                raise ValueError(f"{f}: no such file")
+    result = score_pairs(pairs, progress=not args.quiet)
+    _write_json_atomic(args.output_json, result)
+    if not args.quiet:
+        m = result["mean"]
+        print(f"{len(result['pairs'])} pair(s): n_aligned {m['n_aligned']:.1f}  RMSD {m['rmsd']:.3f} Å  "
+              f"TM {m['tm_score']:.4f}  GDT-TS {m['gdt_ts']:.4f}  GDT-HA {m['gdt_ha']:.4f}  "
+              f"lDDT {m['lddt']:.4f}  -> {args.output_json}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    pair_mode = any(v is not None for v in (args.pred_pdb, args.native_pdb, args.pairs))
+    if not pair_mode:
+        parser.error("nothing to do: give --pred_pdb/--native_pdb or --pairs")
+    if args.output_json is None:
+        parser.error("--output_json is required in pair mode")
+    try:
+        run_pair_mode(args)
+    except (ValueError, OSError) as e:  # StructureReadError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

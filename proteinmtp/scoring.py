@@ -1,0 +1,171 @@
+"""Score a predicted structure (any predictor's PDB/mmCIF) against a native structure.
+
+Residues are matched by a global sequence alignment of the two chains (identity when the sequences
+are equal): ``Bio.Align.PairwiseAligner`` in global mode, BLOSUM62, gap open −10 / extend −0.5 (the
+EMBOSS needle defaults). Only aligned pairs where both Cα exist count. Chains of a multi-chain file
+are paired greedily by alignment score (each chain used once); the matched residues of all chain
+pairs are scored together; TM-score and GDT are normalised by the residue count (Cα present) of the
+*matched* native chains, so native residues the prediction lacks count as misses, while native chains
+with no counterpart (e.g. a partner in a complex) are left out.
+
+Pair list files (``--pairs``): one "pred<TAB>native" per line; blank lines, lines starting with "#",
+and a header line "pred<TAB>native" are skipped. A relative path is taken as given (relative to the
+working directory) when it exists, else relative to the TSV file's folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from proteinmtp.metrics import structure_metrics
+from proteinmtp.structure import Chain, read_structure
+
+SCORE_KEYS = ("rmsd", "tm_score", "gdt_ts", "gdt_ha", "lddt")
+
+
+@lru_cache(maxsize=1)
+def _aligner():
+    from Bio.Align import PairwiseAligner, substitution_matrices
+
+    al = PairwiseAligner()
+    al.mode = "global"
+    al.substitution_matrix = substitution_matrices.load("BLOSUM62")
+    al.open_gap_score = -10.0
+    al.extend_gap_score = -0.5
+    return al
+
+
+def _clean(seq: str) -> str:
+    allowed = set("ARNDCQEGHILKMFPSTWYVBZX")
+    return "".join(c if c in allowed else "X" for c in seq.upper())
+
+
+def align_sequences(seq_a: str, seq_b: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Global alignment -> (idx_a [M], idx_b [M] matched residue indices, score). Identity if equal."""
+    if seq_a == seq_b:
+        idx = np.arange(len(seq_a))
+        return idx, idx.copy(), float(len(seq_a))
+    if not seq_a or not seq_b:
+        return np.zeros(0, int), np.zeros(0, int), 0.0
+    al = _aligner()
+    aln = al.align(_clean(seq_a), _clean(seq_b))[0]
+    ia, ib = [], []
+    for (a0, a1), (b0, b1) in zip(*aln.aligned):
+        ia.extend(range(a0, a1))
+        ib.extend(range(b0, b1))
+    return np.asarray(ia, dtype=int), np.asarray(ib, dtype=int), float(aln.score)
+
+
+def match_chains(pred: Sequence[Chain], native: Sequence[Chain]) -> list[tuple[Chain, Chain, np.ndarray, np.ndarray]]:
+    """Pair predicted and native chains greedily by alignment score (best pairs first).
+
+    Returns [(pred_chain, native_chain, idx_pred [M], idx_native [M])]; unpaired chains are dropped.
+    """
+    cands = []
+    for i, p in enumerate(pred):
+        for j, n in enumerate(native):
+            ia, ib, score = align_sequences(p.sequence, n.sequence)
+            same_id = p.chain_id == n.chain_id
+            cands.append((score, same_id, -i, -j, i, j, ia, ib))
+    cands.sort(key=lambda c: (c[0], c[1], c[2], c[3]), reverse=True)
+    used_p, used_n, out = set(), set(), []
+    for score, _, _, _, i, j, ia, ib in cands:
+        if i in used_p or j in used_n or len(ia) == 0 or score <= 0:
+            continue
+        used_p.add(i)
+        used_n.add(j)
+        out.append((pred[i], native[j], ia, ib))
+    return out
+
+
+def score_chains(pred: Sequence[Chain], native: Sequence[Chain]) -> dict:
+    """Scores of predicted chains against native chains (see module docstring).
+
+    Returns {n_aligned, rmsd, tm_score, gdt_ts, gdt_ha, lddt, chains: [[pred id, native id], …]}.
+    Raises ``ValueError`` if no residue pair with both Cα can be matched.
+    """
+    matches = match_chains(pred, native)
+    xs, ys = [], []
+    for p, n, ia, ib in matches:
+        xs.append(p.ca[ia])
+        ys.append(n.ca[ib])
+    if not xs:
+        raise ValueError("no chain of the prediction aligns to a chain of the native")
+    x = np.concatenate(xs)
+    y = np.concatenate(ys)
+    ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+    if ok.sum() < 3:
+        raise ValueError(f"only {int(ok.sum())} aligned residues have Cα in both structures (need ≥ 3)")
+    n_native = int(sum(np.isfinite(n.ca).all(axis=1).sum() for _, n, _, _ in matches))
+    out = structure_metrics(x[ok], y[ok], norm_length=n_native)
+    out["n_native"] = n_native
+    out["chains"] = [[p.id, n.id] for p, n, _, _ in matches]
+    return out
+
+
+def score_files(pred_path: str | Path, native_path: str | Path) -> dict:
+    """Score one predicted structure file against one native file.
+
+    Returns {pred, native, n_aligned, rmsd, tm_score, gdt_ts, gdt_ha, lddt, n_native, chains}.
+    Raises ``structure.StructureReadError`` / ``ValueError`` with the file named.
+    """
+    pred = read_structure(pred_path)
+    native = read_structure(native_path)
+    if not pred:
+        raise ValueError(f"{pred_path}: no protein chain found")
+    if not native:
+        raise ValueError(f"{native_path}: no protein chain found")
+    try:
+        res = score_chains(pred, native)
+    except ValueError as e:
+        raise ValueError(f"{pred_path} vs {native_path}: {e}") from e
+    return {"pred": str(pred_path), "native": str(native_path), **res}
+
+
+def read_pairs_tsv(path: str | Path) -> list[tuple[str, str]]:
+    """Read a pair list (see module docstring) -> [(pred path, native path)]."""
+    path = Path(path)
+    base = path.parent
+    pairs = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            s = line.strip()
+            if not s or s.startswith("#"):
+                continue
+            cols = s.split("\t")
+            if len(cols) != 2:
+                raise ValueError(f"{path}:{lineno}: expected 'pred<TAB>native', got {len(cols)} column(s)")
+            if cols[0].lower() == "pred" and cols[1].lower() == "native":
+                continue
+            resolved = []
+            for c in cols:
+                p = Path(c)
+                if not p.is_absolute() and not p.exists() and (base / p).exists():
+                    p = base / p
+                resolved.append(str(p))
+            pairs.append((resolved[0], resolved[1]))
+    if not pairs:
+        raise ValueError(f"{path}: no pairs found")
+    return pairs
+
+
+def mean_scores(rows: Iterable[dict]) -> dict:
+    """Mean of n_aligned and each score over rows (NaN-safe)."""
+    rows = list(rows)
+    out = {"n_pairs": len(rows)}
+    for k in ("n_aligned", *SCORE_KEYS):
+        vals = np.array([r[k] for r in rows if r.get(k) is not None], dtype=np.float64)
+        out[k] = float(np.nanmean(vals)) if len(vals) and np.isfinite(vals).any() else float("nan")
+    return out
+
+
+def score_pairs(pairs: Sequence[tuple[str, str]], progress: bool = True) -> dict:
+    """Score many (pred, native) pairs -> {"pairs": [row …], "mean": {...}} (design.md contract)."""
+    from tqdm import tqdm
+
+    rows = [score_files(p, n) for p, n in tqdm(pairs, desc="scoring", unit="pair", disable=not progress)]
+    return {"pairs": rows, "mean": mean_scores(rows)}
