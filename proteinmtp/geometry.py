@@ -137,6 +137,8 @@ def classical_mds(dist: np.ndarray, mask: np.ndarray | None = None) -> np.ndarra
     d2 = d * d
     row = d2.mean(axis=1)
     b = -0.5 * (d2 - row[:, None] - row[None, :] + row.mean())
+    if not np.abs(b).max() > 1e-12:      # all points coincide: nothing to embed
+        return np.zeros((L, 3))
     if L <= 4:
         vals, vecs = np.linalg.eigh(b)
         vals, vecs = vals[::-1][:3], vecs[:, ::-1][:, :3]

@@ -1,0 +1,200 @@
+"""Metrics against reference programs (tmtools' TM-align, biotite lDDT/superimpose, scipy.stats) and
+hand-computed cases, on real Cα traces (tests/data/geometry) and decoys built from them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+from scipy.stats import pearsonr, spearmanr
+
+from proteinmtp import geometry as G
+from proteinmtp import metrics as M
+
+
+def _load(test_data_dir, name: str):
+    z = np.load(test_data_dir / "geometry" / f"{name}.npz")
+    return z["ca"].astype(np.float64), str(z["sequence"])
+
+
+def _hinge(ca: np.ndarray, angle_deg: float, seed: int) -> np.ndarray:
+    """Rotate the C-terminal half rigidly about the middle residue (a domain motion)."""
+    rng = np.random.default_rng(seed)
+    axis = rng.normal(size=3)
+    rot = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.radians(angle_deg)).as_matrix()
+    out = ca.copy()
+    h = len(ca) // 2
+    out[h:] = (ca[h:] - ca[h]) @ rot.T + ca[h]
+    return out + rng.normal(scale=0.7, size=ca.shape)
+
+
+def _tmalign_identity(x: np.ndarray, y: np.ndarray, seq: str) -> float:
+    import tmtools
+
+    return tmtools.tm_align(x, y, seq, seq, alignment=[seq, seq]).tm_norm_chain2
+
+
+DECOYS = [("alpha_196", "hinge", 60), ("mixed_339", "hinge", 45), ("beta_200", "hinge", 90),
+          ("small_114", "noise", 3.0), ("mixed_339", "noise", 2.0), ("alpha_196", "mds", 4.0)]
+
+
+@pytest.mark.parametrize("name,kind,amount", DECOYS)
+def test_tm_score_matches_tmalign_identity_alignment(test_data_dir, name, kind, amount):
+    ca, seq = _load(test_data_dir, name)
+    rng = np.random.default_rng(7)
+    if kind == "hinge":
+        dec = _hinge(ca, amount, seed=3)
+    elif kind == "noise":
+        dec = ca + rng.normal(scale=amount, size=ca.shape)
+    else:  # noisy-distance MDS reconstruction, moved far away and rotated
+        d = G.distance_matrix(ca)
+        n = np.triu(rng.normal(scale=amount, size=d.shape), 1)
+        dec = G.classical_mds(np.maximum(d + n + n.T, 1.0) * (1 - np.eye(len(ca))))
+        dec = G.choose_hand(dec)[0] @ Rotation.random(random_state=1).as_matrix().T + 50.0
+    ours = M.tm_score(dec, ca)
+    ref = _tmalign_identity(dec, ca, seq)
+    assert ours == pytest.approx(ref, abs=0.01)
+    if kind == "hinge":  # one Kabsch fit on all residues under-reports a domain motion
+        aligned, _ = G.superpose(dec, ca)
+        d0 = M.tm_d0(len(ca))
+        single = np.mean(1 / (1 + (np.linalg.norm(aligned - ca, axis=1) / d0) ** 2))
+        assert ours > single + 0.05
+
+
+def test_tm_score_identity_and_short_chain(test_data_dir):
+    ca, _ = _load(test_data_dir, "small_114")
+    assert M.tm_score(ca, ca) == pytest.approx(1.0)
+    assert M.tm_d0(20) == 0.5
+    assert M.tm_d0(100) == pytest.approx(1.24 * 85 ** (1 / 3) - 1.8)
+    # missing predicted residues count against TM (normalised by native length)
+    pred = ca.copy()
+    pred[:57] = np.nan
+    assert M.tm_score(pred, ca) == pytest.approx(57 / 114, abs=1e-9)
+
+
+def test_rmsd_matches_reference_kabsch(test_data_dir):
+    ca, _ = _load(test_data_dir, "beta_200")
+    rng = np.random.default_rng(0)
+    dec = ca @ Rotation.random(random_state=2).as_matrix().T + rng.normal(scale=2.0, size=ca.shape)
+    _, rssd = Rotation.align_vectors(ca - ca.mean(0), dec - dec.mean(0))
+    assert M.rmsd(dec, ca) == pytest.approx(rssd / np.sqrt(len(ca)), abs=0.02)
+
+
+@pytest.mark.parametrize("name,sigma", [("alpha_196", 1.0), ("mixed_339", 2.5), ("beta_200", 4.0)])
+def test_lddt_matches_biotite(test_data_dir, name, sigma):
+    import biotite.structure as bs
+
+    ca, _ = _load(test_data_dir, name)
+    L = len(ca)
+    ref = bs.AtomArray(L)
+    ref.coord = ca
+    ref.atom_name[:] = "CA"
+    ref.element[:] = "C"
+    ref.res_id = np.arange(1, L + 1)
+    ref.res_name[:] = "ALA"
+    ref.chain_id[:] = "A"
+    dec = ca + np.random.default_rng(1).normal(scale=sigma, size=ca.shape)
+    expected = float(bs.lddt(ref, dec))
+    assert M.lddt_ca(dec, ca) == pytest.approx(expected, abs=0.01)
+    # superposition-free and mirror-invariant
+    assert M.lddt_ca(G.mirror(dec) + 3.0, ca) == pytest.approx(M.lddt_ca(dec, ca), abs=1e-12)
+
+
+def test_gdt_hand_computed_case(test_data_dir):
+    """100 residues: A = 50 exact, B = 30 (interleaved with A) translated together by 3 Å along x,
+    C = 20 displaced by 30 Å in random directions.
+
+    Cutoffs 8 and 4 Å: A + B = 0.80 (even unsuperposed). Cutoff 2 Å: no longer with the identity, but
+    a translation of ~1.1 Å along x (the Kabsch fit on A + B) puts both within 2 Å: 0.80. Cutoffs 1 and
+    0.5 Å: A and B cannot both fit (they are 3 Å apart and spatially interleaved), so A alone: 0.50.
+    GDT-TS = (.5 + .8 + .8 + .8) / 4 = 0.725; GDT-HA = (.5 + .5 + .8 + .8) / 4 = 0.65.
+    """
+    ca, _ = _load(test_data_dir, "mixed_339")
+    ca = ca[:100]
+    rng = np.random.default_rng(11)
+    perm = rng.permutation(100)
+    dec = ca.copy()
+    dec[perm[50:80]] += np.array([3.0, 0.0, 0.0])
+    v = rng.normal(size=(20, 3))
+    dec[perm[80:]] += 30.0 * v / np.linalg.norm(v, axis=1, keepdims=True)
+    g = M.gdt(dec, ca)
+    assert (g["gdt_0.5"], g["gdt_1"], g["gdt_2"], g["gdt_4"], g["gdt_8"]) == pytest.approx(
+        (0.5, 0.5, 0.8, 0.8, 0.8), abs=1e-9)
+    assert g["gdt_ts"] == pytest.approx(0.725, abs=1e-9)
+    assert g["gdt_ha"] == pytest.approx(0.65, abs=1e-9)
+
+
+def test_gdt_finds_the_domain_a_single_fit_misses(test_data_dir):
+    ca, _ = _load(test_data_dir, "alpha_196")
+    dec = ca.copy()
+    h = len(ca) // 2
+    dec[h:] = (ca[h:] - ca[h]) @ Rotation.from_rotvec([0, 0, np.pi / 2]).as_matrix().T + ca[h]
+    g = M.gdt(dec, ca)
+    # the larger rigid half alone is ≥ half of the residues within every cutoff
+    assert g["gdt_ha"] >= (len(ca) - h) / len(ca) - 1e-9
+
+
+def test_distance_metrics_against_scipy():
+    rng = np.random.default_rng(0)
+    L = 40
+    t = np.abs(rng.normal(10, 4, size=(L, L)))
+    t = t + t.T
+    p = t + rng.normal(0, 1.5, size=(L, L))
+    p = 0.5 * (p + p.T)
+    mask = np.ones(L, bool)
+    mask[[3, 17]] = False
+    out = M.distance_metrics(p, t, mask)
+    iu, ju = np.triu_indices(L, 1)
+    keep = mask[iu] & mask[ju]
+    a, b = p[iu, ju][keep], t[iu, ju][keep]
+    assert out["n_pairs"] == len(a) == (38 * 37) // 2
+    assert out["mae"] == pytest.approx(np.abs(a - b).mean())
+    assert out["rmse"] == pytest.approx(np.sqrt(((a - b) ** 2).mean()))
+    assert out["pearson"] == pytest.approx(pearsonr(a, b)[0])
+    assert out["spearman"] == pytest.approx(spearmanr(a, b)[0])
+    sep = (ju - iu)[keep]
+    long = sep >= 24
+    assert out["mae_long"] == pytest.approx(np.abs(a - b)[long].mean())
+    short = (sep >= 6) & (sep <= 11)
+    assert out["pearson_short"] == pytest.approx(pearsonr(a[short], b[short])[0])
+    assert out["n_pairs_local"] == int(((sep >= 1) & (sep <= 5)).sum())
+
+
+def test_contact_precision_hand_case():
+    L = 30
+    t = np.full((L, L), 20.0)
+    np.fill_diagonal(t, 0)
+    for i, j in ((0, 25), (1, 27), (2, 29)):          # the true long-range contacts
+        t[i, j] = t[j, i] = 6.0
+    rng = np.random.default_rng(0)
+    prob = rng.uniform(0, 0.5, size=(L, L))
+    prob = 0.5 * (prob + prob.T)
+    for (i, j), s in (((0, 25), 0.9), ((0, 24), 0.8), ((1, 27), 0.7), ((3, 29), 0.6)):
+        prob[i, j] = prob[j, i] = s
+    out = M.contact_metrics(prob, t)
+    # 21 long-range pairs; L/5 = 6 top pairs hold 2 of the 3 contacts (ranks 1 and 3) unless
+    # (2, 29) ranks 5th or 6th among the random rest
+    rest = sorted(((prob[i, j], (i, j)) for i in range(L) for j in range(i + 24, L)
+                   if (i, j) not in {(0, 25), (0, 24), (1, 27), (3, 29)}), reverse=True)
+    hit_2_29 = [p for _, p in rest[:2]].count((2, 29))
+    assert out["precision_L5_long"] == pytest.approx((2 + hit_2_29) / 6)
+    assert out["precision_L_long"] == pytest.approx(3 / 21)      # L = 30 > 21 pairs: all of them
+
+
+def test_contact_precision_matches_brute_force():
+    rng = np.random.default_rng(4)
+    L = 50
+    x = np.cumsum(rng.normal(scale=2.2, size=(L, 3)), axis=0)
+    t = G.distance_matrix(x)
+    score = rng.random((L, L))
+    score = 0.5 * (score + score.T)
+    out = M.contact_metrics(score, t)
+    for name, (lo, hi) in {"short": (6, 11), "medium": (12, 23), "long": (24, L), "all": (6, L)}.items():
+        pairs = sorted(((score[i, j], i, j) for i in range(L) for j in range(i + lo, min(i + hi + 1, L))),
+                       reverse=True)
+        for key, k in (("L", L), ("L2", L // 2), ("L5", L // 5)):
+            top = pairs[:k]
+            expected = sum(t[i, j] < 8.0 for _, i, j in top) / len(top)
+            assert out[f"precision_{key}_{name}"] == pytest.approx(expected), (name, key)
+    # ranking by predicted distance (lower = contact) gives the same numbers
+    assert M.contact_metrics(1.0 - score, t, higher_is_contact=False) == out
