@@ -1,5 +1,10 @@
 """Evaluate predicted structures.
 
+Model mode: evaluate a trained run on a dataset split, beside the separation prior and the oracle
+(eval_results.json, eval_per_protein.csv, visualizations/, experiments/<date>_<name>/ record)::
+
+    python evaluate_distmat_model.py --model_path runs/demo --test_data data/demo/test.json --output_dir eval/
+
 Pair mode: score any predicted structure (this project's, AlphaFold's, ESMFold's …) against a native;
 residues are matched by a global sequence alignment of the chains (identity when equal)::
 
@@ -7,7 +12,8 @@ residues are matched by a global sequence alignment of the chains (identity when
     python evaluate_distmat_model.py --pairs pairs.tsv --output_json out.json   # "pred<TAB>native" lines
 
 The JSON holds ``pairs`` (one {pred, native, n_aligned, rmsd, tm_score, gdt_ts, gdt_ha, lddt, …} per
-pair) and ``mean`` over the pairs. The logic lives in ``proteinmtp.scoring``.
+pair) and ``mean`` over the pairs. The logic lives in ``proteinmtp.scoring`` (pair mode) and
+``proteinmtp.evaluation`` (model mode).
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from pathlib import Path
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description="Score predicted structures against natives (pair mode).",
+        description="Evaluate a trained run on a dataset split (model mode), or score predicted structures "
+                    "against natives (pair mode).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("pair mode (score structure files)")
@@ -34,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_json", type=str, default=None,
                    help="where to write the scores (JSON: 'pairs' list and 'mean')")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    from proteinmtp.evaluation import add_model_arguments
+
+    add_model_arguments(p)
     return p
 
 
@@ -82,8 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     pair_mode = any(v is not None for v in (args.pred_pdb, args.native_pdb, args.pairs))
+    model_mode = any(v is not None for v in (args.model_path, args.test_data))
+    if model_mode and pair_mode:
+        parser.error("give either --model_path/--test_data (model mode) or --pred_pdb/--native_pdb/--pairs")
+    if model_mode:
+        from proteinmtp.evaluation import EvaluationInputError, run_model_mode
+
+        try:
+            return run_model_mode(args)
+        except EvaluationInputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if not pair_mode:
-        parser.error("nothing to do: give --pred_pdb/--native_pdb or --pairs")
+        parser.error("nothing to do: give --model_path/--test_data, or --pred_pdb/--native_pdb or --pairs")
     if args.output_json is None:
         parser.error("--output_json is required in pair mode")
     try:

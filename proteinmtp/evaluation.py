@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from proteinmtp.constants import CHAIN_BREAK_CA_CA, SEPARATION_RANGES
+from proteinmtp.runs import umask_mode
 
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.dataset import Sample
@@ -93,7 +94,7 @@ def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.n
     ``hand_correct`` (1.0 when the chosen hand scores at least as well as its mirror).
     """
     from proteinmtp.geometry import mirror
-    from proteinmtp.metrics import contact_metrics, distance_metrics, structure_metrics
+    from proteinmtp.metrics import contact_metrics, distance_metrics, structure_metrics, tm_score
 
     mask = sample.mask()
     true = sample.distances() if true_dist is None else true_dist
@@ -104,7 +105,7 @@ def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.n
     x = np.asarray(xyz, dtype=np.float64)[mask]
     s = structure_metrics(x, ca)
     out.update(s)
-    tm_m = float(structure_metrics(mirror(x), ca)["tm_score"])
+    tm_m = float(tm_score(mirror(x), ca))
     out["tm_score_mirror"] = tm_m
     out[MIRROR_KEY] = max(float(s["tm_score"]), tm_m)
     out["hand_correct"] = float(float(s["tm_score"]) >= tm_m)
@@ -336,6 +337,7 @@ def _write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -412,14 +414,14 @@ def add_model_arguments(parser) -> None:
     g.add_argument("--model_path", help="run directory written by train_distmat.py")
     g.add_argument("--test_data", help="dataset split to evaluate on (JSON or .json.gz from create_distmat_data.py)")
     g.add_argument("--num_samples", type=int, default=None,
-                   help="evaluate only the first N proteins of the split (default: all)")
+                   help="evaluate only the first N proteins of the split (None = all)")
     g.add_argument("--output_dir", default=None,
                    help="where eval_results.json, eval_per_protein.csv and visualizations/ go "
-                        "(default: the experiment record directory)")
+                        "(None = the experiment record directory)")
     g.add_argument("--save_pdbs", action="store_true",
                    help="also write <id>_model.pdb (confidence in B-factor) and <id>_native.pdb into OUTPUT_DIR/pdbs/")
     g.add_argument("--experiment_name", default=None,
-                   help="record the run in EXPERIMENTS_ROOT/<YYYY-MM-DD>_<name>/ (default: the run directory's name)")
+                   help="record the run in EXPERIMENTS_ROOT/<YYYY-MM-DD>_<name>/ (None = the run directory name)")
     g.add_argument("--experiments_root", default="experiments", help="root directory of experiment records")
     g.add_argument("--mds_method", choices=("classical", "refine"), default="refine",
                    help="reconstruction used for model, prior and oracle")
@@ -440,8 +442,6 @@ def run_model_mode(args) -> int:
     Raises :class:`EvaluationInputError` (one-line message) for a missing/corrupt run directory or
     dataset, before anything is written.
     """
-    import sys
-
     from proteinmtp import runs
 
     if not args.model_path or not args.test_data:
@@ -483,7 +483,7 @@ def run_model_mode(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ev = evaluate_run(run, samples, method=args.mds_method, batch_size=args.batch_size,
                       pdb_dir=(out / "pdbs") if args.save_pdbs else None, run_dir=run_dir,
-                      progress=sys.stderr.isatty())
+                      progress=not getattr(args, "quiet", False))
     config = {"model_path": str(run_dir), "test_data": str(args.test_data), "num_samples": args.num_samples,
               "mds_method": args.mds_method, "n_in_split": len(data.samples),
               "model_name": run.config.get("model_name"), "residue_layout": run.config.get("residue_layout"),

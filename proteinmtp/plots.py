@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from proteinmtp.constants import SEPARATION_RANGES  # noqa: E402
+from proteinmtp.runs import umask_mode  # noqa: E402
 
 DPI = 100
 RANGE_COLORS = {"local": "#1b9e77", "short": "#d95f02", "medium": "#7570b3", "long": "#e7298a"}
@@ -35,6 +36,7 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fig.savefig(fh, format="png", dpi=DPI)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from proteinmtp.constants import ALLOWED_AA
+from proteinmtp.runs import umask_mode
 
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.model import DistancePrediction, LoadedRun
@@ -210,6 +211,7 @@ def _atomic_save(path: Path, writer: Callable[[object], None]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -246,6 +248,7 @@ def write_structure(path: str | Path, sp: StructurePrediction, *, fmt: str = "pd
     writer(path, sp.ca_xyz, sp.sequence, bfactors=sp.confidence, model_name=model_name or "proteinmtp",
            method=f"{sp.info.get('method', '?')} MDS + hand choice",
            remarks=structure_remarks(sp, run_dir=run_dir, model_name=model_name, record_id=record_id))
+    os.chmod(path, umask_mode())  # the writer's temporary file is 0o600
     return path
 
 
@@ -260,7 +263,7 @@ def save_distmat(path: str | Path, sp: StructurePrediction) -> Path:
 def save_distogram(path: str | Path, sp: StructurePrediction) -> Path:
     """Save distogram and confidences as .npz (atomic).
 
-    Arrays: dist [L, L] Å, distogram_probs [L, L, n_bins] (if the model has a distogram), bin_edges
+    Arrays: dist [L, L] Å, distogram_probs [L, L, n_bins] float16 (if the model has a distogram), bin_edges
     [n_bins - 1] Å, contact_prob [L, L], pair_confidence [L, L] 0–1, residue_confidence [L] 0–1, sequence.
     """
     dp = sp.distances
@@ -272,7 +275,7 @@ def save_distogram(path: str | Path, sp: StructurePrediction) -> Path:
         "residue_confidence": np.asarray(dp.residue_confidence, dtype=np.float32),
     }
     if getattr(dp, "distogram_probs", None) is not None:
-        arrays["distogram_probs"] = np.asarray(dp.distogram_probs, dtype=np.float32)
+        arrays["distogram_probs"] = np.asarray(dp.distogram_probs, dtype=np.float16)  # halves the file
     if getattr(dp, "bin_edges", None) is not None:
         arrays["bin_edges"] = np.asarray(dp.bin_edges, dtype=np.float32)
     path = Path(path)

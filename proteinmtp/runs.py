@@ -41,6 +41,13 @@ def sanitize_name(name: str) -> str:
     return out or "run"
 
 
+def umask_mode() -> int:
+    """Permission bits a plain ``open(path, "w")`` would give (0o666 minus the umask); mkstemp files are 0o600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_json_atomic(path: str | Path, obj: object, indent: int | None = 2) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (tmp file in the same directory + os.replace)."""
     path = Path(path)
@@ -50,6 +57,7 @@ def write_json_atomic(path: str | Path, obj: object, indent: int | None = 2) -> 
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(obj, fh, indent=indent, allow_nan=True)
             fh.write("\n")
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -68,6 +76,7 @@ def copy_atomic(src: str | Path, dst: str | Path) -> Path:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, dst)
     except BaseException:
         if os.path.exists(tmp):
