@@ -1,0 +1,129 @@
+"""Scoring predicted structure files against natives: alignment-based residue matching, chain pairing,
+agreement with tmtools, and the evaluate_distmat_model.py pair mode (JSON contract, errors)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import evaluate_distmat_model as cli
+from proteinmtp import metrics as M
+from proteinmtp.scoring import align_sequences, read_pairs_tsv, score_files
+from proteinmtp.structure import pdb_string, write_pdb
+
+
+@pytest.fixture(scope="module")
+def native(test_data_dir):
+    z = np.load(test_data_dir / "geometry" / "small_114.npz")
+    return z["ca"].astype(np.float64), str(z["sequence"])
+
+
+def _decoy(ca: np.ndarray, seed: int = 0, sigma: float = 1.5) -> np.ndarray:
+    return ca + np.random.default_rng(seed).normal(scale=sigma, size=ca.shape)
+
+
+def test_align_sequences_identity_and_gaps():
+    ia, ib, _ = align_sequences("ACDEFGHIK", "ACDEFGHIK")
+    assert ia.tolist() == ib.tolist() == list(range(9))
+    # b lacks "EF" and has an extra N-terminal "MM"
+    ia, ib, _ = align_sequences("ACDEFGHIKLMNPQ", "MMACDGHIKLMNPQ")
+    pairs = dict(zip(ia.tolist(), ib.tolist()))
+    assert pairs[0] == 2 and pairs[2] == 4 and pairs[5] == 5 and pairs[13] == 13
+    assert 3 not in pairs and 4 not in pairs
+
+
+def test_identical_sequences_match_tmtools(tmp_path, native):
+    import tmtools
+
+    ca, seq = native
+    dec = _decoy(ca)
+    write_pdb(tmp_path / "pred.pdb", dec, seq)
+    write_pdb(tmp_path / "native.pdb", ca, seq, chain_id="B")
+    r = score_files(tmp_path / "pred.pdb", tmp_path / "native.pdb")
+    ref = tmtools.tm_align(dec, ca, seq, seq, alignment=[seq, seq]).tm_norm_chain2
+    assert r["n_aligned"] == len(ca)
+    assert r["tm_score"] == pytest.approx(ref, abs=0.01)
+    assert r["rmsd"] == pytest.approx(M.rmsd(dec, ca), abs=1e-3)      # PDB stores 3 decimals
+    assert r["lddt"] == pytest.approx(M.lddt_ca(dec, ca), abs=1e-3)
+
+
+def test_truncated_and_mutated_prediction_is_aligned(tmp_path, native):
+    ca, seq = native
+    keep = np.r_[10:50, 60:114]                         # prediction misses 0–9 and 50–59
+    pseq = list(seq[i] for i in keep)
+    pseq[20] = "W" if pseq[20] != "W" else "A"          # one point mutation
+    pseq = "".join(pseq)
+    dec = _decoy(ca, seed=2)[keep]
+    write_pdb(tmp_path / "pred.pdb", dec, pseq)
+    write_pdb(tmp_path / "native.pdb", ca, seq)
+    r = score_files(tmp_path / "pred.pdb", tmp_path / "native.pdb")
+    assert r["n_aligned"] == len(keep)
+    # same numbers as scoring the known correspondence directly, TM/GDT normalised by the native
+    full = np.full_like(ca, np.nan)
+    full[keep] = dec
+    assert r["tm_score"] == pytest.approx(M.tm_score(full, ca), abs=1e-3)
+    assert r["gdt_ts"] == pytest.approx(M.gdt(full, ca)["gdt_ts"], abs=1e-3)
+    assert r["rmsd"] == pytest.approx(M.rmsd(dec, ca[keep]), abs=1e-3)
+
+
+def _two_chains(first: str, second: str) -> str:
+    keep = ("ATOM", "TER")
+    body = [ln for text in (first, second) for ln in text.splitlines() if ln.startswith(keep)]
+    return "\n".join(body + ["END", ""])
+
+
+def test_chains_are_paired_by_sequence(tmp_path, native):
+    ca, seq = native
+    other = ca[:60][::-1] + 40.0
+    oseq = "GSGSGSGSGS" * 6
+    # prediction lists the chains in the opposite order, with other chain ids
+    (tmp_path / "pred.pdb").write_text(_two_chains(pdb_string(other, oseq, chain_id="X"),
+                                                   pdb_string(_decoy(ca), seq, chain_id="Y")))
+    (tmp_path / "native.pdb").write_text(_two_chains(pdb_string(ca, seq, chain_id="A"),
+                                                     pdb_string(other, oseq, chain_id="B")))
+    r = score_files(tmp_path / "pred.pdb", tmp_path / "native.pdb")
+    assert sorted(p.split(":")[1] + n.split(":")[1] for p, n in r["chains"]) == ["XB", "YA"]
+    assert r["n_aligned"] == len(ca) + 60
+
+
+def test_cli_pairs_mode_writes_contract_json(tmp_path, native):
+    ca, seq = native
+    write_pdb(tmp_path / "native.pdb", ca, seq)
+    for k in range(2):
+        write_pdb(tmp_path / f"pred{k}.pdb", _decoy(ca, seed=k), seq)
+    (tmp_path / "pairs.tsv").write_text("pred\tnative\n# comment\npred0.pdb\tnative.pdb\npred1.pdb\tnative.pdb\n")
+    assert len(read_pairs_tsv(tmp_path / "pairs.tsv")) == 2
+    out = tmp_path / "scores.json"
+    assert cli.main(["--pairs", str(tmp_path / "pairs.tsv"), "--output_json", str(out), "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    assert len(res["pairs"]) == 2
+    for row in res["pairs"]:
+        assert {"pred", "native", "n_aligned", "rmsd", "tm_score", "gdt_ts", "gdt_ha", "lddt"} <= set(row)
+    for k in ("rmsd", "tm_score", "gdt_ts", "gdt_ha", "lddt", "n_aligned"):
+        assert res["mean"][k] == pytest.approx(np.mean([row[k] for row in res["pairs"]]))
+    # single pair mode gives the same row
+    out1 = tmp_path / "one.json"
+    assert cli.main(["--pred_pdb", str(tmp_path / "pred1.pdb"), "--native_pdb", str(tmp_path / "native.pdb"),
+                     "--output_json", str(out1), "--quiet"]) == 0
+    assert json.loads(out1.read_text())["pairs"][0]["tm_score"] == pytest.approx(res["pairs"][1]["tm_score"])
+
+
+def test_cli_bad_input_one_line_error(tmp_path, capsys, native):
+    out = tmp_path / "x.json"
+    assert cli.main(["--pred_pdb", str(tmp_path / "missing.pdb"), "--native_pdb", str(tmp_path / "missing.pdb"),
+                     "--output_json", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "missing.pdb" in err and "\n" not in err
+    assert not out.exists()
+    (tmp_path / "junk.pdb").write_text("this is not a structure\n")
+    ca, seq = native
+    write_pdb(tmp_path / "native.pdb", ca, seq)
+    assert cli.main(["--pred_pdb", str(tmp_path / "junk.pdb"), "--native_pdb", str(tmp_path / "native.pdb"),
+                     "--output_json", str(out), "--quiet"]) == 2
+    (tmp_path / "bad.tsv").write_text("only_one_column\n")
+    assert cli.main(["--pairs", str(tmp_path / "bad.tsv"), "--output_json", str(out), "--quiet"]) == 2
+    assert "bad.tsv:1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["--pred_pdb", "a.pdb"])          # argparse usage error: --output_json missing
