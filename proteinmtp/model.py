@@ -607,6 +607,8 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: boo
     Raises RunLoadError with a clear message if the directory is missing or corrupt.
     """
     run = Path(run_dir)
+    if not run.is_dir():
+        raise RunLoadError(f"run directory {run} does not exist")
     cfg_dir = run if (run / CONFIG_NAME).is_file() else run.parent
     cfg = read_run_config(cfg_dir)
     if not (run / HEAD_WEIGHTS).is_file():
@@ -619,8 +621,8 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: boo
         if (d / BACKBONE_DIR / "config.json").is_file():
             backbone_path = str(d / BACKBONE_DIR)
             break
-    tok_dir = run / TOKENIZER_DIR if (run / TOKENIZER_DIR).is_dir() else cfg_dir / TOKENIZER_DIR
-    tokenizer = load_tokenizer(str(tok_dir) if tok_dir.is_dir() else (backbone_path or spec.base_model),
+    tok_dirs = [d / TOKENIZER_DIR for d in (run, cfg_dir, run.parent) if (d / TOKENIZER_DIR).is_dir()]
+    tokenizer = load_tokenizer(str(tok_dirs[0]) if tok_dirs else (backbone_path or spec.base_model),
                                trust_remote_code=trust_remote_code)
     finetune = spec.finetune
     spec_load = ModelSpec.from_dict({**asdict(spec), "finetune": "frozen"})

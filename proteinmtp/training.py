@@ -1,0 +1,406 @@
+"""Training: torch Dataset with random contiguous crops, padding collator, HF Trainer subclass and callbacks.
+
+The loop, LR schedule (cosine + warmup), gradient clipping, checkpoints (RUN_DIR/checkpoint-<step>/),
+resume and DDP come from ``transformers.Trainer``. What this module adds:
+
+* ``CropDataset`` / ``DistanceCollator``: chains longer than max_seq_len train on a random contiguous crop
+  (torch RNG, so a resumed run continues the same stream); batches are right-padded, distances NaN-padded.
+* ``DistanceTrainer``: saves checkpoints in the run format (head.safetensors + adapter/ or backbone/, no
+  pickles), resumes from them, evaluates on whole validation chains with ``proteinmtp.metrics`` (MAE in Å
+  overall and per separation range, long-range top-L/5 contact precision), stops on NaN/inf loss.
+* Callbacks: ``LogCallback`` (RUN_DIR/train.log for ``tail -f`` and RUN_DIR/train_log.jsonl),
+  ``CheckpointCallback`` (marks a checkpoint complete only after everything is on disk, refreshes the
+  experiment record), ``TimeLimitCallback`` (--max_train_minutes: save and stop gracefully).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback
+
+from proteinmtp.model import CONFIG_NAME, DistanceModel, RunLoadError, load_weights_into, save_weights
+
+COMPLETE_MARKER = "checkpoint_complete.json"
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------------
+def usable(sample, min_present: int = 2) -> bool:
+    """A chain can train if at least ``min_present`` residues have a Cα."""
+    return int(sample.mask().sum()) >= min_present
+
+
+class CropDataset(Dataset):
+    """Samples -> {"sequence": str, "ca": [l, 3] Å}, with a random contiguous crop of ``max_len`` residues
+    for longer chains when ``random_crop`` (training); otherwise a central crop (deterministic)."""
+
+    def __init__(self, samples, max_len: int, random_crop: bool = True):
+        self.samples = [s for s in samples if usable(s)]
+        self.max_len = int(max_len)
+        self.random_crop = random_crop
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.samples[i]
+        L = len(s.sequence)
+        start = 0
+        if L > self.max_len:
+            if self.random_crop:
+                for _ in range(10):   # prefer crops with at least two present Cα
+                    start = int(torch.randint(0, L - self.max_len + 1, (1,)).item())
+                    if np.isfinite(s.ca[start:start + self.max_len, 0]).sum() >= 2:
+                        break
+            else:
+                start = (L - self.max_len) // 2
+        end = min(L, start + self.max_len)
+        return {"sequence": s.sequence[start:end], "ca": np.asarray(s.ca[start:end], dtype=np.float64)}
+
+
+def pairwise_distances(ca: np.ndarray) -> np.ndarray:
+    """[L, 3] Å -> [L, L] Å, NaN where either Cα is missing."""
+    diff = ca[:, None, :] - ca[None, :, :]
+    return np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+
+
+class DistanceCollator:
+    """List of CropDataset items -> model batch (ResidueEncoder tensors + dist [B, L, L] Å, NaN padded)."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.encoder.collate([it["sequence"] for it in items])
+        Lmax = batch["residue_mask"].shape[1]
+        dist = torch.full((len(items), Lmax, Lmax), float("nan"), dtype=torch.float32)
+        for b, it in enumerate(items):
+            L = len(it["sequence"])
+            dist[b, :L, :L] = torch.from_numpy(pairwise_distances(it["ca"]).astype(np.float32))
+        batch["dist"] = dist
+        return batch
+
+
+# ----------------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------------
+EVAL_KEYS = ("mae", "rmse", "pearson", "mae_local", "mae_short", "mae_medium", "mae_long",
+             "precision_L5_long", "precision_L2_long", "precision_L_long", "precision_L5_medium")
+
+
+@torch.no_grad()
+def evaluate_samples(model: DistanceModel, samples, max_len: int, device: str | torch.device = "cpu",
+                     batch_size: int = 1) -> dict[str, float]:
+    """Mean over chains of distance and contact metrics (proteinmtp.metrics) plus the mean loss.
+
+    Chains longer than ``max_len`` are evaluated on their central ``max_len`` residues.
+    """
+    from proteinmtp.metrics import contact_metrics, distance_metrics
+
+    was_training = model.training
+    model.eval()
+    ds = CropDataset(samples, max_len, random_crop=False)
+    collate = DistanceCollator(model.encoder)
+    stats = (float(model.log_dist_mean), float(model.log_dist_std))
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    order = sorted(range(len(ds)), key=lambda i: len(ds[i]["sequence"]))
+    for start in range(0, len(order), batch_size):
+        items = [ds[i] for i in order[start:start + batch_size]]
+        batch = {k: v.to(device) for k, v in collate(items).items()}
+        out = model(**batch)
+        row = {"loss": float(out["loss"])}
+        for b, it in enumerate(items):
+            L = len(it["sequence"])
+            pred = model.head.predict_numpy(out, b, L, stats)
+            true = pairwise_distances(it["ca"])
+            mask = np.isfinite(it["ca"]).all(1)
+            m = distance_metrics(pred["dist"], true, mask)
+            m.update(contact_metrics(pred["contact_prob"], true, mask))
+            for k in EVAL_KEYS:
+                v = m.get(k)
+                if v is not None and np.isfinite(v):
+                    sums[k] += float(v)
+                    counts[k] += 1
+        sums["loss"] += row["loss"] * len(items)
+        counts["loss"] += len(items)
+    model.train(was_training)
+    return {k: sums[k] / counts[k] for k in sums if counts[k]}
+
+
+# ----------------------------------------------------------------------------------------------------
+# trainer
+# ----------------------------------------------------------------------------------------------------
+class DistanceTrainer(Trainer):
+    """HF Trainer with the run-format checkpoints, head learning rate, own evaluation and NaN guard."""
+
+    def __init__(self, *args, head_learning_rate: float | None = None, val_samples=None, max_eval_len: int = 1024,
+                 save_base_backbone: bool = False, run_files: dict[str, str] | None = None, run_tokenizer=None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.run_tokenizer = run_tokenizer   # saved into every checkpoint's tokenizer/ (self-contained)
+        self.head_learning_rate = head_learning_rate
+        self.val_samples = list(val_samples or [])
+        self.max_eval_len = max_eval_len
+        self.save_base_backbone = save_base_backbone
+        self.run_files = run_files or {}     # name -> text written into every checkpoint (config, prior)
+        self._loss_parts: dict[str, float] = defaultdict(float)
+        self._loss_parts_n = 0
+
+    # -- optimisation ----------------------------------------------------------------------------------
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        head_lr = self.head_learning_rate or self.args.learning_rate
+        groups: dict[tuple[bool, bool], list] = defaultdict(list)
+        for name, p in opt_model.named_parameters():
+            if not p.requires_grad:
+                continue
+            is_backbone = name.startswith("backbone.")
+            no_decay = p.ndim < 2 or name.endswith("_embed") or "norm" in name.lower() or "layer_mix" in name
+            groups[(is_backbone, no_decay)].append(p)
+        param_groups = [
+            {"params": ps, "lr": self.args.learning_rate if bb else head_lr,
+             "weight_decay": 0.0 if nd else self.args.weight_decay}
+            for (bb, nd), ps in groups.items() if ps
+        ]
+        self.optimizer = torch.optim.AdamW(param_groups, lr=self.args.learning_rate,
+                                           betas=(self.args.adam_beta1, self.args.adam_beta2),
+                                           eps=self.args.adam_epsilon)
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        loss = outputs["loss"]
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLossError(
+                f"training loss became {loss.item()} at step {self.state.global_step + 1}; stopped without "
+                "saving, the last complete checkpoint is intact. Lower --learning_rate or --max_grad_norm, "
+                "or check the data.")
+        for k, v in outputs.items():
+            if k.startswith("loss_"):
+                self._loss_parts[k] += float(v.detach())
+        self._loss_parts_n += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._loss_parts_n:
+            for k, v in self._loss_parts.items():
+                logs[k] = round(v / self._loss_parts_n, 5)
+            self._loss_parts.clear()
+            self._loss_parts_n = 0
+        super().log(logs, start_time)
+
+    # -- checkpoints in the run format -----------------------------------------------------------------
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        if not self.args.should_save:
+            return
+        out = Path(output_dir or self.args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model)
+        save_weights(model, out, save_base_backbone=self.save_base_backbone)
+        if self.run_tokenizer is not None:
+            from proteinmtp.model import TOKENIZER_DIR
+
+            self.run_tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
+        for name, text in self.run_files.items():
+            tmp = out / (name + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, out / name)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
+        load_weights_into(model, resume_from_checkpoint)
+
+    # -- evaluation ------------------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        if not self.val_samples:
+            return {}
+        model = self.accelerator.unwrap_model(self.model)
+        t0 = time.time()
+        raw = evaluate_samples(model, self.val_samples, self.max_eval_len, device=self.args.device)
+        metrics = {f"{metric_key_prefix}_{k}": round(v, 5) for k, v in raw.items()}
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - t0, 2)
+        metrics[f"{metric_key_prefix}_n_chains"] = len(self.val_samples)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+# ----------------------------------------------------------------------------------------------------
+# callbacks
+# ----------------------------------------------------------------------------------------------------
+def _fmt_time(s: float) -> str:
+    s = int(max(0, s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class LogCallback(TrainerCallback):
+    """Appends to RUN_DIR/train.log (human) and RUN_DIR/train_log.jsonl (one JSON object per log/eval)."""
+
+    def __init__(self, run_dir: str | Path, samples_per_step: int):
+        self.run_dir = Path(run_dir)
+        self.samples_per_step = samples_per_step
+        self._t = None
+        self._step = None
+        self._t0 = None
+        self._step0 = None
+
+    def _write(self, row: dict, line: str) -> None:
+        with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        with open(self.run_dir / "train.log", "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._t = self._t0 = time.time()
+        self._step = self._step0 = state.global_step
+        if state.is_world_process_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            msg = "resumed" if state.global_step else "started"
+            self._write({"event": msg, "step": state.global_step, "max_steps": state.max_steps,
+                         "time": time.time()},
+                        f"{time.strftime('%Y-%m-%d %H:%M:%S')} training {msg} at step {state.global_step}"
+                        f"/{state.max_steps}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        now = time.time()
+        step = state.global_step
+        row = {"step": step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
+               "time": round(now, 3)}
+        stamp = time.strftime("%H:%M:%S")
+        if any(k.startswith("eval_") for k in logs):
+            parts = [f"{k[5:]} {logs[k]:.3f}" for k in ("eval_mae", "eval_mae_local", "eval_mae_short",
+                     "eval_mae_medium", "eval_mae_long", "eval_precision_L5_long") if k in logs]
+            self._write(row, f"{stamp} eval step {step}: " + " | ".join(parts) + " (MAE in Å)")
+            return
+        if "loss" not in logs:
+            self._write(row, f"{stamp} step {step}: {json.dumps(logs)}")
+            return
+        dt, ds = now - self._t, step - self._step
+        rate = ds * self.samples_per_step / dt if dt > 0 and ds > 0 else float("nan")
+        spent = now - self._t0
+        done = step - self._step0
+        eta = spent / done * (state.max_steps - step) if done > 0 else float("nan")
+        row.update({"samples_per_second": round(rate, 3), "max_steps": state.max_steps})
+        self._t, self._step = now, step
+        gn = logs.get("grad_norm", float("nan"))
+        self._write(row, f"{stamp} step {step}/{state.max_steps} | loss {logs['loss']:.4f} | "
+                         f"lr {logs.get('learning_rate', float('nan')):.2e} | grad {gn:.3f} | "
+                         f"{rate:.2f} samples/s | ETA {_fmt_time(eta) if math.isfinite(eta) else '?'}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._write({"event": "done", "step": state.global_step, "time": time.time()},
+                        f"{time.strftime('%Y-%m-%d %H:%M:%S')} training ended at step {state.global_step}")
+
+
+class CheckpointCallback(TrainerCallback):
+    """After the Trainer has written checkpoint-<step>/ completely, drop a marker file into it
+    (resume ignores checkpoints without one, e.g. cut short by kill -9) and refresh the experiment record."""
+
+    def __init__(self, run_dir: str | Path, on_saved=None):
+        self.run_dir = Path(run_dir)
+        self.on_saved = on_saved
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        ckpt = self.run_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
+        if ckpt.is_dir():
+            tmp = ckpt / (COMPLETE_MARKER + ".tmp")
+            tmp.write_text(json.dumps({"step": state.global_step, "time": time.time()}))
+            os.replace(tmp, ckpt / COMPLETE_MARKER)
+        if self.on_saved is not None:
+            self.on_saved()
+
+
+class TimeLimitCallback(TrainerCallback):
+    """Stop gracefully (with a checkpoint) after ``minutes`` of training in this process."""
+
+    def __init__(self, minutes: float):
+        self.limit = minutes * 60.0
+        self.t0 = time.time()
+        self.triggered = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.t0 = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        stop = torch.tensor([float(time.time() - self.t0 > self.limit)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(stop, src=0)     # every rank must agree, or DDP hangs
+        if stop.item() > 0:
+            self.triggered = True
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+# ----------------------------------------------------------------------------------------------------
+# resume
+# ----------------------------------------------------------------------------------------------------
+def checkpoint_step(path: Path) -> int | None:
+    name = path.name
+    if not name.startswith(CHECKPOINT_PREFIX):
+        return None
+    try:
+        return int(name[len(CHECKPOINT_PREFIX):])
+    except ValueError:
+        return None
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    return (path / COMPLETE_MARKER).is_file() and (path / "trainer_state.json").is_file() \
+        and (path / "head.safetensors").is_file()
+
+
+def latest_complete_checkpoint(run_dir: str | Path, remove_incomplete: bool = False) -> Path | None:
+    """The complete checkpoint-<step>/ with the highest step, or None.
+
+    With ``remove_incomplete``, checkpoint directories without the completion marker (a save cut short)
+    are deleted so the Trainer can write that step again.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        return None
+    best, best_step = None, -1
+    for p in run.iterdir():
+        step = checkpoint_step(p)
+        if step is None or not p.is_dir():
+            continue
+        if is_complete_checkpoint(p):
+            if step > best_step:
+                best, best_step = p, step
+        elif remove_incomplete:
+            shutil.rmtree(p, ignore_errors=True)
+    return best
+
+
+def read_config(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunLoadError(f"{path} is corrupt ({e}); use a new --output_dir") from None

@@ -1,0 +1,304 @@
+"""Train a ProteinMTP distance model: an LLM backbone + pairwise head on a dataset JSON.
+
+One CPU/GPU:
+    python -m proteinmtp.tiny runs/tiny_backbone
+    python train_distmat.py --train_data data/demo/dataset/train.json.gz --val_data data/demo/dataset/val.json.gz \
+        --model_name runs/tiny_backbone --finetune full --output_dir runs/demo --max_steps 2000
+Real backbone (LoRA):
+    python train_distmat.py --train_data ... --val_data ... --model_name Qwen/Qwen2.5-0.5B --output_dir runs/qwen
+Several processes (DDP through the Trainer; gloo on CPU):
+    torchrun --nproc_per_node 2 train_distmat.py ... (same arguments)
+
+Re-running the same command on the same --output_dir resumes from the latest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B"
+# keys that must match when resuming into an existing --output_dir
+RESUME_KEYS = ("model_name", "residue_layout", "finetune", "feature_layers", "pair_dim", "head_type",
+               "axial_attention", "lora_r", "lora_target_modules")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--train_data", required=True, help="training split (dataset .json or .json.gz)")
+    d.add_argument("--val_data", default=None, help="validation split evaluated every --eval_steps (optional)")
+    d.add_argument("--max_seq_len", type=int, default=256,
+                   help="training crop length in residues (longer chains train on random contiguous crops)")
+    d.add_argument("--max_eval_len", type=int, default=1024,
+                   help="longest chain (residues) evaluated/predicted whole; longer ones use a central crop")
+    d.add_argument("--max_eval_samples", type=int, default=0,
+                   help="evaluate on at most this many validation chains (0 = all)")
+    m = p.add_argument_group("model")
+    m.add_argument("--model_name", default=DEFAULT_MODEL, help="Hugging Face Hub id or local backbone directory")
+    m.add_argument("--residue_layout", choices=("placeholder", "echo", "direct"), default="echo",
+                   help="how one hidden state per residue is obtained (design.md)")
+    m.add_argument("--feature_layers", default="last",
+                   help="'last' or comma-separated hidden-state indices mixed with learned weights, e.g. -1,-3,-5")
+    m.add_argument("--head_type", default="distance", help="pair head (proteinmtp.model.HEADS)")
+    m.add_argument("--pair_dim", type=int, default=64, help="channels c of the L x L pair tensor")
+    m.add_argument("--single_dim", type=int, default=128, help="width of the per-residue projection")
+    m.add_argument("--dilations", default="1,2,4,1", help="one residual 3x3 conv block per dilation")
+    m.add_argument("--axial_attention", action="store_true", help="add row/column attention after each block")
+    m.add_argument("--long_range_weight", type=float, default=1.0, help="loss weight of pairs with |i-j| >= 24")
+    m.add_argument("--trust_remote_code", action="store_true", help="allow the backbone's own Python code")
+    f = p.add_argument_group("fine-tuning")
+    f.add_argument("--finetune", choices=("lora", "full", "frozen"), default="lora", help="what trains in the backbone")
+    f.add_argument("--lora_r", type=int, default=16, help="LoRA rank")
+    f.add_argument("--lora_alpha", type=int, default=32, help="LoRA alpha")
+    f.add_argument("--lora_dropout", type=float, default=0.05, help="LoRA dropout")
+    f.add_argument("--lora_target_modules", default="all-linear",
+                   help="comma-separated module names, or all-linear")
+    f.add_argument("--use_4bit", action="store_true", help="QLoRA: NF4 4-bit backbone (CUDA + bitsandbytes only)")
+    f.add_argument("--gradient_checkpointing", action="store_true", help="recompute backbone activations")
+    t = p.add_argument_group("training")
+    t.add_argument("--output_dir", required=True, help="run directory (checkpoints, logs, final weights)")
+    t.add_argument("--max_steps", type=int, default=0, help="optimizer steps (0 = use --num_epochs)")
+    t.add_argument("--num_epochs", type=float, default=1.0, help="epochs when --max_steps is 0")
+    t.add_argument("--per_device_train_batch_size", type=int, default=1, help="chains per batch per process")
+    t.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
+    t.add_argument("--learning_rate", type=float, default=2e-4, help="peak LR of the backbone (LoRA/full)")
+    t.add_argument("--head_learning_rate", type=float, default=1e-3, help="peak LR of the head")
+    t.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay (not on norms/biases)")
+    t.add_argument("--warmup_steps", type=int, default=100, help="linear warmup steps before the cosine decay")
+    t.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
+    t.add_argument("--seed", type=int, default=0, help="random seed (init, crops, order)")
+    t.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto",
+                   help="bf16 mixed precision; auto = on where the GPU supports it")
+    t.add_argument("--logging_steps", type=int, default=10, help="log every N steps")
+    t.add_argument("--eval_steps", type=int, default=200, help="evaluate on --val_data every N steps")
+    t.add_argument("--save_steps", type=int, default=200, help="write checkpoint-<step>/ every N steps")
+    t.add_argument("--save_total_limit", type=int, default=3, help="keep at most N checkpoints")
+    t.add_argument("--max_train_minutes", type=float, default=0.0,
+                   help="stop gracefully with a checkpoint after this many minutes (0 = no limit)")
+    t.add_argument("--experiment_name", default=None,
+                   help="also record the run under experiments/<date>_<NAME>/")
+    t.add_argument("--no_tqdm", action="store_true", help="no progress bar on the console")
+    return p.parse_args(argv)
+
+
+def fail(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def library_versions() -> dict:
+    import numpy
+    import peft
+    import torch
+    import transformers
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "numpy": numpy.__version__}
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    if args.use_4bit:
+        if not torch.cuda.is_available():
+            fail("--use_4bit needs a CUDA GPU (bitsandbytes NF4); on CPU drop the flag")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            fail("--use_4bit needs the bitsandbytes package (pip install bitsandbytes)")
+        if args.finetune != "lora":
+            fail("--use_4bit trains LoRA adapters only; use --finetune lora")
+    if args.max_seq_len < 2:
+        fail("--max_seq_len must be at least 2")
+    try:
+        dilations = tuple(int(x) for x in args.dilations.split(","))
+    except ValueError:
+        fail(f"--dilations must be comma-separated integers, got {args.dilations!r}")
+
+    from transformers import TrainingArguments, set_seed
+
+    from proteinmtp import training as T
+    from proteinmtp.dataset import load_dataset
+    from proteinmtp.model import (CONFIG_NAME, PRIOR_NAME, TOKENIZER_DIR, HeadConfig, ModelSpec, RunLoadError,
+                                  build_model, count_parameters, load_tokenizer)
+    from proteinmtp.prior import SeparationPrior
+
+    run_dir = Path(args.output_dir)
+    world_rank = int(os.environ.get("RANK", "0"))
+    is_main = world_rank == 0
+
+    # --- data ---------------------------------------------------------------------------------------
+    try:
+        train = load_dataset(args.train_data)
+        val = load_dataset(args.val_data) if args.val_data else None
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    gs = train.global_stats or {}
+    if "log_dist_mean" not in gs or "log_dist_std" not in gs:
+        fail(f"{args.train_data} has no global_stats log_dist_mean/log_dist_std; rebuild it with create_distmat_data.py")
+    train_ds = T.CropDataset(train.samples, args.max_seq_len, random_crop=True)
+    if len(train_ds) == 0:
+        fail(f"{args.train_data} has no chain with two or more residues with a Cα")
+    val_samples = [s for s in (val.samples if val else []) if T.usable(s)]
+    if args.max_eval_samples:
+        val_samples = val_samples[: args.max_eval_samples]
+
+    # --- resume check -------------------------------------------------------------------------------
+    try:
+        old = T.read_config(run_dir)
+    except RunLoadError as e:
+        fail(str(e))
+    if old is not None:
+        diff = [k for k in RESUME_KEYS if k in old.get("args", {}) and old["args"][k] != vars(args)[k]]
+        if diff:
+            fail(f"{run_dir} holds a run with different {', '.join(diff)}; use a new --output_dir to start over")
+    resume = T.latest_complete_checkpoint(run_dir, remove_incomplete=is_main)
+
+    # --- model --------------------------------------------------------------------------------------
+    set_seed(args.seed)
+    head = asdict(HeadConfig(head_type=args.head_type, pair_dim=args.pair_dim, single_dim=args.single_dim,
+                             dilations=dilations, axial_attention=args.axial_attention))
+    spec = ModelSpec(base_model=args.model_name, layout=args.residue_layout, feature_layers=args.feature_layers,
+                     finetune=args.finetune, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+                     lora_dropout=args.lora_dropout, lora_target_modules=args.lora_target_modules,
+                     global_stats=dict(gs), head=head, max_len=args.max_eval_len)
+    quant = None
+    if args.use_4bit:
+        from transformers import BitsAndBytesConfig
+
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch.bfloat16)
+    use_bf16 = {"yes": True, "no": False}.get(args.bf16)
+    if use_bf16 is None:
+        use_bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        tokenizer = load_tokenizer(args.model_name, trust_remote_code=args.trust_remote_code)
+        model = build_model(spec, tokenizer=tokenizer, trust_remote_code=args.trust_remote_code,
+                            quantization_config=quant)
+    except (OSError, ValueError) as e:
+        fail(str(e).splitlines()[0])
+    if args.use_4bit:
+        from peft import prepare_model_for_kbit_training  # noqa: F401  (adapters already added by build_model)
+    model.long_range_weight = args.long_range_weight
+    if args.gradient_checkpointing:
+        bb = model.backbone.get_base_model() if hasattr(model.backbone, "get_base_model") else model.backbone
+        bb.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    encoder_max = getattr(model.backbone.config, "max_position_embeddings", None)
+    if encoder_max:
+        fit = model.encoder.max_residues(int(encoder_max))
+        if args.max_seq_len > fit:
+            fail(f"--max_seq_len {args.max_seq_len} needs more than the backbone's {encoder_max} positions "
+                 f"with layout {args.residue_layout}; use at most {fit}")
+        spec.max_len = min(spec.max_len, fit)
+    n_train, n_total = count_parameters(model)
+    is_local = Path(args.model_name).is_dir()
+    save_base_backbone = is_local and args.finetune != "full" and n_total < 50_000_000
+
+    # --- run directory: config, tokenizer, prior --------------------------------------------------
+    config = {
+        "args": vars(args), "base_model": args.model_name, "layout": args.residue_layout,
+        "model": {**asdict(spec), "trust_remote_code": args.trust_remote_code},
+        "global_stats": dict(gs), "dataset_config": train.config, "train_data": args.train_data,
+        "val_data": args.val_data, "n_train_chains": len(train_ds), "n_val_chains": len(val_samples),
+        "parameters": {"trainable": n_train, "total": n_total},
+        "libraries": library_versions(), "git_commit": git_commit(),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")), "max_steps": args.max_steps or None,
+    }
+    config_text = json.dumps(config, indent=2, default=str)
+    prior_text = json.dumps(SeparationPrior.fit(train.samples).to_dict())
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in ((CONFIG_NAME, config_text), (PRIOR_NAME, prior_text)):
+            tmp = run_dir / (name + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, run_dir / name)
+        tokenizer.save_pretrained(str(run_dir / TOKENIZER_DIR))
+
+    exp_dir = None
+    if args.experiment_name:
+        from proteinmtp.runs import experiment_dir
+
+        exp_dir = experiment_dir(args.experiment_name)
+
+    def record() -> None:
+        if exp_dir is None or not is_main:
+            return
+        try:
+            from proteinmtp.runs import record_training
+        except ImportError:
+            return
+        record_training(run_dir, exp_dir)
+
+    # --- trainer ------------------------------------------------------------------------------------
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    targs = TrainingArguments(
+        output_dir=str(run_dir), max_steps=args.max_steps if args.max_steps else -1,
+        num_train_epochs=args.num_epochs, per_device_train_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,
+        lr_scheduler_type="cosine", seed=args.seed, bf16=use_bf16, logging_steps=args.logging_steps,
+        eval_strategy="steps" if val_samples else "no", eval_steps=args.eval_steps,
+        save_strategy="steps", save_steps=args.save_steps, save_total_limit=args.save_total_limit,
+        report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
+        disable_tqdm=args.no_tqdm, ddp_backend="gloo" if (world > 1 and not torch.cuda.is_available()) else None,
+        ddp_find_unused_parameters=False, use_cpu=not torch.cuda.is_available(),
+        save_only_model=False, logging_first_step=True,
+    )
+    callbacks = [T.LogCallback(run_dir, args.per_device_train_batch_size * args.gradient_accumulation_steps * world),
+                 T.CheckpointCallback(run_dir, on_saved=record)]
+    limit = T.TimeLimitCallback(args.max_train_minutes) if args.max_train_minutes > 0 else None
+    if limit is not None:
+        callbacks.append(limit)
+    trainer = T.DistanceTrainer(
+        model=model, args=targs, train_dataset=train_ds, data_collator=T.DistanceCollator(model.encoder),
+        eval_dataset=T.CropDataset(val_samples, spec.max_len, random_crop=False) if val_samples else None,
+        callbacks=callbacks, head_learning_rate=args.head_learning_rate, val_samples=val_samples,
+        max_eval_len=spec.max_len, save_base_backbone=save_base_backbone,
+        run_files={CONFIG_NAME: config_text, PRIOR_NAME: prior_text}, run_tokenizer=tokenizer,
+    )
+    if is_main:
+        where = f"resuming from {resume}" if resume else "starting"
+        print(f"{where}: {n_train:,} trainable of {n_total:,} parameters, {len(train_ds)} training chains, "
+              f"{len(val_samples)} validation chains, layout {args.residue_layout}, finetune {args.finetune}",
+              file=sys.stderr)
+    t0 = time.time()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except T.NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume from the last complete checkpoint", file=sys.stderr)
+        return 130
+    if limit is not None and limit.triggered:
+        if is_main:
+            print(f"stopped after --max_train_minutes {args.max_train_minutes} at step "
+                  f"{trainer.state.global_step}; re-run the same command to continue", file=sys.stderr)
+    trainer.save_model(str(run_dir))
+    record()
+    if is_main:
+        print(f"done: step {trainer.state.global_step} in {time.time() - t0:.0f} s; run saved to {run_dir}",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
