@@ -139,7 +139,7 @@ def _looks_like_cif(path: Path, text: str) -> bool:
     return False
 
 
-def _parse(path: Path) -> gemmi.Structure:
+def _parse(path: Path, notes: list[str] | None = None) -> gemmi.Structure:
     text = _read_text(path)
     try:
         if _looks_like_cif(path, text):
@@ -153,7 +153,16 @@ def _parse(path: Path) -> gemmi.Structure:
             if not any(line.startswith(("ATOM  ", "HETATM")) for line in io.StringIO(text)):
                 raise StructureReadError(f"{path}: no ATOM/HETATM records; not a PDB file")
             _check_pdb_atom_lines(path, text)
-            st = gemmi.read_pdb_string(text)
+            try:
+                st = gemmi.read_pdb_string(text)
+            except RuntimeError as e:
+                if "charge" not in str(e).lower():
+                    raise
+                # Columns 73-80 (segment id, element, charge) hold junk in some files (e.g. DB5.5 bound
+                # structures): read columns 1-72 only; gemmi then infers elements from atom names.
+                st = gemmi.read_pdb_string(text, max_line_length=72)
+                if notes is not None:
+                    notes.append(f"columns 73-80 ignored ({e})")
     except StructureReadError:
         raise
     except (RuntimeError, ValueError, IndexError) as e:
@@ -255,16 +264,17 @@ def _find_breaks(ca: np.ndarray) -> tuple[int, ...]:
         return tuple(int(i) for i in np.flatnonzero(step > CHAIN_BREAK_CA_CA))
 
 
-def read_structure(path: str | Path) -> list[Chain]:
+def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Chain]:
     """Protein chains of the first model of a PDB/mmCIF file (plain or .gz).
 
     Returns an empty list for a valid structure with no protein chain (e.g. DNA only).
     Raises StructureReadError (naming the file and the reason) for an empty, truncated, binary or
-    otherwise unreadable file.
+    otherwise unreadable file. Repairs made while reading (e.g. junk in PDB columns 73-80) are
+    appended to ``notes`` when a list is given.
     """
     source = str(path)
     path = Path(path)
-    st = _parse(path)
+    st = _parse(path, notes)
     st.setup_entities()
     stem = structure_stem(path)
     model = st[0]

@@ -1,0 +1,131 @@
+"""Build a ProteinMTP dataset (train/val/test JSON of sequences + Cα coordinates) from structure files.
+
+    python create_distmat_data.py --input data/demo/structures --output_dir data/demo/dataset \\
+        --val_fraction 0.1 --test_fraction 0.1 --identity 0.3 --seed 0 --compress
+
+Inputs may be files (PDB/mmCIF, plain or .gz), directories (searched recursively), glob patterns,
+text files listing paths (.txt/.list), or seed-era JSON (``protein_coords_data.json``: a list of
+records with ``sequence`` and ``coords``). Chains are filtered, identical sequences kept once, and
+clustered with MMseqs2 so that whole clusters go to one split. Writes DIR/train.json, DIR/val.json,
+DIR/test.json (``.json.gz`` with --compress) and DIR/report.json (every input skipped or partly
+skipped, with the reason, plus the summary printed at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from proteinmtp import __version__
+from proteinmtp.constants import DATASET_FORMAT
+from proteinmtp.dataset import BuildConfig, BuildInputError, atomic_write_bytes, build_dataset, save_dataset
+from proteinmtp.splits import MMseqsError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = BuildConfig()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--input", nargs="+", required=True,
+                   help="structure files, directories (recursive), globs, .txt lists of paths, or seed-era JSON")
+    p.add_argument("--output_dir", required=True, help="directory that receives train/val/test JSON and report.json")
+    p.add_argument("--min_len", type=int, default=d.min_len, help="minimum chain length (modelled residues)")
+    p.add_argument("--max_seq_len", type=int, default=d.max_seq_len,
+                   help="maximum chain length in residues; longer chains are dropped (0 = no limit)")
+    p.add_argument("--max_missing_ca", type=float, default=d.max_missing_ca,
+                   help="maximum fraction of residues without a Cα atom")
+    p.add_argument("--max_unknown", type=float, default=d.max_unknown,
+                   help="maximum fraction of residues of unknown type (X)")
+    p.add_argument("--chains", default=d.chains,
+                   help="keep only these chains: comma list of author chain ids (A,B) and/or stem:chain ids "
+                        "(1ABC:A); empty = all")
+    p.add_argument("--identity", type=float, default=d.identity,
+                   help="MMseqs2 sequence identity (fraction) at which chains are clustered into one split")
+    p.add_argument("--coverage", type=float, default=d.coverage, help="MMseqs2 alignment coverage threshold (fraction)")
+    p.add_argument("--val_fraction", type=float, default=None,
+                   help=f"fraction of unique chains in val, whole clusters (default {d.val_fraction}; "
+                        "0 with --test_fraction 0 puts everything in train)")
+    p.add_argument("--test_fraction", type=float, default=None,
+                   help=f"fraction of unique chains in test, whole clusters (default {d.test_fraction})")
+    p.add_argument("--train_ratio", type=float, default=None,
+                   help="seed-era flag: fraction in train; the rest is split evenly into val and test "
+                        "(do not combine with --val_fraction/--test_fraction)")
+    p.add_argument("--max_samples", type=int, default=0,
+                   help="seed-era flag: keep at most this many unique chains, chosen by --seed (0 = all)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed for split assignment and --max_samples")
+    p.add_argument("--workers", type=int, default=d.workers, help="parallel processes for reading structures")
+    p.add_argument("--threads", type=int, default=0, help="MMseqs2 threads (0 = same as --workers)")
+    p.add_argument("--compress", action="store_true", help="write .json.gz instead of .json")
+    p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return p.parse_args(argv)
+
+
+def make_config(args: argparse.Namespace) -> BuildConfig:
+    d = BuildConfig()
+    val, test = args.val_fraction, args.test_fraction
+    if args.train_ratio is not None:
+        if val is not None or test is not None:
+            raise BuildInputError("--train_ratio cannot be combined with --val_fraction/--test_fraction")
+        if not 0.0 < args.train_ratio <= 1.0:
+            raise BuildInputError(f"--train_ratio must be in (0, 1], got {args.train_ratio}")
+        val = test = (1.0 - args.train_ratio) / 2
+    return BuildConfig(
+        min_len=args.min_len, max_seq_len=args.max_seq_len, max_missing_ca=args.max_missing_ca,
+        max_unknown=args.max_unknown, chains=args.chains, identity=args.identity, coverage=args.coverage,
+        val_fraction=d.val_fraction if val is None else val, test_fraction=d.test_fraction if test is None else test,
+        seed=args.seed, max_samples=args.max_samples, workers=args.workers, threads=args.threads,
+    )
+
+
+def format_summary(summary: dict, seconds: float) -> str:
+    s = summary
+    lines = [
+        f"files: {s['inputs']} inputs, {s['files_read']} read, {s['files_failed']} unreadable, "
+        f"{s['files_without_protein']} without protein chains  ({seconds:.1f} s)",
+        f"chains: {s['chains_found']} found, {s['chains_kept']} kept (unique), "
+        f"{sum(s['chains_dropped'].values())} dropped",
+    ]
+    for reason, n in s["chains_dropped"].items():
+        lines.append(f"  dropped {reason:<22} {n}")
+    lines.append(f"clusters: {s['clusters_total']}")
+    for name, v in s["splits"].items():
+        lines.append(f"  {name:<5} {v['chains']:6d} chains {v['clusters']:6d} clusters {v['residues']:8d} residues")
+    ln = s["length"]
+    lines.append(f"length: min {ln['min']}  p25 {ln['p25']:.0f}  median {ln['median']:.0f}  p75 {ln['p75']:.0f}  "
+                 f"max {ln['max']}  mean {ln['mean']:.1f}")
+    lines.append("  " + "  ".join(f"{k}: {v}" for k, v in ln["histogram"].items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.time()
+    try:
+        cfg = make_config(args)
+        out = Path(args.output_dir)
+        if out.exists() and not out.is_dir():
+            raise BuildInputError(f"--output_dir {out} exists and is not a directory")
+        splits, stats, report = build_dataset(args.input, cfg, progress=not args.no_progress)
+    except (BuildInputError, MMseqsError) as e:
+        print(f"create_distmat_data.py: error: {e}", file=sys.stderr)
+        return 2
+    config = {**asdict(cfg), "input": list(args.input), "compress": args.compress,
+              "proteinmtp_version": __version__, "format": DATASET_FORMAT}
+    suffix = ".json.gz" if args.compress else ".json"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, samples in splits.items():
+        save_dataset(out / f"{name}{suffix}", samples, stats, config)
+    seconds = time.time() - t0
+    report = {"config": config, **report}
+    atomic_write_bytes(out / "report.json", (json.dumps(report, indent=1) + "\n").encode())
+    print(format_summary(report["summary"], seconds))
+    print(f"wrote {', '.join(str(out / (n + suffix)) for n in splits)} and {out / 'report.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
