@@ -664,3 +664,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 __all__ = ["HeadConfig", "ModelSpec", "DistanceHead", "DistanceModel", "HEADS", "DistancePrediction",
            "LoadedRun", "RunLoadError", "build_model", "load_run", "save_weights", "load_weights_into",
            "relpos_buckets", "count_parameters"]
+
+
+# Optional heads register themselves in HEADS when imported (kept last: they import this module).
+from proteinmtp import coord_head  # noqa: E402,F401  (HEADS["coords"]: the v1 coordinate head)
