@@ -76,13 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         if not run_dir.is_dir():
             raise InputError(f"run directory {run_dir} does not exist; pass the --output_dir of train_distmat.py")
 
-        # 2. The run (a corrupt one fails here with one line).
+        # 2. The run: its config first (lengths are checked before the weights load), then the weights.
         from proteinmtp.model import load_run
+        from proteinmtp.predict import load_error_message, quiet_transformers, run_max_len
 
+        check_lengths(records, run_max_len(run_dir))
+        quiet_transformers()
         try:
             run = load_run(run_dir, device=_resolve_device(args.device), trust_remote_code=args.trust_remote_code)
         except Exception as e:  # noqa: BLE001 - any failure to load is reported as one line
-            raise InputError(f"cannot load run {run_dir}: {e}".splitlines()[0]) from None
+            raise InputError(load_error_message(run_dir, e)) from None
         check_lengths(records, getattr(run, "max_len", None))
 
         # 3. Output names.

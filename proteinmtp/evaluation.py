@@ -470,11 +470,13 @@ def run_model_mode(args) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     from proteinmtp.model import load_run
+    from proteinmtp.predict import load_error_message, quiet_transformers
 
+    quiet_transformers()
     try:
         run = load_run(run_dir, device=device, trust_remote_code=args.trust_remote_code)
     except Exception as e:  # noqa: BLE001 - any failure to load is reported as one line
-        raise EvaluationInputError(f"cannot load run {run_dir}: {e}".splitlines()[0]) from None
+        raise EvaluationInputError(load_error_message(run_dir, e)) from None
     if getattr(run, "prior", None) is None:
         raise EvaluationInputError(f"run {run_dir} has no prior.json (the separation prior); retrain it")
 

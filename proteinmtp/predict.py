@@ -129,6 +129,42 @@ def check_lengths(records: Sequence[tuple[str, str]], max_len: int | None) -> No
             raise InputError(f"record {rid!r} has {len(seq)} residues; this model supports at most {max_len}")
 
 
+def run_max_len(run_dir: str | Path) -> int | None:
+    """Longest chain a run accepts (training_config.json ``model.max_len``), read without loading weights.
+
+    Accepts a run directory or one of its checkpoint-<step>/ directories. InputError when the config is
+    missing or corrupt.
+    """
+    from proteinmtp.model import CONFIG_NAME, RunLoadError, read_run_config
+
+    run = Path(run_dir)
+    cfg_dir = run if (run / CONFIG_NAME).is_file() else run.parent if (run.parent / CONFIG_NAME).is_file() else run
+    try:
+        cfg = read_run_config(cfg_dir)
+    except RunLoadError as e:
+        raise InputError(str(e)) from None
+    ml = cfg.get("model", {}).get("max_len")
+    return int(ml) if isinstance(ml, (int, float)) and ml > 0 else None
+
+
+def load_error_message(run_dir: str | Path, err: BaseException) -> str:
+    """One line saying why ``run_dir`` could not be loaded (the run path is not repeated)."""
+    msg = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    prefix = f"{run_dir}: "
+    return f"cannot load run {msg}" if msg.startswith(prefix) else f"cannot load run {run_dir}: {msg}"
+
+
+def quiet_transformers() -> None:
+    """No transformers progress bars or info logs on stderr (a CLI's stderr is for its own messages)."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 # ----------------------------------------------------------------------------- prediction
 
 @dataclass

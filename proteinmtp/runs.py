@@ -187,7 +187,8 @@ def training_status(run_dir: str | Path, now: float | None = None) -> dict:
     total = _find_total(config, rows)
     eta = None
     if step and total and step < total:
-        timed = [r for r in steps if any(isinstance(r.get(k), (int, float)) for k in _TIME_KEYS)]
+        # the last rows only: the current speed, and no gap from an earlier interrupted session
+        timed = [r for r in steps if any(isinstance(r.get(k), (int, float)) for k in _TIME_KEYS)][-20:]
 
         def _t(r: dict) -> float:
             return float(next(r[k] for k in _TIME_KEYS if isinstance(r.get(k), (int, float))))

@@ -24,3 +24,49 @@ def test_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def demo_dir() -> Path:
     return DEMO_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> dict:
+    """A tiny trained run for inference/evaluation tests: 2 steps of train_distmat.py on chains from tests/data.
+
+    Returns {"run_dir", "train_data", "test_data", "max_len"}. The test split holds 1LCD:A (51 residues),
+    1A8O:A with residues 10–14 stripped of their Cα (mask test), 3KPR:B (99), and 2XHE:B (220 > max_len 128,
+    skipped by the evaluator). Trains in a subprocess (~20 s on 2 cores).
+    """
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from proteinmtp.dataset import Sample, compute_global_stats, save_dataset
+    from proteinmtp.structure import read_structure
+    from proteinmtp.tiny import write_tiny
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    chains = {c.id: c for f in ("1LCD.pdb.gz", "1A8O.pdb.gz", "3KPR.pdb.gz", "2BEG.pdb.gz", "2XHE.pdb.gz")
+              for c in read_structure(TEST_DATA / f)}
+
+    def sample(cid: str, split: str) -> Sample:
+        c = chains[cid]
+        return Sample(id=c.id, sequence=c.sequence, ca=np.array(c.ca), residue_ids=list(c.residue_ids),
+                       source=c.source, split=split)
+
+    train = [sample(c, "train") for c in ("1LCD:A", "1A8O:A", "3KPR:B", "2BEG:A")]
+    stats = compute_global_stats(train)
+    masked = sample("1A8O:A", "test")
+    masked.ca[10:15] = np.nan
+    test = [sample("1LCD:A", "test"), masked, sample("3KPR:B", "test"),
+            sample("2XHE:B", "test")]
+    save_dataset(root / "train.json", train, stats, {})
+    save_dataset(root / "test.json.gz", test, stats, {})
+    write_tiny(root / "backbone", hidden_size=32, num_layers=2, num_heads=2)
+    cmd = [sys.executable, str(REPO / "train_distmat.py"), "--train_data", str(root / "train.json"),
+           "--model_name", str(root / "backbone"), "--finetune", "full", "--output_dir", str(root / "run"),
+           "--max_steps", "2", "--logging_steps", "1", "--save_steps", "2", "--eval_steps", "1000",
+           "--pair_dim", "8", "--single_dim", "16", "--dilations", "1", "--max_seq_len", "64",
+           "--max_eval_len", "128", "--warmup_steps", "1", "--no_tqdm"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"tiny training failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    return {"run_dir": root / "run", "train_data": root / "train.json", "test_data": root / "test.json.gz",
+            "max_len": 128}
