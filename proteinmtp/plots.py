@@ -226,7 +226,8 @@ def training_curves(rows: Sequence[Mapping], path: str | Path) -> Path:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("Loss")
-    ax.legend(fontsize=8)
+    if train or evals:
+        ax.legend(fontsize=8)
     ax = axes[1]
     lr = [r for r in train if "learning_rate" in r]
     if lr:
@@ -247,5 +248,6 @@ def training_curves(rows: Sequence[Mapping], path: str | Path) -> Path:
     ax.set_xlabel("step")
     ax.set_ylabel("validation MAE (Å)")
     ax.set_title("Validation")
-    ax.legend(fontsize=8)
+    if evals:
+        ax.legend(fontsize=8)
     return _save(fig, path)

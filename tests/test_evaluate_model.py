@@ -1,0 +1,129 @@
+"""evaluate_distmat_model.py model mode on a tiny trained run: every key, oracle ≈ native, values cross-checked."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import evaluate_distmat_model
+import infer_distmat
+from proteinmtp.dataset import load_dataset
+from proteinmtp.evaluation import MIRROR_KEY, REQUIRED_KEYS
+from proteinmtp.prior import SeparationPrior
+from tests.test_plots import png_size
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    out = root / "out"
+    rc = evaluate_distmat_model.main([
+        "--model_path", str(tiny_run["run_dir"]), "--test_data", str(tiny_run["test_data"]),
+        "--output_dir", str(out), "--save_pdbs", "--experiment_name", "tiny eval",
+        "--experiments_root", str(root / "experiments"), "--quiet"])
+    assert rc == 0
+    results = json.loads((out / "eval_results.json").read_text())
+    with open(out / "eval_per_protein.csv") as fh:
+        rows = {r["id"]: r for r in csv.DictReader(fh)}
+    return {"out": out, "results": results, "rows": rows, "root": root}
+
+
+def test_every_key_and_oracle(evaluated):
+    res = evaluated["results"]
+    assert res["n_proteins"] == 3
+    assert list(res["skipped"]) == ["2XHE:B"] and "128" in res["skipped"]["2XHE:B"]
+    for method in ("model", "prior", "oracle"):
+        block = res[method]
+        for k in REQUIRED_KEYS:
+            assert isinstance(block[k], float), (method, k, block.get(k))
+        assert block["n_proteins"] == 3
+        assert set(block["by_range"]) == {"local", "short", "medium", "long"}
+        assert set(block["by_range"]["long"]) >= {"mae", "rmse", "pearson", "precision_L", "precision_L5"}
+        assert block["by_range"]["long"]["mae"] == pytest.approx(block["mae_long"])
+        assert set(block["by_length"]) == {"<100"}  # 51, 70 and 99 residues
+        assert block["by_length"]["<100"]["n_proteins"] == 3
+        assert block[MIRROR_KEY] >= block["tm_score"] - 1e-12  # best of both hands ≥ the chosen hand
+    oracle = res["oracle"]
+    assert oracle["tm_score"] >= 0.99 and oracle["rmsd"] < 0.5 and oracle["lddt"] > 0.99
+    assert oracle["mae"] == pytest.approx(0.0, abs=1e-9)
+    assert "diagnostic" in res["diagnostics"]["note"] and "WITH the native" in res["diagnostics"]["note"]
+
+
+def test_mask_excludes_missing_ca(evaluated, tiny_run):
+    row = evaluated["rows"]["1A8O:A"]
+    assert int(row["length"]) == 70 and int(row["n_present"]) == 65
+    n = 65 * 64 // 2                            # pairs among the 65 residues with a Cα
+    for method in ("model", "prior", "oracle"):
+        assert int(float(row[f"{method}_n_pairs"])) == n
+        assert int(float(row[f"{method}_n_aligned"])) == 65
+
+
+def test_values_match_independent_computation(evaluated, tiny_run, tmp_path):
+    """Model MAE from a separate infer_distmat.py run, prior MAE from prior.json, both by plain NumPy."""
+    data = {s.id: s for s in load_dataset(tiny_run["test_data"]).samples}
+    s = data["1A8O:A"]
+    true = s.distances()
+    m = s.mask()
+    iu, ju = np.triu_indices(len(s.sequence), 1)
+    ok = m[iu] & m[ju]
+    out = tmp_path / "p.pdb"
+    assert infer_distmat.main(["--model_path", str(tiny_run["run_dir"]), "--sequence", s.sequence,
+                               "--output", str(out), "--save_distmat"]) == 0
+    pred = np.load(tmp_path / "p_distmat.npy").astype(np.float64)
+    mae_model = np.abs(pred[iu, ju] - true[iu, ju])[ok].mean()
+    prior = SeparationPrior.load(tiny_run["run_dir"] / "prior.json").predict(len(s.sequence))
+    mae_prior = np.abs(prior[iu, ju] - true[iu, ju])[ok].mean()
+    row = evaluated["rows"]["1A8O:A"]
+    assert float(row["model_mae"]) == pytest.approx(mae_model, rel=1e-4)
+    assert float(row["prior_mae"]) == pytest.approx(mae_prior, rel=1e-4)
+    means = [float(r["model_mae"]) for r in evaluated["rows"].values()]
+    assert evaluated["results"]["model"]["mae"] == pytest.approx(np.mean(means), rel=1e-4)
+
+
+def test_figures_pdbs_and_record(evaluated):
+    out, root = evaluated["out"], evaluated["root"]
+    vis = out / "visualizations"
+    sizes = {"distance_heatmaps.png": (900, 1260), "error_histogram.png": (700, 450),
+             "error_by_separation.png": (800, 450), "pred_vs_true_scatter.png": (600, 600),
+             "metrics_vs_length.png": (1260, 400), "training_curves.png": (1400, 400)}
+    for name, size in sizes.items():
+        assert png_size(vis / name) == size, name
+    views = sorted(vis.glob("view_*.html"))
+    assert len(views) == 3 and "<canvas" in views[0].read_text()
+    assert sorted(p.name for p in (out / "pdbs").glob("*.pdb")) == sorted(
+        f"{s}_{k}.pdb" for s in ("1A8O_A", "1LCD_A", "3KPR_B") for k in ("model", "native"))
+    [exp] = list((root / "experiments").iterdir())
+    assert exp.name.endswith("_tiny_eval")
+    for f in ("config.json", "training_log.txt", "eval_results.json", "eval_per_protein.csv",
+              "visualizations/training_curves.png", "visualizations/distance_heatmaps.png"):
+        assert (exp / f).is_file(), f
+    assert json.loads((exp / "eval_results.json").read_text()) == evaluated["results"]
+
+
+@pytest.mark.parametrize("case", ["truncated_json", "missing_run", "missing_data"])
+def test_bad_input(case, tiny_run, tmp_path, repo_root):
+    data, run = tiny_run["test_data"], tiny_run["run_dir"]
+    if case == "truncated_json":
+        text = tiny_run["train_data"].read_text()
+        data = tmp_path / "cut.json"
+        data.write_text(text[: len(text) // 2])
+        expect = "cut.json"
+    elif case == "missing_run":
+        run = tmp_path / "nope"
+        expect = "nope"
+    else:
+        data = tmp_path / "nothing.json"
+        expect = "nothing.json"
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "evaluate_distmat_model.py", "--model_path", str(run), "--test_data",
+                        str(data), "--output_dir", str(out), "--experiments_root", str(tmp_path / "exp")],
+                       cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr and expect in lines[0], r.stderr
+    assert not out.exists() and not (tmp_path / "exp").exists()
