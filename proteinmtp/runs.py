@@ -196,7 +196,7 @@ def training_status(run_dir: str | Path, now: float | None = None) -> dict:
         if len(timed) >= 2 and timed[-1]["step"] > timed[0]["step"]:
             rate = (_t(timed[-1]) - _t(timed[0])) / (timed[-1]["step"] - timed[0]["step"])
             eta = rate * (total - step)
-        elif (run_dir / TRAIN_CONFIG).is_file() and jsonl.is_file():
+        elif not timed and (run_dir / TRAIN_CONFIG).is_file() and jsonl.is_file():
             elapsed = jsonl.stat().st_mtime - (run_dir / TRAIN_CONFIG).stat().st_mtime
             first = int(steps[0]["step"]) - 1 if steps else 0
             if elapsed > 0 and step > first:
