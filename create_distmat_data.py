@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     except (BuildInputError, MMseqsError) as e:
         print(f"create_distmat_data.py: error: {e}", file=sys.stderr)
         return 2
-    config = {**asdict(cfg), "input": list(args.input), "compress": args.compress,
-              "proteinmtp_version": __version__, "format": DATASET_FORMAT}
+    # workers/threads do not change the result; leaving them out keeps the output byte-identical.
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "threads")}
+    config.update({"input": list(args.input), "compress": args.compress,
+                   "proteinmtp_version": __version__, "format": DATASET_FORMAT})
     suffix = ".json.gz" if args.compress else ".json"
     out.mkdir(parents=True, exist_ok=True)
     for name, samples in splits.items():

@@ -243,6 +243,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -696,3 +697,9 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
     }
     report = {"summary": summary, "files": [file_entries[k] for k in sorted(file_entries)]}
     return splits, stats, report
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -464,6 +464,7 @@ def _atomic_write(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -479,3 +480,9 @@ def write_pdb(path: str | Path, ca_xyz: np.ndarray, sequence: str, **kwargs) -> 
 def write_mmcif(path: str | Path, ca_xyz: np.ndarray, sequence: str, **kwargs) -> None:
     """Write a Cα-trace mmCIF atomically (same keyword arguments as :func:`write_pdb`)."""
     _atomic_write(path, mmcif_string(ca_xyz, sequence, **kwargs))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
