@@ -176,6 +176,17 @@ def test_hand_rule_on_native_and_mirror(alpha):
     assert 40 < np.median(G.ca_dihedrals(alpha)[(G.ca_dihedrals(alpha) > 0)]) < 60
 
 
+@pytest.mark.parametrize("name", ["alpha_196", "beta_200", "mixed_339", "small_114"])
+def test_hand_rule_uses_strands_too(test_data_dir, name):
+    ca = _load(test_data_dir, name)
+    ev = G.hand_evidence(ca)
+    # natives: helix dihedrals mostly right-handed, strand dihedrals mostly in −170…−100°
+    assert ev["n_helix_right"] >= ev["n_helix_left"]
+    assert ev["n_strand_native"] > ev["n_strand_mirror"]
+    x, info = G.choose_hand(G.mirror(ca))
+    assert info["mirrored"] and G.superpose(x, ca)[1] < 1e-6
+
+
 def test_reconstruct_picks_native_hand_from_exact_distances(alpha):
     x, info = G.reconstruct(G.distance_matrix(alpha), method="classical")
     assert G.superpose(x, alpha)[1] < 0.01
