@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +121,39 @@ def test_viewer_superposes_and_is_self_contained(tmp_path):
 def test_viewer_rejects_bad_shapes():
     with pytest.raises(ValueError, match="must agree"):
         viewer.viewer_html(np.zeros((3, 3)), np.zeros((4, 3)), "AAA")
+
+
+_NODE_HARNESS = r"""
+const fs = require("fs");
+const html = fs.readFileSync(process.argv[2], "utf8");
+const m = html.match(/<script>([\s\S]*?)<\/script>/);
+let strokes = 0; const handlers = {};
+const ctx = { clearRect() {}, beginPath() {}, moveTo() {}, lineTo() {}, stroke() { strokes++; } };
+const canvas = { width: 720, height: 560, style: {}, getContext: () => ctx,
+  addEventListener: (n, f) => { handlers[n] = f; }, getBoundingClientRect: () => ({ left: 0, top: 0 }) };
+const info = { textContent: "" };
+global.document = { getElementById: (id) => (id === "c" ? canvas : info) };
+global.window = { addEventListener: (n, f) => { handlers["w" + n] = f; } };
+eval(m[1]);
+const first = strokes;
+handlers.mousedown({ clientX: 10, clientY: 10 });
+handlers.wmousemove({ clientX: 40, clientY: 30 });   // drag: rotate and redraw
+handlers.wmouseup();
+handlers.wmousemove({ clientX: 360, clientY: 280 });  // hover: residue details
+console.log(JSON.stringify({ first, strokes, info: info.textContent }));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node.js not installed")
+def test_viewer_script_runs(tmp_path):
+    """The inline JavaScript runs (node.js with a stub canvas): one stroke per bonded segment, redraw on drag."""
+    native = _helix(30)
+    native[7] = np.nan                     # segments 6-7 and 7-8 of the native are not drawn
+    p = viewer.write_viewer_html(tmp_path / "v.html", _helix(30), native, "A" * 30)
+    js = tmp_path / "harness.js"
+    js.write_text(_NODE_HARNESS)
+    r = subprocess.run(["node", str(js), str(p)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["first"] == 29 + 27 and out["strokes"] == 2 * (29 + 27)
+    assert out["info"].startswith("residue ")
