@@ -139,7 +139,8 @@ const first = strokes;
 handlers.mousedown({ clientX: 10, clientY: 10 });
 handlers.wmousemove({ clientX: 40, clientY: 30 });   // drag: rotate and redraw
 handlers.wmouseup();
-handlers.wmousemove({ clientX: 360, clientY: 280 });  // hover: residue details
+for (let x = 0; x < 720 && !info.textContent; x += 8)   // hover: residue details somewhere on the trace
+  for (let y = 0; y < 560 && !info.textContent; y += 8) handlers.wmousemove({ clientX: x, clientY: y });
 console.log(JSON.stringify({ first, strokes, info: info.textContent }));
 """
 
