@@ -194,10 +194,17 @@ def _check_cif_atom_site(path: Path, block: gemmi.cif.Block) -> None:
 
 
 def _check_pdb_atom_lines(path: Path, text: str) -> None:
-    """A cut-off ATOM line (fewer than the 54 columns holding x, y, z) means a truncated file."""
+    """A cut-off ATOM line means a truncated file: fewer than the 54 columns holding x, y, z, or a
+    last line without newline that is shorter than the ATOM line before it."""
+    prev_len = 0
     for lineno, line in enumerate(io.StringIO(text), start=1):
         if line.startswith(("ATOM  ", "HETATM")):
             body = line.rstrip("\r\n")
+            if not line.endswith("\n") and len(body) < prev_len:
+                raise StructureReadError(
+                    f"{path}: line {lineno}: last ATOM record is cut short (truncated file)"
+                )
+            prev_len = len(body)
             try:
                 if len(body) < 54:
                     raise ValueError

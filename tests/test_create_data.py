@@ -1,0 +1,204 @@
+"""create_distmat_data.py end to end: counts against an independent reader, report, splits, inputs, CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from Bio.Data.PDBData import protein_letters_3to1_extended
+from Bio.PDB import MMCIFParser, PDBParser
+
+from proteinmtp.dataset import compute_global_stats, load_dataset
+from proteinmtp.splits import search_hits
+from proteinmtp.structure import read_structure
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "create_distmat_data.py"
+GOOD = ["3KPR.pdb.gz", "3KPR.cif.gz", "1A8O.pdb.gz", "19hc.pdb.gz", "2BEG.pdb.gz", "2XHE.pdb.gz",
+        "1LCD.pdb.gz", "nmr_neopetrosiamide.pdb.gz", "disordered.pdb.gz"]
+
+
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args, "--no_progress"], cwd=cwd,
+                          capture_output=True, text=True, check=False)
+
+
+def independent_sequences(path: Path, min_len: int, max_len: int) -> list[tuple[str, int]]:
+    """Biopython read, first model, own three->one table: (sequence, n residues without CA) per chain."""
+    name = str(path).removesuffix(".gz")
+    parser = MMCIFParser(QUIET=True) if name.endswith(".cif") else PDBParser(QUIET=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with gzip.open(path, "rt") as fh:
+            model = next(iter(parser.get_structure("x", fh)))
+    out = []
+    for chain in model:
+        res = [r for r in chain if r.id[0] != "W" and r.resname in protein_letters_3to1_extended
+               and (r.id[0] == " " or "CA" in r)]
+        seq = "".join(protein_letters_3to1_extended[r.resname] for r in res)
+        if min_len <= len(seq) <= max_len:
+            out.append((seq, sum("CA" not in r for r in res)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory, test_data_dir: Path) -> Path:
+    """tests/data plus a broken, an empty, a not-a-structure and a DNA-only file, all train."""
+    src = tmp_path_factory.mktemp("inputs")
+    for f in test_data_dir.glob("*.gz"):
+        shutil.copy(f, src / f.name)
+    (src / "empty.pdb").write_text("")
+    (src / "shopping.pdb").write_text("milk\neggs\n")
+    raw = gzip.open(test_data_dir / "3KPR.pdb.gz", "rb").read()
+    (src / "cut.pdb").write_bytes(raw[: len(raw) // 3 - 20])  # cut inside an ATOM line
+    text = gzip.open(test_data_dir / "1LCD.pdb.gz", "rt").read()
+    (src / "dna_only.pdb").write_text("\n".join(
+        ln for ln in text.splitlines() if not (ln.startswith(("ATOM", "HETATM")) and ln[21] == "A")))
+    (src / "notes.txt.bak").write_text("ignored: not a structure extension")
+    out = tmp_path_factory.mktemp("out")
+    r = run_cli("--input", str(src), "--output_dir", str(out), "--val_fraction", "0", "--test_fraction", "0")
+    assert r.returncode == 0, r.stderr
+    (out / "stdout.txt").write_text(r.stdout)
+    return out
+
+
+def test_unique_count_matches_independent_count(small_build: Path, test_data_dir: Path) -> None:
+    seqs: dict[str, int] = {}
+    for name in GOOD:
+        for seq, n_missing in independent_sequences(test_data_dir / name, 30, 1000):
+            if n_missing <= 0.1 * len(seq) and seq.count("X") <= 0.5 * len(seq):
+                seqs[seq] = 1
+    train = load_dataset(small_build / "train.json")
+    assert len(train) == len(seqs) == len({s.sequence for s in train.samples})
+    assert {s.sequence for s in train.samples} == set(seqs)
+    assert len(load_dataset(small_build / "val.json")) == len(load_dataset(small_build / "test.json")) == 0
+    summary = json.loads((small_build / "report.json").read_text())["summary"]
+    assert summary["chains_kept"] == len(seqs)
+    assert summary["chains_found"] == summary["chains_kept"] + sum(summary["chains_dropped"].values())
+    assert f"{len(seqs)} kept" in (small_build / "stdout.txt").read_text()
+
+
+def test_report_lists_every_skipped_file(small_build: Path) -> None:
+    report = json.loads((small_build / "report.json").read_text())
+    files = {Path(e["file"]).name: e for e in report["files"]}
+    assert files["1YJP_invalid.cif.gz"]["status"] == "skipped"
+    assert "group_PDB 'WRONG'" in files["1YJP_invalid.cif.gz"]["reason"]
+    assert "empty" in files["empty.pdb"]["reason"]
+    assert "not a PDB" in files["shopping.pdb"]["reason"]
+    assert "truncated" in files["cut.pdb"]["reason"]
+    assert files["dna_only.pdb"]["reason"] == "no protein chains in the first model"
+    assert "notes.txt.bak" not in files  # directories contribute structure extensions only
+    # 3KPR: the 9-residue peptides C and H are too short; F, G, ... duplicate A, B, ...
+    kpr = {c["id"]: c["reason"] for e in report["files"] if Path(e["file"]).name.startswith("3KPR")
+           for c in e.get("chains", [])}
+    assert kpr["3KPR:C"] == "too_short" and kpr["3KPR:H"] == "too_short"
+    assert report["summary"]["files_failed"] == 4 and report["summary"]["files_without_protein"] == 1
+
+
+def test_global_stats_from_train_only(small_build: Path) -> None:
+    train = load_dataset(small_build / "train.json")
+    stats = compute_global_stats(train.samples)
+    assert train.global_stats == pytest.approx(stats)
+    d = np.concatenate([s.distances()[np.triu_indices(len(s), 1)] for s in train.samples])
+    d = d[~np.isnan(d)]
+    assert stats["n_pairs"] == len(d) and stats["dist_mean"] == pytest.approx(d.mean())
+
+
+@pytest.fixture(scope="module")
+def demo_splits(demo_dir: Path) -> dict:
+    return {name: load_dataset(demo_dir / "dataset" / f"{name}.json.gz") for name in ("train", "val", "test")}
+
+
+def test_demo_dataset_has_no_leakage(demo_splits: dict) -> None:
+    """Independent check of the committed demo split: whole clusters per split, and an MMseqs2
+    search of val+test against train finds no hit >= 30% identity covering >= 80% of either chain."""
+    tr = {s.id: s.sequence for s in demo_splits["train"].samples}
+    held = {s.id: s.sequence for n in ("val", "test") for s in demo_splits[n].samples}
+    assert len(tr) >= 200 and len(held) >= 40 and not set(tr) & set(held)
+    clusters = {n: {s.cluster for s in demo_splits[n].samples} for n in demo_splits}
+    assert not clusters["train"] & clusters["val"] and not clusters["train"] & clusters["test"]
+    assert not clusters["val"] & clusters["test"]
+    hits = search_hits(held, tr, min_identity=0.3, threads=2)
+    bad = [h for h in hits if h["fident"] >= 0.3 and max(h["qcov"], h["tcov"]) >= 0.8]
+    assert bad == []
+    assert len(set(tr.values()) | set(held.values())) == len(tr) + len(held)  # identical sequences kept once
+
+
+def test_demo_dataset_matches_structures(demo_splits: dict, demo_dir: Path) -> None:
+    samples = [s for n in demo_splits for s in demo_splits[n].samples]
+    assert len(samples) >= 300
+    for s in samples[::40]:
+        src = demo_dir / "structures" / Path(s.source).name
+        (chain,) = [c for c in read_structure(src) if c.id == s.id]
+        assert chain.sequence == s.sequence and list(chain.residue_ids) == s.residue_ids
+        np.testing.assert_allclose(s.ca, chain.ca, atol=5e-4)
+    size = sum(f.stat().st_size for f in demo_dir.rglob("*") if f.is_file())
+    assert size < 10e6
+
+
+def test_inputs_glob_list_seed_json_and_flags(tmp_path: Path, test_data_dir: Path) -> None:
+    (tmp_path / "list.txt").write_text(f"# a comment\n{test_data_dir / '3KPR.pdb.gz'}\n")
+    rng = np.random.default_rng(0)
+    seed_records = [
+        {"name": "seedA", "sequence": "ACDEFGHIKLMNPQRSTVWYACDEFGHIKLMNPQRSTVWY",
+         "coords": np.round(np.cumsum(rng.normal(size=(40, 3)) * 2.2, axis=0), 3).tolist()},
+        {"name": "seedB", "sequence": "AAAA", "coords": [[0, 0, 0]]},  # invalid: lengths differ
+    ]
+    (tmp_path / "protein_coords_data.json").write_text(json.dumps(seed_records))
+    out = tmp_path / "out"
+    r = run_cli("--input", str(tmp_path / "list.txt"), str(test_data_dir / "1A8O.*.gz"),
+                str(tmp_path / "protein_coords_data.json"), "--output_dir", str(out),
+                "--train_ratio", "1.0", "--chains", "A,B,seedA:A", "--compress")
+    assert r.returncode == 0, r.stderr
+    train = load_dataset(out / "train.json.gz")
+    ids = sorted(s.id for s in train.samples)
+    assert ids == ["1A8O:A", "3KPR:A", "3KPR:B", "seedA:A"]
+    seed = next(s for s in train.samples if s.id == "seedA:A")
+    np.testing.assert_allclose(seed.ca, seed_records[0]["coords"])
+    report = json.loads((out / "report.json").read_text())
+    seed_entry = next(e for e in report["files"] if e["file"].endswith("protein_coords_data.json"))
+    assert "4 residues but 1 coordinate rows" in json.dumps(seed_entry)
+    assert report["summary"]["chains_dropped"]["not_selected"] >= 6  # 3KPR D..J
+
+    out2 = tmp_path / "out2"
+    r = run_cli("--input", str(test_data_dir), "--output_dir", str(out2), "--max_samples", "3",
+                "--val_fraction", "0", "--test_fraction", "0")
+    assert r.returncode == 0, r.stderr
+    assert len(load_dataset(out2 / "train.json")) == 3
+
+
+def test_split_build_is_deterministic(tmp_path: Path, test_data_dir: Path) -> None:
+    outs = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        r = run_cli("--input", str(test_data_dir), "--output_dir", str(out), "--val_fraction", "0.2",
+                    "--test_fraction", "0.2", "--seed", "3", "--workers", workers)
+        assert r.returncode == 0, r.stderr
+        outs.append({f.name: f.read_bytes() for f in out.iterdir()})
+    assert outs[0] == outs[1]
+    splits = {n: load_dataset(tmp_path / "w1" / f"{n}.json") for n in ("train", "val", "test")}
+    assert all(len(splits[n]) > 0 for n in splits)
+    assert {s.split for n in splits for s in splits[n].samples} == {"train", "val", "test"}
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--input", "no/such/dir", "--output_dir", "x"], "no such file or directory"),
+        (["--input", "tests/data", "--output_dir", "x", "--val_fraction", "1.5"], "--val_fraction"),
+        (["--input", "tests/data", "--output_dir", "x", "--train_ratio", "0.8", "--val_fraction", "0.1"],
+         "--train_ratio cannot be combined"),
+        (["--input", "tests/data/*.xyz", "--output_dir", "x"], "matches no file"),
+    ],
+)
+def test_cli_bad_input_one_line_error(args: list[str], message: str, tmp_path: Path) -> None:
+    r = run_cli(*args)
+    assert r.returncode != 0
+    assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
