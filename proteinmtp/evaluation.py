@@ -421,7 +421,8 @@ def add_model_arguments(parser) -> None:
     g.add_argument("--save_pdbs", action="store_true",
                    help="also write <id>_model.pdb (confidence in B-factor) and <id>_native.pdb into OUTPUT_DIR/pdbs/")
     g.add_argument("--experiment_name", default=None,
-                   help="record the run in EXPERIMENTS_ROOT/<YYYY-MM-DD>_<name>/ (None = the run directory name)")
+                   help="record the run in EXPERIMENTS_ROOT/<YYYY-MM-DD>_<name>/ (None: OUTPUT_DIR is the record "
+                        "when given, else EXPERIMENTS_ROOT/<YYYY-MM-DD>_<run directory name>/)")
     g.add_argument("--experiments_root", default="experiments", help="root directory of experiment records")
     g.add_argument("--mds_method", choices=("classical", "refine"), default="refine",
                    help="reconstruction used for model, prior and oracle")
@@ -480,7 +481,11 @@ def run_model_mode(args) -> int:
     if getattr(run, "prior", None) is None:
         raise EvaluationInputError(f"run {run_dir} has no prior.json (the separation prior); retrain it")
 
-    exp_dir = runs.experiment_dir(args.experiment_name or run_dir.resolve().name, root=args.experiments_root)
+    # The record: EXPERIMENTS_ROOT/<date>_<name>/ when named; else OUTPUT_DIR itself; else <date>_<run name>.
+    if args.experiment_name or not args.output_dir:
+        exp_dir = runs.experiment_dir(args.experiment_name or run_dir.resolve().name, root=args.experiments_root)
+    else:
+        exp_dir = Path(args.output_dir)
     out = Path(args.output_dir) if args.output_dir else exp_dir
     out.mkdir(parents=True, exist_ok=True)
     ev = evaluate_run(run, samples, method=args.mds_method, batch_size=args.batch_size,
