@@ -137,8 +137,17 @@ def main(argv=None) -> int:
 
     from proteinmtp import training as T
     from proteinmtp.dataset import load_dataset
-    from proteinmtp.model import (CONFIG_NAME, PRIOR_NAME, TOKENIZER_DIR, HeadConfig, ModelSpec, RunLoadError,
-                                  build_model, count_parameters, load_tokenizer)
+    from proteinmtp.model import (
+        CONFIG_NAME,
+        PRIOR_NAME,
+        TOKENIZER_DIR,
+        HeadConfig,
+        ModelSpec,
+        RunLoadError,
+        build_model,
+        count_parameters,
+        load_tokenizer,
+    )
     from proteinmtp.prior import SeparationPrior
 
     run_dir = Path(args.output_dir)

@@ -9,7 +9,8 @@ Residue ids are built per residue from the tokenizer's vocabulary (one token per
 tokenising the sequence as text, so BPE merges cannot change the number of tokens. ``<sep>`` and the
 placeholder ``P`` are not vocabulary tokens: their positions are marked in ``token_kind`` and the model
 injects learned vectors there through ``inputs_embeds`` (the embedding matrix stays frozen).
-``[bos]`` is the tokenizer's cls/bos token when it has one (ESM: <cls>; Llama: <s>; Qwen: none) and
+``[bos]`` is the cls token for encoders (ESM: <cls>), the bos token for decoders that have one (Llama:
+<s>; Qwen: none), and
 ``[eos]`` (direct layout, encoders only) its eos token.
 """
 
@@ -86,7 +87,8 @@ class ResidueEncoder:
         if pad is None:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.pad_id = int(pad)
-        bos = getattr(tokenizer, "cls_token_id", None)
+        # encoders start with their cls token (ESM <cls>); decoders with bos if they have one (Llama <s>)
+        bos = getattr(tokenizer, "cls_token_id", None) if is_encoder else None
         if bos is None:
             bos = getattr(tokenizer, "bos_token_id", None)
         self.bos_id = None if bos is None else int(bos)

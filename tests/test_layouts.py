@@ -1,0 +1,118 @@
+"""Residue layouts: exactly one feature position per residue, at the right token, whatever the tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from proteinmtp.constants import ALLOWED_AA
+from proteinmtp.layouts import KIND_PLACEHOLDER, KIND_SEP, KIND_VOCAB, LayoutError, ResidueEncoder
+from proteinmtp.model import ModelSpec, build_model
+from proteinmtp.tiny import residue_vocab, write_tiny
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_qwen2")
+    write_tiny(out, "qwen2", hidden_size=32, num_layers=2, num_heads=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def esm_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_esm")
+    write_tiny(out, "esm", hidden_size=32, num_layers=2, num_heads=2)
+    return out
+
+
+def test_positions_by_hand(qwen_dir, esm_dir):
+    v = residue_vocab()
+    ids = [v[c] for c in "ACDXO"]
+    tok = AutoTokenizer.from_pretrained(qwen_dir)          # decoder: no bos token
+    e = ResidueEncoder(tok, "direct").encode("ACDXO")
+    assert e.input_ids == ids and e.residue_pos == [0, 1, 2, 3, 4] and set(e.token_kind) == {KIND_VOCAB}
+    e = ResidueEncoder(tok, "echo").encode("ACDXO")
+    assert e.input_ids[:5] == ids and e.input_ids[6:] == ids and e.token_kind[5] == KIND_SEP
+    assert e.residue_pos == [6, 7, 8, 9, 10]
+    e = ResidueEncoder(tok, "placeholder").encode("ACDXO")
+    assert e.input_ids[:5] == ids and e.token_kind[5] == KIND_SEP
+    assert e.token_kind[6:] == [KIND_PLACEHOLDER] * 5 and e.residue_pos == [6, 7, 8, 9, 10]
+    etok = AutoTokenizer.from_pretrained(esm_dir)          # encoder: <cls> r.. <eos>
+    e = ResidueEncoder(etok, "direct", is_encoder=True).encode("ACDXO")
+    assert e.input_ids == [v["<cls>"]] + ids + [v["<eos>"]] and e.residue_pos == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("layout", ["placeholder", "echo", "direct"])
+def test_collate_one_feature_per_residue(qwen_dir, layout):
+    enc = ResidueEncoder(AutoTokenizer.from_pretrained(qwen_dir), layout)
+    seqs = ["ACDEFGHIK", "MK", ALLOWED_AA]
+    b = enc.collate(seqs)
+    assert b["residue_mask"].sum(1).tolist() == [len(s) for s in seqs]
+    for i, s in enumerate(seqs):
+        pos = b["residue_pos"][i, : len(s)]
+        assert len(set(pos.tolist())) == len(s)
+        assert b["attention_mask"][i].sum() == enc.n_tokens(len(s))
+        if layout != "placeholder":   # the feature token is the residue's own letter
+            assert b["input_ids"][i, pos].tolist() == [residue_vocab()[c] for c in s]
+        else:
+            assert (b["token_kind"][i, pos] == KIND_PLACEHOLDER).all()
+
+
+def test_bpe_merges_do_not_change_residue_count():
+    # A byte-level-like BPE that merges "AC" and "ACD": text tokenisation gives fewer tokens than residues;
+    # the layout still yields one id per residue, built from the vocabulary.
+    vocab = {"<pad>": 0, **{c: i + 1 for i, c in enumerate(ALLOWED_AA)}}
+    vocab.update({"AC": 26, "ACD": 27})
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[("A", "C"), ("AC", "D")]))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>")
+    assert len(tok("ACDACD", add_special_tokens=False)["input_ids"]) == 2
+    e = ResidueEncoder(tok, "direct").encode("ACDACD")
+    assert e.input_ids == [vocab[c] for c in "ACDACD"] and len(e.residue_pos) == 6
+
+
+def test_missing_letter_and_bad_sequence_fail_clearly(qwen_dir):
+    vocab = {"<pad>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate("ACDEFGHIKLMNPQRSTVWY")}}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>")
+    with pytest.raises(LayoutError, match="XBZUO"):
+        ResidueEncoder(tok, "echo")
+    enc = ResidueEncoder(AutoTokenizer.from_pretrained(qwen_dir), "echo")
+    with pytest.raises(LayoutError, match="'a'"):
+        enc.encode("ACaD")
+    with pytest.raises(LayoutError, match="unknown residue layout"):
+        ResidueEncoder(AutoTokenizer.from_pretrained(qwen_dir), "sideways")
+
+
+def _features(model, seqs):
+    b = model.encoder.collate(seqs)
+    with torch.no_grad():
+        return model.residue_features(b["input_ids"], b["attention_mask"], b["token_kind"], b["residue_pos"])
+
+
+@pytest.mark.parametrize("layout", ["placeholder", "echo", "direct"])
+def test_feature_visibility_matches_layout(qwen_dir, layout):
+    """direct is causal (residue i's feature ignores residues > i); echo/placeholder see the whole chain.
+    Also: padding a sequence in a batch does not change its features."""
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(base_model=str(qwen_dir), layout=layout, finetune="frozen")).eval()
+    a, b = "MKTAYIAKQR", "MKTAYIAKWW"                 # differ only in the last two residues
+    fa, fb = _features(model, [a]), _features(model, [b])
+    assert fa.shape == (1, 10, 32)
+    early = (fa[0, :8] - fb[0, :8]).abs().max().item()
+    if layout == "direct":
+        assert early < 1e-5
+    else:
+        assert early > 1e-3
+    padded = _features(model, [a, a + "GGGGGG"])
+    assert torch.allclose(padded[0, :10], fa[0], atol=1e-5)
+
+
+def test_esm_encoder_sees_whole_sequence_in_direct(esm_dir):
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(base_model=str(esm_dir), layout="direct", finetune="frozen")).eval()
+    assert model.spec.is_encoder
+    fa, fb = _features(model, ["MKTAYIAKQR"]), _features(model, ["MKTAYIAKWW"])
+    assert (fa[0, :8] - fb[0, :8]).abs().max().item() > 1e-3
