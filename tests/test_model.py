@@ -1,0 +1,177 @@
+"""Pair head and losses (values by hand), symmetry, padding independence, run save/load round trip."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+from proteinmtp.model import (
+    CONFIG_NAME,
+    TOKENIZER_DIR,
+    DistanceHead,
+    HeadConfig,
+    ModelSpec,
+    RunLoadError,
+    build_model,
+    load_run,
+    relpos_buckets,
+    save_weights,
+)
+from proteinmtp.tiny import write_tiny
+
+STATS = {"log_dist_mean": 3.0, "log_dist_std": 0.5}
+
+
+def helix_ca(L: int) -> np.ndarray:
+    """Ideal α-helix Cα trace [L, 3] Å (radius 2.3 Å, rise 1.5 Å, 100° per residue)."""
+    t = np.arange(L)
+    return np.stack([2.3 * np.cos(np.deg2rad(100) * t), 2.3 * np.sin(np.deg2rad(100) * t), 1.5 * t], 1)
+
+
+def dist_of(ca: np.ndarray) -> torch.Tensor:
+    return torch.tensor(np.linalg.norm(ca[:, None] - ca[None], axis=-1), dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_qwen2")
+    write_tiny(out, "qwen2", hidden_size=32, num_layers=2, num_heads=2)
+    return out
+
+
+def small_head() -> HeadConfig:
+    return HeadConfig(pair_dim=16, single_dim=16, dilations=(1, 2))
+
+
+def test_relpos_buckets_by_hand():
+    b = relpos_buckets(700, clip=32, n_log=5)
+    assert b[0, 0] == 32 and b[0, 1] == 33 and b[1, 0] == 31 and b[0, 32] == 64 and b[32, 0] == 0
+    # beyond ±32: (32,64] -> 65, (64,128] -> 66, (128,256] -> 67, (256,512] -> 68, >512 -> 69; negatives +5
+    assert [b[0, j].item() for j in (33, 64, 65, 128, 129, 256, 257, 512, 513, 699)] == \
+        [65, 65, 66, 66, 67, 67, 68, 68, 69, 69]
+    assert b[64, 0] == 70 and b[699, 0] == 74
+    assert b.max() == 74 and b.min() == 0
+
+
+@pytest.mark.parametrize("axial", [False, True])
+def test_head_outputs_symmetric_and_padding_independent(axial):
+    torch.manual_seed(0)
+    cfg = HeadConfig(pair_dim=16, single_dim=16, dilations=(1, 2), axial_attention=axial)
+    head = DistanceHead(8, cfg)
+    for p in head.parameters():          # zero-initialised last convs would hide asymmetry: randomise
+        torch.nn.init.normal_(p, std=0.2)
+    feats = torch.randn(2, 11, 8)
+    mask = torch.ones(2, 11, dtype=torch.bool)
+    mask[1, 7:] = False
+    out = head(feats, mask)
+    for key in ("distogram_logits", "dist_norm", "pair_conf_logits"):
+        x = out[key]
+        assert torch.allclose(x, x.transpose(1, 2), atol=1e-5), key
+    alone = head(feats[1:, :7], mask[1:, :7])     # same chain without padding
+    for key in ("dist_norm", "distogram_logits", "residue_conf_logits"):
+        a, p = alone[key][0], out[key][1][:7, :7] if out[key].dim() > 2 else out[key][1][:7]
+        assert torch.allclose(a, p, atol=1e-4), key
+
+
+def test_loss_values_by_hand():
+    """Zero logits and zero regression output: CE = ln(n_bins), L1 = mean |target| over valid pairs only."""
+    cfg = small_head()
+    head = DistanceHead(8, cfg)
+    L = 6
+    ca = helix_ca(L)
+    ca[2] = np.nan                                            # residue 2 has no Cα
+    d = dist_of(ca)[None]
+    valid = torch.isfinite(d) & ~torch.eye(L, dtype=torch.bool)[None]
+    out = {"distogram_logits": torch.zeros(1, L, L, cfg.n_bins), "dist_norm": torch.zeros(1, L, L),
+           "pair_conf_logits": torch.zeros(1, L, L, 5), "residue_conf_logits": torch.zeros(1, L)}
+    mu, sd = STATS["log_dist_mean"], STATS["log_dist_std"]
+    losses = head.loss(out, d, valid, (torch.tensor(mu), torch.tensor(sd)))
+    dn = d[0].numpy()
+    iu = [(i, j) for i in range(L) for j in range(L) if i != j and i != 2 and j != 2]
+    expect_l1 = np.mean([abs((math.log(dn[i, j]) - mu) / sd) for i, j in iu])
+    assert losses["loss_distogram"].item() == pytest.approx(math.log(cfg.n_bins), rel=1e-5)
+    assert losses["loss_regression"].item() == pytest.approx(expect_l1, rel=1e-5)
+    assert losses["loss_pair_conf"].item() == pytest.approx(math.log(5), rel=1e-5)
+    # garbage at invalid positions (missing residue, diagonal) must not change anything
+    out2 = {k: v.clone() for k, v in out.items()}
+    out2["dist_norm"][0, 2, :] = 1e3
+    out2["dist_norm"][0, :, 2] = 1e3
+    out2["dist_norm"][0, 0, 0] = -1e3
+    out2["distogram_logits"][0, 2, 4, 0] = 50.0
+    l2 = head.loss(out2, d, valid, (torch.tensor(mu), torch.tensor(sd)))
+    assert l2["loss_regression"].item() == pytest.approx(losses["loss_regression"].item(), rel=1e-6)
+    assert l2["loss_distogram"].item() == pytest.approx(losses["loss_distogram"].item(), rel=1e-6)
+    # long-range weight: no pair with |i-j| >= 24 here, so nothing changes
+    l3 = head.loss(out, d, valid, (torch.tensor(mu), torch.tensor(sd)), long_range_weight=5.0)
+    assert l3["loss"].item() == pytest.approx(losses["loss"].item(), rel=1e-6)
+
+
+def test_model_loss_unchanged_by_padding(tiny):
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(base_model=str(tiny), layout="echo", finetune="full", global_stats=STATS,
+                                  head=asdict(small_head()))).eval()
+    seq_a, seq_b = "MKTAYIAKQRQISFVK", "GSHMLEDPVAGSHMLEDPVAAA"
+    ca_a = helix_ca(len(seq_a))
+    ca_a[5] = np.nan
+    alone = model.encoder.collate([seq_a])
+    da = dist_of(ca_a)[None]
+    la = model(**alone, dist=da)["loss"].item()
+    both = model.encoder.collate([seq_a, seq_b])
+    Lm = len(seq_b)
+    dist = torch.full((2, Lm, Lm), float("nan"))
+    dist[0, : len(seq_a), : len(seq_a)] = da[0]               # chain b: no coordinates -> contributes nothing
+    lb = model(**both, dist=dist)["loss"].item()
+    assert lb == pytest.approx(la, rel=1e-4)
+
+
+def test_save_load_round_trip_and_prediction_contract(tiny, tmp_path):
+    torch.manual_seed(0)
+    spec = ModelSpec(base_model=str(tiny), layout="placeholder", finetune="lora", lora_r=4,
+                     global_stats=STATS, head=asdict(small_head()), max_len=50)
+    model = build_model(spec).eval()
+    with torch.no_grad():                        # make the adapter non-trivial so a lost adapter would show
+        for n, p in model.backbone.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.5)
+    run = tmp_path / "run"
+    save_weights(model, run, save_base_backbone=True)
+    (run / CONFIG_NAME).write_text(json.dumps({"model": asdict(spec)}))
+    from transformers import AutoTokenizer
+    AutoTokenizer.from_pretrained(tiny).save_pretrained(run / TOKENIZER_DIR)
+    loaded = load_run(run)
+    seqs = ["MKTAYIAKQRQISFVK", "GSHMLE"]
+    preds = loaded.predict(seqs, batch_size=2)
+    with torch.no_grad():
+        ref = model(**model.encoder.collate([seqs[0]]))
+    expect = np.exp(ref["dist_norm"][0].numpy() * STATS["log_dist_std"] + STATS["log_dist_mean"])
+    expect = 0.5 * (expect + expect.T)
+    np.fill_diagonal(expect, 0)
+    p = preds[0]
+    assert p.sequence == seqs[0] and p.dist.shape == (16, 16) and preds[1].dist.shape == (6, 6)
+    np.testing.assert_allclose(p.dist, expect, rtol=1e-4, atol=1e-4)
+    assert np.allclose(p.dist, p.dist.T) and np.all(np.diag(p.dist) == 0)
+    assert p.contact_prob.min() >= 0 and p.contact_prob.max() <= 1
+    assert p.pair_confidence.min() >= 0 and p.pair_confidence.max() <= 1 and p.residue_confidence.shape == (16,)
+    assert p.distogram_probs.shape == (16, 16, 42) and p.bin_edges.shape == (41,)
+    np.testing.assert_allclose(p.distogram_probs.sum(-1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="length 51"):
+        loaded.predict(["A" * 51])
+
+
+def test_load_run_errors(tmp_path):
+    with pytest.raises(RunLoadError, match="does not exist"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "r").mkdir()
+    with pytest.raises(RunLoadError, match="training_config.json"):
+        load_run(tmp_path / "r")
+    (tmp_path / "r" / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(RunLoadError, match="not valid JSON"):
+        load_run(tmp_path / "r")
+    (tmp_path / "r" / CONFIG_NAME).write_text(json.dumps({"model": {}}))
+    with pytest.raises(RunLoadError, match="head.safetensors"):
+        load_run(tmp_path / "r")
