@@ -328,7 +328,7 @@ class BuildConfig:
     max_unknown: float = 0.5           # largest allowed fraction of X residues
     chains: str = ""                   # "A,B" (ids in any file) and/or "1ABC:A" (stem:chain); "" = all
     identity: float = 0.3              # MMseqs2 clustering identity (fraction)
-    coverage: float = 0.8              # MMseqs2 coverage threshold (fraction)
+    coverage: float = 0.0              # fraction of the shorter chain an alignment must cover (0 = any)
     val_fraction: float = 0.1          # fraction of unique chains in val (whole clusters)
     test_fraction: float = 0.1         # fraction of unique chains in test (whole clusters)
     seed: int = 0

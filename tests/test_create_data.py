@@ -118,7 +118,7 @@ def demo_splits(demo_dir: Path) -> dict:
 
 def test_demo_dataset_has_no_leakage(demo_splits: dict) -> None:
     """Independent check of the committed demo split: whole clusters per split, and an MMseqs2
-    search of val+test against train finds no hit >= 30% identity covering >= 80% of either chain."""
+    search of val+test against train (every pair aligned) finds no hit >= 30% identity, any coverage."""
     tr = {s.id: s.sequence for s in demo_splits["train"].samples}
     held = {s.id: s.sequence for n in ("val", "test") for s in demo_splits[n].samples}
     assert len(tr) >= 200 and len(held) >= 40 and not set(tr) & set(held)
@@ -126,7 +126,7 @@ def test_demo_dataset_has_no_leakage(demo_splits: dict) -> None:
     assert not clusters["train"] & clusters["val"] and not clusters["train"] & clusters["test"]
     assert not clusters["val"] & clusters["test"]
     hits = search_hits(held, tr, min_identity=0.3, threads=2)
-    bad = [h for h in hits if h["fident"] >= 0.3 and max(h["qcov"], h["tcov"]) >= 0.8]
+    bad = [h for h in hits if h["fident"] >= 0.3]
     assert bad == []
     assert len(set(tr.values()) | set(held.values())) == len(tr) + len(held)  # identical sequences kept once
 

@@ -1,0 +1,77 @@
+"""Check a built dataset for train/held-out leakage with an MMseqs2 search.
+
+    python benchmarks/check_leakage.py --data_dir data/demo/dataset
+    python benchmarks/check_leakage.py --data_dir /tmp/full --output benchmarks/results/leakage_full.json
+
+Searches every val and test chain against every train chain (``mmseqs easy-search``, E-value
+<= 1e-3) and counts held-out chains with a hit at identity >= --identity:
+
+  * ``criterion``: the builder's rule, alignment covering >= --coverage of the shorter chain
+    (must be 0 for a dataset built with the same --identity/--coverage);
+  * ``any_coverage``: any alignment length (stricter than the builder promises; informative);
+  * both with the exhaustive search (every pair aligned) and with MMseqs2's default k-mer
+    prefilter at sensitivity 7.5, the way a reviewer would usually run it.
+
+Prints a table, writes JSON (default benchmarks/results/leakage.json), exits 1 if ``criterion``
+finds a leak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from proteinmtp.dataset import BuildConfig, atomic_write_bytes, load_dataset  # noqa: E402
+from proteinmtp.splits import search_hits  # noqa: E402
+
+
+def _find(data_dir: Path, name: str) -> Path:
+    for suffix in (".json", ".json.gz"):
+        if (data_dir / f"{name}{suffix}").exists():
+            return data_dir / f"{name}{suffix}"
+    raise SystemExit(f"check_leakage.py: error: no {name}.json[.gz] in {data_dir}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data_dir", default="data/demo/dataset", help="directory with train/val/test JSON")
+    p.add_argument("--identity", type=float, default=0.3, help="identity (fraction) counted as leakage")
+    p.add_argument("--coverage", type=float, default=BuildConfig().coverage,
+                   help="coverage of the shorter chain (fraction) for the builder's rule")
+    p.add_argument("--threads", type=int, default=2, help="MMseqs2 threads")
+    p.add_argument("--output", default="benchmarks/results/leakage.json", help="JSON result file")
+    args = p.parse_args()
+    data_dir = Path(args.data_dir)
+    splits = {n: load_dataset(_find(data_dir, n)).samples for n in ("train", "val", "test")}
+    train = {s.id: s.sequence for s in splits["train"]}
+    held = {s.id: s.sequence for n in ("val", "test") for s in splits[n]}
+    result: dict = {"data_dir": str(args.data_dir), "identity": args.identity, "coverage": args.coverage,
+                    "n_train": len(train), "n_val": len(splits["val"]), "n_test": len(splits["test"])}
+    rows = []
+    for mode, exhaustive in (("exhaustive", True), ("prefilter_s7.5", False)):
+        hits = [h for h in search_hits(held, train, min_identity=args.identity, threads=args.threads,
+                                       exhaustive=exhaustive) if h["fident"] >= args.identity]
+        crit = [h for h in hits if max(h["qcov"], h["tcov"]) >= args.coverage]
+        for label, hs in (("criterion", crit), ("any_coverage", hits)):
+            leaked = sorted({h["query"] for h in hs})
+            worst = max(hs, key=lambda h: h["fident"] * max(h["qcov"], h["tcov"]), default=None)
+            result[f"{mode}/{label}"] = {"held_out_chains_with_hit": len(leaked), "hits": len(hs),
+                                         "chains": leaked[:50], "worst_hit": worst}
+            rows.append((mode, label, len(leaked), len(hs), worst))
+    print(f"{'search':<16} {'rule':<13} {'leaked chains':>13} {'hits':>6}  worst hit (identity, cov shorter, alnlen)")
+    for mode, label, n, nh, w in rows:
+        ws = f"{w['query']} -> {w['target']} ({w['fident']:.2f}, {max(w['qcov'], w['tcov']):.2f}, {w['alnlen']})" if w else "-"
+        print(f"{mode:<16} {label:<13} {n:>13} {nh:>6}  {ws}")
+    print(f"held-out chains: {len(held)} (val {result['n_val']}, test {result['n_test']}), train chains: {len(train)}")
+    out = Path(args.output)
+    atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
+    print(f"wrote {out}")
+    return 1 if result["exhaustive/criterion"]["held_out_chains_with_hit"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
