@@ -72,15 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raw = [("sequence", args.sequence)]
         records = [(rid, clean_sequence(seq, rid)) for rid, seq in raw]
+        check_lengths(records, None)
         run_dir = Path(args.model_path)
         if not run_dir.is_dir():
             raise InputError(f"run directory {run_dir} does not exist; pass the --output_dir of train_distmat.py")
 
         # 2. The run: its config first (lengths are checked before the weights load), then the weights.
-        from proteinmtp.model import load_run
         from proteinmtp.predict import load_error_message, quiet_transformers, run_max_len
 
         check_lengths(records, run_max_len(run_dir))
+        from proteinmtp.model import load_run
+
         quiet_transformers()
         try:
             run = load_run(run_dir, device=_resolve_device(args.device), trust_remote_code=args.trust_remote_code)

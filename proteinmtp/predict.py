@@ -130,20 +130,27 @@ def check_lengths(records: Sequence[tuple[str, str]], max_len: int | None) -> No
 
 
 def run_max_len(run_dir: str | Path) -> int | None:
-    """Longest chain a run accepts (training_config.json ``model.max_len``), read without loading weights.
-
-    Accepts a run directory or one of its checkpoint-<step>/ directories. InputError when the config is
-    missing or corrupt.
+    """Longest chain a run accepts (training_config.json ``model.max_len``), read without loading weights
+    (nor torch). Accepts a run directory or one of its checkpoint-<step>/ directories. InputError when the
+    directory or its config is missing or corrupt.
     """
-    from proteinmtp.model import CONFIG_NAME, RunLoadError, read_run_config
+    import json
 
+    name = "training_config.json"  # proteinmtp.model.CONFIG_NAME (not imported: that pulls in torch)
     run = Path(run_dir)
-    cfg_dir = run if (run / CONFIG_NAME).is_file() else run.parent if (run.parent / CONFIG_NAME).is_file() else run
+    if not run.is_dir():
+        raise InputError(f"run directory {run} does not exist; pass the --output_dir of train_distmat.py")
+    path = run / name if (run / name).is_file() else run.parent / name
+    if not path.is_file():
+        raise InputError(f"{run} has no {name}; is it a train_distmat.py output directory?")
     try:
-        cfg = read_run_config(cfg_dir)
-    except RunLoadError as e:
-        raise InputError(str(e)) from None
-    ml = cfg.get("model", {}).get("max_len")
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise InputError(f"{path} is not valid JSON ({e}); the run is corrupt") from None
+    model = cfg.get("model") if isinstance(cfg, dict) else None
+    if not isinstance(model, dict):
+        raise InputError(f"{path} has no 'model' section; not a ProteinMTP run")
+    ml = model.get("max_len")
     return int(ml) if isinstance(ml, (int, float)) and ml > 0 else None
 
 

@@ -183,7 +183,8 @@ def training_status(run_dir: str | Path, now: float | None = None) -> dict:
     steps = [r for r in rows if isinstance(r.get("step"), (int, float)) and "loss" in r]
     evals = [r for r in rows if "eval_mae" in r]
     last = steps[-1] if steps else {}
-    step = int(last["step"]) if last else (int(evals[-1]["step"]) if evals and "step" in evals[-1] else None)
+    all_steps = [int(r["step"]) for r in rows if isinstance(r.get("step"), (int, float))]
+    step = max(all_steps) if all_steps else None
     total = _find_total(config, rows)
     eta = None
     if step and total and step < total:
@@ -202,6 +203,8 @@ def training_status(run_dir: str | Path, now: float | None = None) -> dict:
             if elapsed > 0 and step > first:
                 eta = elapsed / (step - first) * (total - step)
     finished = bool(total and step is not None and step >= total) or any(r.get("event") == "done" for r in rows)
+    if finished:
+        eta = None
     return {
         "step": step,
         "total": total,
