@@ -87,7 +87,8 @@ def format_summary(summary: dict, seconds: float) -> str:
     s = summary
     lines = [
         f"files: {s['inputs']} inputs, {s['files_read']} read, {s['files_failed']} unreadable, "
-        f"{s['files_without_protein']} without protein chains  ({seconds:.1f} s)",
+        f"{s['files_without_protein']} without protein chains, {s['files_repaired']} read after a repair "
+        f"(see report.json)  ({seconds:.1f} s)",
         f"chains: {s['chains_found']} found, {s['chains_kept']} kept (unique), "
         f"{sum(s['chains_dropped'].values())} dropped",
     ]

@@ -603,7 +603,7 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
         e.setdefault("chains", []).append({"id": s.id, "reason": reason, **({"detail": detail} if detail else {})})
 
     candidates: list[Sample] = []
-    n_found = n_read = n_failed = n_noprotein = 0
+    n_found = n_read = n_failed = n_noprotein = n_repaired = 0
     for r in results:
         if r.error is not None:
             n_failed += 1
@@ -611,6 +611,7 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
             continue
         n_read += 1
         if r.notes:
+            n_repaired += 1
             note(r.file, "repaired", notes=r.notes)
         if r.record_errors:
             note(r.file, "partial", records=r.record_errors)
@@ -686,6 +687,7 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
         "files_read": n_read,
         "files_failed": n_failed,
         "files_without_protein": n_noprotein,
+        "files_repaired": n_repaired,
         "chains_found": n_found,
         "chains_kept": len(kept),
         "chains_dropped": dict(sorted(dropped.items())),

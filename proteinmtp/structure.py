@@ -27,6 +27,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Sequence
@@ -139,7 +140,12 @@ def _looks_like_cif(path: Path, text: str) -> bool:
     return False
 
 
-def _parse(path: Path, notes: list[str] | None = None) -> gemmi.Structure:
+_PDB_ATOM = re.compile(r"^(?:ATOM  |HETATM)", re.M)
+_PDB_ALTLOC = re.compile(r"\n(?:ATOM  |HETATM).{10}[^ ]")  # "\n" anchor: 5x faster than re.M "^"
+
+
+def _parse(path: Path, notes: list[str] | None = None) -> tuple[gemmi.Structure, bool]:
+    """Parse with gemmi; returns (structure, whether any atom has an alternate location)."""
     text = _read_text(path)
     try:
         if _looks_like_cif(path, text):
@@ -148,11 +154,13 @@ def _parse(path: Path, notes: list[str] | None = None) -> gemmi.Structure:
                 raise StructureReadError(f"{path}: mmCIF file has no data block")
             block = doc.sole_block() if len(doc) == 1 else doc[0]
             _check_cif_atom_site(path, block)
+            has_altloc = any(v not in (".", "?") for v in block.find_values("_atom_site.label_alt_id"))
             st = gemmi.make_structure_from_block(block)
         else:
-            if not any(line.startswith(("ATOM  ", "HETATM")) for line in io.StringIO(text)):
+            if _PDB_ATOM.search(text) is None:
                 raise StructureReadError(f"{path}: no ATOM/HETATM records; not a PDB file")
-            _check_pdb_atom_lines(path, text)
+            _check_pdb_last_line(path, text)
+            has_altloc = _PDB_ALTLOC.search("\n" + text[:80]) is not None or _PDB_ALTLOC.search(text) is not None
             try:
                 st = gemmi.read_pdb_string(text)
             except RuntimeError as e:
@@ -166,10 +174,11 @@ def _parse(path: Path, notes: list[str] | None = None) -> gemmi.Structure:
     except StructureReadError:
         raise
     except (RuntimeError, ValueError, IndexError) as e:
-        raise StructureReadError(f"{path}: malformed structure file ({e})") from e
+        reason = "truncated or corrupt file" if "too short" in str(e) else "malformed structure file"
+        raise StructureReadError(f"{path}: {reason} ({e})") from e
     if len(st) == 0 or not any(len(ch) for ch in st[0]):
         raise StructureReadError(f"{path}: no atoms in the first model")
-    return st
+    return st, has_altloc
 
 
 def _check_cif_atom_site(path: Path, block: gemmi.cif.Block) -> None:
@@ -193,27 +202,20 @@ def _check_cif_atom_site(path: Path, block: gemmi.cif.Block) -> None:
             ) from None
 
 
-def _check_pdb_atom_lines(path: Path, text: str) -> None:
-    """A cut-off ATOM line means a truncated file: fewer than the 54 columns holding x, y, z, or a
-    last line without newline that is shorter than the ATOM line before it."""
-    prev_len = 0
-    for lineno, line in enumerate(io.StringIO(text), start=1):
-        if line.startswith(("ATOM  ", "HETATM")):
-            body = line.rstrip("\r\n")
-            if not line.endswith("\n") and len(body) < prev_len:
-                raise StructureReadError(
-                    f"{path}: line {lineno}: last ATOM record is cut short (truncated file)"
-                )
-            prev_len = len(body)
-            try:
-                if len(body) < 54:
-                    raise ValueError
-                float(body[30:38]), float(body[38:46]), float(body[46:54])
-            except ValueError:
-                raise StructureReadError(
-                    f"{path}: line {lineno}: ATOM record without complete x/y/z columns "
-                    "(truncated or corrupt file)"
-                ) from None
+def _check_pdb_last_line(path: Path, text: str) -> None:
+    """A file cut inside its last ATOM record is truncated: the last line has no newline and is
+    shorter than the ATOM record before it (gemmi itself rejects records too short for x, y, z)."""
+    if text.endswith("\n"):
+        return
+    start = text.rfind("\n") + 1
+    last = text[start:].rstrip("\r")
+    if not last.startswith(("ATOM  ", "HETATM")):
+        return
+    prev_start = text.rfind("\n", 0, max(start - 1, 0)) + 1
+    prev = text[prev_start : max(start - 1, 0)].rstrip("\r")
+    if len(last) < 54 or (prev.startswith(("ATOM  ", "HETATM")) and len(last) < len(prev)):
+        lineno = text.count("\n") + 1
+        raise StructureReadError(f"{path}: line {lineno}: last ATOM record is cut short (truncated file)")
 
 
 def _pick_altloc(res: gemmi.Residue) -> str:
@@ -240,6 +242,14 @@ def _atom_xyz(res: gemmi.Residue, name: str, altloc: str) -> tuple[float, float,
     if best is None:
         return None
     p = best.pos
+    return (p.x, p.y, p.z)
+
+
+def _first_xyz(res: gemmi.Residue, name: str) -> tuple[float, float, float] | None:
+    atom = res.find_atom(name, "*")
+    if atom is None:
+        return None
+    p = atom.pos
     return (p.x, p.y, p.z)
 
 
@@ -281,7 +291,7 @@ def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Cha
     """
     source = str(path)
     path = Path(path)
-    st = _parse(path, notes)
+    st, has_altloc = _parse(path, notes)
     st.setup_entities()
     stem = structure_stem(path)
     model = st[0]
@@ -306,12 +316,16 @@ def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Cha
         seq = []
         ids = []
         for i, res in enumerate(residues):
-            alt = _pick_altloc(res)
-            xyz = _atom_xyz(res, "CA", alt)
+            code = one_letter(res.name)
+            if has_altloc:
+                alt = _pick_altloc(res)
+                xyz = _atom_xyz(res, "CA", alt)
+                xyz_b = _atom_xyz(res, "CB", alt) if code != "G" else xyz
+            else:
+                xyz = _first_xyz(res, "CA")
+                xyz_b = _first_xyz(res, "CB") if code != "G" else xyz
             if xyz is not None:
                 ca[i] = xyz
-            code = one_letter(res.name)
-            xyz_b = _atom_xyz(res, "CB", alt) if code != "G" else xyz
             if xyz_b is not None:
                 cb[i] = xyz_b
             seq.append(code)
