@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from proteinmtp import geometry as G  # noqa: E402
 from proteinmtp import metrics as M  # noqa: E402
+from proteinmtp.runs import umask_mode  # noqa: E402
 from proteinmtp.structure import read_structure  # noqa: E402
 
 
@@ -265,6 +266,7 @@ def main() -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(result, f, indent=1)
+    os.chmod(tmp, umask_mode())
     os.replace(tmp, path)
 
     print(f"{'L':>5} {'MDS s':>8} {'skl cMDS s':>10} {'refine s':>9} {'skl SMACOF s':>12} "

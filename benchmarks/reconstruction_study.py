@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 from proteinmtp import geometry as G  # noqa: E402
 from proteinmtp import metrics as M  # noqa: E402
 from proteinmtp.constants import CA_CA_BOND  # noqa: E402
+from proteinmtp.runs import umask_mode  # noqa: E402
 from proteinmtp.structure import read_structure  # noqa: E402
 
 METHODS = ("classical", "refine", "refine_inv_d2", "smacof")
@@ -124,6 +125,7 @@ def _write_json(path: Path, obj: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=1)
+    os.chmod(tmp, umask_mode())
     os.replace(tmp, path)
 
 

@@ -28,6 +28,12 @@ DEFAULT_MIN_CHAINS = 5
 MAX_TAIL_EXPONENT = 0.4   # compact globule: distances grow no faster than ~k^0.4 beyond the data
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _ca_of(sample) -> np.ndarray:
     ca = sample.ca if hasattr(sample, "ca") else sample
     ca = np.asarray(ca, dtype=np.float64)
@@ -202,6 +208,7 @@ class SeparationPrior:
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(self.to_dict(), f)
+            os.chmod(tmp, _umask_mode())          # mkstemp makes 0o600; give what open() would
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
