@@ -21,7 +21,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from proteinmtp.constants import CONTACT_CUTOFF, SEPARATION_RANGES
-from proteinmtp.geometry import superpose
+from proteinmtp.geometry import blas_threads, superpose
 
 GDT_TS_CUTOFFS = (1.0, 2.0, 4.0, 8.0)
 GDT_HA_CUTOFFS = (0.5, 1.0, 2.0, 4.0)
@@ -187,6 +187,11 @@ def _search(x: np.ndarray, y: np.ndarray, score_fn, d_init: float, d_iter: float
     After each superposition the next selection is the residues closer than d (d_init for the
     seed's first round, d_iter afterwards), widened by 0.5 Å until it holds ≥ 3 residues.
     """
+    with blas_threads(1):  # small batched linear algebra: one BLAS thread is ~2x faster than two here
+        return _search_impl(x, y, score_fn, d_init, d_iter, n_iter, max_seeds, chunk)
+
+
+def _search_impl(x, y, score_fn, d_init, d_iter, n_iter, max_seeds, chunk):
     n = len(x)
     seeds = _seeds(n, max_seeds=max_seeds)
     best = -np.inf
