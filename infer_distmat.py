@@ -110,9 +110,15 @@ def main(argv: list[str] | None = None) -> int:
             parent.mkdir(parents=True, exist_ok=True)
 
         # 4. Predict and write, one record at a time.
-        from proteinmtp.predict import predict_structures, save_distmat, save_distogram, write_structure
+        from proteinmtp.predict import (
+            predict_structures,
+            run_description,
+            save_distmat,
+            save_distogram,
+            write_structure,
+        )
 
-        model_name = str(run.config.get("model_name") or run.config.get("base_model") or "")
+        model_name = run_description(run.config)["model_name"]
 
         def write_one(i: int, sp) -> None:
             rid = records[i][0] if args.fasta is not None else ""

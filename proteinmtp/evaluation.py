@@ -197,7 +197,7 @@ def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "re
     (confidence in the B-factor column) and the native Cα trace are written as <id>_model.pdb and
     <id>_native.pdb.
     """
-    from proteinmtp.predict import predict_structures, record_stems, write_structure
+    from proteinmtp.predict import predict_structures, record_stems, run_description, write_structure
     from proteinmtp.structure import write_pdb
 
     prior = prior if prior is not None else getattr(run, "prior", None)
@@ -215,7 +215,7 @@ def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "re
         else:
             todo.append(s)
     stems = record_stems([s.id for s in todo])
-    model_name = str(run.config.get("model_name") or "")
+    model_name = run_description(run.config)["model_name"]
 
     def on_result(i: int, sp) -> None:
         sample = todo[i]
@@ -471,7 +471,7 @@ def run_model_mode(args) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     from proteinmtp.model import load_run
-    from proteinmtp.predict import load_error_message, quiet_transformers
+    from proteinmtp.predict import load_error_message, quiet_transformers, run_description
 
     quiet_transformers()
     try:
@@ -493,8 +493,8 @@ def run_model_mode(args) -> int:
                       progress=not getattr(args, "quiet", False))
     config = {"model_path": str(run_dir), "test_data": str(args.test_data), "num_samples": args.num_samples,
               "mds_method": args.mds_method, "n_in_split": len(data.samples),
-              "model_name": run.config.get("model_name"), "residue_layout": run.config.get("residue_layout"),
-              "max_len": getattr(run, "max_len", None)}
+              **run_description(run.config), "max_len": getattr(run, "max_len", None),
+              "git_commit": run.config.get("git_commit"), "max_steps": run.config.get("max_steps")}
     results = write_results(ev, out, config)
     if not args.no_figures:
         write_figures(ev, out / runs.VIS_DIR, run_dir=run_dir)

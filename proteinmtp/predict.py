@@ -154,6 +154,16 @@ def run_max_len(run_dir: str | Path) -> int | None:
     return int(ml) if isinstance(ml, (int, float)) and ml > 0 else None
 
 
+def run_description(config: dict) -> dict:
+    """Base model id, residue layout and head type of a run, from its training_config.json content."""
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    args = config.get("args") if isinstance(config.get("args"), dict) else {}
+    head = model.get("head") if isinstance(model.get("head"), dict) else {}
+    return {"model_name": str(config.get("base_model") or model.get("base_model") or args.get("model_name") or ""),
+            "residue_layout": config.get("layout") or model.get("layout") or args.get("residue_layout"),
+            "head_type": head.get("head_type") or args.get("head_type")}
+
+
 def load_error_message(run_dir: str | Path, err: BaseException) -> str:
     """One line saying why ``run_dir`` could not be loaded (the run path is not repeated)."""
     msg = (str(err).strip().splitlines() or [type(err).__name__])[0]

@@ -45,7 +45,7 @@ def test_fasta_three_records(tiny_run, tmp_path):
         assert ((b >= 0) & (b <= 100)).all() and b.std() >= 0
         text = pdb.read_text()
         assert f"MEAN CONFIDENCE {b.mean():.1f}" in text or f"MEAN CONFIDENCE {b.mean():.1f}"[:-1] in text
-        assert "HAND " in text and "RUN run" in text
+        assert "HAND " in text and "RUN run" in text and "backbone" in text.split("MODEL", 1)[1].split("\n")[0]
         xyz = np.array([a.pos.tolist() for _, a in atoms])
         bonds = np.linalg.norm(np.diff(xyz, axis=0), axis=1)
         assert np.median(bonds) == pytest.approx(3.8, abs=0.3)  # refinement's Cα–Cα bond term
