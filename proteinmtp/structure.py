@@ -24,8 +24,10 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
+import math
 import os
 import re
 import tempfile
@@ -93,6 +95,10 @@ def structure_stem(path: str | Path) -> str:
     return name
 
 
+_NAN3 = (math.nan, math.nan, math.nan)
+
+
+@functools.lru_cache(maxsize=4096)
 def one_letter(resname: str) -> str:
     """One-letter code of a residue name: standard -> itself, modified -> parent if known, else X."""
     info = gemmi.find_tabulated_residue(resname)
@@ -102,10 +108,19 @@ def one_letter(resname: str) -> str:
     return code if code in STANDARD_AA else "X"
 
 
-def _is_amino_acid_residue(res: gemmi.Residue) -> bool:
-    info = gemmi.find_tabulated_residue(res.name)
+@functools.lru_cache(maxsize=4096)
+def _tabulated_amino_acid(resname: str) -> bool | None:
+    """True/False if gemmi's residue table knows the name, None if it does not."""
+    info = gemmi.find_tabulated_residue(resname)
     if info is not None and info.found() and info.kind != gemmi.ResidueKind.UNKNOWN:
         return info.is_amino_acid()
+    return None
+
+
+def _is_amino_acid_residue(res: gemmi.Residue) -> bool:
+    known = _tabulated_amino_acid(res.name)
+    if known is not None:
+        return known
     # Not in gemmi's table: an unknown modified residue counts if it has a backbone Cα.
     return res.find_atom("CA", "*") is not None
 
@@ -310,12 +325,11 @@ def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Cha
             by_name.setdefault(chain.name, []).extend(residues)
     chains: list[Chain] = []
     for name, residues in by_name.items():
-        n = len(residues)
-        ca = np.full((n, 3), np.nan)
-        cb = np.full((n, 3), np.nan)
         seq = []
         ids = []
-        for i, res in enumerate(residues):
+        ca_rows: list[tuple[float, float, float]] = []
+        cb_rows: list[tuple[float, float, float]] = []
+        for res in residues:
             code = one_letter(res.name)
             if has_altloc:
                 alt = _pick_altloc(res)
@@ -324,12 +338,13 @@ def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Cha
             else:
                 xyz = _first_xyz(res, "CA")
                 xyz_b = _first_xyz(res, "CB") if code != "G" else xyz
-            if xyz is not None:
-                ca[i] = xyz
-            if xyz_b is not None:
-                cb[i] = xyz_b
+            ca_rows.append(_NAN3 if xyz is None else xyz)
+            cb_rows.append(_NAN3 if xyz_b is None else xyz_b)
             seq.append(code)
-            ids.append(f"{res.seqid.num}{res.seqid.icode.strip()}")
+            seqid = res.seqid
+            ids.append(f"{seqid.num}{seqid.icode}" if seqid.icode != " " else str(seqid.num))
+        ca = np.array(ca_rows, dtype=np.float64).reshape(-1, 3)
+        cb = np.array(cb_rows, dtype=np.float64).reshape(-1, 3)
         chains.append(
             Chain(
                 id=f"{stem}:{name}",
