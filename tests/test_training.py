@@ -1,0 +1,241 @@
+"""Training: crops, collator, a short learning check, the CLI end to end (logs, checkpoints, resume after
+interruptions, NaN stop, --use_4bit on CPU) and a 2-rank gloo DDP run (torchrun)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from proteinmtp.dataset import Sample, compute_global_stats, save_dataset
+from proteinmtp.model import ModelSpec, build_model, load_run
+from proteinmtp.structure import read_structure
+from proteinmtp.tiny import write_tiny
+from proteinmtp.training import (
+    COMPLETE_MARKER,
+    CropDataset,
+    DistanceCollator,
+    latest_complete_checkpoint,
+    pairwise_distances,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_samples(test_data_dir: Path, n: int, crop: int) -> list[Sample]:
+    """First n distinct chains (>= 20 residues) of the committed structures, first ``crop`` residues."""
+    out, seen = [], set()
+    for f in sorted(test_data_dir.glob("*.gz")):
+        try:
+            chains = read_structure(f)
+        except ValueError:
+            continue
+        for c in chains:
+            if len(c.sequence) >= 20 and c.sequence not in seen:
+                seen.add(c.sequence)
+                out.append(Sample(id=c.id, sequence=c.sequence[:crop], ca=c.ca[:crop],
+                                  residue_ids=list(c.residue_ids[:crop]), source=f.name, split="train"))
+    return out[:n]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_qwen2")
+    write_tiny(out, "qwen2", hidden_size=32, num_layers=2, num_heads=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, test_data_dir):
+    out = tmp_path_factory.mktemp("data")
+    samples = real_samples(test_data_dir, 6, 40)
+    train, val = samples[:4], samples[4:]
+    for s in val:
+        s.split = "val"
+    gs = compute_global_stats(train)
+    save_dataset(out / "train.json", train, gs, {})
+    save_dataset(out / "val.json", val, gs, {})
+    return out
+
+
+def test_crop_is_contiguous_and_collator_pads_with_nan():
+    L = 30
+    t = np.arange(L, dtype=float)
+    ca = np.stack([t * 3.8, np.zeros(L), np.zeros(L)], 1)        # straight line: d_ij = 3.8 |i - j|
+    ca[4] = np.nan
+    seq = "ACDEFGHIKLMNPQRSTVWYACDEFGHIKL"
+    s = Sample(id="x:A", sequence=seq, ca=ca, residue_ids=[str(i) for i in range(L)], source="", split="train")
+    ds = CropDataset([s], max_len=10, random_crop=True)
+    torch.manual_seed(0)
+    starts = set()
+    for _ in range(20):
+        it = ds[0]
+        start = seq.find(it["sequence"])
+        assert len(it["sequence"]) == 10 and start >= 0
+        np.testing.assert_array_equal(it["ca"], ca[start:start + 10])
+        starts.add(start)
+    assert len(starts) > 3                                       # random crops differ
+    assert CropDataset([s], max_len=10, random_crop=False)[0]["sequence"] == seq[10:20]   # central crop
+    enc = build_enc()
+    b = DistanceCollator(enc)([{"sequence": seq[:5], "ca": ca[:5]}, {"sequence": seq[:3], "ca": ca[:3]}])
+    d = b["dist"]
+    assert d.shape == (2, 5, 5) and torch.isnan(d[1, 3:, :]).all() and torch.isnan(d[1, :, 3:]).all()
+    assert d[0, 0, 3].item() == pytest.approx(3.8 * 3) and torch.isnan(d[0, 4, 0])
+    np.testing.assert_allclose(pairwise_distances(ca[:3]), d[1, :3, :3].numpy(), rtol=1e-6)
+
+
+def build_enc():
+    from proteinmtp.layouts import ResidueEncoder
+    from proteinmtp.tiny import build_tokenizer
+
+    return ResidueEncoder(build_tokenizer(), "echo")
+
+
+def test_short_overfit_drops_training_mae(tiny, test_data_dir):
+    """A short version of benchmarks/overfit.py: 4 real chains x 24 residues, training MAE falls by > 50%."""
+    torch.manual_seed(0)
+    samples = real_samples(test_data_dir, 4, 24)
+    gs = compute_global_stats(samples)
+    model = build_model(ModelSpec(base_model=str(tiny), layout="echo", finetune="full", global_stats=gs,
+                                  head={"pair_dim": 32, "single_dim": 32}))
+    items = [{"sequence": s.sequence, "ca": s.ca} for s in samples]
+    batch = DistanceCollator(model.encoder)(items)
+
+    def mae() -> float:
+        model.eval()
+        with torch.no_grad():
+            out = model(**batch)
+        model.train()
+        errs = []
+        for b, it in enumerate(items):
+            L = len(it["sequence"])
+            pred = model.head.predict_numpy(out, b, L, (gs["log_dist_mean"], gs["log_dist_std"]))["dist"]
+            true = pairwise_distances(it["ca"])
+            iu = np.triu_indices(L, 1)
+            errs.append(np.nanmean(np.abs(pred[iu] - true[iu])))
+        return float(np.mean(errs))
+
+    before = mae()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = model(**batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = mae()
+    assert after < 0.5 * before, (before, after)
+
+
+def cli_args(tiny, data, out, *extra) -> list[str]:
+    return ["--train_data", str(data / "train.json"), "--val_data", str(data / "val.json"),
+            "--model_name", str(tiny), "--output_dir", str(out), "--finetune", "full", "--max_seq_len", "24",
+            "--pair_dim", "16", "--single_dim", "16", "--dilations", "1,2", "--logging_steps", "1",
+            "--eval_steps", "2", "--save_steps", "2", "--warmup_steps", "1", "--learning_rate", "1e-3",
+            "--no_tqdm", *extra]
+
+
+def run_cli(args: list[str]) -> int:
+    import train_distmat
+
+    try:
+        return train_distmat.main(args)
+    except SystemExit as e:
+        return int(e.code)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_cli_trains_logs_checkpoints_and_resumes(tiny, data, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "4")) == 0
+    cfg = json.loads((run / "training_config.json").read_text())
+    assert cfg["base_model"] == str(tiny) and cfg["layout"] == "echo" and cfg["args"]["max_steps"] == 4
+    assert set(cfg["global_stats"]) >= {"log_dist_mean", "log_dist_std"} and cfg["libraries"]["torch"]
+    assert (run / "prior.json").is_file() and (run / "tokenizer").is_dir() and (run / "head.safetensors").is_file()
+    rows = read_jsonl(run / "train_log.jsonl")
+    steps = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "eval_mae" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4] and all("learning_rate" in r for r in steps)
+    assert [r["step"] for r in evals] == [2, 4] and all(r["eval_mae"] > 0 for r in evals)
+    assert all(f"eval_mae_{k}" in evals[0] for k in ("short", "medium")) and "eval_precision_L5_long" in evals[0]
+    assert "samples/s" in (run / "train.log").read_text()
+    for step in (2, 4):
+        assert (run / f"checkpoint-{step}" / COMPLETE_MARKER).is_file()
+    assert latest_complete_checkpoint(run).name == "checkpoint-4"
+    pred = load_run(run).predict(["MKTAYIAKQR"])[0]
+    assert pred.dist.shape == (10, 10)
+
+    # interrupted run: every invocation stops after one step (time limit) and saves; a half-written
+    # checkpoint (no completion marker, as after kill -9) must be skipped and removed
+    run2 = tmp_path / "run2"
+    args2 = cli_args(tiny, data, run2, "--max_steps", "4", "--max_train_minutes", "1e-9")
+    n_invocations = 0
+    while True:
+        assert run_cli(args2) == 0
+        n_invocations += 1
+        if n_invocations == 2:
+            broken = run2 / "checkpoint-99"
+            broken.mkdir()
+            (broken / "head.safetensors").write_bytes(b"\x00" * 10)
+        state = latest_complete_checkpoint(run2)
+        if state is not None and state.name == "checkpoint-4":
+            break
+        assert n_invocations < 8
+    assert n_invocations == 4
+    assert not (run2 / "checkpoint-99").exists()
+    rows2 = read_jsonl(run2 / "train_log.jsonl")
+    assert [r["step"] for r in rows2 if "loss" in r][-1] == 4
+    assert sum(r.get("event") == "resumed" for r in rows2) == 3
+    # a finished run re-run: nothing more to do, still step 4
+    assert run_cli(args2) == 0
+    assert json.loads((run2 / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+
+
+def test_nan_loss_stops_with_clear_message(tiny, data, tmp_path, capsys):
+    run = tmp_path / "nan"
+    rc = run_cli(cli_args(tiny, data, run, "--max_steps", "6", "--save_steps", "1", "--eval_steps", "100",
+                          "--learning_rate", "1e30", "--head_learning_rate", "1e30", "--warmup_steps", "0",
+                          "--max_grad_norm", "0"))
+    err = capsys.readouterr().err
+    assert rc == 1 and "training loss became" in err
+    last = latest_complete_checkpoint(run)
+    assert last is not None
+    load_run(last)                                   # the last good checkpoint still loads
+
+
+def test_use_4bit_on_cpu_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    p = subprocess.run([sys.executable, str(REPO / "train_distmat.py"), "--train_data", "x.json",
+                        "--output_dir", str(tmp_path / "r"), "--use_4bit"], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == ["error: --use_4bit needs a CUDA GPU (bitsandbytes NF4); on CPU "
+                                             "drop the flag"]
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_gloo(tiny, data, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           str(REPO / "train_distmat.py"), *cli_args(tiny, data, run, "--max_steps", "4")]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    cfg = json.loads((run / "training_config.json").read_text())
+    assert cfg["world_size"] == 2
+    state = json.loads((run / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    rows = read_jsonl(run / "train_log.jsonl")
+    assert len([r for r in rows if "loss" in r]) == 4           # only rank 0 writes the log
+    pred = load_run(run).predict(["MKTAYIAKQR"])[0]
+    assert np.isfinite(pred.dist).all()
