@@ -290,6 +290,8 @@ def refine(
         res = minimize(fun, x0.ravel(), jac=True, method="L-BFGS-B",
                        options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-6, "maxcor": 20})
     xyz = res.x.reshape(L, 3)
+    if not np.isfinite(xyz).all():  # pragma: no cover - L-BFGS keeps the last finite iterate in practice
+        xyz = x0
     return xyz - xyz.mean(axis=0)
 
 
