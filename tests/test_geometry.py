@@ -90,6 +90,15 @@ def test_nonsymmetric_matrix_is_symmetrised(alpha):
                                atol=1e-6)
 
 
+def test_one_sided_known_entries_are_kept():
+    d = np.array([[0.0, 3.0, np.nan], [np.nan, 0.0, 4.0], [5.0, np.nan, 0.0]])
+    mask = np.isfinite(d)
+    out = G.check_distance_matrix(d, mask=mask)
+    np.testing.assert_allclose(out, [[0, 3, 5], [3, 0, 4], [5, 4, 0]])
+    x = G.classical_mds(d, mask=mask)             # a 3-4-5 right triangle
+    np.testing.assert_allclose(G.distance_matrix(x), out, atol=1e-9)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nan_inf_raise_clear_error(alpha, bad):
     d = G.distance_matrix(alpha[:30])
