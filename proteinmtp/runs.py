@@ -186,10 +186,15 @@ def training_status(run_dir: str | Path, now: float | None = None) -> dict:
     all_steps = [int(r["step"]) for r in rows if isinstance(r.get("step"), (int, float))]
     step = max(all_steps) if all_steps else None
     total = _find_total(config, rows)
+    # The current session: rows after the last "started"/"resumed" event (a resumed run appends to the log).
+    starts = [i for i, r in enumerate(rows) if r.get("event") in ("started", "resumed")]
+    session = rows[starts[-1]:] if starts else rows
+    events = [r.get("event") for r in rows if "event" in r]
+    finished = bool(total and step is not None and step >= total) or (bool(events) and events[-1] == "done")
     eta = None
-    if step and total and step < total:
-        # the last rows only: the current speed, and no gap from an earlier interrupted session
-        timed = [r for r in steps if any(isinstance(r.get(k), (int, float)) for k in _TIME_KEYS)][-20:]
+    if step and total and step < total and not finished:
+        timed = [r for r in session if isinstance(r.get("step"), (int, float)) and ("loss" in r or "event" in r)
+                 and any(isinstance(r.get(k), (int, float)) for k in _TIME_KEYS)][-20:]
 
         def _t(r: dict) -> float:
             return float(next(r[k] for k in _TIME_KEYS if isinstance(r.get(k), (int, float))))
@@ -197,14 +202,12 @@ def training_status(run_dir: str | Path, now: float | None = None) -> dict:
         if len(timed) >= 2 and timed[-1]["step"] > timed[0]["step"]:
             rate = (_t(timed[-1]) - _t(timed[0])) / (timed[-1]["step"] - timed[0]["step"])
             eta = rate * (total - step)
-        elif not timed and (run_dir / TRAIN_CONFIG).is_file() and jsonl.is_file():
+        elif not timed and not any("time" in r for r in rows) and (run_dir / TRAIN_CONFIG).is_file() \
+                and jsonl.is_file():
             elapsed = jsonl.stat().st_mtime - (run_dir / TRAIN_CONFIG).stat().st_mtime
             first = int(steps[0]["step"]) - 1 if steps else 0
             if elapsed > 0 and step > first:
                 eta = elapsed / (step - first) * (total - step)
-    finished = bool(total and step is not None and step >= total) or any(r.get("event") == "done" for r in rows)
-    if finished:
-        eta = None
     return {
         "step": step,
         "total": total,

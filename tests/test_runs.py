@@ -90,3 +90,24 @@ def test_status_finished_and_empty(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no train_log.jsonl rows yet" in runs.format_status(empty)
+
+
+def test_status_resumed_run(tmp_path):
+    """A resumed run appends to the log: the old "done" no longer counts, and the ETA uses this session only."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "training_config.json").write_text(json.dumps({"max_steps": 100}))
+    rows = [{"event": "started", "step": 0, "max_steps": 100, "time": 0.0}]
+    rows += [{"step": s, "loss": 1.0, "learning_rate": 1e-3, "time": 10.0 * s} for s in (10, 20)]
+    rows += [{"event": "done", "step": 20, "time": 200.0}]
+    assert runs.training_status(_write_rows(run, rows))["finished"]
+    rows += [{"event": "resumed", "step": 20, "max_steps": 100, "time": 5000.0}]
+    rows += [{"step": s, "loss": 0.5, "learning_rate": 1e-3, "time": 5000.0 + 3.0 * (s - 20)} for s in (30, 40)]
+    st = runs.training_status(_write_rows(run, rows))
+    assert not st["finished"] and st["step"] == 40
+    assert st["eta_s"] == pytest.approx(60 * 3.0)  # 3 s/step in this session, 60 steps left
+
+
+def _write_rows(run, rows):
+    (run / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
