@@ -262,13 +262,9 @@ def save_dataset(path: str | Path, samples: Iterable[Sample], global_stats: dict
 
 def pair_distances(samples: Iterable[Sample]) -> np.ndarray:
     """All Cα–Cα distances (Å) over pairs i<j with both Cα present, concatenated over samples."""
-    parts = []
-    for s in samples:
-        ca = s.ca[s.mask()]
-        if len(ca) < 2:
-            continue
-        iu, ju = np.triu_indices(len(ca), k=1)
-        parts.append(np.linalg.norm(ca[iu] - ca[ju], axis=1))
+    from scipy.spatial.distance import pdist  # condensed i<j distances in C, ~10x faster than triu
+
+    parts = [pdist(s.ca[s.mask()]) for s in samples if int(s.mask().sum()) >= 2]
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
