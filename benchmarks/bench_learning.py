@@ -47,17 +47,22 @@ CURVE_KEYS = ("eval_mae", "eval_mae_local", "eval_mae_short", "eval_mae_medium",
               "eval_precision_L5_long")
 
 
-def run_cmd(cmd: list[str], log_path: Path, quiet: bool) -> float:
+def run_cmd(cmd: list[str], log_path: Path, quiet: bool, threads: int = 0) -> float:
     """Run ``cmd`` (list args, no shell) from the repo root, tee its output to ``log_path``; return seconds.
 
-    Raises RuntimeError naming the command and the log when it fails.
+    ``threads`` > 0 sets OMP_NUM_THREADS/MKL_NUM_THREADS of the child (torch's intra-op threads). Raises
+    RuntimeError naming the command and the log when it fails.
     """
     t0 = time.time()
+    env = dict(os.environ)
+    if threads > 0:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env)
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -108,7 +113,7 @@ def calibrate(args: argparse.Namespace, layout: str, seed: int, backbone: Path, 
     n = args.calib_steps
     cmd = train_cmd(args, layout, seed, run_dir, backbone, max_steps=n, minutes=0, eval_steps=n,
                     save_steps=10 ** 6, logging_steps=1, experiment_name=None)
-    run_cmd(cmd, work / f"calib_{layout}.log", quiet=True)
+    run_cmd(cmd, work / f"calib_{layout}.log", quiet=True, threads=args.threads)
     rows = read_jsonl(run_dir / "train_log.jsonl")
     steps = [r for r in rows if "loss" in r and "time" in r and "eval_mae" not in r]
     evals = [r for r in rows if "eval_mae" in r]
@@ -160,7 +165,7 @@ def run_layout(args: argparse.Namespace, layout: str, seed: int, backbone: Path,
                     eval_steps=eval_steps, save_steps=max_steps, logging_steps=max(1, max_steps // 20),
                     experiment_name=tag)
     print(f"== {tag}: training -> {run_dir}", flush=True)
-    train_s = run_cmd(cmd, work / tag / "train_stdout.log", quiet=args.quiet)
+    train_s = run_cmd(cmd, work / tag / "train_stdout.log", quiet=args.quiet, threads=args.threads)
     rows = read_jsonl(run_dir / "train_log.jsonl")
     steps = [r for r in rows if "loss" in r and "eval_mae" not in r]
     start = next((r["time"] for r in rows if r.get("event") == "started"), rows[0]["time"] if rows else 0.0)
@@ -174,7 +179,7 @@ def run_layout(args: argparse.Namespace, layout: str, seed: int, backbone: Path,
             "--experiment_name", tag, "--experiments_root", str(args.experiments_root), "--quiet"]
     if args.num_samples:
         ecmd += ["--num_samples", str(args.num_samples)]
-    eval_s = run_cmd(ecmd, work / tag / "eval_stdout.log", quiet=args.quiet)
+    eval_s = run_cmd(ecmd, work / tag / "eval_stdout.log", quiet=args.quiet, threads=args.threads)
     res = json.loads((exp / "eval_results.json").read_text())
     bench_cmd = " ".join(["python", "benchmarks/bench_learning.py"] + sys.argv[1:])
     (exp / "command.txt").write_text(f"{bench_cmd}\n\n# training\n{' '.join(cmd[1:])}\n\n# evaluation\n"
@@ -264,6 +269,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup_steps", type=int, default=100, help="warm-up steps (at most a tenth of the run)")
     p.add_argument("--hidden_size", type=int, default=128, help="tiny backbone width")
     p.add_argument("--num_layers", type=int, default=4, help="tiny backbone layers")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per training/evaluation process (OMP_NUM_THREADS; 0 = torch's default). "
+                   "1 was 3.4x faster than 2 on a 2-core CPU shared with other jobs")
     p.add_argument("--work_dir", default="build/bench_learning", help="run directories (weights; not committed)")
     p.add_argument("--experiments_root", default="experiments", help="root of the experiment records")
     p.add_argument("--output", default="benchmarks/results/learning.json", help="JSON results")
