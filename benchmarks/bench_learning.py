@@ -37,7 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from proteinmtp.runs import experiment_dir  # noqa: E402
+from proteinmtp.runs import experiment_dir, record_training  # noqa: E402
 
 LAYOUTS = ("placeholder", "echo", "direct")
 # (key in eval_results.json, column title); MAE in Å, lower is better; the rest higher is better
@@ -88,8 +88,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def train_cmd(args: argparse.Namespace, layout: str, seed: int, run_dir: Path, backbone: Path, *,
-              max_steps: int, minutes: float, eval_steps: int, save_steps: int, logging_steps: int,
-              experiment_name: str | None) -> list[str]:
+              max_steps: int, minutes: float, eval_steps: int, save_steps: int, logging_steps: int) -> list[str]:
     data = Path(args.data_dir)
     cmd = [sys.executable, "train_distmat.py",
            "--train_data", str(data / "train.json.gz"), "--val_data", str(data / "val.json.gz"),
@@ -101,8 +100,6 @@ def train_cmd(args: argparse.Namespace, layout: str, seed: int, run_dir: Path, b
            "--logging_steps", str(logging_steps), "--eval_steps", str(eval_steps),
            "--save_steps", str(save_steps), "--save_total_limit", "1",
            "--max_eval_samples", str(args.max_eval_samples), "--seed", str(seed), "--no_tqdm"]
-    if experiment_name:
-        cmd += ["--experiment_name", experiment_name]
     return cmd
 
 
@@ -112,7 +109,7 @@ def calibrate(args: argparse.Namespace, layout: str, seed: int, backbone: Path, 
     shutil.rmtree(run_dir, ignore_errors=True)
     n = args.calib_steps
     cmd = train_cmd(args, layout, seed, run_dir, backbone, max_steps=n, minutes=0, eval_steps=n,
-                    save_steps=10 ** 6, logging_steps=1, experiment_name=None)
+                    save_steps=10 ** 6, logging_steps=1)
     run_cmd(cmd, work / f"calib_{layout}.log", quiet=True, threads=args.threads)
     rows = read_jsonl(run_dir / "train_log.jsonl")
     steps = [r for r in rows if "loss" in r and "time" in r and "eval_mae" not in r]
@@ -162,10 +159,10 @@ def run_layout(args: argparse.Namespace, layout: str, seed: int, backbone: Path,
     shutil.rmtree(run_dir, ignore_errors=True)          # from scratch (the trainer would resume otherwise)
     exp = experiment_dir(tag, args.experiments_root)
     cmd = train_cmd(args, layout, seed, run_dir, backbone, max_steps=max_steps, minutes=args.minutes,
-                    eval_steps=eval_steps, save_steps=max_steps, logging_steps=max(1, max_steps // 20),
-                    experiment_name=tag)
+                    eval_steps=eval_steps, save_steps=max_steps, logging_steps=max(1, max_steps // 20))
     print(f"== {tag}: training -> {run_dir}", flush=True)
     train_s = run_cmd(cmd, work / tag / "train_stdout.log", quiet=args.quiet, threads=args.threads)
+    record_training(run_dir, exp)       # config.json, training_log.txt, visualizations/training_curves.png
     rows = read_jsonl(run_dir / "train_log.jsonl")
     steps = [r for r in rows if "loss" in r and "eval_mae" not in r]
     start = next((r["time"] for r in rows if r.get("event") == "started"), rows[0]["time"] if rows else 0.0)
