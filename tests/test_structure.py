@@ -293,3 +293,27 @@ def test_write_rejects_nonfinite(tmp_path: Path, bad: float) -> None:
     assert not (tmp_path / "x.pdb").exists()
     with pytest.raises(ValueError, match="sequence length"):
         pdb_string(_trace(5), "AAAA")
+
+
+def test_altloc_b_wins_when_more_occupied(tmp_path: Path) -> None:
+    """Synthetic: conformer B (occupancy 0.7) beats A (0.3) for CA and CB; 'first altloc' would pick A."""
+    lines = [
+        "ATOM      1  N   SER A   1       0.000   0.000   0.000  1.00 10.00           N",
+        "ATOM      2  CA ASER A   1       1.000   0.000   0.000  0.30 10.00           C",
+        "ATOM      3  CA BSER A   1       1.500   0.500   0.000  0.70 10.00           C",
+        "ATOM      4  CB ASER A   1       1.000   1.000   0.000  0.30 10.00           C",
+        "ATOM      5  CB BSER A   1       2.000   1.500   0.000  0.70 10.00           C",
+        "ATOM      6  N   GLY A   2       2.000   3.000   0.000  1.00 10.00           N",
+        "ATOM      7  CA  GLY A   2       3.000   3.500   0.000  1.00 10.00           C",
+        # microheterogeneity: residue 3 modelled as ALA (0.4) and VAL (0.6)
+        "ATOM      8  CA AALA A   3       6.000   4.000   0.000  0.40 10.00           C",
+        "ATOM      9  CA BVAL A   3       6.500   4.000   0.000  0.60 10.00           C",
+        "END",
+    ]
+    (tmp_path / "alt.pdb").write_text("\n".join(lines) + "\n")
+    (chain,) = read_structure(tmp_path / "alt.pdb")
+    assert chain.sequence == "SGV"
+    np.testing.assert_allclose(chain.ca[0], [1.5, 0.5, 0.0])
+    np.testing.assert_allclose(chain.cb[0], [2.0, 1.5, 0.0])
+    np.testing.assert_allclose(chain.cb[1], chain.ca[1])  # Gly: Cβ := Cα
+    np.testing.assert_allclose(chain.ca[2], [6.5, 4.0, 0.0])
