@@ -2,6 +2,7 @@
 
     python benchmarks/bench_builder.py                       # all of ../shared/data/structures
     python benchmarks/bench_builder.py --structures data/demo/structures --limit 100
+    python benchmarks/bench_builder.py --quick             # 150 files, one worker
 
 Rows (same files, same process, one after the other):
   gemmi.read_structure           bare parse, nothing else (the floor)
@@ -38,8 +39,18 @@ def main() -> int:
     p.add_argument("--limit", type=int, default=0, help="use the first N files (sorted); 0 = all")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="builder --workers values to time")
     p.add_argument("--output", default="benchmarks/results/builder.json", help="JSON result file")
+    p.add_argument("--quick", action="store_true",
+                   help="first 150 files, workers=1 only, result to benchmarks/results/builder_quick.json")
     args = p.parse_args()
+    if args.quick:
+        args.limit = args.limit or 150
+        args.workers = [1]
+        if args.output == p.get_default("output"):
+            args.output = "benchmarks/results/builder_quick.json"
     root = Path(args.structures)
+    if not root.exists() and args.structures == p.get_default("structures"):
+        root = Path("data/demo/structures")  # a fresh clone without the shared data: use the demo files
+        print(f"{args.structures} not found; benchmarking the bundled demo structures in {root}")
     files = sorted(str(f) for f in root.rglob("*") if f.is_file() and is_structure_file(f))
     if args.limit:
         files = files[: args.limit]

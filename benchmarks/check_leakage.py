@@ -1,6 +1,6 @@
 """Check a built dataset for train/held-out leakage with an MMseqs2 search.
 
-    python benchmarks/check_leakage.py --data_dir data/demo/dataset
+    python benchmarks/check_leakage.py                    # the bundled demo split -> leakage_demo.json
     python benchmarks/check_leakage.py --data_dir /tmp/full --output benchmarks/results/leakage_full.json
 
 Searches every val and test chain against every train chain (``mmseqs easy-search``, E-value
@@ -12,7 +12,7 @@ Searches every val and test chain against every train chain (``mmseqs easy-searc
   * both with the exhaustive search (every pair aligned) and with MMseqs2's default k-mer
     prefilter at sensitivity 7.5, the way a reviewer would usually run it.
 
-Prints a table, writes JSON (default benchmarks/results/leakage.json), exits 1 if ``criterion``
+Prints a table, writes JSON (default benchmarks/results/leakage_demo.json), exits 1 if ``criterion``
 finds a leak.
 """
 
@@ -43,7 +43,7 @@ def main() -> int:
     p.add_argument("--coverage", type=float, default=BuildConfig().coverage,
                    help="coverage of the shorter chain (fraction) for the builder's rule")
     p.add_argument("--threads", type=int, default=2, help="MMseqs2 threads")
-    p.add_argument("--output", default="benchmarks/results/leakage.json", help="JSON result file")
+    p.add_argument("--output", default="benchmarks/results/leakage_demo.json", help="JSON result file")
     args = p.parse_args()
     data_dir = Path(args.data_dir)
     splits = {n: load_dataset(_find(data_dir, n)).samples for n in ("train", "val", "test")}
