@@ -209,7 +209,10 @@ def main(argv=None) -> int:
     model.long_range_weight = args.long_range_weight
     if args.gradient_checkpointing:
         bb = model.backbone.get_base_model() if hasattr(model.backbone, "get_base_model") else model.backbone
-        bb.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(bb, "activation_checkpointing_enable"):        # transformers >= 5 name
+            bb.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            bb.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     encoder_max = getattr(model.backbone.config, "max_position_embeddings", None)
     if encoder_max:
         fit = model.encoder.max_residues(int(encoder_max))

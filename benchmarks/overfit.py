@@ -68,13 +68,14 @@ def training_mae(model, batch, items) -> float:
 
 
 def overfit(steps: int = 600, crop: int = 64, layout: str = "echo", lr: float = 2e-3, seed: int = 0,
-            target: float = 1.0, eval_every: int = 25, log=print) -> dict:
+            target: float = 1.0, eval_every: int = 25, pair_dim: int = 64, log=print) -> dict:
     torch.manual_seed(seed)
     samples = real_chains(8, crop)
     gs = compute_global_stats(samples)
     with tempfile.TemporaryDirectory() as tmp:
         write_tiny(tmp, "qwen2", seed=seed)
-        spec = ModelSpec(base_model=tmp, layout=layout, finetune="full", global_stats=gs)
+        spec = ModelSpec(base_model=tmp, layout=layout, finetune="full", global_stats=gs,
+                         head={"pair_dim": pair_dim})
         model = build_model(spec)
     items = [{"sequence": s.sequence, "ca": s.ca} for s in samples]
     batch = DistanceCollator(model.encoder)(items)
@@ -96,6 +97,7 @@ def overfit(steps: int = 600, crop: int = 64, layout: str = "echo", lr: float = 
                 reached = step
                 break
     return {"n_chains": len(samples), "lengths": [len(s.sequence) for s in samples], "layout": layout,
+            "pair_dim": pair_dim,
             "lr": lr, "target_mae": target, "reached_at_step": reached, "final_train_mae": curve[-1]["train_mae"],
             "seconds": time.time() - t0, "torch_threads": torch.get_num_threads(), "curve": curve}
 
@@ -108,9 +110,12 @@ def main() -> int:
     p.add_argument("--layout", default="echo", choices=("placeholder", "echo", "direct"), help="residue layout")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--pair_dim", type=int, default=64, help="channels of the pair tensor")
+    p.add_argument("--eval_every", type=int, default=25, help="measure the training MAE every N steps")
     p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "overfit.json"), help="JSON output")
     args = p.parse_args()
-    res = overfit(args.steps, args.crop, args.layout, args.lr, args.seed)
+    res = overfit(args.steps, args.crop, args.layout, args.lr, args.seed, eval_every=args.eval_every,
+                  pair_dim=args.pair_dim)
     print(f"\n{'chains':>6} {'layout':>8} {'reached <1 Å at step':>22} {'final MAE Å':>12} {'seconds':>8}")
     print(f"{res['n_chains']:>6} {res['layout']:>8} {str(res['reached_at_step']):>22} "
           f"{res['final_train_mae']:>12.3f} {res['seconds']:>8.0f}")
