@@ -5,7 +5,7 @@ heads, intermediate 4864, vocabulary 151936, tied embeddings, RoPE theta 1e6) wi
 is downloaded), saved to a temporary directory and loaded back through ``proteinmtp.model.build_model``
 (``AutoModel.from_pretrained``, LoRA via peft, echo layout, distance head): the code that trains.
 
-For L = 64, 128, 256 residues it measures (medians of ``--repeats`` after one warm-up):
+For L = 64, 128, 256 residues it measures (medians of ``--repeats`` runs; one warm-up forward first):
 
 * forward seconds (inference, no gradient), LoRA train-step seconds (forward + loss + backward + AdamW
   step) without and with gradient checkpointing, and the pair head's own forward+loss+backward seconds;
@@ -18,8 +18,8 @@ From (a) it fits activation bytes = a·L + b·L² for backbone and head and CALC
 trains on a 24 GB GPU (formula and assumptions printed and written to the JSON). Prints a table and writes
 ``benchmarks/results/backbone.json``.
 
-    python benchmarks/bench_backbone.py                      # ~5-10 min on 2 cores
-    python benchmarks/bench_backbone.py --lengths 64 --repeats 1   # quick look
+    python benchmarks/bench_backbone.py                      # ~10-20 min on 2 busy cores
+    python benchmarks/bench_backbone.py --lengths 32,64      # quick look
 """
 
 from __future__ import annotations
@@ -145,17 +145,45 @@ def chain_batch(encoder, L: int, seed: int = 0) -> dict[str, torch.Tensor]:
     return DistanceCollator(encoder)([{"sequence": seq, "ca": np.cumsum(steps, 0)}])
 
 
-def median_time(fn, repeats: int) -> tuple[float, list[float]]:
-    fn()                                        # warm-up
+def timed(fn, repeats: int, probe=None) -> tuple[float, list[float], object]:
+    """Run ``fn`` ``repeats`` times; the first run happens inside ``probe`` (a context manager measuring
+    memory). Returns (median seconds, every run's seconds, the probe)."""
     times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
+    for i in range(repeats):
+        ctx = probe if (i == 0 and probe is not None) else contextlib.nullcontext()
+        with ctx:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, probe
+
+
+class Probes:
+    """PeakRSS and (optionally) SavedBytes around the same call."""
+
+    def __init__(self, saved: bool):
+        self.rss = PeakRSS()
+        self.saved = SavedBytes() if saved else None
+
+    def __enter__(self):
+        self.rss.__enter__()
+        if self.saved is not None:
+            self.saved.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            self.saved.__exit__(*exc)
+        self.rss.__exit__(*exc)
 
 
 def measure_length(model, opt, L: int, repeats: int) -> dict:
+    """Forward, train step without / with gradient checkpointing, and the head alone, at L residues.
+
+    The first timed run of each is also the memory probe (RSS; saved-tensor bytes for the step without
+    checkpointing), so a measurement costs ``repeats`` runs; the very first call of the benchmark is
+    preceded by a warm-up forward at the smallest L (``main``).
+    """
     batch = chain_batch(model.encoder, L)
     infer = {k: v for k, v in batch.items() if k != "dist"}
     bb = model.backbone.get_base_model() if hasattr(model.backbone, "get_base_model") else model.backbone
@@ -167,10 +195,9 @@ def measure_length(model, opt, L: int, repeats: int) -> dict:
         with torch.no_grad():
             model(**infer)
 
-    r["forward_s"], r["forward_runs_s"] = median_time(forward, repeats)
-    with PeakRSS() as m:
-        forward()
-    r["forward_rss_delta_bytes"] = m.delta
+    r["forward_s"], r["forward_runs_s"], pr = timed(forward, repeats, Probes(saved=False))
+    r["forward_rss_delta_bytes"] = pr.rss.delta
+    print(f"  L={L} forward {r['forward_s']:.1f} s", file=sys.stderr, flush=True)
 
     model.train()
 
@@ -185,18 +212,13 @@ def measure_length(model, opt, L: int, repeats: int) -> dict:
             bb.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
             bb.gradient_checkpointing_disable()
-        r[f"train_step_{tag}_s"], r[f"train_step_{tag}_runs_s"] = median_time(step, repeats)
-        opt.zero_grad(set_to_none=True)
-        with PeakRSS() as m:
-            step()
-        r[f"train_step_{tag}_rss_delta_bytes"] = m.delta
+        r[f"train_step_{tag}_s"], r[f"train_step_{tag}_runs_s"], pr = timed(step, repeats, Probes(saved=not gc))
+        r[f"train_step_{tag}_rss_delta_bytes"] = pr.rss.delta
         if not gc:
-            opt.zero_grad(set_to_none=True)
-            with SavedBytes() as sb:
-                out = model(**batch)
-            r["saved_total_bytes"] = sb.bytes
-            del out
+            r["saved_total_bytes"] = pr.saved.bytes
+        print(f"  L={L} train step ({tag}) {r[f'train_step_{tag}_s']:.1f} s", file=sys.stderr, flush=True)
     bb.gradient_checkpointing_disable()
+    opt.zero_grad(set_to_none=True)
 
     # the pair head alone: features [1, L, H] fp32 (what residue_features returns), forward + loss + backward
     head = model.head
@@ -212,19 +234,14 @@ def measure_length(model, opt, L: int, repeats: int) -> dict:
         out = head(feats, rmask)
         head.loss(out, dist, valid, stats)["loss"].backward()
 
-    r["head_train_s"], r["head_train_runs_s"] = median_time(head_step, repeats)
-    with SavedBytes() as sb:
-        out = head(feats, rmask)
-        loss = head.loss(out, dist, valid, stats)["loss"]
-    r["saved_head_bytes"] = sb.bytes
-    del out, loss
+    head_step()                                  # warm-up (cheap)
+    r["head_train_s"], r["head_train_runs_s"], pr = timed(head_step, max(repeats, 3), Probes(saved=True))
+    r["saved_head_bytes"] = pr.saved.bytes
+    r["head_train_rss_delta_bytes"] = pr.rss.delta
+    head.zero_grad(set_to_none=True)
     r["saved_backbone_bytes"] = r["saved_total_bytes"] - r["saved_head_bytes"]
     r["head_share_time"] = r["head_train_s"] / r["train_step_nogc_s"]
     r["head_share_saved_memory"] = r["saved_head_bytes"] / r["saved_total_bytes"]
-    with torch.no_grad():
-        t0 = time.perf_counter()
-        head(feats.detach(), rmask)
-        r["head_forward_s"] = time.perf_counter() - t0
     return r
 
 
@@ -292,7 +309,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--lengths", default="64,128,256", help="chain lengths L to measure (residues, comma-separated)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (after one warm-up)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="timed runs per measurement (median); the head alone gets at least 3")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (0 = torch's default; on a CPU shared with other jobs a second "
                         "thread spin-waits and can slow everything down many-fold, hence 1)")
@@ -327,10 +345,16 @@ def main(argv=None) -> int:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     head_params = sum(p.numel() for p in model.head.parameters())
+    print("warm-up forward ...", file=sys.stderr, flush=True)
+    with torch.no_grad():
+        model.eval()(**{k: v for k, v in chain_batch(model.encoder, min(Ls)).items() if k != "dist"})
     results = []
+    partial = Path(args.output).with_suffix(".partial.json")
     for L in Ls:
         print(f"measuring L={L} ...", file=sys.stderr, flush=True)
         results.append(measure_length(model, opt, L, args.repeats))
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(results, indent=1))     # nothing lost if a later length is cut short
     cap = capacity(results, model, spec) if len(Ls) >= 2 else None
     load_after = os.getloadavg()
 
@@ -374,6 +398,7 @@ def main(argv=None) -> int:
     tmp_out = Path(args.output).with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(out, indent=1))
     os.replace(tmp_out, args.output)
+    partial.unlink(missing_ok=True)
     print(f"wrote {args.output}")
     return 0
 
