@@ -50,6 +50,9 @@ _PROTEIN_TYPES = (gemmi.PolymerType.PeptideL, gemmi.PolymerType.PeptideD)
 _NUCLEIC_TYPES = (gemmi.PolymerType.Dna, gemmi.PolymerType.Rna, gemmi.PolymerType.DnaRnaHybrid)
 
 
+BLANK_CHAIN = "_"  # written in sample ids for a blank author chain id ("1ACB_l_u:_"); chain_id stays ""
+
+
 class StructureReadError(ValueError):
     """A structure file could not be read; the message names the file and the reason."""
 
@@ -58,7 +61,7 @@ class StructureReadError(ValueError):
 class Chain:
     """One protein chain of the first model of a structure file."""
 
-    id: str                        # "<stem>:<author chain id>"
+    id: str                        # "<stem>:<author chain id>" ("_" for a blank chain id)
     chain_id: str                  # author chain id
     sequence: str                  # [L] one-letter codes (20 standard, else X)
     ca: np.ndarray                 # [L, 3] float64 Å, NaN row where the residue has no Cα
@@ -347,7 +350,7 @@ def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Cha
         cb = np.array(cb_rows, dtype=np.float64).reshape(-1, 3)
         chains.append(
             Chain(
-                id=f"{stem}:{name}",
+                id=f"{stem}:{name or BLANK_CHAIN}",
                 chain_id=name,
                 sequence="".join(seq),
                 ca=ca,

@@ -22,7 +22,7 @@ from proteinmtp.structure import read_structure
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "create_distmat_data.py"
 GOOD = ["3KPR.pdb.gz", "3KPR.cif.gz", "1A8O.pdb.gz", "19hc.pdb.gz", "2BEG.pdb.gz", "2XHE.pdb.gz",
-        "1LCD.pdb.gz", "nmr_neopetrosiamide.pdb.gz", "disordered.pdb.gz"]
+        "1LCD.pdb.gz", "nmr_neopetrosiamide.pdb.gz", "disordered.pdb.gz", "1ACB_l_b.pdb.gz", "1ACB_l_u.pdb.gz"]
 
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:

@@ -317,3 +317,18 @@ def test_altloc_b_wins_when_more_occupied(tmp_path: Path) -> None:
     np.testing.assert_allclose(chain.cb[0], [2.0, 1.5, 0.0])
     np.testing.assert_allclose(chain.cb[1], chain.ca[1])  # Gly: Cβ := Cα
     np.testing.assert_allclose(chain.ca[2], [6.5, 4.0, 0.0])
+
+
+def test_db55_junk_columns_and_blank_chain(test_data_dir: Path) -> None:
+    """1ACB_l_b has junk in the charge columns (read from columns 1-72, noted); 1ACB_l_u has a blank
+    chain id (sample id '1ACB_l_u:_'). Both match Biopython."""
+    notes: list[str] = []
+    (bound,) = read_structure(test_data_dir / "1ACB_l_b.pdb.gz", notes)
+    assert notes and "columns 73-80" in notes[0]
+    (unbound,) = read_structure(test_data_dir / "1ACB_l_u.pdb.gz")
+    assert unbound.chain_id == "" and unbound.id == "1ACB_l_u:_"
+    for chain, name in ((bound, "1ACB_l_b.pdb.gz"), (unbound, "1ACB_l_u.pdb.gz")):
+        ((seq, ca, ids),) = biopython_chains(test_data_dir / name).values()
+        assert chain.sequence == seq and list(chain.residue_ids) == ids
+        np.testing.assert_allclose(chain.ca, ca, atol=1e-3)
+    assert bound.chain_id == "I" and len(bound) == 63 and len(unbound) == 70
