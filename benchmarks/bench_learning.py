@@ -144,7 +144,7 @@ def prior_val_curve(args: argparse.Namespace, run_dir: Path) -> dict:
 
 
 def run_layout(args: argparse.Namespace, layout: str, seed: int, backbone: Path, work: Path) -> dict:
-    tag = f"layout_{layout}" + (f"_seed{seed}" if seed != args.seeds[0] else "")
+    tag = f"layout_{layout}" + (f"_seed{seed}" if seed != 0 else "") + args.tag_suffix
     print(f"\n== {tag}: calibrating ({args.calib_steps} steps + 1 evaluation)", flush=True)
     cal = calibrate(args, layout, seed, backbone, work)
     budget_s = args.minutes * 60.0
@@ -269,6 +269,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per training/evaluation process (OMP_NUM_THREADS; 0 = torch's default). "
                    "1 was 3.4x faster than 2 on a 2-core CPU shared with other jobs")
+    p.add_argument("--tag_suffix", default="", help="appended to the record names experiments/<date>_layout_<layout>"
+                   "[_seed<k>]<SUFFIX>, e.g. _12min for a longer run beside the default one")
     p.add_argument("--work_dir", default="build/bench_learning", help="run directories (weights; not committed)")
     p.add_argument("--experiments_root", default="experiments", help="root of the experiment records")
     p.add_argument("--output", default="benchmarks/results/learning.json", help="JSON results")
