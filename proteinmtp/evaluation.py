@@ -357,6 +357,7 @@ def write_figures(ev: Evaluation, vis_dir: str | Path, run_dir: str | Path | Non
     if not ev.rows:
         return paths
     paths.append(plots.distance_heatmaps(fd.heatmaps, vis / "distance_heatmaps.png"))
+    # pairs pooled over proteins (at most FigureData.max_pairs_per_protein from each)
     paths.append(plots.error_histogram({k: np.concatenate(v) for k, v in fd.errors.items()},
                                        vis / "error_histogram.png"))
     paths.append(plots.error_by_separation(fd.mae_by_separation(), vis / "error_by_separation.png"))

@@ -95,11 +95,11 @@ def error_histogram(errors: Mapping[str, np.ndarray], path: str | Path, bins: in
         if e.size == 0:
             continue
         ax.hist(e, bins=edges, histtype="step", linewidth=1.6, density=True,
-                label=f"{name}: mean |err| {np.mean(np.abs(e)):.2f} Å (n={e.size})")
+                label=f"{name}: mean |err| {np.mean(np.abs(e)):.2f} Å over {e.size} pairs")
     ax.axvline(0.0, color="k", linewidth=0.8)
     ax.set_xlabel("predicted − true distance (Å)")
     ax.set_ylabel("density")
-    ax.set_title("Distance error over all evaluated pairs")
+    ax.set_title("Distance error over evaluated pairs (pooled over proteins)")
     ax.legend(fontsize=9)
     return _save(fig, path)
 
