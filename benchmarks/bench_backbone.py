@@ -177,7 +177,7 @@ class Probes:
         self.rss.__exit__(*exc)
 
 
-def measure_length(model, opt, L: int, repeats: int) -> dict:
+def measure_length(model, opt, L: int, repeats: int, train_steps: bool = True) -> dict:
     """Forward, train step without / with gradient checkpointing, and the head alone, at L residues.
 
     The first timed run of each is also the memory probe (RSS; saved-tensor bytes for the step without
@@ -200,13 +200,23 @@ def measure_length(model, opt, L: int, repeats: int) -> dict:
     print(f"  L={L} forward {r['forward_s']:.1f} s", file=sys.stderr, flush=True)
 
     model.train()
+    if not train_steps:
+        # memory only: one forward with gradient recording (what a step saves for backward), no backward
+        with Probes(saved=True) as pr:
+            out = model(**batch)
+        r["saved_total_bytes"] = pr.saved.bytes
+        r["forward_grad_rss_delta_bytes"] = pr.rss.delta
+        del out
+        for tag in ("nogc", "gc"):
+            r[f"train_step_{tag}_s"] = r[f"train_step_{tag}_rss_delta_bytes"] = None
+        print(f"  L={L} saved bytes (no train step timed)", file=sys.stderr, flush=True)
 
     def step():
         opt.zero_grad(set_to_none=True)
         model(**batch)["loss"].backward()
         opt.step()
 
-    for gc in (False, True):
+    for gc in ((False, True) if train_steps else ()):
         tag = "gc" if gc else "nogc"
         if gc:
             bb.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -240,7 +250,7 @@ def measure_length(model, opt, L: int, repeats: int) -> dict:
     r["head_train_rss_delta_bytes"] = pr.rss.delta
     head.zero_grad(set_to_none=True)
     r["saved_backbone_bytes"] = r["saved_total_bytes"] - r["saved_head_bytes"]
-    r["head_share_time"] = r["head_train_s"] / r["train_step_nogc_s"]
+    r["head_share_time"] = r["head_train_s"] / r["train_step_nogc_s"] if train_steps else None
     r["head_share_saved_memory"] = r["saved_head_bytes"] / r["saved_total_bytes"]
     return r
 
@@ -311,6 +321,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lengths", default="64,128,256", help="chain lengths L to measure (residues, comma-separated)")
     p.add_argument("--repeats", type=int, default=1,
                    help="timed runs per measurement (median); the head alone gets at least 3")
+    p.add_argument("--step_lengths", default=None,
+                   help="lengths at which train steps are timed (default: all --lengths); at the others only "
+                        "the forward is timed and the saved-for-backward bytes are measured")
+    p.add_argument("--reuse", default=None,
+                   help="JSON list of per-length results from an earlier run (e.g. the .partial.json); their "
+                        "lengths are not measured again")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (0 = torch's default; on a CPU shared with other jobs a second "
                         "thread spin-waits and can slow everything down many-fold, hence 1)")
@@ -348,11 +364,16 @@ def main(argv=None) -> int:
     print("warm-up forward ...", file=sys.stderr, flush=True)
     with torch.no_grad():
         model.eval()(**{k: v for k, v in chain_batch(model.encoder, min(Ls)).items() if k != "dist"})
-    results = []
+    step_Ls = set(Ls) if args.step_lengths is None else {int(x) for x in args.step_lengths.split(",") if x.strip()}
+    results = json.loads(Path(args.reuse).read_text()) if args.reuse else []
+    done = {r["L"] for r in results}
     partial = Path(args.output).with_suffix(".partial.json")
     for L in Ls:
+        if L in done:
+            continue
         print(f"measuring L={L} ...", file=sys.stderr, flush=True)
-        results.append(measure_length(model, opt, L, args.repeats))
+        results.append(measure_length(model, opt, L, args.repeats, train_steps=L in step_Ls))
+        results.sort(key=lambda r: r["L"])
         partial.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps(results, indent=1))     # nothing lost if a later length is cut short
     cap = capacity(results, model, spec) if len(Ls) >= 2 else None
@@ -366,12 +387,17 @@ def main(argv=None) -> int:
     hdr = (f"{'L':>5} {'tok':>5} {'fwd s':>7} {'step s':>7} {'step+GC s':>9} {'head s':>7} {'head %t':>7} "
            f"{'saved MiB':>9} {'head MiB':>8} {'head %m':>7} {'RSS step':>8} {'RSS GC':>7} {'RSS fwd':>7}")
     print(hdr)
+    def f(v, scale=1.0, fmt=".2f", pct=False):
+        if v is None:
+            return "-"
+        return f"{100 * v:.0f}%" if pct else format(v / scale, fmt)
+
     for r in results:
-        print(f"{r['L']:>5} {r['tokens']:>5} {r['forward_s']:>7.2f} {r['train_step_nogc_s']:>7.2f} "
-              f"{r['train_step_gc_s']:>9.2f} {r['head_train_s']:>7.2f} {100 * r['head_share_time']:>6.0f}% "
-              f"{r['saved_total_bytes'] / mb:>9.0f} {r['saved_head_bytes'] / mb:>8.0f} "
-              f"{100 * r['head_share_saved_memory']:>6.0f}% {r['train_step_nogc_rss_delta_bytes'] / mb:>8.0f} "
-              f"{r['train_step_gc_rss_delta_bytes'] / mb:>7.0f} {r['forward_rss_delta_bytes'] / mb:>7.0f}")
+        print(f"{r['L']:>5} {r['tokens']:>5} {f(r['forward_s']):>7} {f(r['train_step_nogc_s']):>7} "
+              f"{f(r['train_step_gc_s']):>9} {f(r['head_train_s']):>7} {f(r['head_share_time'], pct=True):>7} "
+              f"{f(r['saved_total_bytes'], mb, '.0f'):>9} {f(r['saved_head_bytes'], mb, '.0f'):>8} "
+              f"{f(r['head_share_saved_memory'], pct=True):>7} {f(r['train_step_nogc_rss_delta_bytes'], mb, '.0f'):>8} "
+              f"{f(r['train_step_gc_rss_delta_bytes'], mb, '.0f'):>7} {f(r['forward_rss_delta_bytes'], mb, '.0f'):>7}")
     print("(s: medians; saved = bytes autograd keeps for backward; RSS = peak-minus-start process RSS, MiB)")
     if cap:
         print(f"24 GB GPU, by calculation: max L without checkpointing {cap['max_L_24GB_no_checkpointing']}, "
