@@ -97,6 +97,7 @@ def build_enc():
     return ResidueEncoder(build_tokenizer(), "echo")
 
 
+@pytest.mark.slow
 def test_short_overfit_drops_training_mae(tiny, test_data_dir):
     """A short version of benchmarks/overfit.py: 4 real chains x 24 residues, training MAE falls by > 50%."""
     torch.manual_seed(0)
