@@ -63,12 +63,12 @@ def qwen25_05b_config():
         bos_token_id=151643, eos_token_id=151643, initializer_range=0.02)
 
 
-def write_backbone(out_dir: Path) -> None:
-    """Random-initialised Qwen2.5-0.5B-architecture base model (bf16) + the character-level tokenizer."""
+def write_backbone(out_dir: Path, dtype: torch.dtype = torch.bfloat16) -> None:
+    """Random-initialised Qwen2.5-0.5B-architecture base model + the character-level tokenizer."""
     from transformers import Qwen2Model
 
     torch.manual_seed(0)
-    model = Qwen2Model._from_config(qwen25_05b_config(), dtype=torch.bfloat16)
+    model = Qwen2Model._from_config(qwen25_05b_config(), dtype=dtype)
     model.save_pretrained(str(out_dir))
     build_tokenizer().save_pretrained(str(out_dir))
     del model
@@ -280,7 +280,7 @@ def capacity(results: list[dict], model, spec: ModelSpec) -> dict:
     a_hd, b_hd = fit_ab(Ls, [r["saved_head_bytes"] for r in results])
     n_trainable, n_total = count_parameters(model)
     n_frozen = n_total - n_trainable
-    weights = 2 * n_frozen                      # bf16 frozen base weights
+    weights = 2 * n_frozen                      # bf16 frozen base weights (whatever dtype was measured)
     train_state = 16 * n_trainable              # fp32 param + grad + 2 AdamW moments (LoRA, head, vectors)
     fixed = weights + train_state + CUDA_RESERVE
     budget = GPU_BYTES - fixed
@@ -331,6 +331,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch intra-op threads (0 = torch's default; on a CPU shared with other jobs a second "
                         "thread spin-waits and can slow everything down many-fold, hence 1)")
     p.add_argument("--layout", default="echo", help="residue layout (placeholder | echo | direct)")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                   help="backbone weight dtype (the head always runs in float32)")
     p.add_argument("--lora_r", type=int, default=16, help="LoRA rank (all linear layers)")
     p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "backbone.json"),
                    help="where to write the JSON results")
@@ -351,12 +353,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="qwen25_05b_random_") as tmp:
         t0 = time.perf_counter()
         print("writing the random Qwen2.5-0.5B-architecture backbone ...", file=sys.stderr, flush=True)
-        write_backbone(Path(tmp))
+        dtype = getattr(torch, args.dtype)
+        write_backbone(Path(tmp), dtype)
         write_s = time.perf_counter() - t0
         spec = ModelSpec(base_model=tmp, layout=args.layout, finetune="lora", lora_r=args.lora_r,
                          lora_alpha=2 * args.lora_r, lora_dropout=0.05, head={"head_type": "distance"},
                          global_stats={"log_dist_mean": 2.6, "log_dist_std": 0.7})
-        model = build_model(spec, dtype=torch.bfloat16)
+        model = build_model(spec, dtype=dtype)
     model.long_range_weight = 1.0
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
@@ -381,7 +384,7 @@ def main(argv=None) -> int:
 
     # ---- table ----
     mb = 1024 ** 2
-    print(f"\nQwen2.5-0.5B architecture (random weights), bf16, LoRA r={args.lora_r} all-linear, "
+    print(f"\nQwen2.5-0.5B architecture (random weights), {args.dtype}, LoRA r={args.lora_r} all-linear, "
           f"layout {args.layout}, distance head; torch threads {torch.get_num_threads()}; "
           f"load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
     hdr = (f"{'L':>5} {'tok':>5} {'fwd s':>7} {'step s':>7} {'step+GC s':>9} {'head s':>7} {'head %t':>7} "
@@ -409,7 +412,7 @@ def main(argv=None) -> int:
 
     out = {
         "backbone": "Qwen2.5-0.5B architecture, random weights (config written locally)",
-        "dtype": "bfloat16 backbone, float32 head", "device": "cpu", "torch_threads": torch.get_num_threads(),
+        "dtype": f"{args.dtype} backbone, float32 head", "device": "cpu", "torch_threads": torch.get_num_threads(),
         "layout": args.layout, "lora_r": args.lora_r, "repeats": args.repeats, "head_params": head_params,
         "memory_methods": {"saved_*_bytes": "bytes of tensors autograd saves for backward (saved_tensors_hooks, "
                                              "each storage once)",
