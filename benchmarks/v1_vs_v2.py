@@ -37,8 +37,9 @@ ROWS = (("mae", "MAE all"), ("mae_local", "MAE local 1-5"), ("mae_short", "MAE s
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = REPO / "data" / "demo" / "dataset"
-    p.add_argument("--train_data", default=str(d / "train.json.gz"), help="training split")
+    d = Path("data") / "demo" / "dataset"          # relative paths: to the repository root
+    p.add_argument("--train_data", default=str(d / "train.json.gz"),
+                   help="training split (every relative path here is relative to the repository root)")
     p.add_argument("--val_data", default=str(d / "val.json.gz"), help="validation split (curve during training)")
     p.add_argument("--test_data", default=str(d / "test.json.gz"), help="held-out split scored at the end")
     p.add_argument("--max_steps", type=int, default=500, help="optimiser steps of each run (the shared budget)")
@@ -49,12 +50,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max_eval_samples", type=int, default=16, help="validation chains per curve point")
     p.add_argument("--seed", type=int, default=0, help="seed of both runs")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (both runs run at once)")
-    p.add_argument("--experiments_root", default=str(REPO / "experiments"), help="where the records go")
+    p.add_argument("--experiments_root", default="experiments", help="where the records go (relative: to the repo)")
     p.add_argument("--date", default=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
                    help="date prefix of the record directories (UTC today)")
     p.add_argument("--skip_train", action="store_true", help="reuse the existing runs; only evaluate + tabulate")
     p.add_argument("--skip_eval", action="store_true", help="reuse existing eval_results.json; only tabulate")
-    p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "v1_vs_v2.json"), help="JSON results")
+    p.add_argument("--output", default="benchmarks/results/v1_vs_v2.json",
+                   help="JSON results (relative: to the repository root)")
     return p.parse_args(argv)
 
 
@@ -94,11 +96,19 @@ def last_eval_curve(run_dir: Path) -> list[dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     for f in (args.train_data, args.val_data, args.test_data):
-        if not Path(f).is_file():
+        if not (REPO / f).is_file():
             print(f"error: {f} not found (build the demo dataset first: see data/demo/README.md)", file=sys.stderr)
             return 2
     py = sys.executable
-    root = Path(args.experiments_root)
+
+    def rel(p: str | Path) -> str:
+        """Repo-relative path when inside the repo (the records then name no machine-specific path)."""
+        p = Path(p) if Path(p).is_absolute() else REPO / p
+        p = p.resolve()
+        return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
+    args.train_data, args.val_data, args.test_data = rel(args.train_data), rel(args.val_data), rel(args.test_data)
+    root = Path(rel(args.experiments_root))
     exp = {h: root / f"{args.date}_{n}" for h, n in NAMES.items()}
     runs = {h: exp[h] / "run" for h in NAMES}
     backbone = root / f"{args.date}_v2_distance" / "backbone"
@@ -107,6 +117,7 @@ def main(argv=None) -> int:
     timing: dict = {}
     if not args.skip_train:
         if not (backbone / "config.json").is_file():
+            (REPO / backbone).parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([py, "-m", "proteinmtp.tiny", str(backbone), "--seed", str(args.seed)], cwd=REPO,
                            env=env, check=True)
         common = ["--train_data", args.train_data, "--val_data", args.val_data, "--model_name", str(backbone),
@@ -119,7 +130,7 @@ def main(argv=None) -> int:
         cmds = {h: [py, "train_distmat.py", *common, "--head_type", h, "--output_dir", str(runs[h]),
                     "--experiment_name", NAMES[h]] for h in NAMES}
         print(f"training both heads for {args.max_steps} steps, concurrently ...", file=sys.stderr)
-        timing["train"] = run_parallel(cmds, env, {h: exp[h] / "train_console.log" for h in NAMES})
+        timing["train"] = run_parallel(cmds, env, {h: REPO / exp[h] / "train_console.log" for h in NAMES})
         if any(t["rc"] != 0 for t in timing["train"].values()):
             print("error: a training run failed; see its train_console.log", file=sys.stderr)
             return 1
@@ -127,11 +138,13 @@ def main(argv=None) -> int:
         cmds = {h: [py, "evaluate_distmat_model.py", "--model_path", str(runs[h]), "--test_data", args.test_data,
                     "--output_dir", str(exp[h]), "--quiet"] for h in NAMES}
         print("evaluating both runs on the held-out split ...", file=sys.stderr)
-        timing["eval"] = run_parallel(cmds, env, {h: exp[h] / "eval_console.log" for h in NAMES})
+        timing["eval"] = run_parallel(cmds, env, {h: REPO / exp[h] / "eval_console.log" for h in NAMES})
         if any(t["rc"] != 0 for t in timing["eval"].values()):
             print("error: an evaluation failed; see its eval_console.log", file=sys.stderr)
             return 1
 
+    exp = {h: REPO / e for h, e in exp.items()}
+    runs = {h: REPO / r for h, r in runs.items()}
     res = {h: json.loads((exp[h] / "eval_results.json").read_text()) for h in NAMES}
     cfg = {h: json.loads((runs[h] / "training_config.json").read_text()) for h in NAMES}
     steps = {}
@@ -148,7 +161,7 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(f"\n{n} held-out proteins ({args.test_data}); {args.max_steps} steps each\n{table}")
     out = {
-        "test_data": os.path.relpath(args.test_data, REPO), "n_proteins": n, "max_steps": args.max_steps,
+        "test_data": args.test_data, "n_proteins": n, "max_steps": args.max_steps,
         "steps_done": steps, "seed": args.seed, "threads_per_run": args.threads,
         "parameters": {h: cfg[h].get("parameters") for h in NAMES},
         "timing": timing, "experiments": {h: os.path.relpath(exp[h], REPO) for h in NAMES},
@@ -157,10 +170,14 @@ def main(argv=None) -> int:
         "hand": {h: {k: v for k, v in res[h].items() if "mirror" in k} for h in NAMES},
         "val_curve": {h: last_eval_curve(runs[h]) for h in NAMES}, "table_markdown": table,
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.output).with_suffix(".json.tmp")
+    output = REPO / args.output
+    if output.is_file():   # keep the timing of steps skipped this time
+        old = json.loads(output.read_text()).get("timing", {})
+        out["timing"] = {**{k: v for k, v in old.items() if k not in timing}, **timing}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(out, indent=1, default=str))
-    os.replace(tmp, args.output)
+    os.replace(tmp, output)
     print(f"wrote {args.output}")
     return 0
 
