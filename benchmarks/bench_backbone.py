@@ -111,7 +111,12 @@ class PeakRSS:
 
 
 class SavedBytes:
-    """Context manager counting the bytes of tensors saved for backward (each storage once)."""
+    """Context manager counting the bytes of tensors saved for backward (each storage once), leaving out
+    storages of ``exclude`` (the model's parameters: linear layers save their frozen weight, or a view of
+    it, to compute input gradients, which costs no extra memory)."""
+
+    def __init__(self, exclude: set[int] = frozenset()):
+        self.exclude = exclude
 
     def __enter__(self):
         self.seen: set[tuple[int, int]] = set()
@@ -120,7 +125,7 @@ class SavedBytes:
         def pack(t: torch.Tensor):
             s = t.untyped_storage()
             key = (s.data_ptr(), s.nbytes())
-            if key not in self.seen and not isinstance(t, torch.nn.Parameter) and s.nbytes() > 0:
+            if key not in self.seen and s.data_ptr() not in self.exclude and s.nbytes() > 0:
                 self.seen.add(key)
                 self.bytes += s.nbytes()
             return t
@@ -161,9 +166,11 @@ def timed(fn, repeats: int, probe=None) -> tuple[float, list[float], object]:
 class Probes:
     """PeakRSS and (optionally) SavedBytes around the same call."""
 
+    exclude: set[int] = set()          # parameter storages (set by main)
+
     def __init__(self, saved: bool):
         self.rss = PeakRSS()
-        self.saved = SavedBytes() if saved else None
+        self.saved = SavedBytes(Probes.exclude) if saved else None
 
     def __enter__(self):
         self.rss.__enter__()
@@ -327,6 +334,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reuse", default=None,
                    help="JSON list of per-length results from an earlier run (e.g. the .partial.json); their "
                         "lengths are not measured again")
+    p.add_argument("--reuse_timing", default=None,
+                   help="JSON list of per-length results whose train-step timings (and RSS) fill in the lengths "
+                        "not in --step_lengths (memory is measured again)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (0 = torch's default; on a CPU shared with other jobs a second "
                         "thread spin-waits and can slow everything down many-fold, hence 1)")
@@ -361,6 +371,8 @@ def main(argv=None) -> int:
                          global_stats={"log_dist_mean": 2.6, "log_dist_std": 0.7})
         model = build_model(spec, dtype=dtype)
     model.long_range_weight = 1.0
+    Probes.exclude = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    Probes.exclude |= {b.untyped_storage().data_ptr() for b in model.buffers()}
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     head_params = sum(p.numel() for p in model.head.parameters())
@@ -370,12 +382,19 @@ def main(argv=None) -> int:
     step_Ls = set(Ls) if args.step_lengths is None else {int(x) for x in args.step_lengths.split(",") if x.strip()}
     results = json.loads(Path(args.reuse).read_text()) if args.reuse else []
     done = {r["L"] for r in results}
+    timing_from = {r["L"]: r for r in json.loads(Path(args.reuse_timing).read_text())} if args.reuse_timing else {}
     partial = Path(args.output).with_suffix(".partial.json")
     for L in Ls:
         if L in done:
             continue
         print(f"measuring L={L} ...", file=sys.stderr, flush=True)
-        results.append(measure_length(model, opt, L, args.repeats, train_steps=L in step_Ls))
+        r = measure_length(model, opt, L, args.repeats, train_steps=L in step_Ls)
+        if L in timing_from and r["train_step_nogc_s"] is None:     # train-step timings of an earlier run
+            old = timing_from[L]
+            r.update({k: v for k, v in old.items() if k.startswith("train_step_")})
+            r["head_share_time"] = r["head_train_s"] / r["train_step_nogc_s"]
+            r["train_step_timing_from"] = "earlier run (--reuse_timing), same code and settings"
+        results.append(r)
         results.sort(key=lambda r: r["L"])
         partial.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps(results, indent=1))     # nothing lost if a later length is cut short
