@@ -164,11 +164,10 @@ def run_layout(args: argparse.Namespace, layout: str, seed: int, backbone: Path,
     train_s = run_cmd(cmd, work / tag / "train_stdout.log", quiet=args.quiet, threads=args.threads)
     record_training(run_dir, exp)       # config.json, training_log.txt, visualizations/training_curves.png
     rows = read_jsonl(run_dir / "train_log.jsonl")
-    steps = [r for r in rows if "loss" in r and "eval_mae" not in r]
     start = next((r["time"] for r in rows if r.get("event") == "started"), rows[0]["time"] if rows else 0.0)
     curve = [{"step": r["step"], "minutes": (r["time"] - start) / 60.0, **{k: r.get(k) for k in CURVE_KEYS}}
              for r in rows if "eval_mae" in r]
-    steps_done = max((r["step"] for r in steps), default=0)
+    steps_done = max((r["step"] for r in rows if "step" in r), default=0)   # incl. the "done" event
 
     print(f"== {tag}: evaluating on {args.split} -> {exp}", flush=True)
     ecmd = [sys.executable, "evaluate_distmat_model.py", "--model_path", str(run_dir),
