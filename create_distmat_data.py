@@ -22,7 +22,8 @@ from pathlib import Path
 
 from proteinmtp import __version__
 from proteinmtp.constants import DATASET_FORMAT
-from proteinmtp.dataset import BuildConfig, BuildInputError, atomic_write_bytes, build_dataset, save_dataset
+from proteinmtp.dataset import BuildConfig, BuildInputError, build_dataset, save_dataset
+from proteinmtp.fileio import atomic_write
 from proteinmtp.splits import MMseqsError
 
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         save_dataset(out / f"{name}{suffix}", samples, stats, config)
     seconds = time.time() - t0
     report = {"config": config, **report}
-    atomic_write_bytes(out / "report.json", (json.dumps(report, indent=1) + "\n").encode())
+    atomic_write(out / "report.json", (json.dumps(report, indent=1) + "\n").encode())
     print(format_summary(report["summary"], seconds))
     print(f"wrote {', '.join(str(out / (n + suffix)) for n in splits)} and {out / 'report.json'}")
     return 0

@@ -19,11 +19,10 @@ pair) and ``mean`` over the pairs. The logic lives in ``proteinmtp.scoring`` (pa
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from proteinmtp.fileio import write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,21 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _write_json_atomic(path: str | Path, obj: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def run_pair_mode(args: argparse.Namespace) -> dict:
     """Score --pred_pdb/--native_pdb or --pairs; write --output_json; return the result dict."""
     from proteinmtp.scoring import read_pairs_tsv, score_pairs
@@ -79,7 +63,7 @@ def run_pair_mode(args: argparse.Namespace) -> dict:
             if not Path(f).is_file():
                 raise ValueError(f"{f}: no such file")
     result = score_pairs(pairs, progress=not args.quiet)
-    _write_json_atomic(args.output_json, result)
+    write_json(args.output_json, result)
     if not args.quiet:
         m = result["mean"]
         print(f"{len(result['pairs'])} pair(s): n_aligned {m['n_aligned']:.1f}  RMSD {m['rmsd']:.3f} Å  "

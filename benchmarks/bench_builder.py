@@ -28,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gemmi  # noqa: E402
 
-from proteinmtp.dataset import BuildConfig, atomic_write_bytes, build_dataset, dataset_to_dict  # noqa: E402
+from proteinmtp.dataset import BuildConfig, build_dataset, dataset_to_dict  # noqa: E402
+from proteinmtp.fileio import atomic_write  # noqa: E402
 from proteinmtp.structure import StructureReadError, is_structure_file, read_structure  # noqa: E402
 
 
@@ -123,7 +124,7 @@ def main() -> int:
         print(f"{name:<52} {b:12d} {per:10.1f}")
         result["bytes"][name] = {"bytes": b, "bytes_per_residue": round(per, 2)}
     out = Path(args.output)
-    atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
+    atomic_write(out, (json.dumps(result, indent=1) + "\n").encode())
     print(f"wrote {out}")
     return 0
 

@@ -19,10 +19,7 @@ Writes benchmarks/results/geometry.json and prints a table. Median of ``--repeat
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -34,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from proteinmtp import geometry as G  # noqa: E402
 from proteinmtp import metrics as M  # noqa: E402
-from proteinmtp.runs import umask_mode  # noqa: E402
+from proteinmtp.fileio import write_json  # noqa: E402
 from proteinmtp.structure import read_structure  # noqa: E402
 
 
@@ -261,13 +258,7 @@ def main() -> None:
               "config": {"lengths": a.lengths, "repeats": a.repeats, "sigma": a.sigma},
               "reconstruction": rows, "metrics": metrics_row, "energy_eval_L300": energy,
               "agreement": agree}
-    path = Path(a.output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-    os.chmod(tmp, umask_mode())
-    os.replace(tmp, path)
+    write_json(a.output, result, indent=1)
 
     print(f"{'L':>5} {'MDS s':>8} {'skl cMDS s':>10} {'refine s':>9} {'skl SMACOF s':>12} "
           f"{'RMSD mds':>9} {'refine':>7} {'SMACOF':>7}   (σ = {a.sigma:g} Å noise, best hand)")
@@ -285,7 +276,7 @@ def main() -> None:
               f"max |ΔlDDT| vs biotite {agree['lddt_max_abs_diff']:.2e}; hinge decoys: TM {agree['hinge_tm_mean']:.3f} "
               f"vs single Kabsch {agree['hinge_tm_single_kabsch_mean']:.3f} (max gain "
               f"{agree['hinge_tm_max_gain_over_single_kabsch']:.3f})")
-    print(f"-> {path}")
+    print(f"-> {a.output}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from proteinmtp.dataset import BuildConfig, atomic_write_bytes, load_dataset  # noqa: E402
+from proteinmtp.dataset import BuildConfig, load_dataset  # noqa: E402
+from proteinmtp.fileio import atomic_write  # noqa: E402
 from proteinmtp.splits import search_hits  # noqa: E402
 
 
@@ -68,7 +69,7 @@ def main() -> int:
         print(f"{mode:<16} {label:<13} {n:>13} {nh:>6}  {ws}")
     print(f"held-out chains: {len(held)} (val {result['n_val']}, test {result['n_test']}), train chains: {len(train)}")
     out = Path(args.output)
-    atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
+    atomic_write(out, (json.dumps(result, indent=1) + "\n").encode())
     print(f"wrote {out}")
     return 1 if result["exhaustive/criterion"]["held_out_chains_with_hit"] else 0
 

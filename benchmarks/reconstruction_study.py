@@ -17,11 +17,8 @@ Writes benchmarks/results/reconstruction.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -35,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from proteinmtp import geometry as G  # noqa: E402
 from proteinmtp import metrics as M  # noqa: E402
 from proteinmtp.constants import CA_CA_BOND  # noqa: E402
-from proteinmtp.runs import umask_mode  # noqa: E402
+from proteinmtp.fileio import write_json  # noqa: E402
 from proteinmtp.structure import read_structure  # noqa: E402
 
 METHODS = ("classical", "refine", "refine_inv_d2", "smacof")
@@ -120,15 +117,6 @@ def summarise(rows: list[dict]) -> dict:
         "bond_max_abs_dev_worst": float(np.max([r["bond_max_abs_dev"] for r in rows]))}
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.chmod(tmp, umask_mode())
-    os.replace(tmp, path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -192,7 +180,7 @@ def main() -> None:
         "exact": exact, "table": table, "checks": checks, "per_chain": per_chain,
         "total_seconds": time.perf_counter() - t_start,
     }
-    _write_json(Path(a.output), result)
+    write_json(Path(a.output), result)
 
     print(f"exact distances, classical MDS: max RMSD {checks['exact_rmsd_max']:.2e} Å over {len(exact)} chains")
     print(f"{'noise':>12} {'method':>14} {'RMSD Å':>8} {'TM':>7} {'lDDT':>7} {'hand ok':>8} "

@@ -25,7 +25,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from proteinmtp.constants import DATASET_FORMAT
+from proteinmtp.fileio import atomic_write
 
 FORMAT_NAME, _, _FORMAT_VERSION = DATASET_FORMAT.partition("/")
 FORMAT_VERSION = int(_FORMAT_VERSION)
@@ -235,29 +235,13 @@ def dataset_to_dict(samples: Iterable[Sample], global_stats: dict, config: dict)
     }
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write bytes to path via a temporary file in the same directory and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_dataset(path: str | Path, samples: Iterable[Sample], global_stats: dict, config: dict) -> None:
     """Write a split file atomically; gzip-compressed when the name ends in .gz (deterministic bytes)."""
     text = json.dumps(dataset_to_dict(samples, global_stats, config), separators=(",", ":"))
     data = text.encode()
     if str(path).endswith(".gz"):
         data = gzip.compress(data, compresslevel=9, mtime=0)
-    atomic_write_bytes(path, data)
+    atomic_write(path, data)
 
 
 def pair_distances(samples: Iterable[Sample]) -> np.ndarray:
@@ -696,8 +680,3 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
     report = {"summary": summary, "files": [file_entries[k] for k in sorted(file_entries)]}
     return splits, stats, report
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -21,8 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from proteinmtp.constants import CHAIN_BREAK_CA_CA, SEPARATION_RANGES
-from proteinmtp.runs import umask_mode
+from proteinmtp.fileio import atomic_write, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.dataset import Sample
@@ -331,20 +329,6 @@ def per_protein_csv(ev: Evaluation) -> str:
     return buf.getvalue()
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_figures(ev: Evaluation, vis_dir: str | Path, run_dir: str | Path | None = None) -> list[Path]:
     """Draw the evaluation figures (and training curves when ``run_dir`` has train_log.jsonl) into vis_dir."""
     from proteinmtp import plots
@@ -384,14 +368,13 @@ def write_figures(ev: Evaluation, vis_dir: str | Path, run_dir: str | Path | Non
 
 def write_results(ev: Evaluation, output_dir: str | Path, config: dict | None = None) -> dict:
     """Write eval_results.json (with ``config``) and eval_per_protein.csv into output_dir; returns the results."""
-    from proteinmtp.runs import write_json_atomic
 
     out = Path(output_dir)
     results = summarize(ev)
     if config:
         results["config"] = _json_safe(config)
-    write_json_atomic(out / RESULTS_FILE, results)
-    _write_text(out / CSV_FILE, per_protein_csv(ev))
+    write_json(out / RESULTS_FILE, results)
+    atomic_write(out / CSV_FILE, per_protein_csv(ev))
     return results
 
 

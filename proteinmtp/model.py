@@ -479,12 +479,6 @@ def build_model(spec: ModelSpec, *, tokenizer=None, trust_remote_code: bool = Fa
 # ----------------------------------------------------------------------------------------------------
 # saving / loading
 # ----------------------------------------------------------------------------------------------------
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_weights(model: DistanceModel, out_dir: str | Path, *, save_base_backbone: bool = False) -> None:
     """Write the model's trainable state to ``out_dir`` (safetensors only).
 

@@ -10,8 +10,6 @@ size in pixels (``figsize * dpi``; no tight bounding box), so a caller knows wha
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from proteinmtp.constants import SEPARATION_RANGES  # noqa: E402
-from proteinmtp.runs import umask_mode  # noqa: E402
+from proteinmtp.fileio import atomic_open  # noqa: E402
 
 DPI = 100
 RANGE_COLORS = {"local": "#1b9e77", "short": "#d95f02", "medium": "#7570b3", "long": "#e7298a"}
@@ -31,17 +29,9 @@ RANGE_COLORS = {"local": "#1b9e77", "short": "#d95f02", "medium": "#7570b3", "lo
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     """Save ``fig`` as PNG atomically (tmp file + os.replace) and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(path, "wb") as fh:
             fig.savefig(fh, format="png", dpi=DPI)
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     finally:
         plt.close(fig)
     return path

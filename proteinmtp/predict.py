@@ -21,9 +21,7 @@ Choices:
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from proteinmtp.constants import ALLOWED_AA
-from proteinmtp.runs import umask_mode
+from proteinmtp.fileio import atomic_open
 
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.model import DistancePrediction, LoadedRun
@@ -258,20 +256,6 @@ def predict_structures(run: LoadedRun, sequences: Sequence[str], *, method: str 
 
 # ----------------------------------------------------------------------------- output
 
-def _atomic_save(path: Path, writer: Callable[[object], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def structure_remarks(sp: StructurePrediction, *, run_dir: str | Path = "", model_name: str = "",
                       record_id: str = "") -> list[str]:
     """REMARK text for an output structure: model, run, record, hand chosen, mean confidence."""
@@ -301,7 +285,6 @@ def write_structure(path: str | Path, sp: StructurePrediction, *, fmt: str = "pd
     writer(path, sp.ca_xyz, sp.sequence, bfactors=sp.confidence, model_name=model_name or "proteinmtp",
            method=f"{sp.info.get('method', '?')} MDS + hand choice",
            remarks=structure_remarks(sp, run_dir=run_dir, model_name=model_name, record_id=record_id))
-    os.chmod(path, umask_mode())  # the writer's temporary file is 0o600
     return path
 
 
@@ -309,7 +292,8 @@ def save_distmat(path: str | Path, sp: StructurePrediction) -> Path:
     """Save the predicted distance matrix [L, L] float32 Å as .npy (atomic)."""
     path = Path(path)
     dist = np.asarray(sp.distances.dist, dtype=np.float32)
-    _atomic_save(path, lambda fh: np.save(fh, dist))
+    with atomic_open(path, "wb") as fh:
+        np.save(fh, dist)
     return path
 
 
@@ -332,7 +316,8 @@ def save_distogram(path: str | Path, sp: StructurePrediction) -> Path:
     if getattr(dp, "bin_edges", None) is not None:
         arrays["bin_edges"] = np.asarray(dp.bin_edges, dtype=np.float32)
     path = Path(path)
-    _atomic_save(path, lambda fh: np.savez_compressed(fh, **arrays))
+    with atomic_open(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
     return path
 
 

@@ -15,23 +15,17 @@ Saved as JSON (``format`` = "proteinmtp-prior/1") with the run directory; no pic
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from proteinmtp.fileio import write_json
+
 PRIOR_FORMAT = "proteinmtp-prior/1"
 DEFAULT_BIN_EDGES = (0, 64, 96, 128, 160, 192, 256, 320, 384, 512, 768)  # chain length bins (last open)
 DEFAULT_MIN_CHAINS = 5
 MAX_TAIL_EXPONENT = 0.4   # compact globule: distances grow no faster than ~k^0.4 beyond the data
-
-
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def _ca_of(sample) -> np.ndarray:
@@ -202,18 +196,7 @@ class SeparationPrior:
 
     def save(self, path: str | Path) -> None:
         """Write JSON atomically (temporary file + os.replace)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f)
-            os.chmod(tmp, _umask_mode())          # mkstemp makes 0o600; give what open() would
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_json(path, self.to_dict(), indent=None)
 
     @classmethod
     def load(cls, path: str | Path) -> SeparationPrior:

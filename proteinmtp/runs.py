@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
+
+from proteinmtp.fileio import copy_atomic
 
 TRAIN_CONFIG = "training_config.json"
 TRAIN_TEXT_LOG = "train.log"
@@ -39,50 +38,6 @@ def sanitize_name(name: str) -> str:
     """A file-name-safe version of ``name`` (letters, digits, ``._-``; others become ``_``)."""
     out = _NAME_RE.sub("_", str(name)).strip("._")
     return out or "run"
-
-
-def umask_mode() -> int:
-    """Permission bits a plain ``open(path, "w")`` would give (0o666 minus the umask); mkstemp files are 0o600."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_json_atomic(path: str | Path, obj: object, indent: int | None = 2) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically (tmp file in the same directory + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=indent, allow_nan=True)
-            fh.write("\n")
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def copy_atomic(src: str | Path, dst: str | Path) -> Path:
-    """Copy a file to ``dst`` atomically (skip when both are the same file)."""
-    src, dst = Path(src), Path(dst)
-    if dst.exists() and src.resolve() == dst.resolve():
-        return dst
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return dst
 
 
 def experiment_dir(name: str, root: str | Path = "experiments", date: str | _dt.date | None = None) -> Path:

@@ -28,9 +28,7 @@ import functools
 import gzip
 import io
 import math
-import os
 import re
-import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ import gemmi
 import numpy as np
 
 from proteinmtp.constants import AA1_TO_AA3, CHAIN_BREAK_CA_CA, STANDARD_AA
+from proteinmtp.fileio import atomic_write
 
 # File extensions recognised as structures (after stripping .gz). Order matters for stems: longest first.
 PDB_EXTENSIONS = (".pdb", ".ent", ".brk")
@@ -496,32 +495,12 @@ def mmcif_string(
     return doc.as_string()
 
 
-def _atomic_write(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_pdb(path: str | Path, ca_xyz: np.ndarray, sequence: str, **kwargs) -> None:
     """Write a Cα-trace PDB atomically (see :func:`pdb_string` for the keyword arguments)."""
-    _atomic_write(path, pdb_string(ca_xyz, sequence, **kwargs))
+    atomic_write(path, pdb_string(ca_xyz, sequence, **kwargs))
 
 
 def write_mmcif(path: str | Path, ca_xyz: np.ndarray, sequence: str, **kwargs) -> None:
     """Write a Cα-trace mmCIF atomically (same keyword arguments as :func:`write_pdb`)."""
-    _atomic_write(path, mmcif_string(ca_xyz, sequence, **kwargs))
+    atomic_write(path, mmcif_string(ca_xyz, sequence, **kwargs))
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

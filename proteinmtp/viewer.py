@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from proteinmtp.runs import umask_mode
+from proteinmtp.fileio import atomic_write
 
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
@@ -85,20 +83,6 @@ draw();
 """
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def viewer_html(pred_xyz: np.ndarray, native_xyz: np.ndarray, sequence: str, *, title: str = "ProteinMTP",
                 confidence: np.ndarray | None = None, breaks: Sequence[int] = (), summary: str = "") -> str:
     """HTML text of the viewer.
@@ -148,6 +132,6 @@ def write_viewer_html(path: str | Path, pred_xyz: np.ndarray, native_xyz: np.nda
         pred, rmsd = superpose_on_native(pred, native_xyz)
         summary = (summary + " " if summary else "") + f"Cα RMSD after superposition: {rmsd:.2f} Å."
     path = Path(path)
-    _atomic_write_text(path, viewer_html(pred, native_xyz, sequence, title=title, confidence=confidence,
+    atomic_write(path, viewer_html(pred, native_xyz, sequence, title=title, confidence=confidence,
                                          breaks=breaks, summary=summary))
     return path

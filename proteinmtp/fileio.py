@@ -1,0 +1,65 @@
+"""Atomic file output: every file the project writes appears whole or not at all.
+
+A writer fills a temporary file in the destination's directory, which then replaces the destination
+(``os.replace``, atomic on POSIX). An interrupted or failing writer leaves the old file (or nothing)
+behind, never half a file. Files get the permissions a plain ``open(path, "w")`` would give.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+
+def umask_mode() -> int:
+    """Permission bits of a plain ``open(path, "w")``: 0o666 minus the umask (mkstemp makes 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file for writing that replaces ``path`` when the block exits without error."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
+            yield fh
+        os.chmod(tmp, umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes to ``path`` atomically."""
+    with atomic_open(path, "wb" if isinstance(data, bytes) else "w") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: object, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON (trailing newline) to ``path`` atomically."""
+    return atomic_write(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def copy_atomic(src: str | Path, dst: str | Path) -> Path:
+    """Copy a file to ``dst`` atomically (nothing to do when both are the same file)."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and src.resolve() == dst.resolve():
+        return dst
+    with atomic_open(dst, "wb") as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out)
+    return dst
