@@ -252,7 +252,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (backbone init, head init, crops); "
                    "each layout runs once per seed")
     p.add_argument("--minutes", type=float, default=5.0, help="training wall-clock budget per run (minutes)")
-    p.add_argument("--quick", action="store_true", help="smoke test: --minutes 1 unless --minutes is given")
+    p.add_argument("--quick", action="store_true", help="smoke test: --minutes 1 and --num_samples 8 unless given")
     p.add_argument("--max_steps", type=int, default=0, help="optimizer steps per run (0 = from the calibration)")
     p.add_argument("--calib_steps", type=int, default=6, help="training steps of the calibration run")
     p.add_argument("--n_evals", type=int, default=4, help="validation evaluations during each training run")
@@ -276,8 +276,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--figure", default="benchmarks/results/learning_curve.png", help="held-out curve figure")
     p.add_argument("--quiet", action="store_true", help="do not echo the training/evaluation output")
     args = p.parse_args(argv)
-    if args.quick and "--minutes" not in (argv if argv is not None else sys.argv[1:]):
+    given = argv if argv is not None else sys.argv[1:]
+    if args.quick and "--minutes" not in given:
         args.minutes = 1.0
+    if args.quick and "--num_samples" not in given:
+        args.num_samples = 8
     args.layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
     bad = [x for x in args.layouts if x not in LAYOUTS]
     if bad or not args.layouts:
