@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 NAMES = {"coords": "v1_coords", "distance": "v2_distance"}
 ROWS = (("mae", "MAE all"), ("mae_local", "MAE local 1-5"), ("mae_short", "MAE short 6-11"),
         ("mae_medium", "MAE medium 12-23"), ("mae_long", "MAE long >=24"), ("pearson", "Pearson r"),
@@ -127,13 +128,16 @@ def main(argv=None) -> int:
                   "--logging_steps", "25", "--eval_steps", str(args.eval_steps), "--save_steps",
                   str(args.max_steps), "--max_eval_samples", str(args.max_eval_samples), "--seed", str(args.seed),
                   "--no_tqdm"]
-        cmds = {h: [py, "train_distmat.py", *common, "--head_type", h, "--output_dir", str(runs[h]),
-                    "--experiment_name", NAMES[h]] for h in NAMES}
+        cmds = {h: [py, "train_distmat.py", *common, "--head_type", h, "--output_dir", str(runs[h])] for h in NAMES}
         print(f"training both heads for {args.max_steps} steps, concurrently ...", file=sys.stderr)
         timing["train"] = run_parallel(cmds, env, {h: REPO / exp[h] / "train_console.log" for h in NAMES})
         if any(t["rc"] != 0 for t in timing["train"].values()):
             print("error: a training run failed; see its train_console.log", file=sys.stderr)
             return 1
+        from proteinmtp.runs import record_training  # config.json, training_log.txt, training curves
+
+        for h in NAMES:
+            record_training(REPO / runs[h], REPO / exp[h])
     if not args.skip_eval:
         cmds = {h: [py, "evaluate_distmat_model.py", "--model_path", str(runs[h]), "--test_data", args.test_data,
                     "--output_dir", str(exp[h]), "--quiet"] for h in NAMES}
