@@ -171,7 +171,7 @@ def main(argv=None) -> int:
         "timing": timing, "experiments": {h: os.path.relpath(exp[h], REPO) for h in NAMES},
         "model": {h: res[h]["model"] for h in NAMES}, "prior": res["distance"]["prior"],
         "oracle": res["distance"]["oracle"],
-        "hand": {h: {k: v for k, v in res[h].items() if "mirror" in k} for h in NAMES},
+        "hand": {h: {k: v for k, v in res[h]["model"].items() if "mirror" in k or "hand" in k} for h in NAMES},
         "val_curve": {h: last_eval_curve(runs[h]) for h in NAMES}, "table_markdown": table,
     }
     output = REPO / args.output
