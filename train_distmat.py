@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="evaluate on at most this many validation chains (0 = all)")
     m = p.add_argument_group("model")
     m.add_argument("--model_name", default=DEFAULT_MODEL, help="Hugging Face Hub id or local backbone directory")
-    m.add_argument("--residue_layout", choices=("placeholder", "echo", "direct"), default="echo",
+    m.add_argument("--residue_layout", choices=("placeholder", "echo", "direct"), default="direct",
                    help="how one hidden state per residue is obtained (design.md)")
     m.add_argument("--feature_layers", default="last",
                    help="'last' or comma-separated hidden-state indices mixed with learned weights, e.g. -1,-3,-5")
@@ -52,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--single_dim", type=int, default=128, help="width of the per-residue projection")
     m.add_argument("--dilations", default="1,2,4,1", help="one residual 3x3 conv block per dilation")
     m.add_argument("--axial_attention", action="store_true", help="add row/column attention after each block")
+    m.add_argument("--prior_input", action=argparse.BooleanOptionalAction, default=True,
+                   help="feed the training split's length-aware separation prior to the distance head as a pair "
+                        "feature and regression baseline (the head then learns corrections to it)")
     m.add_argument("--long_range_weight", type=float, default=1.0, help="loss weight of pairs with |i-j| >= 24")
     m.add_argument("--trust_remote_code", action="store_true", help="allow the backbone's own Python code")
     f = p.add_argument_group("fine-tuning")
@@ -184,7 +187,8 @@ def main(argv=None) -> int:
     # --- model --------------------------------------------------------------------------------------
     set_seed(args.seed)
     head = asdict(HeadConfig(head_type=args.head_type, pair_dim=args.pair_dim, single_dim=args.single_dim,
-                             dilations=dilations, axial_attention=args.axial_attention))
+                             dilations=dilations, axial_attention=args.axial_attention,
+                             prior_input=bool(args.prior_input and args.head_type == "distance")))
     spec = ModelSpec(base_model=args.model_name, layout=args.residue_layout, feature_layers=args.feature_layers,
                      finetune=args.finetune, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                      lora_dropout=args.lora_dropout, lora_target_modules=args.lora_target_modules,
@@ -236,6 +240,9 @@ def main(argv=None) -> int:
     }
     config_text = json.dumps(config, indent=2, default=str)
     prior_text = json.dumps(SeparationPrior.fit(train.samples).to_dict())
+    # the exact prior inference will load (prior.json), also fed to the head when it takes the prior as input
+    model.prior = SeparationPrior.from_dict(json.loads(prior_text))
+    head_prior = model.prior if head["prior_input"] else None
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         for name, text in ((CONFIG_NAME, config_text), (PRIOR_NAME, prior_text)):
@@ -280,7 +287,7 @@ def main(argv=None) -> int:
     if limit is not None:
         callbacks.append(limit)
     trainer = T.DistanceTrainer(
-        model=model, args=targs, train_dataset=train_ds, data_collator=T.DistanceCollator(model.encoder),
+        model=model, args=targs, train_dataset=train_ds, data_collator=T.DistanceCollator(model.encoder, prior=head_prior),
         eval_dataset=T.CropDataset(val_samples, spec.max_len, random_crop=False) if val_samples else None,
         callbacks=callbacks, head_learning_rate=args.head_learning_rate, val_samples=val_samples,
         max_eval_len=spec.max_len, save_base_backbone=save_base_backbone,

@@ -70,6 +70,7 @@ class HeadConfig:
     relpos_log_buckets: int = 5            # ... plus log2-spaced buckets per sign beyond (64,128,256,512,>)
     conf_weight: float = 0.1               # weight of the two confidence losses
     dropout: float = 0.0
+    prior_input: bool = False              # separation prior (chain-length aware) as input and regression baseline
 
     def bin_edges(self) -> np.ndarray:
         """Distogram bin edges [n_bins - 1] Å."""
@@ -196,6 +197,7 @@ class DistanceHead(nn.Module):
         self.prod_out = nn.Linear(c, c)
         n_rel = 2 * cfg.relpos_clip + 1 + 2 * cfg.relpos_log_buckets
         self.relpos = nn.Embedding(n_rel, c)
+        self.prior_proj = nn.Linear(1, c) if cfg.prior_input else None
         self.blocks = nn.ModuleList(ResidualConvBlock(c, d, cfg.dropout) for d in cfg.dilations)
         self.axial = nn.ModuleList(AxialAttention(c, cfg.axial_heads) for _ in cfg.dilations) \
             if cfg.axial_attention else None
@@ -206,14 +208,24 @@ class DistanceHead(nn.Module):
         self.res_conf = nn.Sequential(nn.Linear(s + c, s), nn.GELU(), nn.Linear(s, 1))
         self.register_buffer("bin_edges", torch.tensor(cfg.bin_edges(), dtype=torch.float32), persistent=False)
 
-    def forward(self, feats: torch.Tensor, residue_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """feats [B, L, H] float, residue_mask [B, L] bool -> dict of symmetric outputs (see module doc)."""
+    def forward(self, feats: torch.Tensor, residue_mask: torch.Tensor,
+                prior_norm: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """feats [B, L, H] float, residue_mask [B, L] bool -> dict of symmetric outputs (see module doc).
+
+        With ``cfg.prior_input``, ``prior_norm`` [B, L, L] is the separation prior's normalised log-distance
+        for each pair (it knows the whole chain's length, which a crop or a causal layout cannot see): it
+        enters the pair features and is the baseline the regression output corrects.
+        """
         B, L, _ = feats.shape
         rm = residue_mask.to(feats.dtype)
         s = self.single(feats) * rm[..., None]                                   # [B, L, s]
         z = self.left(s)[:, :, None] + self.right(s)[:, None, :]                 # outer sum [B, L, L, c]
         z = z + self.prod_out(self.left_prod(s)[:, :, None] * self.right_prod(s)[:, None, :])
         z = z + self.relpos(relpos_buckets(L, self.cfg.relpos_clip, self.cfg.relpos_log_buckets, feats.device))
+        if self.prior_proj is not None:
+            if prior_norm is None:
+                raise ValueError("this head takes the separation prior as input (prior_input): pass prior_dist")
+            z = z + self.prior_proj(prior_norm[..., None].to(z.dtype))
         pm = (rm[:, :, None] * rm[:, None, :])                                   # [B, L, L]
         m = pm[:, None]
         x = z.permute(0, 3, 1, 2) * m                                            # [B, c, L, L]
@@ -226,7 +238,7 @@ class DistanceHead(nn.Module):
         pooled = (z * pm[..., None]).sum(2) / pm.sum(2).clamp(min=1)[..., None]  # [B, L, c]
         return {
             "distogram_logits": self.distogram(z),                               # [B, L, L, n_bins]
-            "dist_norm": self.regress(z).squeeze(-1),                            # [B, L, L]
+            "dist_norm": self.regress(z).squeeze(-1) + (0.0 if prior_norm is None else prior_norm),  # [B, L, L]
             "pair_conf_logits": self.pair_conf(z),                               # [B, L, L, 5]
             "residue_conf_logits": self.res_conf(torch.cat([s, pooled], -1)).squeeze(-1),  # [B, L]
         }
@@ -357,6 +369,7 @@ class DistanceModel(nn.Module):
         self.register_buffer("log_dist_mean", torch.tensor(float(gs.get("log_dist_mean", 2.5))))
         self.register_buffer("log_dist_std", torch.tensor(float(gs.get("log_dist_std", 0.6))))
         self.long_range_weight = 1.0
+        self.prior = None   # SeparationPrior of the training split (set by training / load_run; not a weight)
 
     # -- features --------------------------------------------------------------------------------------
     def residue_features(self, input_ids, attention_mask, token_kind, residue_pos) -> torch.Tensor:
@@ -382,9 +395,16 @@ class DistanceModel(nn.Module):
         idx = residue_pos[..., None].expand(-1, -1, h.shape[-1])
         return torch.gather(h, 1, idx).float()                                   # [B, L, H]
 
-    def forward(self, input_ids, attention_mask, token_kind, residue_pos, residue_mask, dist=None, **_):
+    def forward(self, input_ids, attention_mask, token_kind, residue_pos, residue_mask, dist=None,
+                prior_dist=None, **_):
         feats = self.residue_features(input_ids, attention_mask, token_kind, residue_pos)
-        out = self.head(feats, residue_mask)
+        if getattr(self.head.cfg, "prior_input", False):
+            if prior_dist is None:
+                raise ValueError("this model takes the separation prior as input: the batch needs prior_dist")
+            prior_norm = (torch.log(prior_dist.float().clamp(min=1.0)) - self.log_dist_mean) / self.log_dist_std
+            out = self.head(feats, residue_mask, prior_norm)
+        else:
+            out = self.head(feats, residue_mask)
         if dist is not None:
             L = residue_mask.shape[1]
             eye = torch.eye(L, dtype=torch.bool, device=dist.device)
@@ -533,6 +553,21 @@ def load_weights_into(model: DistanceModel, ckpt_dir: str | Path) -> None:
         bb.load_state_dict(sd, strict=False)
 
 
+def prior_distances(prior, crops: list[tuple[int, int, int]], L_pad: int) -> torch.Tensor:
+    """Separation-prior distances for a batch: crops = (chain length, crop start, crop length) per item.
+
+    Returns [B, L_pad, L_pad] float32 Å (1.0 in padding). The prior depends on |i - j| and on the WHOLE
+    chain's length, so a crop gets the block of its full chain's prior matrix.
+    """
+    out = torch.ones(len(crops), L_pad, L_pad, dtype=torch.float32)
+    cache: dict[int, np.ndarray] = {}
+    for b, (full_len, start, n) in enumerate(crops):
+        if full_len not in cache:
+            cache[full_len] = prior.predict(full_len)
+        out[b, :n, :n] = torch.from_numpy(cache[full_len][start:start + n, start:start + n].astype(np.float32))
+    return out
+
+
 @dataclass
 class DistancePrediction:
     """Prediction for one sequence (L residues)."""
@@ -572,6 +607,11 @@ class LoadedRun:
         for start in range(0, len(order), max(1, batch_size)):
             idx = order[start:start + batch_size]
             batch = m.encoder.collate([sequences[i] for i in idx])
+            if getattr(m.head.cfg, "prior_input", False):
+                if self.prior is None:
+                    raise RunLoadError("this run takes the separation prior as input but its prior.json is missing")
+                batch["prior_dist"] = prior_distances(self.prior, [(len(sequences[i]), 0, len(sequences[i]))
+                                                                   for i in idx], batch["residue_mask"].shape[1])
             batch = {k: v.to(self.device) for k, v in batch.items()}
             out = m(**batch)
             for b, i in enumerate(idx):
@@ -642,8 +682,11 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: boo
             from proteinmtp.prior import SeparationPrior
 
             prior = SeparationPrior.load(prior_path)
-        except Exception:  # prior is optional at inference
-            prior = None
+        except Exception as e:
+            if spec.head.get("prior_input"):
+                raise RunLoadError(f"{prior_path}: cannot read the separation prior this run needs ({e})") from None
+            prior = None  # otherwise the prior is only a baseline
+    model.prior = prior
     model.to(device)
     return LoadedRun(model, cfg, prior=prior, device=device)
 
@@ -657,7 +700,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 __all__ = ["HeadConfig", "ModelSpec", "DistanceHead", "DistanceModel", "HEADS", "DistancePrediction",
            "LoadedRun", "RunLoadError", "build_model", "load_run", "save_weights", "load_weights_into",
-           "relpos_buckets", "count_parameters"]
+           "relpos_buckets", "count_parameters", "prior_distances"]
 
 
 # Optional heads register themselves in HEADS when imported (kept last: they import this module).

@@ -28,7 +28,14 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback
 
-from proteinmtp.model import CONFIG_NAME, DistanceModel, RunLoadError, load_weights_into, save_weights
+from proteinmtp.model import (
+    CONFIG_NAME,
+    DistanceModel,
+    RunLoadError,
+    load_weights_into,
+    prior_distances,
+    save_weights,
+)
 
 COMPLETE_MARKER = "checkpoint_complete.json"
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -71,7 +78,8 @@ class CropDataset(Dataset):
             else:
                 start = (L - self.max_len) // 2
         end = min(L, start + self.max_len)
-        return {"sequence": s.sequence[start:end], "ca": np.asarray(s.ca[start:end], dtype=np.float64)}
+        return {"sequence": s.sequence[start:end], "ca": np.asarray(s.ca[start:end], dtype=np.float64),
+                "full_len": L, "start": start}
 
 
 def pairwise_distances(ca: np.ndarray) -> np.ndarray:
@@ -83,8 +91,9 @@ def pairwise_distances(ca: np.ndarray) -> np.ndarray:
 class DistanceCollator:
     """List of CropDataset items -> model batch (ResidueEncoder tensors + dist [B, L, L] Å, NaN padded)."""
 
-    def __init__(self, encoder):
+    def __init__(self, encoder, prior=None):
         self.encoder = encoder
+        self.prior = prior   # SeparationPrior: adds prior_dist [B, L, L] Å for heads with prior_input
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.encoder.collate([it["sequence"] for it in items])
@@ -94,6 +103,9 @@ class DistanceCollator:
             L = len(it["sequence"])
             dist[b, :L, :L] = torch.from_numpy(pairwise_distances(it["ca"]).astype(np.float32))
         batch["dist"] = dist
+        if self.prior is not None:
+            batch["prior_dist"] = prior_distances(
+                self.prior, [(it["full_len"], it["start"], len(it["sequence"])) for it in items], Lmax)
         return batch
 
 
@@ -116,7 +128,7 @@ def evaluate_samples(model: DistanceModel, samples, max_len: int, device: str | 
     was_training = model.training
     model.eval()
     ds = CropDataset(samples, max_len, random_crop=False)
-    collate = DistanceCollator(model.encoder)
+    collate = DistanceCollator(model.encoder, prior=model.prior if model.head.cfg.prior_input else None)
     stats = (float(model.log_dist_mean), float(model.log_dist_std))
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)

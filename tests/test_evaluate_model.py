@@ -51,7 +51,7 @@ def test_every_key_and_oracle(evaluated):
     oracle = res["oracle"]
     assert oracle["tm_score"] >= 0.99 and oracle["rmsd"] < 0.5 and oracle["lddt"] > 0.99
     assert oracle["mae"] == pytest.approx(0.0, abs=1e-9)
-    assert res["config"]["residue_layout"] == "echo" and res["config"]["model_name"].endswith("backbone")
+    assert res["config"]["residue_layout"] == "direct" and res["config"]["model_name"].endswith("backbone")
     assert "diagnostic" in res["diagnostics"]["note"] and "WITH the native" in res["diagnostics"]["note"]
 
 

@@ -159,7 +159,7 @@ def test_cli_trains_logs_checkpoints_and_resumes(tiny, data, tmp_path):
     run = tmp_path / "run"
     assert run_cli(cli_args(tiny, data, run, "--max_steps", "4")) == 0
     cfg = json.loads((run / "training_config.json").read_text())
-    assert cfg["base_model"] == str(tiny) and cfg["layout"] == "echo" and cfg["args"]["max_steps"] == 4
+    assert cfg["base_model"] == str(tiny) and cfg["layout"] == "direct" and cfg["args"]["max_steps"] == 4
     assert set(cfg["global_stats"]) >= {"log_dist_mean", "log_dist_std"} and cfg["libraries"]["torch"]
     assert (run / "prior.json").is_file() and (run / "tokenizer").is_dir() and (run / "head.safetensors").is_file()
     rows = read_jsonl(run / "train_log.jsonl")
