@@ -188,7 +188,8 @@ def main(argv=None) -> int:
     set_seed(args.seed)
     head = asdict(HeadConfig(head_type=args.head_type, pair_dim=args.pair_dim, single_dim=args.single_dim,
                              dilations=dilations, axial_attention=args.axial_attention,
-                             prior_input=bool(args.prior_input and args.head_type == "distance")))
+                             prior_input=bool(args.prior_input and args.head_type == "distance"),
+                             max_rel_sep=args.max_seq_len - 1))
     spec = ModelSpec(base_model=args.model_name, layout=args.residue_layout, feature_layers=args.feature_layers,
                      finetune=args.finetune, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                      lora_dropout=args.lora_dropout, lora_target_modules=args.lora_target_modules,

@@ -151,7 +151,8 @@ class CoordinateHead(nn.Module):
         "dist" [B, L, L] Å (derived from xyz), "residue_conf_logits" [B, L]}."""
         B, L, _ = feats.shape
         x = self.single(feats) * residue_mask[..., None].to(feats.dtype)
-        rel = self.relpos(relpos_buckets(L, self.cfg.relpos_clip, self.cfg.relpos_log_buckets, feats.device))
+        rel = self.relpos(relpos_buckets(L, self.cfg.relpos_clip, self.cfg.relpos_log_buckets, feats.device,
+                                         self.cfg.max_rel_sep))
         bias = rel.permute(2, 0, 1)[None].float()                                   # [1, heads, L, L]
         keymask = torch.where(residue_mask, 0.0, -1e9).to(bias.dtype)[:, None, None, :]
         bias = bias + keymask                                                        # [B, heads, L, L]

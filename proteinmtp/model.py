@@ -71,6 +71,7 @@ class HeadConfig:
     conf_weight: float = 0.1               # weight of the two confidence losses
     dropout: float = 0.0
     prior_input: bool = False              # separation prior (chain-length aware) as input and regression baseline
+    max_rel_sep: int = 0                   # clamp |i - j| to this in the relative-position buckets (0 = off)
 
     def bin_edges(self) -> np.ndarray:
         """Distogram bin edges [n_bins - 1] Å."""
@@ -111,13 +112,17 @@ class ModelSpec:
 # ----------------------------------------------------------------------------------------------------
 # the pair head
 # ----------------------------------------------------------------------------------------------------
-def relpos_buckets(L: int, clip: int = 32, n_log: int = 5, device=None) -> torch.Tensor:
+def relpos_buckets(L: int, clip: int = 32, n_log: int = 5, device=None, max_sep: int = 0) -> torch.Tensor:
     """Relative-position class of every pair [L, L] long, in [0, 2*clip + 1 + 2*n_log).
 
     |j - i| <= clip: exact (0 .. 2*clip); beyond: log2 buckets (clip, 2clip], (2clip, 4clip], ... per sign.
+    ``max_sep`` > 0 clamps |j - i| first: a model trained on crops of n residues never saw a separation
+    of n or more, so longer chains reuse the largest trained bucket instead of untrained embeddings.
     """
     idx = torch.arange(L, device=device)
     d = idx[None, :] - idx[:, None]
+    if max_sep > 0:
+        d = d.clamp(-max_sep, max_sep)
     ad = d.abs()
     k = torch.floor(torch.log2((ad - 1).clamp(min=1).float() / clip)).long() + 1
     k = k.clamp(1, n_log)
@@ -221,7 +226,8 @@ class DistanceHead(nn.Module):
         s = self.single(feats) * rm[..., None]                                   # [B, L, s]
         z = self.left(s)[:, :, None] + self.right(s)[:, None, :]                 # outer sum [B, L, L, c]
         z = z + self.prod_out(self.left_prod(s)[:, :, None] * self.right_prod(s)[:, None, :])
-        z = z + self.relpos(relpos_buckets(L, self.cfg.relpos_clip, self.cfg.relpos_log_buckets, feats.device))
+        z = z + self.relpos(relpos_buckets(L, self.cfg.relpos_clip, self.cfg.relpos_log_buckets, feats.device,
+                                           self.cfg.max_rel_sep))
         if self.prior_proj is not None:
             if prior_norm is None:
                 raise ValueError("this head takes the separation prior as input (prior_input): pass prior_dist")

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 MINUTES=${DEMO_MINUTES:-12}
-STEPS=${DEMO_STEPS:-1000}
+STEPS=${DEMO_STEPS:-1300}
 EXP=${DEMO_DIR:-experiments/$(date -u +%F)_demo}
 DATA=$EXP/dataset
 BACKBONE=$EXP/backbone
