@@ -175,3 +175,40 @@ def test_load_run_errors(tmp_path):
     (tmp_path / "r" / CONFIG_NAME).write_text(json.dumps({"model": {}}))
     with pytest.raises(RunLoadError, match="head.safetensors"):
         load_run(tmp_path / "r")
+
+
+def test_relpos_clamped_beyond_training_crop():
+    """With max_sep = crop - 1, separations never seen in training map to the largest trained bucket."""
+    b = relpos_buckets(300, clip=32, n_log=5, max_sep=127)
+    ref = relpos_buckets(300, clip=32, n_log=5)
+    assert torch.equal(b[:128, :128], ref[:128, :128])            # inside the crop: unchanged
+    assert b[0, 200].item() == ref[0, 127].item() == 66 and b[250, 0].item() == ref[127, 0].item() == 71
+
+
+def test_prior_input_head_starts_at_the_prior():
+    """A prior_input head whose regression layer is zero predicts exactly the prior's log-distance, and the
+    model de-normalises it back to the prior's distances (Å), computed here by hand."""
+    from proteinmtp.model import prior_distances
+    from proteinmtp.prior import SeparationPrior
+
+    rng = np.random.default_rng(0)
+    chains = [helix_ca(n) + rng.normal(0, 0.3, (n, 3)) for n in (40, 55, 70, 90, 120)]
+    prior = SeparationPrior.fit(chains)
+    head = DistanceHead(24, HeadConfig(pair_dim=16, single_dim=16, dilations=(1,), prior_input=True))
+    torch.nn.init.zeros_(head.regress.weight)
+    torch.nn.init.zeros_(head.regress.bias)
+    mu, sd = 2.7, 0.6
+    # a crop of residues 10..49 of a 90-residue chain, and a whole 30-residue chain, padded to 40
+    pd = prior_distances(prior, [(90, 10, 40), (30, 0, 30)], 40)
+    assert torch.allclose(pd[0], torch.from_numpy(prior.predict(90)[10:50, 10:50]).float())
+    assert torch.all(pd[1, 30:] == 1.0) and torch.all(pd[1, :, 30:] == 1.0)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 30:] = False
+    prior_norm = (torch.log(pd.clamp(min=1.0)) - mu) / sd
+    with torch.no_grad():
+        out = head(torch.randn(2, 40, 24), mask, prior_norm)
+    pred = head.predict_numpy(out, 1, 30, (mu, sd))["dist"]
+    want = prior.predict(30)
+    np.testing.assert_allclose(pred, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="prior"):
+        head(torch.randn(1, 5, 24), torch.ones(1, 5, dtype=torch.bool))
