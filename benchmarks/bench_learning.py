@@ -28,7 +28,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from proteinmtp.fileio import atomic_open, write_json  # noqa: E402
 from proteinmtp.runs import experiment_dir, record_training  # noqa: E402
 
 LAYOUTS = ("placeholder", "echo", "direct")
@@ -210,12 +210,9 @@ def plot_curves(results: list[dict], path: Path) -> None:
     axes[0].legend(fontsize=8, title="model (prior dotted)", title_fontsize=8)
     fig.suptitle("held-out (validation) curve during training", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def print_table(results: list[dict]) -> None:
@@ -234,15 +231,6 @@ def print_table(results: list[dict]) -> None:
             print(f"{r['tag'].removeprefix('layout_'):<22} {who:<6} {steps:>6}"
                   + "".join(f" {vals[k]:>10.3f}" if vals.get(k) is not None else f" {'-':>10}"
                             for k, _ in TABLE_KEYS))
-
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -319,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                        "command": " ".join(["python", "benchmarks/bench_learning.py"] + sys.argv[1:]),
                        "load_average_1_5_15": list(os.getloadavg()), "cpu_count": os.cpu_count(),
                        "wall_seconds": time.time() - t0, "runs": results}
-                write_json_atomic(Path(args.output), out)      # partial results survive an interruption
+                write_json(Path(args.output), out)      # partial results survive an interruption
                 plot_curves(results, Path(args.figure))
     except RuntimeError as e:
         print(f"bench_learning: {e}", file=sys.stderr)

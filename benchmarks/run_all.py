@@ -18,17 +18,18 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import fnmatch
-import json
 import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO))
+
+from proteinmtp.fileio import write_json  # noqa: E402
 
 
 def discover(bench_dir: Path = BENCH_DIR) -> list[Path]:
@@ -89,15 +90,6 @@ def run_one(cmd: list[str], log_path: Path, timeout: float | None) -> tuple[int,
             proc.wait()
             raise
     return rc, time.time() - t0
-
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -169,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "seconds": round(sec, 2), "quick": bool(args.quick and quick),
                                 "load_average_1min_after": round(os.getloadavg()[0], 2)})
         summary["total_seconds"] = round(time.time() - t_all, 2)
-        write_json_atomic(Path(args.output), summary)
+        write_json(Path(args.output), summary)
 
     print(f"\n{'script':<26} {'exit':>5} {'seconds':>9}")
     for r in summary["runs"]:
