@@ -655,7 +655,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: boo
         raise RunLoadError(f"{run} has no {HEAD_WEIGHTS}: the run did not finish saving (use a checkpoint-<step>/)")
     spec = ModelSpec.from_dict(cfg["model"])
     if cfg["model"].get("trust_remote_code") and not trust_remote_code:
-        raise RunLoadError(f"{run} was trained with --trust_remote_code; pass trust_remote_code=True to load it")
+        raise RunLoadError(f"{run} was trained with --trust_remote_code; load it with --trust_remote_code (only if you trust that code)")
     backbone_path = None
     for d in (run, cfg_dir):
         if (d / BACKBONE_DIR / "config.json").is_file():

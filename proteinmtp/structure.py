@@ -403,6 +403,11 @@ def _split_number(num: str) -> tuple[int, str]:
         raise ValueError(f"residue number {num!r} is not an integer with an optional insertion code") from None
 
 
+def _remark(number: int, text: str) -> list[str]:
+    """REMARK records of at most 80 columns (long text continues on the next record)."""
+    return [f"REMARK {number:3d} {text[i:i + 68]}".ljust(80) for i in range(0, max(len(text), 1), 68)]
+
+
 def _resname(letter: str) -> str:
     return AA1_TO_AA3.get(letter.upper(), "UNK")
 
@@ -427,12 +432,11 @@ def pdb_string(
     if len(chain_id) != 1:
         raise ValueError(f"PDB chain id must be one character, got {chain_id!r}")
     lines = [f"HEADER    {'PREDICTED CA TRACE':<40}{'':9}   {'XXXX':4}".ljust(80)]
-    lines.append(f"REMARK   1 MODEL {model_name or 'unknown'}".ljust(80))
-    lines.append(f"REMARK   1 RECONSTRUCTION {method or 'unknown'}".ljust(80))
-    lines.append("REMARK   1 B-FACTOR COLUMN = PER-RESIDUE CONFIDENCE (0-100)".ljust(80))
+    lines += _remark(1, f"MODEL {model_name or 'unknown'}")
+    lines += _remark(1, f"RECONSTRUCTION {method or 'unknown'}")
+    lines += _remark(1, "B-FACTOR COLUMN = PER-RESIDUE CONFIDENCE (0-100)")
     for r in remarks:
-        for chunk in [str(r)[i : i + 68] for i in range(0, max(len(str(r)), 1), 68)]:
-            lines.append(f"REMARK 250 {chunk}".ljust(80))
+        lines += _remark(250, str(r))
     serial = 0
     for i in range(len(xyz)):
         serial += 1
