@@ -1,7 +1,7 @@
 """Check a built dataset for train/held-out leakage with an MMseqs2 search.
 
     python benchmarks/check_leakage.py                    # the bundled demo split -> leakage_demo.json
-    python benchmarks/check_leakage.py --data_dir /tmp/full --output benchmarks/results/leakage_full.json
+    python benchmarks/check_leakage.py --data_dir build/full --output benchmarks/results/leakage_full.json
 
 Searches every val and test chain against every train chain (``mmseqs easy-search``, E-value
 <= 1e-3) and counts held-out chains with a hit at identity >= --identity:
