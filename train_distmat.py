@@ -37,6 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--val_data", default=None, help="validation split evaluated every --eval_steps (optional)")
     d.add_argument("--max_seq_len", type=int, default=256,
                    help="training crop length in residues (longer chains train on random contiguous crops)")
+    d.add_argument("--long_crop_len", type=int, default=0,
+                   help="residues of the occasional longer training crop (0 = off); separations up to it get trained")
+    d.add_argument("--long_crop_fraction", type=float, default=0.25,
+                   help="fraction of training items cropped at --long_crop_len instead of --max_seq_len")
     d.add_argument("--max_eval_len", type=int, default=1024,
                    help="longest chain (residues) evaluated/predicted whole; longer ones use a central crop")
     d.add_argument("--max_eval_samples", type=int, default=0,
@@ -166,7 +170,8 @@ def main(argv=None) -> int:
     gs = train.global_stats or {}
     if "log_dist_mean" not in gs or "log_dist_std" not in gs:
         fail(f"{args.train_data} has no global_stats log_dist_mean/log_dist_std; rebuild it with create_distmat_data.py")
-    train_ds = T.CropDataset(train.samples, args.max_seq_len, random_crop=True)
+    train_ds = T.CropDataset(train.samples, args.max_seq_len, random_crop=True, long_len=args.long_crop_len,
+                             long_fraction=args.long_crop_fraction)
     if len(train_ds) == 0:
         fail(f"{args.train_data} has no chain with two or more residues with a Cα")
     val_samples = [s for s in (val.samples if val else []) if T.usable(s)]
@@ -189,7 +194,7 @@ def main(argv=None) -> int:
     head = asdict(HeadConfig(head_type=args.head_type, pair_dim=args.pair_dim, single_dim=args.single_dim,
                              dilations=dilations, axial_attention=args.axial_attention,
                              prior_input=bool(args.prior_input and args.head_type == "distance"),
-                             max_rel_sep=args.max_seq_len - 1))
+                             max_rel_sep=max(args.max_seq_len, args.long_crop_len) - 1))
     spec = ModelSpec(base_model=args.model_name, layout=args.residue_layout, feature_layers=args.feature_layers,
                      finetune=args.finetune, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                      lora_dropout=args.lora_dropout, lora_target_modules=args.lora_target_modules,

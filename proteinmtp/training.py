@@ -57,10 +57,15 @@ class CropDataset(Dataset):
     """Samples -> {"sequence": str, "ca": [l, 3] Å}, with a random contiguous crop of ``max_len`` residues
     for longer chains when ``random_crop`` (training); otherwise a central crop (deterministic)."""
 
-    def __init__(self, samples, max_len: int, random_crop: bool = True):
+    def __init__(self, samples, max_len: int, random_crop: bool = True, long_len: int = 0,
+                 long_fraction: float = 0.0):
         self.samples = [s for s in samples if usable(s)]
         self.max_len = int(max_len)
         self.random_crop = random_crop
+        # with probability long_fraction a training item is cropped at long_len instead (AlphaFold-style mix,
+        # so separations up to long_len are trained at a fraction of the L^2 cost)
+        self.long_len = int(long_len)
+        self.long_fraction = float(long_fraction)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -68,16 +73,19 @@ class CropDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         s = self.samples[i]
         L = len(s.sequence)
+        n = self.max_len
+        if self.random_crop and self.long_len > n and float(torch.rand(())) < self.long_fraction:
+            n = self.long_len
         start = 0
-        if L > self.max_len:
+        if L > n:
             if self.random_crop:
                 for _ in range(10):   # prefer crops with at least two present Cα
-                    start = int(torch.randint(0, L - self.max_len + 1, (1,)).item())
-                    if np.isfinite(s.ca[start:start + self.max_len, 0]).sum() >= 2:
+                    start = int(torch.randint(0, L - n + 1, (1,)).item())
+                    if np.isfinite(s.ca[start:start + n, 0]).sum() >= 2:
                         break
             else:
-                start = (L - self.max_len) // 2
-        end = min(L, start + self.max_len)
+                start = (L - n) // 2
+        end = min(L, start + n)
         return {"sequence": s.sequence[start:end], "ca": np.asarray(s.ca[start:end], dtype=np.float64),
                 "full_len": L, "start": start}
 

@@ -82,6 +82,13 @@ def test_crop_is_contiguous_and_collator_pads_with_nan():
         starts.add(start)
     assert len(starts) > 3                                       # random crops differ
     assert CropDataset([s], max_len=10, random_crop=False)[0]["sequence"] == seq[10:20]   # central crop
+    # occasional longer crops: all of them with fraction 1, none with fraction 0, never for evaluation
+    torch.manual_seed(1)
+    assert {len(CropDataset([s], 10, long_len=16, long_fraction=1.0)[0]["sequence"]) for _ in range(5)} == {16}
+    assert {len(CropDataset([s], 10, long_len=16, long_fraction=0.0)[0]["sequence"]) for _ in range(5)} == {10}
+    assert len(CropDataset([s], 10, random_crop=False, long_len=16, long_fraction=1.0)[0]["sequence"]) == 10
+    it = CropDataset([s], 10, long_len=16, long_fraction=1.0)[0]
+    assert it["full_len"] == L and seq[it["start"]:it["start"] + 16] == it["sequence"]
     enc = build_enc()
     b = DistanceCollator(enc)([{"sequence": seq[:5], "ca": ca[:5]}, {"sequence": seq[:3], "ca": ca[:3]}])
     d = b["dist"]
