@@ -36,7 +36,7 @@ if [ -f "$BACKBONE/config.json" ]; then echo "reusing $BACKBONE"; else $PY -m pr
 say "3/5 training for at most $MINUTES min ($STEPS steps) -> $RUN   (follow: ./monitor_training.sh $RUN)"
 $PY train_distmat.py --train_data "$DATA/train.json.gz" --val_data "$DATA/val.json.gz" \
   --model_name "$BACKBONE" --finetune full --residue_layout direct --output_dir "$RUN" \
-  --max_steps "$STEPS" --max_train_minutes "$MINUTES" --max_seq_len 128 \
+  --max_steps "$STEPS" --max_train_minutes "$MINUTES" --max_seq_len 128 --long_crop_len 256 \
   --learning_rate 1e-3 --warmup_steps 100 --logging_steps 25 --eval_steps 200 --save_steps 200 \
   --max_eval_samples 40 --seed 0 --experiment_name demo
 
