@@ -26,7 +26,7 @@ from pathlib import Path
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B"
 # keys that must match when resuming into an existing --output_dir
 RESUME_KEYS = ("model_name", "residue_layout", "finetune", "feature_layers", "pair_dim", "head_type",
-               "axial_attention", "lora_r", "lora_target_modules")
+               "axial_attention", "lora_r", "lora_target_modules", "prior_input", "max_seq_len", "long_crop_len")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
