@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from proteinmtp.constants import DATASET_FORMAT
-from proteinmtp.fileio import atomic_write
+from proteinmtp.fileio import atomic_write, read_bytes
 
 FORMAT_NAME, _, _FORMAT_VERSION = DATASET_FORMAT.partition("/")
 FORMAT_VERSION = int(_FORMAT_VERSION)
@@ -188,15 +188,11 @@ def load_dataset(path: str | Path) -> DistMatDataset:
     truncated/invalid JSON, an unknown or newer format version, or missing keys."""
     path = str(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = read_bytes(path)
     except OSError as e:
         raise DatasetFormatError(f"{path}: cannot open dataset file ({e.strerror or e})") from e
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as e:
-            raise DatasetFormatError(f"{path}: truncated or corrupt gzip file ({e}); rebuild it") from e
+    except ValueError as e:
+        raise DatasetFormatError(f"{path}: {e}; rebuild it") from e
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -7,14 +7,30 @@ behind, never half a file. Files get the permissions a plain ``open(path, "w")``
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """A file's bytes, gunzipped when it starts with the gzip magic number.
+
+    Raises OSError when the file cannot be opened and ValueError for a truncated or corrupt gzip stream.
+    """
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as e:
+            raise ValueError(f"truncated or corrupt gzip stream ({e})") from e
+    return raw
 
 
 def umask_mode() -> int:

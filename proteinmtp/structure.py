@@ -25,11 +25,9 @@ Example::
 from __future__ import annotations
 
 import functools
-import gzip
 import io
 import math
 import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,7 @@ import gemmi
 import numpy as np
 
 from proteinmtp.constants import AA1_TO_AA3, CHAIN_BREAK_CA_CA, STANDARD_AA
-from proteinmtp.fileio import atomic_write
+from proteinmtp.fileio import atomic_write, read_bytes
 
 # File extensions recognised as structures (after stripping .gz). Order matters for stems: longest first.
 PDB_EXTENSIONS = (".pdb", ".ent", ".brk")
@@ -129,14 +127,11 @@ def _is_amino_acid_residue(res: gemmi.Residue) -> bool:
 
 def _read_text(path: Path) -> str:
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path)
     except OSError as e:
         raise StructureReadError(f"{path}: cannot open file ({e.strerror or e})") from e
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as e:
-            raise StructureReadError(f"{path}: truncated or corrupt gzip stream ({e})") from e
+    except ValueError as e:
+        raise StructureReadError(f"{path}: {e}") from e
     if not raw.strip():
         raise StructureReadError(f"{path}: file is empty")
     if b"\x00" in raw[:4096]:
