@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "0 with --test_fraction 0 puts everything in train)")
     p.add_argument("--test_fraction", type=float, default=None,
                    help=f"fraction of unique chains in test, whole clusters (default {d.test_fraction})")
+    p.add_argument("--max_cluster_share", type=float, default=d.max_cluster_share,
+                   help="largest cluster a val or test split accepts, as a fraction of that split's target size "
+                        "(at least 1 chain); larger clusters go to train, so no family dominates a held-out split")
     p.add_argument("--train_ratio", type=float, default=None,
                    help="seed-era flag: fraction in train; the rest is split evenly into val and test "
                         "(do not combine with --val_fraction/--test_fraction)")
@@ -80,6 +83,7 @@ def make_config(args: argparse.Namespace) -> BuildConfig:
         min_len=args.min_len, max_seq_len=args.max_seq_len, max_missing_ca=args.max_missing_ca,
         max_unknown=args.max_unknown, chains=args.chains, identity=args.identity, coverage=args.coverage,
         val_fraction=d.val_fraction if val is None else val, test_fraction=d.test_fraction if test is None else test,
+        max_cluster_share=args.max_cluster_share,
         seed=args.seed, max_samples=args.max_samples, workers=args.workers, threads=args.threads,
     )
 
@@ -97,7 +101,8 @@ def format_summary(summary: dict, seconds: float) -> str:
         lines.append(f"  dropped {reason:<22} {n}")
     lines.append(f"clusters: {s['clusters_total']}")
     for name, v in s["splits"].items():
-        lines.append(f"  {name:<5} {v['chains']:6d} chains {v['clusters']:6d} clusters {v['residues']:8d} residues")
+        lines.append(f"  {name:<5} {v['chains']:6d} chains {v['clusters']:6d} clusters {v['residues']:8d} residues"
+                     f"  (largest cluster {v.get('largest_cluster', 0)})")
     ln = s["length"]
     lines.append(f"length: min {ln['min']}  p25 {ln['p25']:.0f}  median {ln['median']:.0f}  p75 {ln['p75']:.0f}  "
                  f"max {ln['max']}  mean {ln['mean']:.1f}")

@@ -26,6 +26,7 @@ import gzip
 import json
 import os
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,6 +308,7 @@ class BuildConfig:
     coverage: float = 0.0              # fraction of the shorter chain an alignment must cover (0 = any)
     val_fraction: float = 0.1          # fraction of unique chains in val (whole clusters)
     test_fraction: float = 0.1         # fraction of unique chains in test (whole clusters)
+    max_cluster_share: float = 0.05    # largest cluster a val/test split takes, as a fraction of its size
     seed: int = 0
     max_samples: int = 0               # keep at most this many unique chains (0 = all), chosen by seed
     workers: int = 1                   # parsing processes
@@ -321,6 +323,8 @@ class BuildConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise BuildInputError(f"--{name} must be a fraction in [0, 1], got {v}")
+        if not 0.0 < self.max_cluster_share <= 1.0:
+            raise BuildInputError(f"--max_cluster_share must be in (0, 1], got {self.max_cluster_share}")
         if self.val_fraction + self.test_fraction > 1.0:
             raise BuildInputError("--val_fraction + --test_fraction must not exceed 1")
         if self.workers < 1:
@@ -648,7 +652,7 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
         cluster_of = cluster_sequences(seqs, identity=cfg.identity, coverage=cfg.coverage, threads=threads,
                                        workdir=workdir)
     split_of = assign_splits(cluster_of, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                             seed=cfg.seed)
+                             seed=cfg.seed, max_cluster_share=cfg.max_cluster_share)
     splits: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
     for s in kept:
         s.split = split_of[s.id]
@@ -668,6 +672,7 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
         "chains_kept": len(kept),
         "chains_dropped": dict(sorted(dropped.items())),
         "splits": {k: {"chains": len(v), "clusters": len({s.cluster for s in v}),
+                       "largest_cluster": max(Counter(s.cluster for s in v).values(), default=0),
                        "residues": int(sum(len(s) for s in v))} for k, v in splits.items()},
         "clusters_total": len(set(cluster_of.values())),
         "length": _length_summary([len(s) for s in kept]),
