@@ -188,6 +188,12 @@ def main(argv=None) -> int:
         if diff:
             fail(f"{run_dir} holds a run with different {', '.join(diff)}; use a new --output_dir to start over")
     resume = T.latest_complete_checkpoint(run_dir, remove_incomplete=is_main)
+    done = T.finished_run(run_dir, args.max_steps, args.num_epochs)
+    if done is not None and done["marker"]:
+        if is_main:
+            print(f"{run_dir} is complete: trained to step {done['step']} (--max_steps {args.max_steps}); nothing "
+                  "to do. Raise --max_steps to train further, or use a new --output_dir.", file=sys.stderr)
+        return 0
 
     # --- model --------------------------------------------------------------------------------------
     set_seed(args.seed)
@@ -299,7 +305,19 @@ def main(argv=None) -> int:
         max_eval_len=spec.max_len, save_base_backbone=save_base_backbone,
         run_files={CONFIG_NAME: config_text, PRIOR_NAME: prior_text}, run_tokenizer=tokenizer,
     )
+    if done is not None:
+        # trained to its last step, but the process ended before the final save: finish it from the checkpoint
+        trainer._load_from_checkpoint(str(resume))
+        trainer.save_model(str(run_dir))
+        if is_main:
+            T.mark_finished(run_dir, done["step"], args.max_steps, args.num_epochs)
+        record()
+        if is_main:
+            print(f"{run_dir} is complete: trained to step {done['step']}; final weights written from {resume}",
+                  file=sys.stderr)
+        return 0
     if is_main:
+        T.clear_finished(run_dir)
         where = f"resuming from {resume}" if resume else "starting"
         print(f"{where}: {n_train:,} trainable of {n_total:,} parameters, {len(train_ds)} training chains, "
               f"{len(val_samples)} validation chains, layout {args.residue_layout}, finetune {args.finetune}",
@@ -318,6 +336,8 @@ def main(argv=None) -> int:
             print(f"stopped after --max_train_minutes {args.max_train_minutes} at step "
                   f"{trainer.state.global_step}; re-run the same command to continue", file=sys.stderr)
     trainer.save_model(str(run_dir))
+    if is_main and trainer.state.global_step >= trainer.state.max_steps:
+        T.mark_finished(run_dir, trainer.state.global_step, args.max_steps, args.num_epochs)
     record()
     if is_main:
         print(f"done: step {trainer.state.global_step} in {time.time() - t0:.0f} s; run saved to {run_dir}",

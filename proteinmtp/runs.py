@@ -29,6 +29,7 @@ from proteinmtp.fileio import copy_atomic
 TRAIN_CONFIG = "training_config.json"
 TRAIN_TEXT_LOG = "train.log"
 TRAIN_JSONL = "train_log.jsonl"
+TRAIN_FINISHED = "training_complete.json"   # written after the final save of a run that reached its last step
 VIS_DIR = "visualizations"
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback
 
+from proteinmtp.fileio import write_json
 from proteinmtp.model import (
     CONFIG_NAME,
     DistanceModel,
@@ -36,6 +37,7 @@ from proteinmtp.model import (
     prior_distances,
     save_weights,
 )
+from proteinmtp.runs import TRAIN_FINISHED
 
 COMPLETE_MARKER = "checkpoint_complete.json"
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -330,8 +332,13 @@ class LogCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self._write({"event": "done", "step": state.global_step, "time": time.time()},
-                        f"{time.strftime('%Y-%m-%d %H:%M:%S')} training ended at step {state.global_step}")
+            if state.global_step >= state.max_steps:
+                event, text = "done", f"training ended at step {state.global_step}"
+            else:   # --max_train_minutes
+                event, text = "stopped", (f"training stopped at step {state.global_step}/{state.max_steps}; "
+                                          "re-run the command to continue")
+            self._write({"event": event, "step": state.global_step, "time": time.time()},
+                        f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}")
 
 
 class CheckpointCallback(TrainerCallback):
@@ -414,6 +421,46 @@ def latest_complete_checkpoint(run_dir: str | Path, remove_incomplete: bool = Fa
         elif remove_incomplete:
             shutil.rmtree(p, ignore_errors=True)
     return best
+
+
+def _json_or_none(path: Path) -> dict | None:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def finished_run(run_dir: str | Path, max_steps: int, num_epochs: float) -> dict | None:
+    """``{"step", "marker"}`` when the run in ``run_dir`` already trained to this target, else None.
+
+    Finished means RUN_DIR/training_complete.json (written after the final save of a run that reached its
+    last step) for the same --max_steps (and --num_epochs when max_steps is 0), or, with max_steps > 0,
+    a complete checkpoint at max_steps or beyond. ``marker`` is False when the final save after that
+    checkpoint is missing (the process ended between the two). A run stopped by --max_train_minutes
+    is not finished.
+    """
+    run = Path(run_dir)
+    done = _json_or_none(run / TRAIN_FINISHED)
+    ckpt = latest_complete_checkpoint(run)
+    state = _json_or_none(ckpt / "trainer_state.json") if ckpt is not None else None
+    step = int(state.get("global_step", 0)) if state else None
+    if done is not None and done.get("max_steps") == max_steps and (max_steps > 0 or done.get("num_epochs") == num_epochs):
+        return {"step": int(done.get("step", step or 0)), "marker": True}
+    if max_steps > 0 and step is not None and step >= max_steps:
+        return {"step": step, "marker": done is not None and done.get("step") == step}
+    return None
+
+
+def mark_finished(run_dir: str | Path, step: int, max_steps: int, num_epochs: float) -> None:
+    """Write RUN_DIR/training_complete.json (after the final save): a re-run of the command is a no-op."""
+    write_json(Path(run_dir) / TRAIN_FINISHED, {"step": int(step), "max_steps": int(max_steps),
+                                                "num_epochs": float(num_epochs), "time": time.time()})
+
+
+def clear_finished(run_dir: str | Path) -> None:
+    """Training continues (e.g. --max_steps raised): the run is no longer complete."""
+    (Path(run_dir) / TRAIN_FINISHED).unlink(missing_ok=True)
 
 
 def read_config(run_dir: str | Path) -> dict | None:

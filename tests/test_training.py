@@ -206,6 +206,38 @@ def test_cli_trains_logs_checkpoints_and_resumes(tiny, data, tmp_path):
     # a finished run re-run: nothing more to do, still step 4
     assert run_cli(args2) == 0
     assert json.loads((run2 / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+    assert not (run2 / "checkpoint-5").exists()
+
+
+def snapshot(run: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``run``: relative path -> (size, mtime in ns)."""
+    return {str(p.relative_to(run)): (p.stat().st_size, p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
+
+
+def test_finished_run_rerun_is_a_noop(tiny, data, tmp_path, capsys):
+    """Re-running a finished command trains nothing and touches nothing (it used to train step 6, 7, ...
+    and rotate the real checkpoints away); killed before the final save, the re-run only writes that save."""
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    args = cli_args(tiny, data, run, "--max_steps", "5", "--eval_steps", "100")
+    assert run_cli(args) == 0
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-5"]
+    before = snapshot(run)
+    capsys.readouterr()
+    assert run_cli(args) == 0
+    assert "is complete: trained to step 5" in capsys.readouterr().err
+    assert snapshot(run) == before
+    # the process ended after checkpoint-5 but before the final save (no marker, no final weights)
+    (run / "training_complete.json").unlink()
+    (run / "head.safetensors").unlink()
+    assert run_cli(args) == 0
+    assert "final weights written from" in capsys.readouterr().err
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-5"]
+    final, ckpt = load_file(run / "head.safetensors"), load_file(run / "checkpoint-5" / "head.safetensors")
+    assert final.keys() == ckpt.keys() and all(torch.equal(final[k], ckpt[k]) for k in final)
+    assert (run / "training_complete.json").is_file()
+    assert sum(r.get("event") == "resumed" for r in read_jsonl(run / "train_log.jsonl")) == 0
 
 
 def test_nan_loss_stops_with_clear_message(tiny, data, tmp_path, capsys):
