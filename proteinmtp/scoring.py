@@ -27,12 +27,12 @@ from proteinmtp.structure import Chain, read_structure
 SCORE_KEYS = ("rmsd", "tm_score", "gdt_ts", "gdt_ha", "lddt")
 
 
-@lru_cache(maxsize=1)
-def _aligner():
+@lru_cache(maxsize=2)
+def _aligner(mode: str = "global"):
     from Bio.Align import PairwiseAligner, substitution_matrices
 
     al = PairwiseAligner()
-    al.mode = "global"
+    al.mode = mode
     al.substitution_matrix = substitution_matrices.load("BLOSUM62")
     al.open_gap_score = -10.0
     al.extend_gap_score = -0.5
@@ -44,14 +44,20 @@ def _clean(seq: str) -> str:
     return "".join(c if c in allowed else "X" for c in seq.upper())
 
 
-def align_sequences(seq_a: str, seq_b: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """Global alignment -> (idx_a [M], idx_b [M] matched residue indices, score). Identity if equal."""
+def align_sequences(seq_a: str, seq_b: str, mode: str = "global") -> tuple[np.ndarray, np.ndarray, float]:
+    """Alignment -> (idx_a [M], idx_b [M] matched residue indices, score). Identity if equal.
+
+    ``mode``: "global" (whole chains, the default) or "local" (Smith-Waterman: only the best-scoring
+    segment pair is matched); same BLOSUM62 and gap scores either way.
+    """
+    if mode not in ("global", "local"):
+        raise ValueError(f"align_sequences: mode must be 'global' or 'local', got {mode!r}")
     if seq_a == seq_b:
         idx = np.arange(len(seq_a))
         return idx, idx.copy(), float(len(seq_a))
     if not seq_a or not seq_b:
         return np.zeros(0, int), np.zeros(0, int), 0.0
-    al = _aligner()
+    al = _aligner(mode)
     aln = al.align(_clean(seq_a), _clean(seq_b))[0]
     ia, ib = [], []
     for (a0, a1), (b0, b1) in zip(*aln.aligned):
