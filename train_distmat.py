@@ -121,6 +121,30 @@ def git_commit() -> str | None:
 
 
 def main(argv=None) -> int:
+    """Train (see the module docstring); the run-directory lock is released on return."""
+    locks: list[int] = []
+    try:
+        return _main(argv, locks)
+    finally:
+        from proteinmtp.runs import unlock_run_dir
+
+        for fd in locks:
+            unlock_run_dir(fd)
+
+
+def take_lock(run_dir: Path, locks: list[int]) -> None:
+    """One training process per run directory (rank 0 holds it for all ranks); a second one is refused."""
+    from proteinmtp.runs import RunDirLocked, lock_run_dir
+
+    if locks:
+        return
+    try:
+        locks.append(lock_run_dir(run_dir))
+    except RunDirLocked as e:
+        fail(str(e))
+
+
+def _main(argv, locks: list[int]) -> int:
     args = parse_args(argv)
     import torch
 
@@ -160,6 +184,8 @@ def main(argv=None) -> int:
     run_dir = Path(args.output_dir)
     world_rank = int(os.environ.get("RANK", "0"))
     is_main = world_rank == 0
+    if is_main and run_dir.is_dir():
+        take_lock(run_dir, locks)        # before reading anything there (a new directory: when it is made)
 
     # --- data ---------------------------------------------------------------------------------------
     try:
@@ -257,6 +283,7 @@ def main(argv=None) -> int:
     head_prior = model.prior if head["prior_input"] else None
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        take_lock(run_dir, locks)
         for name, text in ((CONFIG_NAME, config_text), (PRIOR_NAME, prior_text)):
             tmp = run_dir / (name + ".tmp")
             tmp.write_text(text)

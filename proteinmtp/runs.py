@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import re
+import socket
 import sys
 import time
 from collections.abc import Iterable
@@ -30,6 +32,7 @@ TRAIN_CONFIG = "training_config.json"
 TRAIN_TEXT_LOG = "train.log"
 TRAIN_JSONL = "train_log.jsonl"
 TRAIN_FINISHED = "training_complete.json"   # written after the final save of a run that reached its last step
+TRAIN_LOCK = "train.lock"                   # held (flock) by the training process; holds its pid and host
 VIS_DIR = "visualizations"
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -89,6 +92,64 @@ def record_evaluation(exp_dir: str | Path, output_dir: str | Path,
             if f.is_file():
                 copy_atomic(f, exp_dir / VIS_DIR / f.name)
     return exp_dir
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The run-directory lock: one training process per run directory
+
+class RunDirLocked(RuntimeError):
+    """Another live process holds the run directory's lock."""
+
+
+def lock_run_dir(run_dir: str | Path) -> int:
+    """Take RUN_DIR/train.lock (an exclusive ``flock``) and write this process's pid and host into it.
+
+    Returns the file descriptor; the lock lasts until it is closed (:func:`unlock_run_dir`) or the process
+    ends in any way (kill -9 included: the OS releases it, so a dead process never blocks the directory).
+    Raises RunDirLocked, naming the holder, when another process holds it.
+    """
+    import fcntl
+
+    path = Path(run_dir) / TRAIN_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        h = lock_holder(run_dir) or {}
+        who = f"pid {h['pid']} on {h.get('host') or '?'}" if h.get("pid") else "pid unknown"
+        raise RunDirLocked(f"{run_dir} is in use by another training process ({who}); wait for it to end or stop "
+                           "it, or use another --output_dir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}).encode())
+    return fd
+
+
+def unlock_run_dir(fd: int) -> None:
+    """Release a lock from :func:`lock_run_dir` (the file stays; it is free to lock again)."""
+    os.close(fd)
+
+
+def lock_holder(run_dir: str | Path) -> dict | None:
+    """Who last held RUN_DIR/train.lock: {"pid", "host", "time", "alive"}, or None without a lock file.
+
+    ``alive``: True while that process exists, False once it has ended, None when it ran on another host
+    (cannot tell). Read only: never takes the lock, so a monitor cannot get in a starting run's way.
+    """
+    info = _read_json(Path(run_dir) / TRAIN_LOCK)
+    if not (Path(run_dir) / TRAIN_LOCK).is_file():
+        return None
+    pid = info.get("pid")
+    alive = None
+    if isinstance(pid, int) and info.get("host") == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:     # exists, another user's
+            alive = True
+    return {**info, "alive": alive}
 
 
 # ---------------------------------------------------------------------------------------------------------

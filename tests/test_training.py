@@ -210,8 +210,9 @@ def test_cli_trains_logs_checkpoints_and_resumes(tiny, data, tmp_path):
 
 
 def snapshot(run: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``run``: relative path -> (size, mtime in ns)."""
-    return {str(p.relative_to(run)): (p.stat().st_size, p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
+    """Every file under ``run`` but the lock: relative path -> (size, mtime in ns)."""
+    return {str(p.relative_to(run)): (p.stat().st_size, p.stat().st_mtime_ns) for p in run.rglob("*")
+            if p.is_file() and p.name != "train.lock"}
 
 
 def test_finished_run_rerun_is_a_noop(tiny, data, tmp_path, capsys):
@@ -238,6 +239,37 @@ def test_finished_run_rerun_is_a_noop(tiny, data, tmp_path, capsys):
     assert final.keys() == ckpt.keys() and all(torch.equal(final[k], ckpt[k]) for k in final)
     assert (run / "training_complete.json").is_file()
     assert sum(r.get("event") == "resumed" for r in read_jsonl(run / "train_log.jsonl")) == 0
+
+
+def test_second_process_on_a_live_run_is_refused(tiny, data, tmp_path, capsys):
+    """A live holder of RUN_DIR/train.lock refuses the start (nothing written); one killed with kill -9
+    does not (the OS releases its flock)."""
+    from proteinmtp import runs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    args = cli_args(tiny, data, run, "--max_steps", "2", "--eval_steps", "100")
+    fd = runs.lock_run_dir(run)                   # another open file description: conflicts like a process
+    try:
+        rc = run_cli(args)
+    finally:
+        runs.unlock_run_dir(fd)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith(f"error: {run} is in use by another training process (pid {os.getpid()} ")
+    assert sorted(p.name for p in run.iterdir()) == ["train.lock"]
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from proteinmtp import runs; "
+                               "runs.lock_run_dir(sys.argv[1]); print('locked', flush=True); time.sleep(600)",
+                               str(run)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert runs.lock_holder(run)["pid"] == holder.pid and runs.lock_holder(run)["alive"] is True
+        assert run_cli(args) == 2
+    finally:
+        holder.kill()                              # SIGKILL: no clean-up in the holder
+        holder.wait()
+    assert runs.lock_holder(run)["alive"] is False
+    assert run_cli(args) == 0
+    assert (run / "training_complete.json").is_file() and runs.lock_holder(run)["pid"] == os.getpid()
 
 
 def test_nan_loss_stops_with_clear_message(tiny, data, tmp_path, capsys):
