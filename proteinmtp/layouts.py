@@ -9,9 +9,13 @@ Residue ids are built per residue from the tokenizer's vocabulary (one token per
 tokenising the sequence as text, so BPE merges cannot change the number of tokens. ``<sep>`` and the
 placeholder ``P`` are not vocabulary tokens: their positions are marked in ``token_kind`` and the model
 injects learned vectors there through ``inputs_embeds`` (the embedding matrix stays frozen).
-``[bos]`` is the cls token for encoders (ESM: <cls>), the bos token for decoders that have one (Llama:
-<s>; Qwen: none), and
-``[eos]`` (direct layout, encoders only) its eos token.
+``[bos]`` is the cls token for encoders (ESM: <cls>; BERT: [CLS]), the bos token for decoders that have one
+(Llama: <s>; Qwen: none), and ``[eos]`` (direct layout, encoders only) its eos token, or its sep token when
+it has no eos (BERT: [SEP]) -- the way each encoder was pre-trained. BERT's token_type_ids are left to the
+model's default (all zeros: one segment).
+
+Uncased vocabularies (BERT, MiniLM WordPiece) spell the letters in lower case: the residue letters are
+looked up in whichever case resolves all of them (``residue_letter_case``); sequences stay upper case.
 """
 
 from __future__ import annotations
@@ -34,11 +38,11 @@ class LayoutError(ValueError):
     """A tokenizer or sequence cannot be laid out one token per residue."""
 
 
-def residue_token_ids(tokenizer, letters: str = ALLOWED_AA) -> dict[str, int]:
-    """Map every residue letter to its single vocabulary id; fail clearly if a letter is not one token.
+LETTER_CASES = ("upper", "lower")
 
-    Checks each id both ways (letter -> id -> letter) and that ids are distinct and not the unknown token.
-    """
+
+def _letter_ids(tokenizer, letters: str) -> tuple[dict[str, int], list[str]]:
+    """(letter -> id for the letters that are exactly one vocabulary token, letters that are not)."""
     unk = getattr(tokenizer, "unk_token_id", None)
     ids: dict[str, int] = {}
     bad: list[str] = []
@@ -49,11 +53,46 @@ def residue_token_ids(tokenizer, letters: str = ALLOWED_AA) -> dict[str, int]:
             bad.append(letter)
         else:
             ids[letter] = tid
+    return ids, bad
+
+
+def residue_letter_case(tokenizer, letters: str = ALLOWED_AA) -> str:
+    """'upper' if every residue letter is one vocabulary token as written (Qwen, Llama, ESM), else 'lower' if
+    every lower-case letter is (uncased WordPiece: BERT, MiniLM); LayoutError naming the missing letters
+    otherwise. All letters must resolve in the same case: a vocabulary is never mixed."""
+    failed: dict[str, list[str]] = {}
+    for case in LETTER_CASES:
+        ids, bad = _letter_ids(tokenizer, letters if case == "upper" else letters.lower())
+        if not bad:
+            return case
+        failed[case] = bad
+    case = min(LETTER_CASES, key=lambda c: len(failed[c]))
+    raise LayoutError(
+        f"tokenizer {type(tokenizer).__name__} ({getattr(tokenizer, 'name_or_path', '?')}) has no single "
+        f"vocabulary token for residue letter(s) {''.join(failed[case])!r} (tried upper and lower case); "
+        "ProteinMTP needs one token per residue. Use a backbone whose vocabulary contains the bare letters "
+        "(Qwen/Llama/ESM upper case, uncased BERT/MiniLM lower case).")
+
+
+def residue_token_ids(tokenizer, letters: str = ALLOWED_AA, case: str | None = None) -> dict[str, int]:
+    """Map every residue letter (upper case, as in sequences) to its single vocabulary id.
+
+    ``case`` ('upper' | 'lower', default: ``residue_letter_case``) is the spelling looked up in the
+    vocabulary. Checks each id both ways (token -> id -> token), that ids are distinct and not the unknown
+    token; fails clearly if a letter is not one token.
+    """
+    if case is None:
+        case = residue_letter_case(tokenizer, letters)
+    if case not in LETTER_CASES:
+        raise LayoutError(f"residue letter case must be one of {', '.join(LETTER_CASES)}, got {case!r}")
+    spelled = letters if case == "upper" else letters.lower()
+    found, bad = _letter_ids(tokenizer, spelled)
     if bad:
         raise LayoutError(
             f"tokenizer {type(tokenizer).__name__} ({getattr(tokenizer, 'name_or_path', '?')}) has no single "
-            f"vocabulary token for residue letter(s) {''.join(bad)!r}; ProteinMTP needs one token per residue. "
-            "Use a backbone whose vocabulary contains the bare letters (Qwen/Llama/ESM do).")
+            f"{case}-case vocabulary token for residue letter(s) {''.join(bad)!r}; ProteinMTP needs one token "
+            "per residue.")
+    ids = {letter: found[tok] for letter, tok in zip(letters, spelled)}
     if len(set(ids.values())) != len(ids):
         raise LayoutError(f"tokenizer maps different residue letters to the same id: {ids}")
     return ids
@@ -74,15 +113,19 @@ class ResidueEncoder:
     Args:
         tokenizer: any Hugging Face tokenizer whose vocabulary has the residue letters as tokens.
         layout: one of LAYOUTS.
-        is_encoder: True for bidirectional encoders (ESM): direct layout appends the eos token.
+        is_encoder: True for bidirectional encoders (ESM, BERT): [bos] is the cls token and the direct
+            layout appends the eos token (ESM <eos>), or the sep token where there is no eos (BERT [SEP]).
+        letter_case: 'upper' | 'lower' spelling of residue letters in the vocabulary; default: detected
+            (``residue_letter_case``). A run records it and passes it back, so a changed tokenizer fails.
     """
 
-    def __init__(self, tokenizer, layout: str, *, is_encoder: bool = False):
+    def __init__(self, tokenizer, layout: str, *, is_encoder: bool = False, letter_case: str | None = None):
         if layout not in LAYOUTS:
             raise LayoutError(f"unknown residue layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         self.layout = layout
         self.is_encoder = is_encoder
-        self.letter_ids = residue_token_ids(tokenizer)
+        self.letter_case = letter_case or residue_letter_case(tokenizer)
+        self.letter_ids = residue_token_ids(tokenizer, case=self.letter_case)
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -93,6 +136,8 @@ class ResidueEncoder:
             bos = getattr(tokenizer, "bos_token_id", None)
         self.bos_id = None if bos is None else int(bos)
         eos = getattr(tokenizer, "eos_token_id", None)
+        if eos is None:
+            eos = getattr(tokenizer, "sep_token_id", None)     # BERT: [CLS] ... [SEP]
         self.eos_id = int(eos) if (is_encoder and eos is not None) else None
 
     # -- one sequence ---------------------------------------------------------------------------------

@@ -102,6 +102,7 @@ class ModelSpec:
     global_stats: dict = field(default_factory=dict)
     head: dict = field(default_factory=dict)
     max_len: int = 1024                    # longest chain inference will accept (residues)
+    residue_case: str = ""                 # vocabulary spelling of residue letters: upper | lower ("" = detect)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
@@ -497,7 +498,9 @@ def build_model(spec: ModelSpec, *, tokenizer=None, trust_remote_code: bool = Fa
     spec.is_encoder = is_encoder_config(_backbone_config(backbone))
     if spec.layout not in LAYOUTS:
         raise ValueError(f"unknown residue layout {spec.layout!r}; choose one of {', '.join(LAYOUTS)}")
-    encoder = ResidueEncoder(tokenizer, spec.layout, is_encoder=spec.is_encoder)
+    encoder = ResidueEncoder(tokenizer, spec.layout, is_encoder=spec.is_encoder,
+                             letter_case=spec.residue_case or None)
+    spec.residue_case = encoder.letter_case
     backbone = apply_finetune(backbone, spec)
     return DistanceModel(backbone, encoder, spec)
 

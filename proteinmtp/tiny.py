@@ -5,6 +5,7 @@ The directory this writes is loaded exactly like a real checkpoint (``AutoModel.
 
     python -m proteinmtp.tiny runs/tiny_qwen2                  # Qwen2 decoder, hidden 128, 4 layers
     python -m proteinmtp.tiny runs/tiny_esm --arch esm         # ESM-2-style encoder
+    python -m proteinmtp.tiny runs/tiny_bert --arch bert       # BERT encoder, uncased WordPiece (like MiniLM)
 
 Transformers 5 pitfall: ``AutoTokenizer`` on a directory whose config says ``qwen2`` ignores the
 ``tokenizer_class`` we write (qwen2 is in transformers' MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS) and
@@ -28,13 +29,31 @@ from proteinmtp.constants import ALLOWED_AA
 # Special tokens of the character-level tokenizer, in id order; residue letters follow.
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<sep>", "<cls>", "<unk>", "<mask>")
 TOKENIZER_CLASS = "TokenizersBackend"
-ARCHS = ("qwen2", "esm")
+ARCHS = ("qwen2", "esm", "bert")
+# The bert arch mimics an uncased WordPiece vocabulary (BERT, MiniLM): BERT's special tokens, the residue
+# letters in lower case only, and a few word pieces so letters are not the only tokens.
+BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+BERT_EXTRA_TOKENS = ("the", "##s", "##a", "protein")
 
 
 def residue_vocab() -> dict[str, int]:
     """Vocabulary of the character-level tokenizer: special tokens (ids 0..5) then ALLOWED_AA letters."""
     tokens = list(SPECIAL_TOKENS) + list(ALLOWED_AA)
     return {tok: i for i, tok in enumerate(tokens)}
+
+
+def bert_vocab() -> dict[str, int]:
+    """Vocabulary of the tiny uncased BERT tokenizer: [PAD] [UNK] [CLS] [SEP] [MASK], a..o (ALLOWED_AA order,
+    lower case), then a few word pieces."""
+    tokens = list(BERT_SPECIAL_TOKENS) + [c.lower() for c in ALLOWED_AA] + list(BERT_EXTRA_TOKENS)
+    return {tok: i for i, tok in enumerate(tokens)}
+
+
+def build_bert_tokenizer():
+    """Uncased WordPiece ``BertTokenizer`` over ``bert_vocab()`` (lower-cases text, like MiniLM's)."""
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab=bert_vocab(), do_lower_case=True, model_max_length=512)
 
 
 def build_tokenizer():
@@ -65,8 +84,20 @@ def build_tokenizer():
 
 def tiny_config(arch: str = "qwen2", *, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
                 max_positions: int = 2048):
-    """A small random-init config of the given family (vocabulary = residue_vocab())."""
+    """A small random-init config of the given family (vocabulary = residue_vocab(); bert: bert_vocab()).
+
+    ``max_positions``: tokens the backbone takes (bert: learned absolute positions, a hard limit).
+    """
     vocab = residue_vocab()
+    if arch == "bert":
+        from transformers import BertConfig
+
+        bv = bert_vocab()
+        return BertConfig(
+            vocab_size=len(bv), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
+            num_hidden_layers=num_layers, num_attention_heads=num_heads, max_position_embeddings=max_positions,
+            pad_token_id=bv["[PAD]"], type_vocab_size=2, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+        )
     if arch == "qwen2":
         from transformers import Qwen2Config
 
@@ -90,7 +121,7 @@ def tiny_config(arch: str = "qwen2", *, hidden_size: int = 128, num_layers: int 
 
 
 def write_tiny(out_dir: str | Path, arch: str = "qwen2", *, hidden_size: int = 128, num_layers: int = 4,
-               num_heads: int = 4, seed: int = 0) -> Path:
+               num_heads: int = 4, seed: int = 0, max_positions: int = 2048) -> Path:
     """Write a tiny random-initialised backbone + tokenizer to ``out_dir`` (safetensors); return the path."""
     import torch
     from transformers import AutoModel
@@ -98,9 +129,13 @@ def write_tiny(out_dir: str | Path, arch: str = "qwen2", *, hidden_size: int = 1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    config = tiny_config(arch, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads)
+    config = tiny_config(arch, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                         max_positions=max_positions)
     model = AutoModel.from_config(config)
     model.save_pretrained(out)
+    if arch == "bert":            # a real BertTokenizer, loaded back by its own class (as MiniLM's is)
+        build_bert_tokenizer().save_pretrained(out)
+        return out
     tokenizer = build_tokenizer()
     tokenizer.save_pretrained(out)
     # Pin the tokenizer class so AutoTokenizer never substitutes the model family's BPE tokenizer.
@@ -122,13 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num_layers", type=int, default=4, help="number of transformer layers")
     p.add_argument("--num_heads", type=int, default=4, help="attention heads per layer")
     p.add_argument("--seed", type=int, default=0, help="random seed of the initialisation")
+    p.add_argument("--max_positions", type=int, default=2048,
+                   help="tokens the backbone takes (max_position_embeddings; a hard limit for bert)")
     args = p.parse_args(argv)
     if args.hidden_size % args.num_heads:
         print(f"error: --hidden_size {args.hidden_size} is not divisible by --num_heads {args.num_heads}",
               file=sys.stderr)
         return 2
     out = write_tiny(args.out_dir, args.arch, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                     num_heads=args.num_heads, seed=args.seed)
+                     num_heads=args.num_heads, seed=args.seed, max_positions=args.max_positions)
     print(f"wrote tiny {args.arch} backbone + residue tokenizer to {out}")
     return 0
 

@@ -116,3 +116,60 @@ def test_esm_encoder_sees_whole_sequence_in_direct(esm_dir):
     assert model.spec.is_encoder
     fa, fb = _features(model, ["MKTAYIAKQR"]), _features(model, ["MKTAYIAKWW"])
     assert (fa[0, :8] - fb[0, :8]).abs().max().item() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_bert")
+    write_tiny(out, "bert", hidden_size=32, num_layers=2, num_heads=2, max_positions=40)
+    return out
+
+
+def test_uncased_vocabulary_maps_letters_to_lower_case(bert_dir):
+    """An uncased WordPiece vocabulary (BERT/MiniLM) has 'a', not 'A': residues map to the lower-case ids;
+    the encoder lays BERT out as [CLS] r_1 .. r_L [SEP] (no eos token: the sep token ends the sequence)."""
+    from proteinmtp.layouts import residue_letter_case, residue_token_ids
+    from proteinmtp.tiny import bert_vocab
+
+    tok = AutoTokenizer.from_pretrained(bert_dir)
+    assert type(tok).__name__ == "BertTokenizer" and tok.eos_token_id is None
+    assert tok.convert_tokens_to_ids("A") == tok.unk_token_id          # upper case is not in the vocabulary
+    v = bert_vocab()
+    assert residue_letter_case(tok) == "lower"
+    ids = residue_token_ids(tok)
+    assert ids == {c: v[c.lower()] for c in ALLOWED_AA} and len(set(ids.values())) == 25
+    enc = ResidueEncoder(tok, "direct", is_encoder=True)
+    e = enc.encode("MKAO")
+    assert enc.letter_case == "lower"
+    assert e.input_ids == [v["[CLS]"], v["m"], v["k"], v["a"], v["o"], v["[SEP]"]] and e.residue_pos == [1, 2, 3, 4]
+    # a cased vocabulary keeps upper case even if it also has lower-case letters
+    both = {"<pad>": 0, **{c: i + 1 for i, c in enumerate(ALLOWED_AA)}, **{c.lower(): i + 30 for i, c in enumerate(ALLOWED_AA)}}
+    tb = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab=both, unk_token="<pad>")),
+                                 pad_token="<pad>")
+    assert residue_letter_case(tb) == "upper" and ResidueEncoder(tb, "direct").encode("AC").input_ids == [1, 2]
+    # asked for the wrong case explicitly (a run recorded 'upper' but the tokenizer is uncased): clear error
+    with pytest.raises(LayoutError, match="upper-case vocabulary token"):
+        ResidueEncoder(tok, "direct", is_encoder=True, letter_case="upper")
+
+
+def test_mixed_case_vocabulary_is_refused():
+    """Letters must resolve in one case: 20 upper + 5 lower (XBZUO) is not a residue vocabulary."""
+    vocab = {"<pad>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate("ACDEFGHIKLMNPQRSTVWY")},
+             **{c: i + 40 for i, c in enumerate("xbzuo")}}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>")),
+                                  pad_token="<pad>", unk_token="<unk>")
+    with pytest.raises(LayoutError, match="'XBZUO'.*tried upper and lower"):
+        ResidueEncoder(tok, "direct")
+
+
+def test_bert_backbone_records_case_and_sees_whole_sequence(bert_dir):
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(base_model=str(bert_dir), layout="direct", finetune="frozen")).eval()
+    assert model.spec.is_encoder and model.spec.residue_case == "lower"
+    fa, fb = _features(model, ["MKTAYIAKQR"]), _features(model, ["MKTAYIAKWW"])
+    assert fa.shape == (1, 10, 32)
+    assert (fa[0, :8] - fb[0, :8]).abs().max().item() > 1e-3     # bidirectional
+    # our ids equal what BERT's own tokenizer makes of the lower-case, space-separated letters
+    tok = AutoTokenizer.from_pretrained(bert_dir)
+    own = tok(" ".join("MKTAYIAKQR"))["input_ids"]
+    assert model.encoder.collate(["MKTAYIAKQR"])["input_ids"][0].tolist() == own

@@ -48,3 +48,17 @@ def test_cli_writes_loadable_dir(tmp_path, capsys):
     assert AutoConfig.from_pretrained(tmp_path / "m").hidden_size == 32
     assert main([str(tmp_path / "bad"), "--hidden_size", "30", "--num_heads", "4"]) == 2
     assert "not divisible" in capsys.readouterr().err
+
+
+def test_bert_arch_is_uncased_wordpiece(tmp_path):
+    from proteinmtp.tiny import bert_vocab
+
+    write_tiny(tmp_path / "b", "bert", hidden_size=32, num_layers=1, num_heads=2, max_positions=64)
+    cfg = AutoConfig.from_pretrained(tmp_path / "b")
+    assert cfg.model_type == "bert" and cfg.max_position_embeddings == 64
+    assert type(AutoModel.from_pretrained(tmp_path / "b")).__name__ == "BertModel"
+    tok = AutoTokenizer.from_pretrained(tmp_path / "b")
+    v = bert_vocab()
+    assert tok(ALLOWED_AA, add_special_tokens=False)["input_ids"] != [v[c.lower()] for c in ALLOWED_AA]  # one word
+    assert tok(" ".join(ALLOWED_AA), add_special_tokens=False)["input_ids"] == [v[c.lower()] for c in ALLOWED_AA]
+    assert tok.convert_tokens_to_ids("A") == tok.unk_token_id and tok.cls_token_id == v["[CLS]"]
