@@ -13,7 +13,7 @@ Choices:
 * Sequences are upper-cased and stripped of whitespace; one trailing ``*`` (FASTA stop) is dropped. Any
   other letter outside the 20 amino acids plus X/B/Z/U/O is an :class:`InputError` naming the record and
   the 1-based position.
-* Refinement is weighted by the model's pair confidence (design.md, Geometry); the hand is chosen from
+* Refinement is weighted by the model's pair confidence; the hand is chosen from
   helix handedness without any native (``geometry.choose_hand``), and reported.
 * Per-residue confidence written to the B-factor column is ``100 * residue_confidence`` (0–100, higher is
   better, like pLDDT).
@@ -22,7 +22,7 @@ Choices:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,7 +71,7 @@ def parse_fasta(text: str, source: str = "FASTA") -> list[tuple[str, str]]:
     Sequences are NOT checked here (see :func:`clean_sequence`).
     """
     records: list[tuple[str, list[str]]] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith(";"):
             continue
@@ -89,28 +89,59 @@ def parse_fasta(text: str, source: str = "FASTA") -> list[tuple[str, str]]:
     return [(rid, "".join(parts)) for rid, parts in records]
 
 
-def read_fasta(path: str | Path) -> list[tuple[str, str]]:
-    """Records of a FASTA file (see :func:`parse_fasta`); InputError if it cannot be read."""
+def decode_text(raw: bytes, source: str, notes: list[str] | None = None) -> str:
+    """Text of a file's bytes: UTF-8 (a leading byte-order mark is dropped), UTF-16 when it starts with a
+    UTF-16 byte-order mark; bytes that are not UTF-8 are read as Latin-1 (every byte is one character, so a
+    stray byte in a header is kept, and one in a sequence gives the usual bad-letter error with its position).
+    The Latin-1 fallback is reported in ``notes`` with the line of the first non-UTF-8 byte."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{source}: starts with a UTF-16 byte-order mark but is not valid UTF-16 ({e})") from None
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        if notes is not None:
+            notes.append(f"{source}: line {line} has a byte that is not UTF-8 (0x{raw[e.start]:02x}); "
+                         "the file was read as Latin-1")
+        return raw.removeprefix(b"\xef\xbb\xbf").decode("latin-1")
+
+
+def read_fasta(path: str | Path, notes: list[str] | None = None) -> list[tuple[str, str]]:
+    """Records of a FASTA file, plain or gzipped (see :func:`parse_fasta`; encodings: :func:`decode_text`).
+
+    InputError if it cannot be read. Notes on how it was decoded are appended to ``notes``.
+    """
+    from proteinmtp.fileio import read_bytes
+
+    try:
+        raw = read_bytes(path)
     except FileNotFoundError:
         raise InputError(f"FASTA file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, ValueError) as e:
         raise InputError(f"cannot read FASTA file {path}: {e}") from None
-    return parse_fasta(text, source=str(path))
+    return parse_fasta(decode_text(raw, str(path), notes), source=str(path))
 
 
-def record_stems(record_ids: Sequence[str]) -> list[str]:
+def record_stems(record_ids: Sequence[str], notes: list[str] | None = None) -> list[str]:
     """File-name stems for record ids: unsafe characters → ``_``, at most 100 characters, unique
-    (a repeated stem gets ``_2``, ``_3``, … in input order)."""
-    out, seen = [], set()
-    for rid in record_ids:
+    (a repeated stem gets ``_2``, ``_3``, … in input order; compared case-insensitively, so the names are
+    safe on case-insensitive file systems). Each renaming is reported in ``notes`` (record number, id,
+    the record it collides with, the stem used)."""
+    out, seen = [], {}
+    for n, rid in enumerate(record_ids, 1):
         stem = _STEM_RE.sub("_", rid).strip("._")[:MAX_STEM_LEN] or "record"
         cand, k = stem, 1
-        while cand.lower() in seen:  # case-insensitive: safe on case-insensitive file systems
+        while cand.lower() in seen:
             k += 1
             cand = f"{stem}_{k}"
-        seen.add(cand.lower())
+        if k > 1 and notes is not None:
+            first, first_id = seen[stem.lower()]
+            same = "repeats the id of" if first_id == rid else "has the same file name as"
+            notes.append(f"record {n} {rid!r} {same} record {first} {first_id!r}; its files are named {cand!r}")
+        seen[cand.lower()] = (n, rid)
         out.append(cand)
     return out
 
@@ -230,6 +261,39 @@ def structure_from_distances(pred: DistancePrediction, method: str = "refine",
                                distances=pred, info=info)
 
 
+def iter_predictions(run: LoadedRun, sequences: Sequence[str], *, method: str = "refine", batch_size: int = 1,
+                     progress: bool = False) -> Iterator[tuple[int, StructurePrediction | Exception]]:
+    """Yield (index, prediction) for ``sequences`` (already cleaned) as each structure is ready.
+
+    A batch whose forward pass fails yields (index, exception) for each of its sequences, and a
+    reconstruction that fails yields (index, exception) for that sequence; the others go on.
+    KeyboardInterrupt and other BaseExceptions propagate.
+    """
+    from tqdm.auto import tqdm
+
+    bs = max(1, batch_size)
+    bar = tqdm(total=len(sequences), desc="predict", unit="seq", disable=not progress)
+    try:
+        for start in range(0, len(sequences), bs):
+            chunk = list(sequences[start:start + bs])
+            try:
+                preds = run.predict(chunk, batch_size=len(chunk))
+            except Exception as e:  # noqa: BLE001 - reported per sequence by the caller
+                for k in range(len(chunk)):
+                    bar.update(1)
+                    yield start + k, e
+                continue
+            for k, dp in enumerate(preds):
+                try:
+                    res: StructurePrediction | Exception = structure_from_distances(dp, method=method)
+                except Exception as e:  # noqa: BLE001
+                    res = e
+                bar.update(1)
+                yield start + k, res
+    finally:
+        bar.close()
+
+
 def predict_structures(run: LoadedRun, sequences: Sequence[str], *, method: str = "refine",
                        batch_size: int = 1, progress: bool = False,
                        on_result: Callable[[int, StructurePrediction], None] | None = None
@@ -237,20 +301,15 @@ def predict_structures(run: LoadedRun, sequences: Sequence[str], *, method: str 
     """Predict distances for ``sequences`` (already cleaned) in batches, then rebuild each structure.
 
     ``on_result(index, prediction)`` is called as each structure is ready (e.g. to write it at once).
+    The first failure is raised (see :func:`iter_predictions` to go on past failures).
     """
-    from tqdm.auto import tqdm
-
     out: list[StructurePrediction] = []
-    bar = tqdm(total=len(sequences), desc="predict", unit="seq", disable=not progress)
-    for start in range(0, len(sequences), max(1, batch_size)):
-        chunk = list(sequences[start:start + max(1, batch_size)])
-        for k, dp in enumerate(run.predict(chunk, batch_size=len(chunk))):
-            sp = structure_from_distances(dp, method=method)
-            out.append(sp)
-            if on_result is not None:
-                on_result(start + k, sp)
-            bar.update(1)
-    bar.close()
+    for i, sp in iter_predictions(run, sequences, method=method, batch_size=batch_size, progress=progress):
+        if isinstance(sp, Exception):
+            raise sp
+        out.append(sp)
+        if on_result is not None:
+            on_result(i, sp)
     return out
 
 
@@ -321,10 +380,35 @@ def save_distogram(path: str | Path, sp: StructurePrediction) -> Path:
     return path
 
 
-def remove_files(paths: Iterable[str | Path]) -> None:
-    """Best-effort removal of files written by an interrupted run (so no partial output is left)."""
-    for p in paths:
-        try:
-            Path(p).unlink()
-        except FileNotFoundError:
-            pass
+def existing_structure_mismatch(path: str | Path, sequence: str) -> str | None:
+    """Why the structure file ``path`` (written by an earlier run) does not hold ``sequence``; None when
+    it does. Lengths must agree, and letters wherever ``sequence`` has one of the 20 standard amino acids
+    (X, B, Z, U, O are written as UNK, ASX, GLX, SEC, PYL and may read back as X)."""
+    from proteinmtp.constants import STANDARD_AA
+    from proteinmtp.structure import StructureReadError, read_structure
+
+    try:
+        chains = read_structure(path)
+    except StructureReadError as e:
+        return f"unreadable ({str(e).removeprefix(f'{path}: ')})"
+    got = "".join(c.sequence for c in chains)
+    if len(got) != len(sequence):
+        return f"holds {len(got)} residues, not {len(sequence)}"
+    for i, (a, b) in enumerate(zip(sequence, got)):
+        if a in STANDARD_AA and a != b:
+            return f"holds another sequence ({b!r} at position {i + 1}, not {a!r})"
+    return None
+
+
+def append_jsonl(path: str | Path, row: dict) -> None:
+    """Append one JSON line to ``path`` with a single ``write`` on a file opened for appending, so a row
+    is added whole (an earlier run's rows are kept; an interrupted run leaves every finished row)."""
+    import json
+    import os
+
+    data = (json.dumps(row, ensure_ascii=False) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)

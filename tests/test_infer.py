@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -76,36 +77,180 @@ def corrupt_run(tiny_run, tmp_path_factory):
     return bad
 
 
-@pytest.mark.parametrize("case", ["letter", "empty", "too_long", "missing_run", "corrupt_weights", "short"])
+@pytest.mark.parametrize("case", ["short", "missing_run", "corrupt_weights", "format_clash"])
 def test_bad_input(case, tiny_run, corrupt_run, tmp_path, repo_root):
+    """Nothing can be predicted: one line on stderr, exit 2, no output."""
     run = tiny_run["run_dir"]
     fasta = tmp_path / "in.fasta"
     out = tmp_path / "out"
-    if case == "letter":
-        fasta.write_text(">ok\nMKTAYI\n>bad_one\nMKT\nAJYI\n")
-        expect = ["bad_one", "'J'", "position 5"]
-    elif case == "empty":
-        fasta.write_text(">ok\nMKTAYI\n>void\n\n>z\nAA\n")
-        expect = ["void", "empty"]
-    elif case == "too_long":
-        fasta.write_text(">ok\nMKTAYI\n>long\n" + "A" * (tiny_run["max_len"] + 1) + "\n")
-        expect = ["long", f"{tiny_run['max_len'] + 1} residues", f"at most {tiny_run['max_len']}"]
-    elif case == "short":
+    src = ["--fasta", fasta]
+    if case == "short":
         fasta.write_text(">one\nM\n")
-        expect = ["one", "at least 2"]
+        expect = ["one", "at least 2", "nothing written"]
     elif case == "missing_run":
         fasta.write_text(">ok\nMKTAYI\n")
         run = tmp_path / "no_such_run"
         expect = ["no_such_run", "does not exist"]
-    else:
+    elif case == "corrupt_weights":
         fasta.write_text(">ok\nMKTAYI\n")
         run = corrupt_run
         expect = ["cannot load run", "cannot read weights"]
-    r = _run_cli(repo_root, "--model_path", run, "--fasta", fasta, "--output", out)
-    assert r.returncode != 0
-    lines = r.stderr.strip().splitlines()
+    else:
+        out = tmp_path / "x.cif"
+        src = ["--sequence", "MKTAYI", "--output_format", "pdb"]
+        expect = ["x.cif", ".cif", "--output_format is pdb"]
+    r = _run_cli(repo_root, "--model_path", run, *src, "--output", out)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.strip().splitlines() if not ln.startswith("failed: ")]
     assert len(lines) == 1, r.stderr
     assert "Traceback" not in r.stderr and lines[0].startswith("error: ")
     for e in expect:
-        assert e in lines[0], lines[0]
+        assert e in r.stderr, r.stderr
     assert not out.exists(), "no output may be left behind"
+
+
+def _manifest(out):
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("case", ["letter", "empty", "too_long"])
+def test_bad_record_reported_and_batch_goes_on(case, tiny_run, tmp_path):
+    fasta = tmp_path / "in.fasta"
+    out = tmp_path / "out"
+    if case == "letter":
+        fasta.write_text(">ok\nMKTAYI\n>bad_one\nMKT\nAJYI\n>last\nGGSAAK\n")
+        expect = ["record 2 'bad_one'", "'J'", "position 5"]
+    elif case == "empty":
+        fasta.write_text(">ok\nMKTAYI\n>bad_one\n\n>last\nAAC\n")
+        expect = ["record 2 'bad_one'", "empty"]
+    else:
+        fasta.write_text(">ok\nMKTAYI\n>bad_one\n" + "A" * (tiny_run["max_len"] + 1) + "\n>last\nAAC\n")
+        expect = ["record 2 'bad_one'", f"{tiny_run['max_len'] + 1} residues", f"at most {tiny_run['max_len']}"]
+    r = _run_main(tiny_run, "--fasta", fasta, "--output", out)
+    assert r.rc == 1
+    [line] = [ln for ln in r.err.splitlines() if ln.startswith("failed: ")]
+    for e in expect:
+        assert e in line, line
+    assert "1 of 3 record(s) failed" in r.err
+    assert sorted(p.name for p in out.glob("*.pdb")) == ["last.pdb", "ok.pdb"]
+    rows = {row["id"]: row for row in _manifest(out)}
+    assert rows["ok"]["status"] == rows["last"]["status"] == "done" and rows["ok"]["outputs"] == ["ok.pdb"]
+    assert rows["bad_one"]["status"] == "failed" and expect[-1] in rows["bad_one"]["reason"]
+
+
+class _Result:
+    def __init__(self, rc, out, err):
+        self.rc, self.out, self.err = rc, out, err
+
+
+def _run_main(tiny_run, *args):
+    import contextlib
+    import io
+
+    o, e = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        rc = infer_distmat.main(["--model_path", str(tiny_run["run_dir"]), *map(str, args)])
+    return _Result(rc, o.getvalue(), e.getvalue())
+
+
+def test_interrupted_batch_keeps_outputs_and_resumes(tiny_run, tmp_path, repo_root):
+    """SIGINT after the first structure appears: finished files (and an earlier run's file) stay; a rerun
+    skips them and completes the rest."""
+    import signal
+    import time
+
+    rng = np.random.default_rng(0)
+    n = 20
+    fasta = tmp_path / "many.fasta"
+    fasta.write_text("".join(f">r{k:02d}\n{''.join(rng.choice(list('ACDEFGHIKLMNPQRSTVWY'), 60))}\n"
+                             for k in range(n)))
+    out = tmp_path / "preds"
+    out.mkdir()
+    (out / "earlier_run.pdb").write_text("kept\n")
+    cmd = [sys.executable, str(repo_root / "infer_distmat.py"), "--model_path", str(tiny_run["run_dir"]),
+           "--fasta", str(fasta), "--output", str(out), "--save_distmat"]
+    proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("r*.pdb")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the batch ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "resume" in err
+    kept = sorted(p.stem for p in out.glob("r*.pdb"))
+    assert 1 <= len(kept) < n
+    assert (out / "earlier_run.pdb").read_text() == "kept\n"
+    for stem in kept:  # each finished record is whole: structure and its distance matrix
+        assert (out / f"{stem}_distmat.npy").is_file()
+        assert len(gemmi.read_structure(str(out / f"{stem}.pdb"))[0][0]) == 60
+    assert not list(out.glob(".*tmp"))
+    mtimes = {s: (out / f"{s}.pdb").stat().st_mtime_ns for s in kept}
+    assert sorted(row["id"] for row in _manifest(out) if row["status"] == "done") == kept
+
+    r = _run_main(tiny_run, *cmd[4:])    # the same command, in this process (saves a torch import)
+    assert r.rc == 0, r.err
+    assert f"skipped {len(kept)} record(s)" in r.out
+    assert sorted(p.stem for p in out.glob("r*.pdb")) == [f"r{k:02d}" for k in range(n)]
+    assert {s: (out / f"{s}.pdb").stat().st_mtime_ns for s in kept} == mtimes   # not rewritten
+    rows = _manifest(out)
+    assert sum(row["status"] == "skipped" for row in rows) == len(kept)
+    assert sorted(row["id"] for row in rows if row["status"] == "done") == [f"r{k:02d}" for k in range(n)]
+    assert (out / "earlier_run.pdb").read_text() == "kept\n"
+
+
+def test_existing_output_with_other_sequence_is_not_skipped(tiny_run, tmp_path):
+    out = tmp_path / "preds"
+    (tmp_path / "a.fasta").write_text(">p1\nMKTAYIAKQR\n>p2\nGSHMSLFDFF\n")
+    assert _run_main(tiny_run, "--fasta", tmp_path / "a.fasta", "--output", out).rc == 0
+    before = (out / "p1.pdb").read_bytes()
+    # same ids, p1 with another sequence: p1 is refused (its old file kept), p2 is skipped
+    (tmp_path / "b.fasta").write_text(">p1\nMKTAYIAKQW\n>p2\nGSHMSLFDFF\n")
+    r = _run_main(tiny_run, "--fasta", tmp_path / "b.fasta", "--output", out)
+    assert r.rc == 1 and "record 1 'p1'" in r.err and "another sequence" in r.err and "--overwrite" in r.err
+    assert "skipped 1 record(s)" in r.out
+    assert (out / "p1.pdb").read_bytes() == before
+    r = _run_main(tiny_run, "--fasta", tmp_path / "b.fasta", "--output", out, "--overwrite")
+    assert r.rc == 0 and "wrote 2 structures" in r.out
+    assert [n for n, _ in _read_ca(out / "p1.pdb")][-1] == "TRP"
+
+
+def test_duplicate_ids_are_reported(tiny_run, tmp_path):
+    fasta = tmp_path / "dup.fasta"
+    fasta.write_text(">same\nMKTAYI\n>same\nGGSAAK\n>Same\nAACDEF\n")
+    out = tmp_path / "o"
+    r = _run_main(tiny_run, "--fasta", fasta, "--output", out)
+    assert r.rc == 0
+    assert "note: record 2 'same' repeats the id of record 1 'same'; its files are named 'same_2'" in r.err
+    assert "note: record 3 'Same' has the same file name as record 1 'same'; its files are named 'Same_3'" in r.err
+    assert sorted(p.name for p in out.glob("*.pdb")) == ["Same_3.pdb", "same.pdb", "same_2.pdb"]
+    rows = _manifest(out)
+    assert [row["stem"] for row in rows] == ["same", "same_2", "Same_3"]
+    assert "note" not in rows[0] and "repeats the id" in rows[1]["note"]
+
+
+def test_output_extension_chooses_format(tiny_run, tmp_path):
+    seq = "MKTAYIAKQRQISFVKSHFSRQ"
+    assert _run_main(tiny_run, "--sequence", seq, "--output", tmp_path / "x.pdb").rc == 0
+    assert _run_main(tiny_run, "--sequence", seq, "--output", tmp_path / "x.cif").rc == 0
+    assert (tmp_path / "x.cif").read_text().startswith("data_")
+    cif, pdb = _read_ca(tmp_path / "x.cif"), _read_ca(tmp_path / "x.pdb")
+    assert [n for n, _ in cif] == [AA1_TO_AA3[c] for c in seq]
+    np.testing.assert_allclose([a.pos.tolist() for _, a in cif], [a.pos.tolist() for _, a in pdb], atol=2e-3)
+    np.testing.assert_allclose([a.b_iso for _, a in cif], [a.b_iso for _, a in pdb], atol=0.01)
+    # --output_format overrides an unknown extension; a second run into the same file is skipped
+    assert _run_main(tiny_run, "--sequence", seq, "--output", tmp_path / "x.txt", "--output_format", "cif").rc == 0
+    assert (tmp_path / "x.txt").read_text().startswith("data_")
+    r = _run_main(tiny_run, "--sequence", seq, "--output", tmp_path / "x.cif")
+    assert r.rc == 0 and "skipped" in r.out and "--overwrite" in r.out
+
+
+def test_fasta_encodings(tiny_run, tmp_path):
+    out = tmp_path / "o"
+    (tmp_path / "bom.fasta").write_bytes(b"\xef\xbb\xbf>bom\nMKTAYI\n")
+    r = _run_main(tiny_run, "--fasta", tmp_path / "bom.fasta", "--output", out)
+    assert r.rc == 0 and (out / "bom.pdb").is_file() and "note" not in r.err
+    (tmp_path / "latin1.fasta").write_bytes(b">l1 M\xfcller lab\nMKTAYI\n>l2\nGGSAAK\n")
+    r = _run_main(tiny_run, "--fasta", tmp_path / "latin1.fasta", "--output", out)
+    assert r.rc == 0 and (out / "l1.pdb").is_file() and (out / "l2.pdb").is_file()
+    assert "line 1" in r.err and "0xfc" in r.err and "Latin-1" in r.err

@@ -108,3 +108,14 @@ def test_write_structure_and_arrays(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))
     with pytest.raises(ValueError, match="'pdb' or 'cif'"):
         write_structure(tmp_path / "a.xyz", sp, fmt="xyz")
+
+
+def test_decode_text_bom_latin1_utf16():
+    from proteinmtp.predict import decode_text
+
+    assert decode_text(b"\xef\xbb\xbf>a\nMK\n", "f") == ">a\nMK\n"
+    notes: list[str] = []
+    assert decode_text(b">a\nMK\n>b caf\xe9\nGG\n", "f.fa", notes) == ">a\nMK\n>b caf\u00e9\nGG\n"
+    assert notes == ["f.fa: line 3 has a byte that is not UTF-8 (0xe9); the file was read as Latin-1"]
+    assert decode_text(">u\nMK\n".encode("utf-16"), "f") == ">u\nMK\n"
+    assert parse_fasta("\ufeff>x\nAC\n") == [("x", "AC")]
