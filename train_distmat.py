@@ -24,9 +24,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B"
-# keys that must match when resuming into an existing --output_dir
-RESUME_KEYS = ("model_name", "residue_layout", "finetune", "feature_layers", "pair_dim", "head_type",
-               "axial_attention", "lora_r", "lora_target_modules", "prior_input", "max_seq_len", "long_crop_len")
+# The only flags that may change when resuming into an existing --output_dir: how long and how often, what is
+# evaluated and where it is recorded. Every other flag, and the whole model spec built from the flags, the
+# training data and the backbone (training_config.json "model", prior.json), must match the stored run.
+# --train_data may be given by another path: its content is compared (global_stats, prior, chain count).
+RESUME_MAY_CHANGE = ("output_dir", "max_steps", "num_epochs", "max_train_minutes", "logging_steps", "eval_steps",
+                     "save_steps", "save_total_limit", "val_data", "max_eval_samples", "experiment_name", "no_tqdm",
+                     "train_data")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -144,6 +148,16 @@ def take_lock(run_dir: Path, locks: list[int]) -> None:
         fail(str(e))
 
 
+def refuse_changes(run_dir: Path, diff: list[str], flags: bool = False) -> None:
+    """Stop (nothing written) when resuming would change the stored run."""
+    if not diff:
+        return
+    shown = [f"--{d}" for d in diff] if flags else diff
+    may = ", ".join(f"--{k}" for k in RESUME_MAY_CHANGE if k != "output_dir")
+    fail(f"{run_dir} holds a run with different settings ({'; '.join(shown)}); resume with the stored values or "
+         f"use a new --output_dir to start over (only {may} may change on resume)")
+
+
 def _main(argv, locks: list[int]) -> int:
     args = parse_args(argv)
     import torch
@@ -168,6 +182,7 @@ def _main(argv, locks: list[int]) -> int:
 
     from proteinmtp import training as T
     from proteinmtp.dataset import load_dataset
+    from proteinmtp.fileio import atomic_write
     from proteinmtp.model import (
         CONFIG_NAME,
         PRIOR_NAME,
@@ -210,10 +225,9 @@ def _main(argv, locks: list[int]) -> int:
     except RunLoadError as e:
         fail(str(e))
     if old is not None:
-        diff = [k for k in RESUME_KEYS if k in old.get("args", {}) and old["args"][k] != vars(args)[k]]
-        if diff:
-            fail(f"{run_dir} holds a run with different {', '.join(diff)}; use a new --output_dir to start over")
-    resume = T.latest_complete_checkpoint(run_dir, remove_incomplete=is_main)
+        refuse_changes(run_dir, T.config_differences(old.get("args", {}), vars(args), ignore=RESUME_MAY_CHANGE),
+                       flags=True)
+    resume = T.latest_complete_checkpoint(run_dir)
     done = T.finished_run(run_dir, args.max_steps, args.num_epochs)
     if done is not None and done["marker"]:
         if is_main:
@@ -255,18 +269,19 @@ def _main(argv, locks: list[int]) -> int:
             bb.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             bb.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    encoder_max = getattr(model.backbone.config, "max_position_embeddings", None)
-    if encoder_max:
-        fit = model.encoder.max_residues(int(encoder_max))
-        if args.max_seq_len > fit:
-            fail(f"--max_seq_len {args.max_seq_len} needs more than the backbone's {encoder_max} positions "
-                 f"with layout {args.residue_layout}; use at most {fit}")
+    fit = model.encoder.max_len          # longest chain the backbone's positions take in this layout
+    if fit is not None:
+        for flag, n in (("--max_seq_len", args.max_seq_len), ("--long_crop_len", args.long_crop_len)):
+            if n > fit:
+                fail(f"{flag} {n} needs {model.encoder.n_tokens(n)} tokens in the {args.residue_layout} layout, "
+                     f"more than the backbone's {model.encoder.max_tokens} positions (max_position_embeddings); "
+                     f"use at most {fit}")
         spec.max_len = min(spec.max_len, fit)
     n_train, n_total = count_parameters(model)
     is_local = Path(args.model_name).is_dir()
     save_base_backbone = is_local and args.finetune != "full" and n_total < 50_000_000
 
-    # --- run directory: config, tokenizer, prior --------------------------------------------------
+    # --- the whole stored model must match before anything is written ----------------------------
     config = {
         "args": vars(args), "base_model": args.model_name, "layout": args.residue_layout,
         "model": {**asdict(spec), "trust_remote_code": args.trust_remote_code},
@@ -281,13 +296,22 @@ def _main(argv, locks: list[int]) -> int:
     # the exact prior inference will load (prior.json), also fed to the head when it takes the prior as input
     model.prior = SeparationPrior.from_dict(json.loads(prior_text))
     head_prior = model.prior if head["prior_input"] else None
+    if old is not None:
+        diff = T.config_differences({"model": T.comparable_model(old.get("model", {})),
+                                     **{k: old[k] for k in ("n_train_chains",) if k in old}},
+                                    {"model": T.comparable_model(config["model"]), "n_train_chains": len(train_ds)})
+        old_prior = T.read_json_or_none(run_dir / PRIOR_NAME)
+        if old_prior is not None and old_prior != json.loads(prior_text):
+            diff.append("prior.json: the training split's separation prior differs")
+        refuse_changes(run_dir, diff)
+
+    # --- run directory: config, tokenizer, prior --------------------------------------------------
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         take_lock(run_dir, locks)
+        T.latest_complete_checkpoint(run_dir, remove_incomplete=True)   # a save cut short is written again
         for name, text in ((CONFIG_NAME, config_text), (PRIOR_NAME, prior_text)):
-            tmp = run_dir / (name + ".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, run_dir / name)
+            atomic_write(run_dir / name, text)
         tokenizer.save_pretrained(str(run_dir / TOKENIZER_DIR))
 
     exp_dir = None

@@ -117,13 +117,17 @@ class ResidueEncoder:
             layout appends the eos token (ESM <eos>), or the sep token where there is no eos (BERT [SEP]).
         letter_case: 'upper' | 'lower' spelling of residue letters in the vocabulary; default: detected
             (``residue_letter_case``). A run records it and passes it back, so a changed tokenizer fails.
+        max_tokens: positions the backbone takes (``model.backbone_max_tokens``), special tokens included;
+            None = no limit. ``encode`` refuses a longer layout with a LayoutError naming both lengths.
     """
 
-    def __init__(self, tokenizer, layout: str, *, is_encoder: bool = False, letter_case: str | None = None):
+    def __init__(self, tokenizer, layout: str, *, is_encoder: bool = False, letter_case: str | None = None,
+                 max_tokens: int | None = None):
         if layout not in LAYOUTS:
             raise LayoutError(f"unknown residue layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         self.layout = layout
         self.is_encoder = is_encoder
+        self.max_tokens = None if max_tokens is None else int(max_tokens)
         self.letter_case = letter_case or residue_letter_case(tokenizer)
         self.letter_ids = residue_token_ids(tokenizer, case=self.letter_case)
         pad = tokenizer.pad_token_id
@@ -163,10 +167,24 @@ class ResidueEncoder:
         per = 1 if self.layout == "direct" else 2
         return max(0, (max_tokens - extra) // per)
 
+    @property
+    def max_len(self) -> int | None:
+        """Longest chain (residues) the backbone can take in this layout; None = no limit."""
+        return None if self.max_tokens is None else self.max_residues(self.max_tokens)
+
+    def check_length(self, length: int) -> None:
+        """LayoutError if a chain of ``length`` residues needs more tokens than the backbone has positions."""
+        if self.max_tokens is not None and self.n_tokens(length) > self.max_tokens:
+            raise LayoutError(
+                f"a chain of {length} residues needs {self.n_tokens(length)} tokens in the {self.layout} layout "
+                f"({self.n_tokens(0)} special), but the backbone takes at most {self.max_tokens} positions "
+                f"(max_position_embeddings): at most {self.max_len} residues")
+
     def encode(self, sequence: str) -> EncodedSequence:
         """Lay out one sequence; the result has exactly len(sequence) feature positions (checked)."""
         res = self.residue_ids(sequence)
         L = len(res)
+        self.check_length(L)
         ids: list[int] = [] if self.bos_id is None else [self.bos_id]
         kind = [KIND_VOCAB] * len(ids)
         start = len(ids)

@@ -438,6 +438,27 @@ def is_encoder_config(config) -> bool:
                 ("esm", "bert", "roberta", "deberta", "deberta-v2", "electra", "modernbert"))
 
 
+# Families whose learned absolute position ids start after the padding index (RoBERTa-style offset).
+PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "esm", "longformer")
+
+
+def backbone_max_tokens(config) -> int | None:
+    """Token positions a backbone takes, special tokens included (None = the config declares no limit).
+
+    ``max_position_embeddings`` (``n_positions`` for GPT-2-style configs); RoBERTa/ESM-style position ids
+    start at pad_token_id + 1, which costs that many positions. A learned absolute table (BERT: 512) is a
+    hard limit: a longer input would index past it. Rotary models (Qwen: 32768) declare a large number.
+    """
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not n:
+        return None
+    n = int(n)
+    if config.model_type in PADDING_OFFSET_POSITIONS and getattr(config, "position_embedding_type",
+                                                                 "absolute") == "absolute":
+        n -= int(getattr(config, "pad_token_id", None) or 0) + 1
+    return n
+
+
 def load_backbone(name: str, *, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
                   quantization_config=None, device_map=None) -> nn.Module:
     """AutoModel (base model, no LM head) from a Hub id or a local directory."""
@@ -499,7 +520,8 @@ def build_model(spec: ModelSpec, *, tokenizer=None, trust_remote_code: bool = Fa
     if spec.layout not in LAYOUTS:
         raise ValueError(f"unknown residue layout {spec.layout!r}; choose one of {', '.join(LAYOUTS)}")
     encoder = ResidueEncoder(tokenizer, spec.layout, is_encoder=spec.is_encoder,
-                             letter_case=spec.residue_case or None)
+                             letter_case=spec.residue_case or None,
+                             max_tokens=backbone_max_tokens(_backbone_config(backbone)))
     spec.residue_case = encoder.letter_case
     backbone = apply_finetune(backbone, spec)
     return DistanceModel(backbone, encoder, spec)
@@ -597,7 +619,8 @@ class LoadedRun:
         self.model = model.eval()
         self.config = config
         self.spec = model.spec
-        self.max_len = int(self.spec.max_len)
+        fit = model.encoder.max_len          # what the backbone's positions allow in this layout
+        self.max_len = int(self.spec.max_len) if fit is None else min(int(self.spec.max_len), fit)
         self.global_stats = dict(self.spec.global_stats)
         self.prior = prior
         self.device = device
@@ -607,8 +630,12 @@ class LoadedRun:
         """Predict every sequence (upper-case one-letter codes, 2 <= L <= max_len)."""
         for s in sequences:
             if not 2 <= len(s) <= self.max_len:
+                why = ""
+                if len(s) > self.max_len and self.max_len < int(self.spec.max_len):
+                    why = (f"; the backbone takes {self.model.encoder.max_tokens} positions "
+                           f"(max_position_embeddings) in the {self.spec.layout} layout")
                 raise ValueError(f"sequence of length {len(s)} is outside what this run supports "
-                                 f"(2..{self.max_len} residues)")
+                                 f"(2..{self.max_len} residues{why})")
         m = self.model
         stats = (float(m.log_dist_mean), float(m.log_dist_std))
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
@@ -665,7 +692,9 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: boo
             backbone_path = str(d / BACKBONE_DIR)
             break
     tok_dirs = [d / TOKENIZER_DIR for d in (run, cfg_dir, run.parent) if (d / TOKENIZER_DIR).is_dir()]
-    tokenizer = load_tokenizer(str(tok_dirs[0]) if tok_dirs else (backbone_path or spec.base_model),
+    if not tok_dirs and backbone_path and (Path(backbone_path) / "tokenizer_config.json").is_file():
+        tok_dirs = [Path(backbone_path)]
+    tokenizer = load_tokenizer(str(tok_dirs[0]) if tok_dirs else spec.base_model,
                                trust_remote_code=trust_remote_code)
     finetune = spec.finetune
     spec_load = ModelSpec.from_dict({**asdict(spec), "finetune": "frozen"})
@@ -709,7 +738,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 __all__ = ["HeadConfig", "ModelSpec", "DistanceHead", "DistanceModel", "HEADS", "DistancePrediction",
            "LoadedRun", "RunLoadError", "build_model", "load_run", "save_weights", "load_weights_into",
-           "relpos_buckets", "count_parameters", "prior_distances"]
+           "relpos_buckets", "count_parameters", "prior_distances", "backbone_max_tokens"]
 
 
 # Optional heads register themselves in HEADS when imported (kept last: they import this module).

@@ -212,3 +212,76 @@ def test_prior_input_head_starts_at_the_prior():
     np.testing.assert_allclose(pred, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="prior"):
         head(torch.randn(1, 5, 24), torch.ones(1, 5, dtype=torch.bool))
+
+
+# ----------------------------------------------------------------------------------------------------
+# backbone position limits (max_position_embeddings)
+# ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bert20(tmp_path_factory):
+    """Tiny uncased BERT with 20 learned absolute positions: [CLS] + 18 residues + [SEP] at most."""
+    out = tmp_path_factory.mktemp("tiny_bert20")
+    write_tiny(out, "bert", hidden_size=32, num_layers=2, num_heads=2, max_positions=20)
+    return out
+
+
+def write_helix_dataset(path, lengths, seed=0):
+    from proteinmtp.dataset import Sample, compute_global_stats, save_dataset
+
+    rng = np.random.default_rng(seed)
+    letters = "ACDEFGHIKLMNPQRSTVWY"
+    samples = [Sample(id=f"h{i}:A", sequence="".join(rng.choice(list(letters), n)),
+                      ca=helix_ca(n) + rng.normal(0, 0.5, (n, 3)), residue_ids=[str(k) for k in range(n)],
+                      source="synthetic", split="train") for i, n in enumerate(lengths)]
+    save_dataset(path, samples, compute_global_stats(samples), {})
+    return samples
+
+
+def test_backbone_max_tokens_by_family():
+    from transformers import BertConfig, Qwen2Config, RobertaConfig
+
+    from proteinmtp.model import backbone_max_tokens
+
+    assert backbone_max_tokens(BertConfig(max_position_embeddings=512)) == 512
+    assert backbone_max_tokens(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512   # ids from 2
+    assert backbone_max_tokens(Qwen2Config(max_position_embeddings=32768)) == 32768
+
+
+def test_chain_longer_than_positions_fails_clearly(bert20, tmp_path):
+    """19 residues need 21 tokens; BERT with 20 positions would index past its table: a clear error naming
+    both lengths instead, at encoding, and at load_run/predict (max_len clamped to what fits)."""
+    from proteinmtp.layouts import LayoutError
+
+    torch.manual_seed(0)
+    spec = ModelSpec(base_model=str(bert20), layout="direct", finetune="frozen", global_stats=STATS,
+                     head=asdict(small_head()), max_len=1024)
+    model = build_model(spec).eval()
+    assert model.encoder.max_tokens == 20 and model.encoder.max_len == 18
+    with torch.no_grad():
+        model(**model.encoder.collate(["MKTAYIAKQRQISFVKSH"]))             # 18 residues: fits exactly
+    with pytest.raises(LayoutError, match=r"19 residues needs 21 tokens.*at most 20 positions.*at most 18"):
+        model.encoder.collate(["MKTAYIAKQRQISFVKSHF"])
+    run = tmp_path / "run"
+    save_weights(model, run, save_base_backbone=True)
+    (run / CONFIG_NAME).write_text(json.dumps({"model": asdict(spec)}))
+    loaded = load_run(run)
+    assert loaded.max_len == 18
+    assert loaded.predict(["MKTAYIAKQRQISFVKSH"])[0].dist.shape == (18, 18)
+    with pytest.raises(ValueError, match=r"length 19 .*2\.\.18 residues; the backbone takes 20 positions"):
+        loaded.predict(["MKTAYIAKQRQISFVKSHF"])
+
+
+@pytest.mark.parametrize("flags, bad", [(["--max_seq_len", "19"], "--max_seq_len 19"),
+                                        (["--max_seq_len", "16", "--long_crop_len", "24"], "--long_crop_len 24")])
+def test_training_crops_beyond_positions_refused_at_start(bert20, tmp_path, capsys, flags, bad):
+    import train_distmat
+
+    write_helix_dataset(tmp_path / "train.json", [30, 25])
+    argv = ["--train_data", str(tmp_path / "train.json"), "--model_name", str(bert20), "--finetune", "frozen",
+            "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--no_tqdm", *flags]
+    with pytest.raises(SystemExit) as e:
+        train_distmat.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert bad in err and "20 positions" in err and "at most 18" in err
+    assert not (tmp_path / "run" / "head.safetensors").exists()
