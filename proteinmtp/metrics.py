@@ -1,6 +1,6 @@
 """Every number in an evaluation: distance errors, contact precision, structure scores.
 
-Definitions (design.md): pairs i < j with both residues present; separation ranges from
+Definitions: distance and contact metrics use pairs i < j with both residues present; separation ranges from
 ``constants.SEPARATION_RANGES`` (local 1–5, short 6–11, medium 12–23, long ≥ 24).
 
 * ``tm_score``: residue correspondence fixed (index i ↔ i), maximised over superpositions exactly the
@@ -13,6 +13,17 @@ Definitions (design.md): pairs i < j with both residues present; separation rang
   (every visited superposition scores every cutoff, so a fit found at 4 Å can raise the 2 Å count).
 * ``lddt_ca``: Cα pairs within 15 Å in the native (i ≠ j), fraction whose distance is preserved
   within 0.5/1/2/4 Å, averaged over thresholds, pooled over all pairs (biotite's "all" aggregation).
+
+What each structure score is computed over (the native's residues, as in CASP and OpenStructure: a
+native residue the prediction lacks — a NaN row of ``pred_xyz`` — scores 0, it is never left out):
+
+* ``rmsd``: residues present in both (it has no way to count a missing residue; report n_aligned).
+* ``tm_score``: sum over residues present in both, divided by the native's present residue count
+  (or ``norm_length``); d0 from that same length.
+* ``gdt``: residues present in both within each cutoff, divided by the native's present residue count
+  (or ``norm_length``).
+* ``lddt_ca``: every native pair (both native Cα present, within 15 Å); a pair with a residue the
+  prediction lacks counts as not preserved at any threshold.
 """
 
 from __future__ import annotations
@@ -309,18 +320,31 @@ def gdt(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = No
 
 def lddt_ca(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None,
             *, radius: float = LDDT_RADIUS, thresholds: tuple[float, ...] = LDDT_THRESHOLDS) -> float:
-    """lDDT on Cα: native pairs i ≠ j within ``radius`` Å, mean over ``thresholds`` of the fraction
-    with |d_pred − d_true| < threshold, pooled over all pairs. Superposition-free; mirror-invariant."""
-    a, b = _present(pred_xyz, true_xyz, mask)
-    if len(a) < 2:
+    """lDDT on Cα over the NATIVE's residues: native pairs i ≠ j (both Cα present in ``true_xyz`` and
+    inside ``mask``) within ``radius`` Å; mean over ``thresholds`` of the fraction with
+    |d_pred − d_true| < threshold, pooled over all pairs. A pair involving a residue the prediction lacks
+    (NaN row of ``pred_xyz``) is not preserved (CASP / OpenStructure). Superposition-free; mirror-invariant.
+    NaN when the native has no such pair."""
+    a = np.asarray(pred_xyz, dtype=np.float64)
+    b = np.asarray(true_xyz, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != 3:
+        raise ValueError(f"structure metrics need two [L, 3] arrays of equal shape, got {a.shape} and {b.shape}")
+    native = np.isfinite(b).all(axis=1)
+    if mask is not None:
+        native &= np.asarray(mask, dtype=bool)
+    a, b = a[native], b[native]
+    if len(b) < 2:
         return float("nan")
     from proteinmtp.geometry import distance_matrix
 
-    dp = distance_matrix(a)
     dt = distance_matrix(b)
-    sel = (dt < radius) & ~np.eye(len(a), dtype=bool)
+    sel = (dt < radius) & ~np.eye(len(b), dtype=bool)
     if not sel.any():
         return float("nan")
+    have = np.isfinite(a).all(axis=1)
+    dp = np.full_like(dt, np.inf)           # a pair with a missing predicted residue never passes
+    if have.any():
+        dp[np.ix_(have, have)] = distance_matrix(a[have])
     err = np.abs(dp - dt)[sel]
     return float(np.mean([(err < t).mean() for t in thresholds]))
 
@@ -329,8 +353,9 @@ def structure_metrics(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarr
                       *, norm_length: int | None = None) -> dict:
     """All structure scores. ``pred_xyz``, ``true_xyz`` [L, 3] Å (NaN rows = missing), ``mask`` [L].
 
-    Keys: rmsd (Å), tm_score, gdt_ts, gdt_ha, lddt (fractions), n_aligned (residues in both).
-    TM-score and GDT are normalised by ``norm_length`` (default: native residues present).
+    Keys: rmsd (Å, over residues in both), tm_score, gdt_ts, gdt_ha (normalised by ``norm_length``,
+    default the native's present residues), lddt (over the native's pairs; missing predicted residues
+    score 0), n_aligned (residues in both). See the module docstring.
     """
     a, b = _present(pred_xyz, true_xyz, mask)
     g = gdt(pred_xyz, true_xyz, mask, norm_length=norm_length)

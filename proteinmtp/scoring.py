@@ -1,12 +1,15 @@
 """Score a predicted structure (any predictor's PDB/mmCIF) against a native structure.
 
 Residues are matched by a global sequence alignment of the two chains (identity when the sequences
-are equal): ``Bio.Align.PairwiseAligner`` in global mode, BLOSUM62, gap open −10 / extend −0.5 (the
-EMBOSS needle defaults). Only aligned pairs where both Cα exist count. Chains of a multi-chain file
-are paired greedily by alignment score (each chain used once); the matched residues of all chain
-pairs are scored together; TM-score and GDT are normalised by the residue count (Cα present) of the
-*matched* native chains, so native residues the prediction lacks count as misses, while native chains
-with no counterpart (e.g. a partner in a complex) are left out.
+are equal): ``Bio.Align.PairwiseAligner`` in global mode, BLOSUM62, gap open −10 / extend −0.5, end
+gaps free (the EMBOSS needle defaults). Chains of a multi-chain file are paired greedily by alignment score (each
+chain used once). The scores are computed over the NATIVE's residues (Cα present) of the *matched*
+native chains, all chain pairs together: a native residue the prediction lacks (unaligned, or without
+Cα) scores 0 in TM-score, GDT and lDDT (the CASP / OpenStructure convention), so a prediction of part
+of the chain cannot score as if it were the whole. TM-score and GDT are normalised by that native
+residue count (``n_native``); lDDT pools every native Cα pair within 15 Å; RMSD is over the residues
+present in both (``n_aligned``). Native chains with no counterpart (e.g. a partner in a complex) are
+left out.
 
 Pair list files (``--pairs``): one "pred<TAB>native" per line; blank lines, lines starting with "#",
 and a header line "pred<TAB>native" are skipped. A relative path is taken as given (relative to the
@@ -36,6 +39,8 @@ def _aligner(mode: str = "global"):
     al.substitution_matrix = substitution_matrices.load("BLOSUM62")
     al.open_gap_score = -10.0
     al.extend_gap_score = -0.5
+    al.open_end_gap_score = 0.0      # end gaps are free, as in needle (a truncated prediction is not
+    al.extend_end_gap_score = 0.0    # split to put its last residue on the native's last one)
     return al
 
 
@@ -91,23 +96,26 @@ def match_chains(pred: Sequence[Chain], native: Sequence[Chain]) -> list[tuple[C
 def score_chains(pred: Sequence[Chain], native: Sequence[Chain]) -> dict:
     """Scores of predicted chains against native chains (see module docstring).
 
-    Returns {n_aligned, rmsd, tm_score, gdt_ts, gdt_ha, lddt, chains: [[pred id, native id], …]}.
+    Returns {n_aligned, rmsd, tm_score, gdt_ts, gdt_ha, lddt, n_native, chains: [[pred id, native id], …]}.
     Raises ``ValueError`` if no residue pair with both Cα can be matched.
     """
     matches = match_chains(pred, native)
     xs, ys = [], []
     for p, n, ia, ib in matches:
-        xs.append(p.ca[ia])
-        ys.append(n.ca[ib])
+        x = np.full_like(n.ca, np.nan)          # the prediction laid out on the native's residues
+        x[ib] = p.ca[ia]
+        xs.append(x)
+        ys.append(n.ca)
     if not xs:
         raise ValueError("no chain of the prediction aligns to a chain of the native")
     x = np.concatenate(xs)
     y = np.concatenate(ys)
-    ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+    present = np.isfinite(y).all(axis=1)
+    ok = np.isfinite(x).all(axis=1) & present
     if ok.sum() < 3:
         raise ValueError(f"only {int(ok.sum())} aligned residues have Cα in both structures (need ≥ 3)")
-    n_native = int(sum(np.isfinite(n.ca).all(axis=1).sum() for _, n, _, _ in matches))
-    out = structure_metrics(x[ok], y[ok], norm_length=n_native)
+    n_native = int(present.sum())
+    out = structure_metrics(x, y)               # over the native's residues; normalised by n_native
     out["n_native"] = n_native
     out["chains"] = [[p.id, n.id] for p, n, _, _ in matches]
     return out
@@ -170,7 +178,7 @@ def mean_scores(rows: Iterable[dict]) -> dict:
 
 
 def score_pairs(pairs: Sequence[tuple[str, str]], progress: bool = True) -> dict:
-    """Score many (pred, native) pairs -> {"pairs": [row …], "mean": {...}} (design.md contract)."""
+    """Score many (pred, native) pairs -> {"pairs": [row …], "mean": {...}}."""
     from tqdm import tqdm
 
     rows = [score_files(p, n) for p, n in tqdm(pairs, desc="scoring", unit="pair", disable=not progress)]

@@ -198,3 +198,21 @@ def test_contact_precision_matches_brute_force():
             assert out[f"precision_{key}_{name}"] == pytest.approx(expected), (name, key)
     # ranking by predicted distance (lower = contact) gives the same numbers
     assert M.contact_metrics(1.0 - score, t, higher_is_contact=False) == out
+
+
+def test_lddt_counts_missing_predicted_residues_as_misses():
+    """Hand case: 4 residues on a line 3 Å apart (all 12 ordered pairs within 15 Å); the prediction lacks
+    residue 3, so only the 6 ordered pairs among residues 0–2 can be preserved (they are exact): 6/12."""
+    true = np.array([[0.0, 0, 0], [3, 0, 0], [6, 0, 0], [9, 0, 0]])
+    pred = true.copy()
+    pred[3] = np.nan
+    assert M.lddt_ca(pred, true) == pytest.approx(0.5)
+    # a residue missing from the NATIVE is not scored at all
+    assert M.lddt_ca(pred[:3], true[:3]) == pytest.approx(1.0)
+    nat = true.copy()
+    nat[3] = np.nan
+    assert M.lddt_ca(true, nat) == pytest.approx(1.0)
+    assert M.lddt_ca(np.full_like(true, np.nan), true) == 0.0
+    # structure_metrics uses the same conventions: GDT and TM over the native's 4 residues
+    m = M.structure_metrics(pred, true)
+    assert m["lddt"] == pytest.approx(0.5) and m["gdt_ts"] == pytest.approx(0.75) and m["n_aligned"] == 3

@@ -68,6 +68,25 @@ def test_truncated_and_mutated_prediction_is_aligned(tmp_path, native):
     assert r["rmsd"] == pytest.approx(M.rmsd(dec, ca[keep]), abs=1e-3)
 
 
+def test_partial_prediction_scored_over_the_native(tmp_path, native):
+    """The native's own first 60 of N residues as the prediction: every score counts the N − 60 missing
+    residues as misses (lDDT over the native's pairs, TM/GDT over N), hand-computed here."""
+    ca, seq = native
+    N, k = len(ca), 60
+    write_pdb(tmp_path / "pred.pdb", ca[:k], seq[:k])
+    write_pdb(tmp_path / "native.pdb", ca, seq)
+    r = score_files(tmp_path / "pred.pdb", tmp_path / "native.pdb")
+    assert r["n_aligned"] == k and r["n_native"] == N
+    d = np.linalg.norm(ca[:, None] - ca[None], axis=-1)
+    pairs = (d < 15.0) & ~np.eye(N, dtype=bool)
+    expected_lddt = pairs[:k, :k].sum() / pairs.sum()        # exact within the 60, 0 elsewhere
+    assert 0.1 < expected_lddt < k / N   # pairs crossing residue 60 are lost too
+    assert r["lddt"] == pytest.approx(expected_lddt, abs=2e-3)  # PDB keeps 3 decimals
+    assert r["tm_score"] == pytest.approx(k / N, abs=1e-3)
+    assert r["gdt_ts"] == pytest.approx(k / N, abs=1e-3) and r["gdt_ha"] == pytest.approx(k / N, abs=1e-3)
+    assert r["rmsd"] == pytest.approx(0.0, abs=2e-3)          # over the residues present in both
+
+
 def _two_chains(first: str, second: str) -> str:
     keep = ("ATOM", "TER")
     body = [ln for text in (first, second) for ln in text.splitlines() if ln.startswith(keep)]
