@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ from proteinmtp.fileio import write_json
 from proteinmtp.model import (
     CONFIG_NAME,
     DistanceModel,
+    HeadConfig,
+    ModelSpec,
     RunLoadError,
     load_weights_into,
     prior_distances,
@@ -423,7 +426,8 @@ def latest_complete_checkpoint(run_dir: str | Path, remove_incomplete: bool = Fa
     return best
 
 
-def _json_or_none(path: Path) -> dict | None:
+def read_json_or_none(path: Path) -> dict | None:
+    """A JSON object from ``path``, or None when it is missing or unreadable."""
     try:
         obj = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -441,9 +445,9 @@ def finished_run(run_dir: str | Path, max_steps: int, num_epochs: float) -> dict
     is not finished.
     """
     run = Path(run_dir)
-    done = _json_or_none(run / TRAIN_FINISHED)
+    done = read_json_or_none(run / TRAIN_FINISHED)
     ckpt = latest_complete_checkpoint(run)
-    state = _json_or_none(ckpt / "trainer_state.json") if ckpt is not None else None
+    state = read_json_or_none(ckpt / "trainer_state.json") if ckpt is not None else None
     step = int(state.get("global_step", 0)) if state else None
     if done is not None and done.get("max_steps") == max_steps and (max_steps > 0 or done.get("num_epochs") == num_epochs):
         return {"step": int(done.get("step", step or 0)), "marker": True}
@@ -461,6 +465,40 @@ def mark_finished(run_dir: str | Path, step: int, max_steps: int, num_epochs: fl
 def clear_finished(run_dir: str | Path) -> None:
     """Training continues (e.g. --max_steps raised): the run is no longer complete."""
     (Path(run_dir) / TRAIN_FINISHED).unlink(missing_ok=True)
+
+
+def has_final_weights(run_dir: str | Path) -> bool:
+    """RUN_DIR holds the final save of a run (head.safetensors next to training_config.json)."""
+    return (Path(run_dir) / "head.safetensors").is_file()
+
+
+def comparable_model(model: dict) -> dict:
+    """A training_config.json "model" section as plain JSON values, with the defaults for keys an older run
+    did not store (what ``load_run`` would rebuild), so stored and new specs compare key by key."""
+    spec = asdict(ModelSpec.from_dict(model))
+    spec["head"] = asdict(HeadConfig.from_dict(spec.get("head") or {}))
+    spec["trust_remote_code"] = bool(model.get("trust_remote_code", False))
+    return json.loads(json.dumps(spec, default=str))
+
+
+def config_differences(old: dict, new: dict, ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
+    """``"key: old → new"`` for every (dotted, nested) key whose JSON value differs. Skipped: top-level keys
+    in ``ignore`` and top-level keys the old config lacks (flags added after that run was written)."""
+    out = []
+    for k in old:
+        if k in ignore and not prefix:
+            continue
+        if k not in new:
+            if prefix:
+                out.append(f"{prefix}{k}: {old[k]!r} → (none)")
+            continue
+        a, b = json.loads(json.dumps(old[k], default=str)), json.loads(json.dumps(new[k], default=str))
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, prefix=f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} → {b!r}")
+    out += [f"{prefix}{k}: (none) → {new[k]!r}" for k in new if k not in old and prefix and k not in ignore]
+    return out
 
 
 def read_config(run_dir: str | Path) -> dict | None:

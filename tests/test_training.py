@@ -241,6 +241,33 @@ def test_finished_run_rerun_is_a_noop(tiny, data, tmp_path, capsys):
     assert sum(r.get("event") == "resumed" for r in read_jsonl(run / "train_log.jsonl")) == 0
 
 
+def test_resume_with_a_changed_model_is_refused_before_writing(tiny, data, tmp_path, capsys):
+    """A changed architecture flag used to overwrite training_config.json, then fail with a size mismatch
+    (and the old run no longer loaded). Now the stored run is compared whole first and stays untouched."""
+    run = tmp_path / "run"
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "2", "--eval_steps", "100")) == 0
+    changed = cli_args(tiny, data, run, "--max_steps", "4", "--eval_steps", "100", "--single_dim", "8")
+    before = snapshot(run)
+    capsys.readouterr()
+    assert run_cli(changed) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"error: {run} holds a run with different settings (--single_dim: 16 → 8)" in err[0]
+    assert snapshot(run) == before
+    load_run(run)
+    # a run stored by a version that did not record the flag: the whole model spec still catches it
+    cfg_path = run / "training_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["args"]["single_dim"]
+    cfg_path.write_text(json.dumps(cfg))
+    before = snapshot(run)
+    assert run_cli(changed) == 2
+    assert "(model.head.single_dim: 16 → 8)" in capsys.readouterr().err
+    assert snapshot(run) == before
+    # flags on the allow-list may change: this resumes from checkpoint-2 and trains to step 3
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "3", "--eval_steps", "100", "--logging_steps", "2")) == 0
+    assert json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
+
+
 def test_second_process_on_a_live_run_is_refused(tiny, data, tmp_path, capsys):
     """A live holder of RUN_DIR/train.lock refuses the start (nothing written); one killed with kill -9
     does not (the OS releases its flock)."""
