@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -65,6 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "feature and regression baseline (the head then learns corrections to it)")
     m.add_argument("--long_range_weight", type=float, default=1.0, help="loss weight of pairs with |i-j| >= 24")
     m.add_argument("--trust_remote_code", action="store_true", help="allow the backbone's own Python code")
+    m.add_argument("--init_backbone", choices=("pretrained", "random"), default="pretrained",
+                   help="backbone weights: the checkpoint's pretrained ones, or random = the same config with the "
+                        "architecture's own initialiser seeded by --seed (the control arm; tokenizer kept; the "
+                        "weights are saved with the run)")
     f = p.add_argument_group("fine-tuning")
     f.add_argument("--finetune", choices=("lora", "full", "frozen"), default="lora", help="what trains in the backbone")
     f.add_argument("--lora_r", type=int, default=16, help="LoRA rank")
@@ -158,8 +164,66 @@ def refuse_changes(run_dir: Path, diff: list[str], flags: bool = False) -> None:
          f"use a new --output_dir to start over (only {may} may change on resume)")
 
 
+def check_args(args: argparse.Namespace) -> tuple[int, ...]:
+    """Refuse nonsensical values before anything is loaded or written; returns the parsed --dilations."""
+    def finite(x: float) -> bool:
+        return math.isfinite(x)
+
+    rules = [
+        (args.max_seq_len >= 2, f"--max_seq_len must be at least 2, got {args.max_seq_len}"),
+        (args.long_crop_len == 0 or args.long_crop_len > args.max_seq_len,
+         f"--long_crop_len must be 0 (off) or longer than --max_seq_len {args.max_seq_len}, got {args.long_crop_len}"),
+        (0.0 <= args.long_crop_fraction <= 1.0, f"--long_crop_fraction must be in [0, 1], got {args.long_crop_fraction}"),
+        (args.max_eval_len >= 2, f"--max_eval_len must be at least 2, got {args.max_eval_len}"),
+        (args.max_eval_samples >= 0, f"--max_eval_samples must be 0 (all) or more, got {args.max_eval_samples}"),
+        (args.pair_dim >= 1, f"--pair_dim must be at least 1, got {args.pair_dim}"),
+        (args.single_dim >= 1, f"--single_dim must be at least 1, got {args.single_dim}"),
+        (finite(args.long_range_weight) and args.long_range_weight >= 0,
+         f"--long_range_weight must be a finite number >= 0, got {args.long_range_weight}"),
+        (args.lora_r >= 1, f"--lora_r must be at least 1, got {args.lora_r}"),
+        (finite(args.lora_alpha) and args.lora_alpha > 0, f"--lora_alpha must be > 0, got {args.lora_alpha}"),
+        (0.0 <= args.lora_dropout < 1.0, f"--lora_dropout must be in [0, 1), got {args.lora_dropout}"),
+        (args.max_steps >= 0, f"--max_steps must be 0 (use --num_epochs) or more, got {args.max_steps}"),
+        (args.max_steps > 0 or (finite(args.num_epochs) and args.num_epochs > 0),
+         f"--num_epochs must be > 0 when --max_steps is 0, got {args.num_epochs}"),
+        (args.per_device_train_batch_size >= 1,
+         f"--per_device_train_batch_size must be at least 1, got {args.per_device_train_batch_size}"),
+        (args.gradient_accumulation_steps >= 1,
+         f"--gradient_accumulation_steps must be at least 1, got {args.gradient_accumulation_steps}"),
+        (finite(args.learning_rate) and args.learning_rate > 0,
+         f"--learning_rate must be a finite number > 0, got {args.learning_rate}"),
+        (finite(args.head_learning_rate) and args.head_learning_rate > 0,
+         f"--head_learning_rate must be a finite number > 0, got {args.head_learning_rate}"),
+        (finite(args.weight_decay) and args.weight_decay >= 0, f"--weight_decay must be >= 0, got {args.weight_decay}"),
+        (args.warmup_steps >= 0, f"--warmup_steps must be 0 or more, got {args.warmup_steps}"),
+        (finite(args.max_grad_norm) and args.max_grad_norm >= 0,
+         f"--max_grad_norm must be >= 0 (0 = no clipping), got {args.max_grad_norm}"),
+        (args.logging_steps >= 1, f"--logging_steps must be at least 1, got {args.logging_steps}"),
+        (args.eval_steps >= 1, f"--eval_steps must be at least 1, got {args.eval_steps}"),
+        (args.save_steps >= 1, f"--save_steps must be at least 1, got {args.save_steps}"),
+        (args.save_total_limit >= 1, f"--save_total_limit must be at least 1, got {args.save_total_limit}"),
+        (finite(args.max_train_minutes) and args.max_train_minutes >= 0,
+         f"--max_train_minutes must be 0 (no limit) or more, got {args.max_train_minutes}"),
+        (not Path(args.output_dir).exists() or Path(args.output_dir).is_dir(),
+         f"--output_dir {args.output_dir} exists and is not a directory"),
+    ]
+    for ok, msg in rules:
+        if not ok:
+            fail(msg)
+    if args.feature_layers != "last" and not re.fullmatch(r"\s*-?\d+(\s*,\s*-?\d+)*\s*", args.feature_layers):
+        fail(f"--feature_layers must be 'last' or comma-separated layer indices, got {args.feature_layers!r}")
+    try:
+        dilations = tuple(int(x) for x in args.dilations.split(","))
+    except ValueError:
+        fail(f"--dilations must be comma-separated integers, got {args.dilations!r}")
+    if min(dilations) < 1:
+        fail(f"--dilations must all be at least 1, got {args.dilations!r}")
+    return dilations
+
+
 def _main(argv, locks: list[int]) -> int:
     args = parse_args(argv)
+    dilations = check_args(args)
     import torch
 
     if args.use_4bit:
@@ -171,12 +235,6 @@ def _main(argv, locks: list[int]) -> int:
             fail("--use_4bit needs the bitsandbytes package (pip install bitsandbytes)")
         if args.finetune != "lora":
             fail("--use_4bit trains LoRA adapters only; use --finetune lora")
-    if args.max_seq_len < 2:
-        fail("--max_seq_len must be at least 2")
-    try:
-        dilations = tuple(int(x) for x in args.dilations.split(","))
-    except ValueError:
-        fail(f"--dilations must be comma-separated integers, got {args.dilations!r}")
 
     from transformers import TrainingArguments, set_seed
 
@@ -224,16 +282,25 @@ def _main(argv, locks: list[int]) -> int:
         old = T.read_config(run_dir)
     except RunLoadError as e:
         fail(str(e))
+    resume = T.latest_complete_checkpoint(run_dir)
+    if old is not None and resume is None and not T.has_final_weights(run_dir):
+        # a start that failed before its first checkpoint (nothing trained was saved): not binding
+        if is_main:
+            print(f"{run_dir} holds no checkpoint (a start that failed before its first save); starting over",
+                  file=sys.stderr)
+        old = None
     if old is not None:
         refuse_changes(run_dir, T.config_differences(old.get("args", {}), vars(args), ignore=RESUME_MAY_CHANGE),
                        flags=True)
-    resume = T.latest_complete_checkpoint(run_dir)
-    done = T.finished_run(run_dir, args.max_steps, args.num_epochs)
+    done = T.finished_run(run_dir, args.max_steps, args.num_epochs) if old is not None else None
     if done is not None and done["marker"]:
         if is_main:
             print(f"{run_dir} is complete: trained to step {done['step']} (--max_steps {args.max_steps}); nothing "
                   "to do. Raise --max_steps to train further, or use a new --output_dir.", file=sys.stderr)
         return 0
+    if old is not None and resume is None:
+        fail(f"{run_dir} holds a trained run's final weights but no checkpoint to resume from; use a new "
+             "--output_dir")
 
     # --- model --------------------------------------------------------------------------------------
     set_seed(args.seed)
@@ -244,7 +311,8 @@ def _main(argv, locks: list[int]) -> int:
     spec = ModelSpec(base_model=args.model_name, layout=args.residue_layout, feature_layers=args.feature_layers,
                      finetune=args.finetune, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                      lora_dropout=args.lora_dropout, lora_target_modules=args.lora_target_modules,
-                     global_stats=dict(gs), head=head, max_len=args.max_eval_len)
+                     global_stats=dict(gs), head=head, max_len=args.max_eval_len,
+                     init_backbone=args.init_backbone, init_seed=args.seed)
     quant = None
     if args.use_4bit:
         from transformers import BitsAndBytesConfig

@@ -268,6 +268,51 @@ def test_resume_with_a_changed_model_is_refused_before_writing(tiny, data, tmp_p
     assert json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
 
 
+@pytest.mark.parametrize("flags, named", [
+    (("--learning_rate", "-1"), "--learning_rate"), (("--head_learning_rate", "0"), "--head_learning_rate"),
+    (("--learning_rate", "nan"), "--learning_rate"), (("--max_steps", "-5"), "--max_steps"),
+    (("--max_steps", "0", "--num_epochs", "0"), "--num_epochs"),
+    (("--per_device_train_batch_size", "0"), "--per_device_train_batch_size"),
+    (("--gradient_accumulation_steps", "-1"), "--gradient_accumulation_steps"),
+    (("--long_crop_fraction", "1.5"), "--long_crop_fraction"), (("--lora_dropout", "1"), "--lora_dropout"),
+    (("--long_crop_len", "10"), "--long_crop_len"), (("--save_steps", "0"), "--save_steps"),
+    (("--warmup_steps", "-1"), "--warmup_steps"), (("--max_train_minutes", "-2"), "--max_train_minutes"),
+    (("--dilations", "1,0"), "--dilations"), (("--feature_layers", "top"), "--feature_layers"),
+    (("--max_eval_len", "1"), "--max_eval_len"), (("--single_dim", "0"), "--single_dim"),
+])
+def test_bad_arguments_are_refused_before_anything_is_made(tiny, data, tmp_path, capsys, flags, named):
+    run = tmp_path / "run"
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "2", *flags)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {named} must ")
+    assert not run.exists()
+
+
+def test_failed_start_leaves_nothing_that_blocks_the_corrected_rerun(tiny, data, tmp_path, capsys):
+    """A failure while building the model leaves no directory; a start that failed after writing its config
+    but before its first checkpoint (here: NaN loss) does not bind the corrected rerun."""
+    run = tmp_path / "run"
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "2", "--feature_layers", "-1,-9")) == 2
+    assert "--feature_layers" in capsys.readouterr().err and not run.exists()
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "6", "--save_steps", "100", "--eval_steps", "100",
+                            "--learning_rate", "1e30", "--head_learning_rate", "1e30", "--warmup_steps", "0",
+                            "--max_grad_norm", "0")) == 1
+    assert (run / "training_config.json").is_file() and latest_complete_checkpoint(run) is None
+    capsys.readouterr()
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "2", "--eval_steps", "100", "--pair_dim", "8")) == 0
+    assert "starting over" in capsys.readouterr().err
+    cfg = json.loads((run / "training_config.json").read_text())
+    assert cfg["args"]["pair_dim"] == 8 and cfg["args"]["learning_rate"] == 1e-3
+    assert latest_complete_checkpoint(run).name == "checkpoint-2"
+    # a run whose checkpoints were deleted but whose final weights remain is never trained over
+    import shutil
+
+    shutil.rmtree(run / "checkpoint-2")
+    (run / "training_complete.json").unlink()
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "4", "--eval_steps", "100", "--pair_dim", "8")) == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
 def test_second_process_on_a_live_run_is_refused(tiny, data, tmp_path, capsys):
     """A live holder of RUN_DIR/train.lock refuses the start (nothing written); one killed with kill -9
     does not (the OS releases its flock)."""
