@@ -11,9 +11,14 @@ residues are matched by a global sequence alignment of the chains (identity when
     python evaluate_distmat_model.py --pred_pdb pred.pdb --native_pdb native.pdb.gz --output_json out.json
     python evaluate_distmat_model.py --pairs pairs.tsv --output_json out.json   # "pred<TAB>native" lines
 
-The JSON holds ``pairs`` (one {pred, native, n_aligned, rmsd, tm_score, gdt_ts, gdt_ha, lddt, …} per
-pair) and ``mean`` over the pairs. The logic lives in ``proteinmtp.scoring`` (pair mode) and
-``proteinmtp.evaluation`` (model mode).
+The JSON holds ``pairs`` (one {pred, native, n_aligned, n_native, rmsd, tm_score, gdt_ts, gdt_ha, lddt, …}
+per pair; with --pairs also its "line"), ``mean`` over the scored pairs, and ``failed`` ({line, pred,
+native, reason} per line that could not be scored: missing or unreadable file, no protein chain,
+nothing aligns, not two columns). With --pairs every good line is scored; each failure is also printed
+on stderr, and the exit status is 1 when any line failed. Scores are over the native's residues (a native
+residue missing from the prediction scores 0; see ``proteinmtp.scoring``).
+
+The logic lives in ``proteinmtp.scoring`` (pair mode) and ``proteinmtp.evaluation`` (model mode).
 """
 
 from __future__ import annotations
@@ -36,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predicted structure (PDB/mmCIF, .gz ok); needs --native_pdb")
     g.add_argument("--native_pdb", type=str, default=None, help="native structure (PDB/mmCIF, .gz ok)")
     g.add_argument("--pairs", type=str, default=None,
-                   help="TSV file of 'pred<TAB>native' lines (relative paths: cwd, else the TSV's folder)")
+                   help="TSV file of 'pred<TAB>native' lines (relative paths: cwd, else the TSV's folder); "
+                        "lines that fail are listed in the JSON and on stderr, the others are scored")
     p.add_argument("--output_json", type=str, default=None,
-                   help="where to write the scores (JSON: 'pairs' list and 'mean')")
+                   help="pair mode: where to write the scores (JSON: 'pairs', 'mean', 'failed' lines with reasons)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     from proteinmtp.evaluation import add_model_arguments
 
@@ -47,28 +53,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_pair_mode(args: argparse.Namespace) -> dict:
-    """Score --pred_pdb/--native_pdb or --pairs; write --output_json; return the result dict."""
-    from proteinmtp.scoring import read_pairs_tsv, score_pairs
+    """Score --pred_pdb/--native_pdb or --pairs; write --output_json; return the result dict.
+
+    With --pairs every line that can be scored is; each failure is listed with its line number and
+    reason in the JSON ("failed") and on stderr. A single pair that fails raises ValueError (nothing written).
+    """
+    from proteinmtp.scoring import mean_scores, read_pairs_tsv, score_files, score_pairs
 
     if args.pairs is not None:
         if args.pred_pdb or args.native_pdb:
             raise ValueError("give either --pairs or --pred_pdb/--native_pdb, not both")
-        pairs = read_pairs_tsv(args.pairs)
+        try:
+            pairs, failures = read_pairs_tsv(args.pairs)
+        except FileNotFoundError:
+            raise ValueError(f"--pairs {args.pairs}: no such file") from None
+        result = score_pairs(pairs, progress=not args.quiet, failures=failures)
+        result["pairs_file"] = str(args.pairs)
+        for f in result["failed"]:
+            print(f"failed: {args.pairs}:{f['line']}: {f['reason']}", file=sys.stderr)
     else:
         if not (args.pred_pdb and args.native_pdb):
             raise ValueError("--pred_pdb and --native_pdb must be given together")
-        pairs = [(args.pred_pdb, args.native_pdb)]
-    for pred, native in pairs:
-        for f in (pred, native):
+        for f in (args.pred_pdb, args.native_pdb):
             if not Path(f).is_file():
                 raise ValueError(f"{f}: no such file")
-    result = score_pairs(pairs, progress=not args.quiet)
+        row = score_files(args.pred_pdb, args.native_pdb)
+        result = {"pairs": [row], "mean": mean_scores([row]), "failed": [], "n_failed": 0}
     write_json(args.output_json, result)
     if not args.quiet:
         m = result["mean"]
-        print(f"{len(result['pairs'])} pair(s): n_aligned {m['n_aligned']:.1f}  RMSD {m['rmsd']:.3f} Å  "
-              f"TM {m['tm_score']:.4f}  GDT-TS {m['gdt_ts']:.4f}  GDT-HA {m['gdt_ha']:.4f}  "
-              f"lDDT {m['lddt']:.4f}  -> {args.output_json}")
+        if result["pairs"]:
+            print(f"{len(result['pairs'])} pair(s): n_aligned {m['n_aligned']:.1f}  RMSD {m['rmsd']:.3f} Å  "
+                  f"TM {m['tm_score']:.4f}  GDT-TS {m['gdt_ts']:.4f}  GDT-HA {m['gdt_ha']:.4f}  "
+                  f"lDDT {m['lddt']:.4f}  -> {args.output_json}")
+        else:
+            print(f"no pair could be scored -> {args.output_json}")
+    if result["n_failed"]:
+        print(f"error: {result['n_failed']} pair line(s) failed (listed above and under 'failed' in "
+              f"{args.output_json}); {len(result['pairs'])} scored", file=sys.stderr)
     return result
 
 
@@ -92,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.output_json is None:
         parser.error("--output_json is required in pair mode")
     try:
-        run_pair_mode(args)
+        result = run_pair_mode(args)
     except (ValueError, OSError) as e:  # StructureReadError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return 1 if result["n_failed"] else 0
 
 
 if __name__ == "__main__":

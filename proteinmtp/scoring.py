@@ -140,46 +140,65 @@ def score_files(pred_path: str | Path, native_path: str | Path) -> dict:
     return {"pred": str(pred_path), "native": str(native_path), **res}
 
 
-def read_pairs_tsv(path: str | Path) -> list[tuple[str, str]]:
-    """Read a pair list (see module docstring) -> [(pred path, native path)]."""
+def read_pairs_tsv(path: str | Path) -> tuple[list[tuple[int, str, str]], list[dict]]:
+    """Read a pair list (see module docstring).
+
+    Returns (pairs [(line number, pred path, native path)], failures [{line, text, reason}] for lines
+    that are not two tab-separated columns). Raises ``OSError`` when the file cannot be read and
+    ``ValueError`` when it holds no pair line at all.
+    """
     path = Path(path)
     base = path.parent
-    pairs = []
-    with open(path) as f:
+    pairs, failures = [], []
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             s = line.strip()
             if not s or s.startswith("#"):
                 continue
             cols = s.split("\t")
             if len(cols) != 2:
-                raise ValueError(f"{path}:{lineno}: expected 'pred<TAB>native', got {len(cols)} column(s)")
+                failures.append({"line": lineno, "text": s[:200],
+                                 "reason": f"expected 'pred<TAB>native', got {len(cols)} column(s)"})
+                continue
             if cols[0].lower() == "pred" and cols[1].lower() == "native":
                 continue
             resolved = []
             for c in cols:
-                p = Path(c)
+                p = Path(c.strip())
                 if not p.is_absolute() and not p.exists() and (base / p).exists():
                     p = base / p
                 resolved.append(str(p))
-            pairs.append((resolved[0], resolved[1]))
-    if not pairs:
+            pairs.append((lineno, resolved[0], resolved[1]))
+    if not pairs and not failures:
         raise ValueError(f"{path}: no pairs found")
-    return pairs
+    return pairs, failures
 
 
 def mean_scores(rows: Iterable[dict]) -> dict:
-    """Mean of n_aligned and each score over rows (NaN-safe)."""
+    """Mean of n_aligned and each score over rows (NaN-safe; None when no row has the value)."""
     rows = list(rows)
-    out = {"n_pairs": len(rows)}
+    out: dict = {"n_pairs": len(rows)}
     for k in ("n_aligned", *SCORE_KEYS):
         vals = np.array([r[k] for r in rows if r.get(k) is not None], dtype=np.float64)
-        out[k] = float(np.nanmean(vals)) if len(vals) and np.isfinite(vals).any() else float("nan")
+        out[k] = float(np.nanmean(vals)) if len(vals) and np.isfinite(vals).any() else None
     return out
 
 
-def score_pairs(pairs: Sequence[tuple[str, str]], progress: bool = True) -> dict:
-    """Score many (pred, native) pairs -> {"pairs": [row …], "mean": {...}}."""
+def score_pairs(pairs: Sequence[tuple[int, str, str]], progress: bool = True,
+                failures: Sequence[dict] = ()) -> dict:
+    """Score many (line number, pred, native) pairs; a pair that cannot be scored (missing or unreadable
+    file, no protein chain, nothing aligns) is listed with its line and reason and the others go on.
+
+    Returns {"pairs": [row …] (each with its "line"), "mean": {...} over the scored pairs,
+    "failed": [{line, pred, native, reason} …] (``failures`` from reading the list first), "n_failed"}.
+    """
     from tqdm import tqdm
 
-    rows = [score_files(p, n) for p, n in tqdm(pairs, desc="scoring", unit="pair", disable=not progress)]
-    return {"pairs": rows, "mean": mean_scores(rows)}
+    rows, failed = [], list(failures)
+    for lineno, p, n in tqdm(pairs, desc="scoring", unit="pair", disable=not progress):
+        try:
+            rows.append({"line": lineno, **score_files(p, n)})
+        except (ValueError, OSError) as e:  # StructureReadError is a ValueError
+            failed.append({"line": lineno, "pred": p, "native": n, "reason": str(e)})
+    failed.sort(key=lambda f: f["line"])
+    return {"pairs": rows, "mean": mean_scores(rows), "failed": failed, "n_failed": len(failed)}

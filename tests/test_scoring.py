@@ -113,7 +113,8 @@ def test_cli_pairs_mode_writes_contract_json(tmp_path, native):
     for k in range(2):
         write_pdb(tmp_path / f"pred{k}.pdb", _decoy(ca, seed=k), seq)
     (tmp_path / "pairs.tsv").write_text("pred\tnative\n# comment\npred0.pdb\tnative.pdb\npred1.pdb\tnative.pdb\n")
-    assert len(read_pairs_tsv(tmp_path / "pairs.tsv")) == 2
+    pairs, failures = read_pairs_tsv(tmp_path / "pairs.tsv")
+    assert [line for line, _, _ in pairs] == [3, 4] and failures == []
     out = tmp_path / "scores.json"
     assert cli.main(["--pairs", str(tmp_path / "pairs.tsv"), "--output_json", str(out), "--quiet"]) == 0
     res = json.loads(out.read_text())
@@ -142,7 +143,37 @@ def test_cli_bad_input_one_line_error(tmp_path, capsys, native):
     assert cli.main(["--pred_pdb", str(tmp_path / "junk.pdb"), "--native_pdb", str(tmp_path / "native.pdb"),
                      "--output_json", str(out), "--quiet"]) == 2
     (tmp_path / "bad.tsv").write_text("only_one_column\n")
-    assert cli.main(["--pairs", str(tmp_path / "bad.tsv"), "--output_json", str(out), "--quiet"]) == 2
+    assert cli.main(["--pairs", str(tmp_path / "bad.tsv"), "--output_json", str(out), "--quiet"]) == 1
     assert "bad.tsv:1" in capsys.readouterr().err
+    assert json.loads(out.read_text())["failed"][0]["line"] == 1
+    (tmp_path / "empty.tsv").write_text("# nothing\n")
+    assert cli.main(["--pairs", str(tmp_path / "empty.tsv"), "--output_json", str(out), "--quiet"]) == 2
+    assert "no pairs found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["--pred_pdb", "a.pdb"])          # argparse usage error: --output_json missing
+
+
+def test_cli_pairs_scores_every_good_line(tmp_path, capsys, native):
+    """A missing file, a non-structure, an unalignable pair and a one-column line: each listed with its line
+    number and reason (JSON and stderr); the good lines are scored; exit status 1."""
+    ca, seq = native
+    write_pdb(tmp_path / "native.pdb", ca, seq)
+    write_pdb(tmp_path / "good.pdb", _decoy(ca), seq)
+    (tmp_path / "junk.pdb").write_text("this is not a structure\n")
+    write_pdb(tmp_path / "dna_like.pdb", ca[:20], "W" * 20)      # shares no residue type with the native
+    lines = ["pred\tnative", "good.pdb\tnative.pdb", "missing.pdb\tnative.pdb", "junk.pdb\tnative.pdb",
+             "", "dna_like.pdb\tnative.pdb", "one column only", "good.pdb\tnative.pdb"]
+    (tmp_path / "pairs.tsv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "scores.json"
+    assert cli.main(["--pairs", str(tmp_path / "pairs.tsv"), "--output_json", str(out), "--quiet"]) == 1
+    res = json.loads(out.read_text())
+    assert [row["line"] for row in res["pairs"]] == [2, 8]
+    assert res["pairs"][0]["tm_score"] == pytest.approx(res["pairs"][1]["tm_score"]) and res["mean"]["n_pairs"] == 2
+    failed = {f["line"]: f["reason"] for f in res["failed"]}
+    assert sorted(failed) == [3, 4, 6, 7] and res["n_failed"] == 4
+    assert "missing.pdb" in failed[3] and "cannot open" in failed[3]
+    assert "junk.pdb" in failed[4] and "no chain" in failed[6] and "column" in failed[7]
+    err = capsys.readouterr().err
+    for line in (3, 4, 6, 7):
+        assert f"pairs.tsv:{line}: " in err
+    assert "4 pair line(s) failed" in err
