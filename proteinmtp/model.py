@@ -103,6 +103,8 @@ class ModelSpec:
     head: dict = field(default_factory=dict)
     max_len: int = 1024                    # longest chain inference will accept (residues)
     residue_case: str = ""                 # vocabulary spelling of residue letters: upper | lower ("" = detect)
+    init_backbone: str = "pretrained"      # pretrained | random (same config, the architecture's initialiser)
+    init_seed: int = 0                     # torch seed of the random initialisation (init_backbone random)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
@@ -459,23 +461,44 @@ def backbone_max_tokens(config) -> int | None:
     return n
 
 
-def load_backbone(name: str, *, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
-                  quantization_config=None, device_map=None) -> nn.Module:
-    """AutoModel (base model, no LM head) from a Hub id or a local directory."""
-    from transformers import AutoModel
+INITS = ("pretrained", "random")
+# Encoders whose forward skips a missing pooler (its weights are unused here and would get no gradient).
+POOLER_OPTIONAL = ("esm", "bert", "roberta", "xlm-roberta")
 
+
+def load_backbone(name: str, *, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+                  quantization_config=None, device_map=None, init: str = "pretrained",
+                  seed: int = 0) -> nn.Module:
+    """AutoModel (base model, no LM head) from a Hub id or a local directory.
+
+    ``init="random"`` builds the same config with the architecture's own initialiser
+    (``AutoModel.from_config``) under ``torch.manual_seed(seed)``, without touching the global RNG stream:
+    the control arm of a pretrained backbone. Its weights are saved with the run (``save_weights``).
+    """
+    from transformers import AutoConfig, AutoModel
+
+    if init not in INITS:
+        raise ValueError(f"--init_backbone must be one of {', '.join(INITS)}, got {init!r}")
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    if quantization_config is not None:
-        kwargs["quantization_config"] = quantization_config
-    if device_map is not None:
-        kwargs["device_map"] = device_map
     try:
-        model = AutoModel.from_pretrained(name, **kwargs)
+        if init == "random":
+            if quantization_config is not None:
+                raise ValueError("a random-initialised backbone cannot be quantised (--use_4bit needs pretrained weights)")
+            config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                model = AutoModel.from_config(config, **kwargs)
+        else:
+            if quantization_config is not None:
+                kwargs["quantization_config"] = quantization_config
+            if device_map is not None:
+                kwargs["device_map"] = device_map
+            model = AutoModel.from_pretrained(name, **kwargs)
     except OSError as e:
         raise RunLoadError(f"cannot load backbone {name!r}: {str(e).splitlines()[0]}") from None
-    if getattr(model, "pooler", None) is not None and model.config.model_type == "esm":
+    if getattr(model, "pooler", None) is not None and model.config.model_type in POOLER_OPTIONAL:
         model.pooler = None          # unused; would leave parameters without gradients under DDP
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
@@ -510,10 +533,16 @@ def apply_finetune(backbone: nn.Module, spec: ModelSpec) -> nn.Module:
 
 def build_model(spec: ModelSpec, *, tokenizer=None, trust_remote_code: bool = False, dtype=None,
                 quantization_config=None, device_map=None, backbone_path: str | None = None) -> DistanceModel:
-    """Backbone (``backbone_path`` or spec.base_model) + fine-tuning wrapper + layout + head."""
+    """Backbone + fine-tuning wrapper + layout + head.
+
+    The backbone is ``backbone_path`` (saved weights, loaded as they are) if given, else spec.base_model:
+    its pretrained weights, or for ``spec.init_backbone == "random"`` its config initialised with
+    ``spec.init_seed``. The tokenizer is always spec.base_model's (or the one passed).
+    """
     src = backbone_path or spec.base_model
     backbone = load_backbone(src, dtype=dtype, trust_remote_code=trust_remote_code,
-                             quantization_config=quantization_config, device_map=device_map)
+                             quantization_config=quantization_config, device_map=device_map,
+                             init="pretrained" if backbone_path else spec.init_backbone, seed=spec.init_seed)
     if tokenizer is None:
         tokenizer = load_tokenizer(src, trust_remote_code=trust_remote_code)
     spec.is_encoder = is_encoder_config(_backbone_config(backbone))
@@ -533,7 +562,8 @@ def build_model(spec: ModelSpec, *, tokenizer=None, trust_remote_code: bool = Fa
 def save_weights(model: DistanceModel, out_dir: str | Path, *, save_base_backbone: bool = False) -> None:
     """Write the model's trainable state to ``out_dir`` (safetensors only).
 
-    head.safetensors always; adapter/ (peft) for LoRA; backbone/ for full fine-tuning, or when
+    head.safetensors always; adapter/ (peft) for LoRA; backbone/ for full fine-tuning, for a random-initialised
+    backbone (frozen or LoRA: inference needs exactly these weights, which no hub or directory holds), or when
     ``save_base_backbone`` (small local backbones: makes the run self-contained).
     """
     from safetensors.torch import save_file
@@ -547,7 +577,7 @@ def save_weights(model: DistanceModel, out_dir: str | Path, *, save_base_backbon
     is_peft = hasattr(bb, "peft_config")
     if is_peft:
         bb.save_pretrained(str(out / ADAPTER_DIR), safe_serialization=True)
-    if model.spec.finetune == "full" or save_base_backbone:
+    if model.spec.finetune == "full" or save_base_backbone or model.spec.init_backbone == "random":
         base = bb.get_base_model() if is_peft else bb
         if is_peft:
             # unmerged base weights: strip the LoRA modules from the state dict
@@ -577,11 +607,15 @@ def load_weights_into(model: DistanceModel, ckpt_dir: str | Path) -> None:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(bb, load_file(str(ckpt / ADAPTER_DIR / "adapter_model.safetensors")))
-    elif model.spec.finetune == "full" and (ckpt / BACKBONE_DIR).is_dir():
+    if (model.spec.finetune == "full" or model.spec.init_backbone == "random") and (ckpt / BACKBONE_DIR).is_dir():
+        # full: the trained backbone; random: the exact initial weights (not re-drawn from the seed, which
+        # another torch version could draw differently). LoRA: the unmerged base under the adapter.
         sd = {}
         for f in sorted((ckpt / BACKBONE_DIR).glob("*.safetensors")):
             sd.update(load_file(str(f)))
-        bb.load_state_dict(sd, strict=False)
+        base = bb.get_base_model() if hasattr(bb, "peft_config") else bb
+        own = {k: k.replace("base_layer.", "") for k in base.state_dict() if "lora_" not in k}
+        base.load_state_dict({k: sd[v] for k, v in own.items() if v in sd}, strict=False)
 
 
 def prior_distances(prior, crops: list[tuple[int, int, int]], L_pad: int) -> torch.Tensor:
@@ -691,6 +725,9 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: boo
         if (d / BACKBONE_DIR / "config.json").is_file():
             backbone_path = str(d / BACKBONE_DIR)
             break
+    if backbone_path is None and spec.init_backbone == "random":
+        raise RunLoadError(f"{run} was trained on a random-initialised backbone but has no {BACKBONE_DIR}/ "
+                           "with its weights; the run is incomplete")
     tok_dirs = [d / TOKENIZER_DIR for d in (run, cfg_dir, run.parent) if (d / TOKENIZER_DIR).is_dir()]
     if not tok_dirs and backbone_path and (Path(backbone_path) / "tokenizer_config.json").is_file():
         tok_dirs = [Path(backbone_path)]

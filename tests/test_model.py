@@ -285,3 +285,114 @@ def test_training_crops_beyond_positions_refused_at_start(bert20, tmp_path, caps
     err = capsys.readouterr().err
     assert bad in err and "20 positions" in err and "at most 18" in err
     assert not (tmp_path / "run" / "head.safetensors").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# --init_backbone pretrained | random, every fine-tuning mode round-trips through save_weights/load_run
+# ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bert_bb(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_bert")
+    write_tiny(out, "bert", hidden_size=32, num_layers=2, num_heads=2, max_positions=64, seed=3)
+    return out
+
+
+def _backbone_tensors(model) -> dict[str, torch.Tensor]:
+    bb = model.backbone.get_base_model() if hasattr(model.backbone, "peft_config") else model.backbone
+    return {k.replace("base_layer.", ""): v.detach().clone() for k, v in bb.state_dict().items() if "lora_" not in k}
+
+
+def test_random_init_is_seeded_and_not_the_checkpoint(bert_bb):
+    from safetensors.torch import load_file
+
+    def spec(init, seed):
+        return ModelSpec(base_model=str(bert_bb), layout="direct", finetune="frozen", global_stats=STATS,
+                         head=asdict(small_head()), init_backbone=init, init_seed=seed)
+
+    pre = _backbone_tensors(build_model(spec("pretrained", 0)))
+    stored = load_file(str(bert_bb / "model.safetensors"))
+    key = "embeddings.word_embeddings.weight"
+    assert torch.equal(pre[key], stored[key])
+    r1, r1b, r2 = (_backbone_tensors(build_model(spec("random", s))) for s in (1, 1, 2))
+    assert all(torch.equal(r1[k], r1b[k]) for k in r1)                       # same seed: same weights
+    assert not torch.equal(r1[key], r2[key]) and not torch.equal(r1[key], pre[key])
+    # the architecture's own initialiser: BERT draws N(0, initializer_range = 0.02), LayerNorm weights 1
+    assert r1[key].std().item() == pytest.approx(0.02, rel=0.15)
+    assert torch.all(r1["embeddings.LayerNorm.weight"] == 1)
+
+
+@pytest.mark.parametrize("init", ["pretrained", "random"])
+@pytest.mark.parametrize("finetune", ["frozen", "full", "lora"])
+def test_every_init_and_finetune_round_trips(bert_bb, tmp_path, init, finetune):
+    """Predictions after load_run equal the trained model's, for pretrained/random x frozen/full/lora. The run
+    is saved WITHOUT save_base_backbone: a random backbone must be saved anyway, a pretrained one comes back
+    from its directory; the trainable parts are perturbed so a lost piece would show."""
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(0)
+    spec = ModelSpec(base_model=str(bert_bb), layout="direct", finetune=finetune, lora_r=4, global_stats=STATS,
+                     head=asdict(small_head()), max_len=60, init_backbone=init, init_seed=5)
+    model = build_model(spec)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            if p.requires_grad:                     # full: the backbone moved; lora: non-zero adapters
+                p.add_(torch.randn_like(p) * 0.3)
+    model.eval()
+    run = tmp_path / "run"
+    save_weights(model, run)
+    assert (run / "backbone").is_dir() == (init == "random" or finetune == "full")
+    (run / CONFIG_NAME).write_text(json.dumps({"model": asdict(model.spec)}))
+    AutoTokenizer.from_pretrained(bert_bb).save_pretrained(run / TOKENIZER_DIR)
+    seq = "MKTAYIAKQRQISFVKSHFSRQ"
+    with torch.no_grad():
+        ref = model(**model.encoder.collate([seq]))
+    loaded = load_run(run)
+    assert loaded.spec.init_backbone == init and loaded.spec.finetune == finetune
+    with torch.no_grad():
+        got = loaded.model(**loaded.model.encoder.collate([seq]))
+    torch.testing.assert_close(got["dist_norm"], ref["dist_norm"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["distogram_logits"], ref["distogram_logits"], rtol=1e-5, atol=1e-5)
+    if init == "random":                             # and not what the checkpoint directory holds
+        pre = build_model(ModelSpec(base_model=str(bert_bb), layout="direct", finetune="frozen",
+                                    global_stats=STATS, head=asdict(small_head()))).eval()
+        pre.head.load_state_dict(model.head.state_dict())
+        with torch.no_grad():
+            other = pre(**pre.encoder.collate([seq]))
+        assert (other["dist_norm"] - ref["dist_norm"]).abs().max().item() > 1e-3
+
+
+def test_random_run_without_its_backbone_is_refused(bert_bb, tmp_path):
+    spec = ModelSpec(base_model=str(bert_bb), layout="direct", finetune="frozen", global_stats=STATS,
+                     head=asdict(small_head()), init_backbone="random", init_seed=1)
+    model = build_model(spec)
+    run = tmp_path / "run"
+    save_weights(model, run)
+    (run / CONFIG_NAME).write_text(json.dumps({"model": asdict(model.spec)}))
+    import shutil
+
+    shutil.rmtree(run / "backbone")
+    with pytest.raises(RunLoadError, match="random-initialised backbone but has no backbone/"):
+        load_run(run)
+
+
+def test_train_distmat_random_init_recorded_and_honoured(bert_bb, tmp_path):
+    """train_distmat.main(argv) with --init_backbone random: recorded in training_config.json (args and model
+    spec), the backbone trained on is the seeded from_config one, and load_run gives it back exactly."""
+    import train_distmat
+
+    write_helix_dataset(tmp_path / "train.json", [30, 25, 40])
+    run = tmp_path / "run"
+    argv = ["--train_data", str(tmp_path / "train.json"), "--model_name", str(bert_bb), "--finetune", "frozen",
+            "--init_backbone", "random", "--seed", "11", "--output_dir", str(run), "--max_steps", "2",
+            "--save_steps", "2", "--logging_steps", "1", "--warmup_steps", "1", "--pair_dim", "8",
+            "--single_dim", "16", "--dilations", "1", "--max_seq_len", "24", "--no_tqdm"]
+    assert train_distmat.main(argv) == 0
+    cfg = json.loads((run / CONFIG_NAME).read_text())
+    assert cfg["args"]["init_backbone"] == "random"
+    assert cfg["model"]["init_backbone"] == "random" and cfg["model"]["init_seed"] == 11
+    assert cfg["model"]["residue_case"] == "lower" and cfg["model"]["is_encoder"] is True
+    expect = _backbone_tensors(build_model(ModelSpec(base_model=str(bert_bb), layout="direct", finetune="frozen",
+                                                     head=asdict(small_head()), init_backbone="random",
+                                                     init_seed=11)))
+    got = _backbone_tensors(load_run(run).model)
+    assert set(expect) <= set(got) and all(torch.equal(got[k], expect[k]) for k in expect)
