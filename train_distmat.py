@@ -101,7 +101,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--max_train_minutes", type=float, default=0.0,
                    help="stop gracefully with a checkpoint after this many minutes (0 = no limit)")
     t.add_argument("--experiment_name", default=None,
-                   help="also record the run under experiments/<date>_<NAME>/")
+                   help="also record the run (config, text log, training curves) under experiments/<UTC date>_<NAME>/"
+                        "; a record of another run is never reused: the first free <NAME>_2, _3, ... is taken, "
+                        "while this run, resumed, keeps its record (default: no record)")
     t.add_argument("--no_tqdm", action="store_true", help="no progress bar on the console")
     return p.parse_args(argv)
 
@@ -383,10 +385,10 @@ def _main(argv, locks: list[int]) -> int:
         tokenizer.save_pretrained(str(run_dir / TOKENIZER_DIR))
 
     exp_dir = None
-    if args.experiment_name:
+    if args.experiment_name and is_main:
         from proteinmtp.runs import experiment_dir
 
-        exp_dir = experiment_dir(args.experiment_name)
+        exp_dir = experiment_dir(args.experiment_name, run_dir=run_dir)
 
     def record() -> None:
         if exp_dir is None or not is_main:

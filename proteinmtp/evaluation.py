@@ -333,12 +333,14 @@ def write_figures(ev: Evaluation, vis_dir: str | Path, run_dir: str | Path | Non
     """Draw the evaluation figures (and training curves when ``run_dir`` has train_log.jsonl) into vis_dir."""
     from proteinmtp import plots
     from proteinmtp.predict import record_stems
+    from proteinmtp.runs import replace_written
     from proteinmtp.viewer import write_viewer_html
 
     vis = Path(vis_dir)
     fd = ev.figures
     paths: list[Path] = []
     if not ev.rows:
+        replace_written(vis, [])           # no figure of an earlier evaluation stays beside these results
         return paths
     paths.append(plots.distance_heatmaps(fd.heatmaps, vis / "distance_heatmaps.png"))
     # pairs pooled over proteins (at most FigureData.max_pairs_per_protein from each)
@@ -363,6 +365,7 @@ def write_figures(ev: Evaluation, vis_dir: str | Path, run_dir: str | Path | Non
         rows = plots.read_train_log(Path(run_dir) / "train_log.jsonl")
         if rows:
             paths.append(plots.training_curves(rows, vis / "training_curves.png"))
+    replace_written(vis, [Path(p).name for p in paths])   # drop what an earlier evaluation wrote and this one did not
     return paths
 
 
@@ -406,7 +409,9 @@ def add_model_arguments(parser) -> None:
                    help="also write <id>_model.pdb (confidence in B-factor) and <id>_native.pdb into OUTPUT_DIR/pdbs/")
     g.add_argument("--experiment_name", default=None,
                    help="record the run in EXPERIMENTS_ROOT/<YYYY-MM-DD>_<name>/ (None: OUTPUT_DIR is the record "
-                        "when given, else EXPERIMENTS_ROOT/<YYYY-MM-DD>_<run directory name>/)")
+                        "when given, else EXPERIMENTS_ROOT/<YYYY-MM-DD>_<run directory name>/); a record of another "
+                        "run is never reused: the first free <name>_2, _3, ... is taken, while the same run "
+                        "(re-evaluated, or recorded by its training) keeps its record")
     g.add_argument("--experiments_root", default="experiments", help="root directory of experiment records")
     g.add_argument("--mds_method", choices=("classical", "refine"), default="refine",
                    help="reconstruction used for model, prior and oracle")
@@ -467,7 +472,8 @@ def run_model_mode(args) -> int:
 
     # The record: EXPERIMENTS_ROOT/<date>_<name>/ when named; else OUTPUT_DIR itself; else <date>_<run name>.
     if args.experiment_name or not args.output_dir:
-        exp_dir = runs.experiment_dir(args.experiment_name or run_dir.resolve().name, root=args.experiments_root)
+        exp_dir = runs.experiment_dir(args.experiment_name or run_dir.resolve().name, root=args.experiments_root,
+                                      run_dir=run_dir)
     else:
         exp_dir = Path(args.output_dir)
     out = Path(args.output_dir) if args.output_dir else exp_dir
@@ -482,6 +488,8 @@ def run_model_mode(args) -> int:
     results = write_results(ev, out, config)
     if not args.no_figures:
         write_figures(ev, out / runs.VIS_DIR, run_dir=run_dir)
+    else:
+        runs.replace_written(out / runs.VIS_DIR, [])   # figures of an earlier evaluation would not match these results
     runs.record_training(run_dir, exp_dir)
     runs.record_evaluation(exp_dir, out)
     print(format_summary(results))

@@ -2,11 +2,16 @@
 
 Layout of an experiment directory::
 
+    record.json          the run directory this record belongs to (relative to the record)
     config.json          copy of RUN_DIR/training_config.json
     training_log.txt     copy of RUN_DIR/train.log
     eval_results.json    written by evaluate_distmat_model.py (model, prior, oracle)
     eval_per_protein.csv per-protein metrics
-    visualizations/      training_curves.png, heatmaps, error plots, HTML 3D views
+    visualizations/      training_curves.png, heatmaps, error plots, HTML 3D views (.written.json lists the
+                         files the last evaluation wrote, so a re-evaluation leaves none of the old ones)
+
+The same name twice on one day never overwrites a record of another run: ``<date>_<name>_2``, ``_3``, …
+are used (see :func:`experiment_dir`).
 
 Also the status summary that ``monitor_training.sh`` prints::
 
@@ -26,7 +31,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from proteinmtp.fileio import copy_atomic
+from proteinmtp.fileio import copy_atomic, write_json
 
 TRAIN_CONFIG = "training_config.json"
 TRAIN_TEXT_LOG = "train.log"
@@ -34,6 +39,8 @@ TRAIN_JSONL = "train_log.jsonl"
 TRAIN_FINISHED = "training_complete.json"   # written after the final save of a run that reached its last step
 TRAIN_LOCK = "train.lock"                   # held (flock) by the training process; holds its pid and host
 VIS_DIR = "visualizations"
+RECORD_FILE = "record.json"        # in an experiment record: {"run_dir": the recorded run, relative to the record}
+WRITTEN_FILE = ".written.json"     # in a figure directory: the files the last evaluation wrote there
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -44,25 +51,69 @@ def sanitize_name(name: str) -> str:
     return out or "run"
 
 
-def experiment_dir(name: str, root: str | Path = "experiments", date: str | _dt.date | None = None) -> Path:
-    """``root/<YYYY-MM-DD>_<name>/`` (created, with ``visualizations/``); date defaults to today (UTC)."""
+def recorded_run(exp_dir: str | Path) -> Path | None:
+    """The (resolved) run directory an experiment record belongs to, or None when it records no run yet.
+
+    From ``record.json``; a record written before that file existed is read from its config.json
+    (``args.output_dir``, taken relative to the current directory).
+    """
+    exp_dir = Path(exp_dir)
+    rec = _read_json(exp_dir / RECORD_FILE)
+    if isinstance(rec.get("run_dir"), str):
+        return (exp_dir / rec["run_dir"]).resolve()
+    out = (_read_json(exp_dir / "config.json").get("args") or {}).get("output_dir")
+    return Path(out).resolve() if isinstance(out, str) else None
+
+
+def _claim(exp_dir: Path, run_dir: str | Path) -> None:
+    rel = os.path.relpath(Path(run_dir).resolve(), exp_dir.resolve())
+    if _read_json(exp_dir / RECORD_FILE).get("run_dir") != rel:
+        write_json(exp_dir / RECORD_FILE, {"run_dir": rel})
+
+
+def experiment_dir(name: str, root: str | Path = "experiments", date: str | _dt.date | None = None,
+                   run_dir: str | Path | None = None) -> Path:
+    """``root/<YYYY-MM-DD>_<name>/`` (created, with ``visualizations/``); date defaults to today (UTC).
+
+    With ``run_dir`` the record belongs to that run and a record of another run is never reused: the first
+    of ``<date>_<name>``, ``<date>_<name>_2``, ``_3``, … that is new, records no run yet, or records this
+    same run (a resumed run, or its evaluation, keeps its record) is taken and marked (record.json).
+    Without ``run_dir`` the plain name is used as it is.
+    """
     if date is None:
         date = _dt.datetime.now(_dt.timezone.utc).date()
     date_s = date.isoformat() if isinstance(date, _dt.date) else str(date)
-    path = Path(root) / f"{date_s}_{sanitize_name(name)}"
-    (path / VIS_DIR).mkdir(parents=True, exist_ok=True)
-    return path
+    base = Path(root) / f"{date_s}_{sanitize_name(name)}"
+    if run_dir is None:
+        (base / VIS_DIR).mkdir(parents=True, exist_ok=True)
+        return base
+    want = Path(run_dir).resolve()
+    k = 1
+    while True:
+        path = base if k == 1 else base.with_name(f"{base.name}_{k}")
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir()          # exclusive: two starts never take the same new record
+            except FileExistsError:
+                continue
+        if path.is_dir() and recorded_run(path) in (None, want):
+            (path / VIS_DIR).mkdir(exist_ok=True)
+            _claim(path, want)
+            return path
+        k += 1
 
 
 def record_training(run_dir: str | Path, exp_dir: str | Path) -> Path:
     """Copy a training run's config and text log into ``exp_dir`` and draw its training curves.
 
     RUN_DIR/training_config.json → config.json, RUN_DIR/train.log → training_log.txt,
-    RUN_DIR/train_log.jsonl → visualizations/training_curves.png. Files the run does not have yet are
-    skipped; calling it again refreshes the copies (idempotent). Returns ``exp_dir``.
+    RUN_DIR/train_log.jsonl → visualizations/training_curves.png, and record.json names the run. Files the
+    run does not have yet are skipped; calling it again refreshes the copies (idempotent). Returns ``exp_dir``.
     """
     run_dir, exp_dir = Path(run_dir), Path(exp_dir)
     (exp_dir / VIS_DIR).mkdir(parents=True, exist_ok=True)
+    _claim(exp_dir, run_dir)
     if (run_dir / TRAIN_CONFIG).is_file():
         copy_atomic(run_dir / TRAIN_CONFIG, exp_dir / "config.json")
     if (run_dir / TRAIN_TEXT_LOG).is_file():
@@ -79,7 +130,10 @@ def record_training(run_dir: str | Path, exp_dir: str | Path) -> Path:
 
 def record_evaluation(exp_dir: str | Path, output_dir: str | Path,
                       files: Iterable[str] = ("eval_results.json", "eval_per_protein.csv")) -> Path:
-    """Copy an evaluation's results and figures from ``output_dir`` into ``exp_dir`` (no-op when they are the same)."""
+    """Copy an evaluation's results and figures from ``output_dir`` into ``exp_dir`` (no-op when they are the same).
+
+    Figures an earlier evaluation copied there and this one does not have are removed (see :func:`replace_written`).
+    """
     exp_dir, output_dir = Path(exp_dir), Path(output_dir)
     if exp_dir.resolve() == output_dir.resolve():
         return exp_dir
@@ -87,11 +141,29 @@ def record_evaluation(exp_dir: str | Path, output_dir: str | Path,
         if (output_dir / name).is_file():
             copy_atomic(output_dir / name, exp_dir / name)
     vis = output_dir / VIS_DIR
+    copied = []
     if vis.is_dir():
         for f in sorted(vis.iterdir()):
-            if f.is_file():
+            if f.is_file() and f.name != WRITTEN_FILE:
                 copy_atomic(f, exp_dir / VIS_DIR / f.name)
+                copied.append(f.name)
+    replace_written(exp_dir / VIS_DIR, copied)
     return exp_dir
+
+
+def replace_written(directory: str | Path, names: Iterable[str]) -> None:
+    """Record that ``names`` are the files this tool just wrote into ``directory`` (DIRECTORY/.written.json),
+    removing those an earlier call listed that are not written again: a re-evaluation leaves no figure or
+    viewer page of the previous one behind, and files anything else put there are never touched."""
+    d = Path(directory)
+    names = sorted({Path(n).name for n in names})
+    before = _read_json(d / WRITTEN_FILE).get("files")
+    before = [n for n in before if isinstance(n, str)] if isinstance(before, list) else []
+    for n in before:
+        if n not in names and Path(n).name == n and n not in ("", ".", "..", WRITTEN_FILE):
+            (d / n).unlink(missing_ok=True)
+    if names or before:
+        write_json(d / WRITTEN_FILE, {"files": names})
 
 
 # ---------------------------------------------------------------------------------------------------------

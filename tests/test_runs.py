@@ -34,6 +34,59 @@ def test_experiment_dir(tmp_path):
     assert runs.experiment_dir("my run/v2", root=tmp_path, date="2026-01-02") == d  # idempotent
 
 
+def test_experiment_dir_never_reuses_another_runs_record(tmp_path):
+    """The same name twice on one day: the second run gets <date>_<name>_2; the same run keeps its record."""
+    a, b, c = (_fake_run(tmp_path / "runs" / n, n_steps=3) for n in "abc")
+    (b / "train.log").write_text("run b\n")
+    exp = tmp_path / "exp"
+    da = runs.experiment_dir("x", root=exp, date="2026-01-02", run_dir=a)
+    runs.record_training(a, da)
+    db = runs.experiment_dir("x", root=exp, date="2026-01-02", run_dir=b)
+    runs.record_training(b, db)
+    assert (da.name, db.name) == ("2026-01-02_x", "2026-01-02_x_2")
+    assert (da / "training_log.txt").read_text() == (a / "train.log").read_text() != "run b\n"
+    assert (db / "training_log.txt").read_text() == "run b\n"
+    assert runs.experiment_dir("x", root=exp, date="2026-01-02", run_dir=a) == da      # resumed / re-evaluated
+    assert runs.experiment_dir("x", root=exp, date="2026-01-02", run_dir=b) == db
+    assert runs.experiment_dir("x", root=exp, date="2026-01-02", run_dir=c).name == "2026-01-02_x_3"
+    assert runs.recorded_run(db) == b.resolve()
+    # a directory that records no run yet (the demo's own folder with its dataset) is taken as it is
+    (exp / "2026-01-02_demo" / "dataset").mkdir(parents=True)
+    assert runs.experiment_dir("demo", root=exp, date="2026-01-02", run_dir=a).name == "2026-01-02_demo"
+    # a record written before record.json: its config.json names the run
+    old = exp / "2026-01-02_old"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({"args": {"output_dir": str(a)}}))
+    assert runs.experiment_dir("old", root=exp, date="2026-01-02", run_dir=a) == old
+    assert runs.experiment_dir("old", root=exp, date="2026-01-02", run_dir=b).name == "2026-01-02_old_2"
+
+
+def test_reevaluation_leaves_no_stale_figures(tmp_path):
+    """Figures and viewer pages of an earlier evaluation go when a new one does not write them again, in the
+    output directory and in the record; files the tool did not write stay."""
+    from proteinmtp.evaluation import Evaluation, write_figures
+
+    out, exp = tmp_path / "out", tmp_path / "exp"
+    vis = out / "visualizations"
+    vis.mkdir(parents=True)
+    (vis / "notes.txt").write_text("mine")
+
+    def evaluate(names):
+        for n in names:
+            (vis / n).write_text(n)
+        runs.replace_written(vis, names)
+        runs.record_evaluation(exp, out)
+
+    evaluate(["view_A.html", "view_B.html", "error_histogram.png"])
+    evaluate(["view_C.html", "error_histogram.png"])
+    listing = ["error_histogram.png", "notes.txt", "view_C.html"]
+    assert sorted(p.name for p in vis.iterdir() if p.name != runs.WRITTEN_FILE) == listing
+    assert sorted(p.name for p in (exp / "visualizations").iterdir() if p.name != runs.WRITTEN_FILE) == listing
+    # evaluation.write_figures keeps the same list: an evaluation with no scored protein leaves no old figure
+    write_figures(Evaluation(), vis)
+    assert sorted(p.name for p in vis.iterdir() if p.name != runs.WRITTEN_FILE) == ["notes.txt"]
+
+
 def test_record_training_copies_and_is_idempotent(tmp_path):
     run = _fake_run(tmp_path / "run")
     exp = runs.experiment_dir("x", root=tmp_path / "exp", date="2026-01-01")

@@ -313,6 +313,22 @@ def test_failed_start_leaves_nothing_that_blocks_the_corrected_rerun(tiny, data,
     assert "no checkpoint to resume from" in capsys.readouterr().err
 
 
+def test_same_experiment_name_twice_keeps_both_records(tiny, data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                      # records go to ./experiments
+    for name in ("a", "b"):
+        assert run_cli(cli_args(tiny, data, tmp_path / name, "--max_steps", "1", "--eval_steps", "100",
+                                "--experiment_name", "same")) == 0
+    recs = sorted((tmp_path / "experiments").iterdir())
+    assert [r.name.split("_", 1)[1] for r in recs] == ["same", "same_2"]
+    for rec, name in zip(recs, "ab"):
+        assert json.loads((rec / "config.json").read_text())["args"]["output_dir"] == str(tmp_path / name)
+    # the first run, resumed to more steps, keeps (and refreshes) its own record
+    assert run_cli(cli_args(tiny, data, tmp_path / "a", "--max_steps", "2", "--eval_steps", "100",
+                            "--experiment_name", "same")) == 0
+    assert sorted((tmp_path / "experiments").iterdir()) == recs
+    assert "resumed at step 1" in (recs[0] / "training_log.txt").read_text()
+
+
 def test_second_process_on_a_live_run_is_refused(tiny, data, tmp_path, capsys):
     """A live holder of RUN_DIR/train.lock refuses the start (nothing written); one killed with kill -9
     does not (the OS releases its flock)."""
