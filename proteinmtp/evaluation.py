@@ -1,10 +1,15 @@
-"""Evaluate a trained run on a dataset split: the model beside the separation prior and the oracle.
+"""Evaluate a trained run on a dataset split: the model beside the separation prior, the nearest
+training neighbour and the oracle.
 
-For every protein (chain) of the split, three distance matrices are scored the same way:
+For every protein (chain) of the split, up to four distance matrices are scored the same way:
 
 * ``model``  — the run's prediction, rebuilt into coordinates exactly as ``infer_distmat.py`` does;
 * ``prior``  — the run's length-aware ``SeparationPrior`` (prior.json, fitted on its training split)
   predicting a chain of that length, rebuilt with the same MDS + refinement;
+* ``neighbour`` — the most similar training chain by an MMseqs2 search (``proteinmtp.neighbour``): its
+  Cα distances at locally aligned pairs, the prior's elsewhere, rebuilt like the prior (no pair weights:
+  a neighbour has no confidence). Reported when neighbours are given (the CLI computes them from the
+  run's training split unless ``--no_neighbour``); the block is null, with the reason, otherwise;
 * ``oracle`` — MDS of the true distances (residues with a Cα only): the ceiling of the reconstruction,
   TM ≈ 1 expected.
 
@@ -34,9 +39,13 @@ from proteinmtp.fileio import atomic_write, write_json
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.dataset import Sample
     from proteinmtp.model import LoadedRun
+    from proteinmtp.neighbour import NeighbourSet
     from proteinmtp.prior import SeparationPrior
 
-METHODS = ("model", "prior", "oracle")
+METHODS = ("model", "prior", "oracle")   # always evaluated
+NEIGHBOUR = "neighbour"                    # evaluated when neighbours are given
+TABLE_ORDER = ("model", "prior", NEIGHBOUR, "oracle")
+NEIGHBOUR_EXTRA_KEYS = ("identity", "aligned_fraction")  # per protein; means in the block
 # Keys design.md requires in eval_results.json for every method (means over proteins).
 REQUIRED_KEYS = ("mae", "rmse", "pearson", "mae_short", "mae_medium", "mae_long", "precision_L_long",
                  "precision_L5_long", "rmsd", "tm_score", "gdt_ts", "lddt")
@@ -124,6 +133,11 @@ def _nanmean(vals: Sequence[float]) -> float | None:
     return float(a.mean()) if a.size else None
 
 
+def _methods(rows: Sequence[dict]) -> tuple[str, ...]:
+    """The methods the rows hold, in table order (the neighbour only when it was evaluated)."""
+    return tuple(m for m in TABLE_ORDER if m in METHODS or (rows and all(m in r for r in rows)))
+
+
 # ----------------------------------------------------------------------------- accumulation for figures
 
 @dataclass
@@ -178,23 +192,32 @@ class FigureData:
 @dataclass
 class Evaluation:
     """Per-protein rows ({"id", "length", "n_present", "length_bin", "model": {...}, "prior": {...},
-    "oracle": {...}}), proteins skipped (id → reason), and the figure data."""
+    "oracle": {...}, and with neighbours "neighbour": {...}, "neighbour_id"}), proteins skipped
+    (id → reason), the figure data, and how the neighbours were found (``neighbour_info``: the
+    NeighbourSet's info with "status": "ok", or {"status": "skipped", "reason": ...}; None = not asked)."""
 
     rows: list[dict] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     figures: FigureData = field(default_factory=FigureData)
+    neighbour_info: dict | None = None
 
 
 def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "refine", batch_size: int = 1,
                  prior: SeparationPrior | None = None, progress: bool = True, pdb_dir: str | Path | None = None,
-                 figures: FigureData | None = None, run_dir: str | Path = "") -> Evaluation:
-    """Score the run, the separation prior and the oracle on ``samples``.
+                 figures: FigureData | None = None, run_dir: str | Path = "",
+                 neighbours: NeighbourSet | None = None) -> Evaluation:
+    """Score the run, the separation prior, the oracle and (with ``neighbours``) the nearest training
+    neighbour on ``samples``.
 
+    ``neighbours``: from ``proteinmtp.neighbour.find_neighbours(train, samples)``, computed once and
+    reusable for every run evaluated on the same samples (the run's own prior fills unaligned pairs);
+    ValueError before any prediction when a sample has no neighbour record or another sequence.
     ``prior`` defaults to ``run.prior`` (the run's prior.json). Proteins longer than ``run.max_len`` or
     with fewer than 2 residues with a Cα are skipped and listed. With ``pdb_dir``, the model's structure
     (confidence in the B-factor column) and the native Cα trace are written as <id>_model.pdb and
     <id>_native.pdb.
     """
+    from proteinmtp.geometry import reconstruct
     from proteinmtp.predict import predict_structures, record_stems, run_description, write_structure
     from proteinmtp.structure import write_pdb
 
@@ -212,6 +235,9 @@ def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "re
             ev.skipped[s.id] = f"only {n_present} residue(s) with a Cα"
         else:
             todo.append(s)
+    nb_of = {s.id: neighbours.for_sample(s) for s in todo} if neighbours is not None else None
+    if neighbours is not None:
+        ev.neighbour_info = {"status": "ok", **neighbours.info}
     stems = record_stems([s.id for s in todo])
     model_name = run_description(run.config)["model_name"]
 
@@ -226,17 +252,27 @@ def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "re
                                         true_dist=true)
         row["model"]["mean_confidence"] = sp.mean_confidence
         prior_dist = np.asarray(prior.predict(L), dtype=np.float64)
-        from proteinmtp.geometry import reconstruct
-
         prior_xyz, _ = reconstruct(prior_dist, method=method)
         row["prior"] = score_prediction(prior_dist, prior_dist, prior_xyz, sample, higher_is_contact=False,
                                         true_dist=true)
+        preds = {"model": model_dist, "prior": prior_dist}
+        if nb_of is not None:
+            nb = nb_of[sample.id]
+            nb_dist = nb.filled(prior_dist)
+            nb_xyz, _ = reconstruct(nb_dist, method=method)
+            row[NEIGHBOUR] = score_prediction(nb_dist, nb_dist, nb_xyz, sample, higher_is_contact=False,
+                                              true_dist=true)
+            if nb.identity is not None:  # no hit: no identity (the mean is over chains with a hit)
+                row[NEIGHBOUR]["identity"] = float(nb.identity)
+            row[NEIGHBOUR]["aligned_fraction"] = nb.aligned_fraction
+            row["neighbour_id"] = nb.neighbour_id or ""
+            preds[NEIGHBOUR] = nb_dist
         oracle_xyz = oracle_structure(sample, method=method)
         oracle_dist = np.where(np.isfinite(true), true, 0.0)
         row["oracle"] = score_prediction(oracle_dist, oracle_dist, np.nan_to_num(oracle_xyz), sample,
                                          higher_is_contact=False, true_dist=true)
         ev.rows.append(row)
-        ev.figures.add(sample, {"model": model_dist, "prior": prior_dist}, sp.ca_xyz, sp.confidence)
+        ev.figures.add(sample, preds, sp.ca_xyz, sp.confidence)
         if pdb_dir is not None:
             d = Path(pdb_dir)
             write_structure(d / f"{stems[i]}_model.pdb", sp, run_dir=run_dir,
@@ -264,11 +300,17 @@ def _mean_block(rows: Sequence[dict], method: str) -> dict:
 
 
 def summarize(ev: Evaluation) -> dict:
-    """eval_results.json content: ``model``/``prior``/``oracle`` blocks of means over proteins with
-    ``by_range`` and ``by_length`` breakdowns, ``n_proteins``, ``skipped`` and a ``diagnostics`` note."""
+    """eval_results.json content: ``model``/``prior``/``neighbour``/``oracle`` blocks of means over proteins
+    with ``by_range`` and ``by_length`` breakdowns, ``n_proteins``, ``skipped`` and a ``diagnostics`` note.
+
+    The ``neighbour`` block has the prior's keys plus ``identity`` (mean MMseqs2 identity over the chains
+    with a hit), ``aligned_fraction`` (mean over all chains) and ``n_without_hit``; it is null when no
+    neighbours were evaluated, and ``neighbour_search`` then says why (else how they were found).
+    """
     rows = ev.rows
+    methods = _methods(rows)
     out: dict = {}
-    for method in METHODS:
+    for method in methods:
         block = _mean_block(rows, method) if rows else {k: None for k in REQUIRED_KEYS} | {"n_proteins": 0}
         by_range = {}
         for r in SEPARATION_RANGES:
@@ -283,7 +325,12 @@ def summarize(ev: Evaluation) -> dict:
             if sub_rows:
                 by_len[label] = _mean_block(sub_rows, method)
         block["by_length"] = by_len
+        if method == NEIGHBOUR:
+            block["n_without_hit"] = sum(1 for r in rows if not r.get("neighbour_id"))
         out[method] = block
+    if NEIGHBOUR not in methods:
+        out[NEIGHBOUR] = None
+    out["neighbour_search"] = ev.neighbour_info or {"status": "skipped", "reason": "no neighbours were given"}
     out["n_proteins"] = len(rows)
     out["length_bins"] = {label: [lo, hi] for label, lo, hi in LENGTH_BINS}
     out["skipped"] = dict(ev.skipped)
@@ -292,7 +339,7 @@ def summarize(ev: Evaluation) -> dict:
                  "native: a diagnostic of how much the hand choice costs, not a result. 'tm_score' uses the "
                  "hand chosen without the native. 'hand_correct' is the fraction where that choice was the "
                  "better one."),
-        "tm_score_best_of_mirrors": {m: out[m].get(MIRROR_KEY) for m in METHODS},
+        "tm_score_best_of_mirrors": {m: out[m].get(MIRROR_KEY) for m in methods},
     }
     return _json_safe(out)
 
@@ -311,21 +358,24 @@ def _json_safe(obj):
 
 
 def per_protein_csv(ev: Evaluation) -> str:
-    """CSV text: one row per protein (id, length, n_present, length_bin, then <method>_<metric> columns)."""
+    """CSV text: one row per protein (id, length, n_present, length_bin, [neighbour_id,] then
+    <method>_<metric> columns; the neighbour's include neighbour_identity and neighbour_aligned_fraction)."""
+    methods = _methods(ev.rows)
     cols: list[str] = []
-    for method in METHODS:
+    for method in methods:
         for r in ev.rows:
             cols.extend(f"{method}_{k}" for k in r[method] if f"{method}_{k}" not in cols)
+    fixed = ["id", "length", "n_present", "length_bin"] + (["neighbour_id"] if NEIGHBOUR in methods else [])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "length", "n_present", "length_bin", *cols])
+    w.writerow([*fixed, *cols])
     for r in ev.rows:
         vals = []
         for c in cols:
             method, key = c.split("_", 1)
             v = r[method].get(key)
             vals.append("" if v is None or not math.isfinite(v) else f"{v:.6g}")
-        w.writerow([r["id"], r["length"], r["n_present"], r["length_bin"], *vals])
+        w.writerow([*(r[c] for c in fixed), *vals])
     return buf.getvalue()
 
 
@@ -351,7 +401,7 @@ def write_figures(ev: Evaluation, vis_dir: str | Path, run_dir: str | Path | Non
     paths.append(plots.scatter_by_range(pred, true, sep, vis / "pred_vs_true_scatter.png"))
     lengths = np.array([r["length"] for r in ev.rows])
     metrics = {m: {meth: np.array([np.nan if r[meth].get(m) is None else r[meth][m] for r in ev.rows])
-                   for meth in METHODS if not (meth == "oracle" and m == "mae")}
+                   for meth in _methods(ev.rows) if not (meth == "oracle" and m == "mae")}
                for m in ("mae", "tm_score", "lddt")}
     paths.append(plots.metrics_vs_length(lengths, metrics, vis / "metrics_vs_length.png"))
     stems = record_stems([v[0] for v in fd.views])
@@ -382,12 +432,24 @@ def write_results(ev: Evaluation, output_dir: str | Path, config: dict | None = 
 
 
 def format_summary(results: dict) -> str:
-    """A small text table of the headline metrics for model / prior / oracle."""
+    """A small text table of the headline metrics for model / prior / neighbour / oracle."""
     keys = ("mae", "mae_short", "mae_medium", "mae_long", "precision_L5_long", "rmsd", "tm_score", "gdt_ts", "lddt")
-    lines = [f"{'':8}" + "".join(f"{k:>18}" for k in keys)]
-    for m in METHODS:
+    lines = [f"{'':10}" + "".join(f"{k:>18}" for k in keys)]
+    for m in TABLE_ORDER:
+        if not results.get(m):
+            continue
         vals = [results[m].get(k) for k in keys]
-        lines.append(f"{m:8}" + "".join(f"{v:18.3f}" if v is not None else f"{'n/a':>18}" for v in vals))
+        lines.append(f"{m:10}" + "".join(f"{v:18.3f}" if v is not None else f"{'n/a':>18}" for v in vals))
+    nb = results.get(NEIGHBOUR)
+    if nb:
+        ident = nb.get("identity")
+        lines.append(f"neighbour: nearest training chain by MMseqs2, mean identity "
+                     f"{'n/a' if ident is None else f'{ident:.3f}'} (chains with a hit), mean aligned fraction "
+                     f"{nb.get('aligned_fraction') or 0.0:.3f}; {nb.get('n_without_hit', 0)} chain(s) without a hit "
+                     "use the prior")
+    elif NEIGHBOUR in results:
+        reason = (results.get("neighbour_search") or {}).get("reason", "not computed")
+        lines.append(f"neighbour: skipped ({reason})")
     lines.append(f"n_proteins = {results['n_proteins']}" +
                  (f" (skipped {len(results['skipped'])})" if results.get("skipped") else ""))
     return "\n".join(lines)
@@ -420,10 +482,62 @@ def add_model_arguments(parser) -> None:
     g.add_argument("--trust_remote_code", action="store_true",
                    help="allow the backbone's own Python code from its model directory (only for backbones you trust)")
     g.add_argument("--no_figures", action="store_true", help="skip the figures and HTML views")
+    g.add_argument("--train_data", default=None,
+                   help="training split searched for each chain's nearest neighbour (dataset JSON or .json.gz; "
+                        "None = train_data of the run's training_config.json; a missing file there skips the "
+                        "neighbour with a warning, a missing file given here is an error)")
+    g.add_argument("--no_neighbour", action="store_true",
+                   help="skip the nearest-training-neighbour baseline (its block in eval_results.json is null)")
 
 
 class EvaluationInputError(ValueError):
     """Bad arguments or input files for the model evaluation (reported as one line)."""
+
+
+def run_neighbours(args, run_config: dict, samples: Sequence[Sample]) -> tuple[NeighbourSet | None, dict]:
+    """Nearest training neighbours of ``samples`` for the CLI: (NeighbourSet or None, info for the results).
+
+    The training split is ``args.train_data``, else the run's training_config.json ``train_data`` (as
+    recorded: absolute, or relative to the working directory). When that recorded file is missing or
+    unreadable, or MMseqs2 fails, a one-line warning goes to stderr and the neighbour is skipped (None,
+    {"status": "skipped", "reason": ...}): the model's own evaluation still runs. A ``--train_data`` that
+    does not exist or cannot be read is an :class:`EvaluationInputError`.
+    """
+    import sys
+
+    from proteinmtp.dataset import load_dataset
+    from proteinmtp.neighbour import find_neighbours
+    from proteinmtp.splits import MMseqsError
+
+    def skip(reason: str, warn: bool = True) -> tuple[None, dict]:
+        if warn:
+            print(f"warning: nearest-neighbour baseline skipped: {reason}", file=sys.stderr)
+        return None, {"status": "skipped", "reason": reason}
+
+    if args.no_neighbour:
+        return skip("--no_neighbour", warn=False)
+    explicit = bool(args.train_data)
+    path = args.train_data or run_config.get("train_data")
+    if not path:
+        return skip("the run's training_config.json names no train_data; pass --train_data")
+    where = "--train_data" if explicit else "train_data in the run's training_config.json"
+    if not Path(path).is_file():
+        if explicit:
+            raise EvaluationInputError(f"--train_data {path} does not exist")
+        return skip(f"training data {path} ({where}) not found; pass --train_data")
+    try:
+        train = load_dataset(path)
+    except (ValueError, OSError) as e:
+        msg = f"cannot read training data {path} ({where}): {e}".splitlines()[0]
+        if explicit:
+            raise EvaluationInputError(msg) from None
+        return skip(msg)
+    try:
+        nbs = find_neighbours(train.samples, samples)
+    except MMseqsError as e:
+        return skip(f"MMseqs2 search failed: {e}".splitlines()[0])
+    nbs.info["train_data"] = str(path)
+    return nbs, {"status": "ok", **nbs.info}
 
 
 def run_model_mode(args) -> int:
@@ -469,6 +583,7 @@ def run_model_mode(args) -> int:
         raise EvaluationInputError(load_error_message(run_dir, e)) from None
     if getattr(run, "prior", None) is None:
         raise EvaluationInputError(f"run {run_dir} has no prior.json (the separation prior); retrain it")
+    neighbours, neighbour_info = run_neighbours(args, run.config, samples)
 
     # The record: EXPERIMENTS_ROOT/<date>_<name>/ when named; else OUTPUT_DIR itself; else <date>_<run name>.
     if args.experiment_name or not args.output_dir:
@@ -480,7 +595,8 @@ def run_model_mode(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ev = evaluate_run(run, samples, method=args.mds_method, batch_size=args.batch_size,
                       pdb_dir=(out / "pdbs") if args.save_pdbs else None, run_dir=run_dir,
-                      progress=not getattr(args, "quiet", False))
+                      progress=not getattr(args, "quiet", False), neighbours=neighbours)
+    ev.neighbour_info = neighbour_info
     config = {"model_path": str(run_dir), "test_data": str(args.test_data), "num_samples": args.num_samples,
               "mds_method": args.mds_method, "n_in_split": len(data.samples),
               **run_description(run.config), "max_len": getattr(run, "max_len", None),

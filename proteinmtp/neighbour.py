@@ -9,8 +9,11 @@ For each query chain (an evaluated chain):
    alignment (``--prefilter-mode 2``, the most sensitive setting; ~2.3e-5 s per pair on one thread,
    so 5 M pairs take about two minutes); beyond that the k-mer prefilter at sensitivity 7.5 is used.
 2. **Pick.** The hit with the highest bit score (ties: lower E-value, then the earlier training
-   chain) is the neighbour, whatever its identity. A query without any hit is counted and gets the
-   prior everywhere.
+   chain) is the neighbour, whatever its identity. Hits under :data:`MIN_BITS` (15) bits are dropped:
+   MMseqs2 reports E ~ 0 for the 1-2-residue alignments it finds for low-complexity chains (poly-Pro
+   against anything with a Pro, 4 bits), and E <= 10 already demands more than 15 bits of a
+   100-residue query against any training set above ~3,300 residues (E ~ m n 2^-bits), so the floor
+   drops only such artefacts. A query without any hit is counted and gets the prior everywhere.
 3. **Align.** The pair is re-aligned with :func:`proteinmtp.scoring.align_sequences` in local mode
    (Smith-Waterman, BLOSUM62, gap -10/-0.5): only the homologous segment is matched, as in MMseqs2's own
    local alignment. (A global alignment would also pair up the non-homologous rest of two remote
@@ -49,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.dataset import Sample
 
 DEFAULT_EVALUE = 10.0
+MIN_BITS = 15.0
 EXHAUSTIVE_MAX_PAIRS = 5_000_000
 PREFILTER_SENSITIVITY = 7.5
 NEIGHBOUR_FORMAT = "proteinmtp-neighbours/1"
@@ -178,6 +182,8 @@ def _best_hits(hits: Sequence[dict]) -> dict[str, dict]:
     """query key → its best hit (highest bits, then lowest E-value, then the earliest target key)."""
     best: dict[str, dict] = {}
     for h in hits:
+        if h["bits"] < MIN_BITS:
+            continue
         rank = (-h["bits"], h["evalue"], int(h["target"][1:]))
         cur = best.get(h["query"])
         if cur is None or rank < (-cur["bits"], cur["evalue"], int(cur["target"][1:])):
@@ -232,7 +238,7 @@ def find_neighbours(train: Sequence[Sample], queries: Sequence[Sample], *, evalu
                                 evalue=float(h["evalue"]), bits=float(h["bits"]), query_idx=qi,
                                 neighbour_idx=ti, neighbour_ca=np.asarray(t.ca, dtype=np.float64)[ti])
     n_hit = sum(nb.neighbour_id is not None for nb in by_id.values())
-    info = {"evalue": float(evalue),
+    info = {"evalue": float(evalue), "min_bits": MIN_BITS,
             "search": "exhaustive (every pair aligned, --prefilter-mode 2)" if exhaustive
                       else f"k-mer prefilter, sensitivity {PREFILTER_SENSITIVITY}",
             "alignment": "local (Smith-Waterman, BLOSUM62, gap -10/-0.5) of the best hit by bit score",
