@@ -99,7 +99,10 @@ def test_write_structure_and_arrays(tmp_path):
     assert "tiny-qwen" in text and "RUN myrun" in text and "HAND " in text
     assert f"MEAN CONFIDENCE {sp.confidence.mean():.1f}" in text
     c = write_structure(tmp_path / "a.cif", sp, fmt="cif")
-    assert len(gemmi.read_structure(str(c))[0][0]) == 20
+    assert c.read_text().startswith("data_")
+    cif_atoms = [a for r in gemmi.read_structure(str(c))[0][0] for a in r]
+    np.testing.assert_allclose([a.pos.tolist() for a in cif_atoms], sp.ca_xyz, atol=6e-4)
+    np.testing.assert_allclose([a.b_iso for a in cif_atoms], sp.confidence, atol=0.006)
     d = save_distmat(tmp_path / "d.npy", sp)
     np.testing.assert_allclose(np.load(d), sp.distances.dist, atol=1e-4)
     z = np.load(save_distogram(tmp_path / "g.npz", sp))
