@@ -8,7 +8,17 @@ text files listing paths (.txt/.list), or seed-era JSON (``protein_coords_data.j
 records with ``sequence`` and ``coords``). Chains are filtered, identical sequences kept once, and
 clustered with MMseqs2 so that whole clusters go to one split. Writes DIR/train.json, DIR/val.json,
 DIR/test.json (``.json.gz`` with --compress) and DIR/report.json (every input skipped or partly
-skipped, with the reason, plus the summary printed at the end).
+skipped, with the reason, plus the summary printed at the end). report.json is written even when no
+chain can be kept (every file unreadable, or every chain filtered out); the exit status is then 2.
+
+Nothing is dropped unseen: files that are not read (unreadable, BinaryCIF — which gemmi 0.7.5 cannot
+read —, dangling symbolic links, FIFOs and other non-regular files, never opened) are listed with the
+reason and counted by kind in the summary.
+
+Chain ids are ``<file stem>:<author chain id>``. When files in different folders share a name (a/prot.pdb,
+b/prot.pdb; AlphaFold-style target1/ranked_0.pdb, target2/ranked_0.pdb), each stem is prefixed with the
+shortest trailing part of its folder path that tells it apart: ``a/prot:A``, ``b/prot:A``,
+``target1/ranked_0:A``. The ids depend only on the paths, never on --workers.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from pathlib import Path
 
 from proteinmtp import __version__
 from proteinmtp.constants import DATASET_FORMAT
-from proteinmtp.dataset import BuildConfig, BuildInputError, build_dataset, save_dataset
+from proteinmtp.dataset import BuildConfig, BuildInputError, NothingUsableError, build_dataset, save_dataset
 from proteinmtp.fileio import atomic_write
 from proteinmtp.splits import MMseqsError
 
@@ -32,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--input", nargs="+", required=True,
-                   help="structure files, directories (recursive), globs, .txt lists of paths, or seed-era JSON")
+                   help="structure files, directories (recursive), globs, .txt lists of paths, or seed-era JSON; "
+                        "files of one name in different folders get ids prefixed with the shortest distinguishing "
+                        "part of their folder path (a/prot:A, b/prot:A)")
     p.add_argument("--output_dir", required=True, help="directory that receives train/val/test JSON and report.json")
     p.add_argument("--min_len", type=int, default=d.min_len, help="minimum chain length (modelled residues)")
     p.add_argument("--max_seq_len", type=int, default=d.max_seq_len,
@@ -43,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="maximum fraction of residues of unknown type (X)")
     p.add_argument("--chains", default=d.chains,
                    help="keep only these chains: comma list of author chain ids (A,B) and/or stem:chain ids "
-                        "(1ABC:A); empty = all")
+                        "(1ABC:A, which also selects a/1ABC:A); empty = all")
     p.add_argument("--identity", type=float, default=d.identity,
                    help="MMseqs2 sequence identity (fraction) at which chains are clustered into one split")
     p.add_argument("--coverage", type=float, default=d.coverage,
@@ -94,6 +106,9 @@ def format_summary(summary: dict, seconds: float) -> str:
         f"files: {s['inputs']} inputs, {s['files_read']} read, {s['files_failed']} unreadable, "
         f"{s['files_without_protein']} without protein chains, {s['files_repaired']} read after a repair "
         f"(see report.json)  ({seconds:.1f} s)",
+    ]
+    lines += _failed_lines(s)
+    lines += [
         f"chains: {s['chains_found']} found, {s['chains_kept']} kept (unique), "
         f"{sum(s['chains_dropped'].values())} dropped",
     ]
@@ -110,6 +125,11 @@ def format_summary(summary: dict, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def _failed_lines(s: dict) -> list[str]:
+    """One line per kind of file not read (unsupported format, dangling symlink, …)."""
+    return [f"  not read: {n} {kind.replace('_', ' ')}" for kind, n in s.get("files_failed_by_kind", {}).items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.time()
@@ -119,6 +139,18 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists() and not out.is_dir():
             raise BuildInputError(f"--output_dir {out} exists and is not a directory")
         splits, stats, report = build_dataset(args.input, cfg, progress=not args.no_progress)
+    except NothingUsableError as e:
+        # no dataset, but the per-file reasons are what the user needs: the report is always written
+        config = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "threads")}
+        config.update({"input": list(args.input), "proteinmtp_version": __version__})
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "report.json", (json.dumps({"config": config, "error": str(e), **e.report}, indent=1)
+                                           + "\n").encode())
+        for line in _failed_lines(e.report.get("summary", {})):
+            print(line, file=sys.stderr)
+        print(f"create_distmat_data.py: error: {e}; each file's reason is in {out / 'report.json'}",
+              file=sys.stderr)
+        return 2
     except (BuildInputError, MMseqsError) as e:
         print(f"create_distmat_data.py: error: {e}", file=sys.stderr)
         return 2

@@ -295,6 +295,15 @@ class BuildInputError(ValueError):
     """A user input to the builder is wrong (missing path, bad flag combination); one-line message."""
 
 
+class NothingUsableError(BuildInputError):
+    """No chain could be kept (no readable file, or every chain filtered out). ``report`` holds the
+    report dict (summary and every file's reason), to be written although no dataset is."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
 @dataclass
 class BuildConfig:
     """Builder settings; every field is a create_distmat_data.py flag of the same name."""
@@ -340,12 +349,18 @@ class FileResult:
     file: str
     samples: list[Sample]
     error: str | None = None
+    error_kind: str = "unreadable"  # why it was not read (with error): one of SKIP_KINDS
     notes: list[str] = field(default_factory=list)
     record_errors: list[dict] = field(default_factory=list)  # seed-format records that failed
 
 
-def _expand_one(arg: str, out: list[tuple[str, str]]) -> None:
-    """Append (kind, path) pairs for one --input argument; kind is 'structure' or 'seed'."""
+def _expand_one(arg: str, out: list[tuple[str, str]], ignored: list[str] | None = None) -> None:
+    """Append (kind, path) pairs for one --input argument; kind is 'structure' or 'seed'.
+
+    A directory contributes every entry with a structure name (BinaryCIF included) that is not a
+    directory: dangling symbolic links and FIFOs too, so that they are reported, never dropped unseen
+    (they are not opened here). Other files in it are counted in ``ignored``.
+    """
     p = Path(arg)
     if any(c in _GLOB_CHARS for c in arg) and not p.exists():
         import glob
@@ -355,18 +370,24 @@ def _expand_one(arg: str, out: list[tuple[str, str]]) -> None:
             raise BuildInputError(f"--input {arg!r}: the pattern matches no file")
         for m in matches:
             if Path(m).is_dir():
-                _expand_one(m, out)
+                _expand_one(m, out, ignored)
             elif _is_seed_json(m):
                 out.append(("seed", m))
             elif _structure_name(m):
                 out.append(("structure", m))
         return
     if not p.exists():
+        if p.is_symlink():
+            raise BuildInputError(f"--input {arg!r}: dangling symbolic link (its target {os.readlink(p)} does not exist)")
         raise BuildInputError(f"--input {arg!r}: no such file or directory")
     if p.is_dir():
         for f in sorted(p.rglob("*")):
-            if f.is_file() and _structure_name(str(f)):
+            if f.is_dir():
+                continue
+            if _structure_name(str(f)):
                 out.append(("structure", str(f)))
+            elif ignored is not None:
+                ignored.append(str(f))
         return
     name = p.name.lower()
     if name.endswith(_LIST_SUFFIXES):
@@ -379,7 +400,7 @@ def _expand_one(arg: str, out: list[tuple[str, str]]) -> None:
                 q = p.parent / entry  # relative to the list file
             if not q.exists() and not any(c in _GLOB_CHARS for c in entry):
                 raise BuildInputError(f"{p}: line {lineno}: {entry!r} does not exist")
-            _expand_one(str(q), out)
+            _expand_one(str(q), out, ignored)
         return
     if _is_seed_json(str(p)):
         out.append(("seed", str(p)))
@@ -388,21 +409,22 @@ def _expand_one(arg: str, out: list[tuple[str, str]]) -> None:
 
 
 def _structure_name(path: str) -> bool:
-    from proteinmtp.structure import is_structure_file
+    from proteinmtp.structure import is_binary_cif, is_structure_file
 
-    return is_structure_file(path)
+    return is_structure_file(path) or is_binary_cif(path)
 
 
 def _is_seed_json(path: str) -> bool:
     return path.lower().endswith((".json", ".json.gz"))
 
 
-def collect_inputs(inputs: Sequence[str]) -> list[tuple[str, str]]:
+def collect_inputs(inputs: Sequence[str], ignored: list[str] | None = None) -> list[tuple[str, str]]:
     """Expand files, directories (recursive; structure extensions only), globs and .txt lists of paths
-    into a sorted, de-duplicated list of (kind, path), kind 'structure' or 'seed' (JSON records)."""
+    into a sorted, de-duplicated list of (kind, path), kind 'structure' or 'seed' (JSON records).
+    Files of a directory without a structure extension are appended to ``ignored``."""
     out: list[tuple[str, str]] = []
     for arg in inputs:
-        _expand_one(arg, out)
+        _expand_one(arg, out, ignored)
     seen: set[str] = set()
     unique = []
     for kind, path in out:
@@ -411,6 +433,35 @@ def collect_inputs(inputs: Sequence[str]) -> list[tuple[str, str]]:
             seen.add(key)
             unique.append((kind, path))
     return sorted(unique, key=lambda kp: kp[1])
+
+
+def file_ids(paths: Sequence[str]) -> dict[str, str]:
+    """The id of each structure file's chains (before ``:chain``): the file's stem, unless files in OTHER
+    folders share that stem — then the stem prefixed with the shortest trailing part of its folder path
+    that no other such folder ends with, joined by "/": a/prot.pdb, b/prot.pdb → a/prot, b/prot;
+    x/a/p.pdb, y/a/p.pdb, b/p.pdb → x/a/p, y/a/p, b/p; target1/ranked_0.pdb → target1/ranked_0. Files
+    of one stem in one folder (1ABC.pdb, 1ABC.cif) share the id, and the build keeps the first by path.
+    Depends only on the set of paths (made absolute), never on reading order or --workers.
+    """
+    from proteinmtp.structure import structure_stem
+
+    by_stem: dict[str, list[str]] = {}
+    for path in paths:
+        by_stem.setdefault(structure_stem(path), []).append(path)
+    out: dict[str, str] = {}
+    for stem, group in by_stem.items():
+        folder = {path: Path(os.path.abspath(path)).parent.parts[1:] for path in group}  # without the root
+        distinct = set(folder.values())
+        for path in group:
+            d = folder[path]
+            others = distinct - {d}
+            suffix: tuple[str, ...] = ()
+            for k in range(1, len(d) + 1) if others else ():
+                suffix = d[-k:]
+                if all(o[-k:] != suffix for o in others):
+                    break
+            out[path] = "/".join((*suffix, stem))
+    return out
 
 
 def _seed_coords(rec: dict) -> np.ndarray:
@@ -481,20 +532,47 @@ def _breaks(ca: np.ndarray) -> list[int]:
     return list(_find_breaks(ca))
 
 
+# Why a file was not read (report.json "kind", counted in the summary's files_failed_by_kind).
+SKIP_KINDS = ("unreadable", "unsupported_format", "dangling_symlink", "not_a_regular_file")
+
+
+def _not_regular(path: str) -> tuple[str, str] | None:
+    """(kind, reason) when ``path`` is not a regular file (checked without opening it: a FIFO would block)."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return "dangling_symlink", f"dangling symbolic link (its target {os.readlink(path)} does not exist)"
+        return "unreadable", "file disappeared before it was read"
+    except OSError as e:
+        return "unreadable", f"cannot access the file ({e.strerror or e})"
+    if stat.S_ISFIFO(st.st_mode):
+        return "not_a_regular_file", "a named pipe (FIFO), not a regular file; not read"
+    if not stat.S_ISREG(st.st_mode):
+        return "not_a_regular_file", "not a regular file (socket or device); not read"
+    return None
+
+
 def read_input(item: tuple[str, str]) -> FileResult:
     """Read one collected input (worker function; picklable in and out)."""
-    from proteinmtp.structure import StructureReadError, read_structure
+    from proteinmtp.structure import BINARY_CIF_REASON, StructureReadError, read_structure
 
     kind, path = item
+    why = _not_regular(path)
+    if why is not None:
+        return FileResult(path, [], error=why[1], error_kind=why[0])
     if kind == "seed":
         return read_seed_records(path)
     notes: list[str] = []
     try:
         chains = read_structure(path, notes)
     except StructureReadError as e:
-        return FileResult(path, [], error=str(e).removeprefix(f"{path}: "))
+        kind = "unsupported_format" if BINARY_CIF_REASON in str(e) else "unreadable"
+        return FileResult(path, [], error=str(e).removeprefix(f"{path}: "), error_kind=kind)
     except Exception as e:  # a parser bug must not stop a 10,000-file build; it is reported
-        return FileResult(path, [], error=f"unexpected {type(e).__name__}: {e}")
+        return FileResult(path, [], error=f"unexpected {type(e).__name__}: {e}", error_kind="unreadable")
     samples = [Sample(id=c.id, sequence=c.sequence, ca=c.ca, residue_ids=list(c.residue_ids), source=c.source,
                       split="", cb=c.cb, breaks=list(c.breaks)) for c in chains]
     return FileResult(path, samples, notes=notes)
@@ -525,7 +603,7 @@ def filter_reason(s: Sample, cfg: BuildConfig, bare: set[str], full: set[str]) -
     """Why a chain is dropped (None = kept). Reasons are stable keys used in the summary."""
     if bare or full:
         chain_id = s.id.rsplit(":", 1)[-1]
-        if chain_id not in bare and s.id not in full:
+        if chain_id not in bare and s.id not in full and s.id.rsplit("/", 1)[-1] not in full:
             return "not_selected"
     n = len(s.sequence)
     if n < cfg.min_len:
@@ -559,11 +637,17 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
     "summary" and "files" (every input skipped or partly skipped, with the reason)).
     """
     from proteinmtp.splits import assign_splits, cluster_sequences
+    from proteinmtp.structure import structure_stem
 
     cfg.validate()
-    items = collect_inputs(inputs)
+    ignored: list[str] = []
+    items = collect_inputs(inputs, ignored)
     if not items:
-        raise BuildInputError("no structure files found in --input (extensions: .pdb .ent .cif .mmcif [.gz])")
+        other = f"; {len(ignored)} other file(s) ignored for their extension" if ignored else ""
+        raise NothingUsableError(
+            f"no structure files found in --input (extensions: .pdb .ent .brk .cif .mmcif [.gz]){other}",
+            {"summary": {"inputs": 0, "files_read": 0, "files_ignored_extension": len(ignored)}, "files": []})
+    ids = file_ids([path for kind, path in items if kind == "structure"])
     results = read_inputs(items, workers=cfg.workers, progress=progress)
 
     bare, full = _parse_selection(cfg.chains)
@@ -584,10 +668,12 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
 
     candidates: list[Sample] = []
     n_found = n_read = n_failed = n_noprotein = n_repaired = 0
+    failed_by_kind: dict[str, int] = {}
     for r in results:
         if r.error is not None:
             n_failed += 1
-            note(r.file, "skipped", reason=r.error)
+            failed_by_kind[r.error_kind] = failed_by_kind.get(r.error_kind, 0) + 1
+            note(r.file, "skipped", reason=r.error, kind=r.error_kind)
             continue
         n_read += 1
         if r.notes:
@@ -601,7 +687,10 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
             note(r.file, "skipped", reason="no protein chains in the first model")
             continue
         seen_ids: set[str] = set()
+        stem, fid = structure_stem(r.file), ids.get(r.file)
         for s in r.samples:
+            if fid is not None and fid != stem and s.id.startswith(stem + ":"):
+                s.id = fid + s.id[len(stem):]       # same file name in another folder: a/prot:A, b/prot:A
             n_found += 1
             if s.id in seen_ids:
                 drop(s, "duplicate_id")
@@ -638,11 +727,28 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
             if i not in chosen:
                 drop(s, "max_samples")
         kept = [s for i, s in enumerate(kept) if i in chosen]
+    file_summary = {
+        "inputs": len(items),
+        "files_read": n_read,
+        "files_failed": n_failed,
+        "files_failed_by_kind": dict(sorted(failed_by_kind.items())),
+        "files_without_protein": n_noprotein,
+        "files_repaired": n_repaired,
+        "files_ignored_extension": len(ignored),
+        "chains_found": n_found,
+    }
     if not kept:
-        raise BuildInputError(
+        report = {"summary": {**file_summary, "chains_kept": 0, "chains_dropped": dict(sorted(dropped.items()))},
+                  "files": [file_entries[k] for k in sorted(file_entries)]}
+        if n_read == 0:
+            kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(failed_by_kind.items()))
+            raise NothingUsableError(f"no input file was readable ({len(items)} file(s): {kinds})", report)
+        if n_found == 0:
+            raise NothingUsableError(f"no protein chain in the {n_read} readable file(s) "
+                                     f"({n_failed} more unreadable, {n_noprotein} without protein chains)", report)
+        raise NothingUsableError(
             f"no chain passed the filters ({n_found} chains in {n_read} readable files; dropped: {dropped}); "
-            "check --min_len/--max_seq_len/--max_missing_ca/--chains"
-        )
+            "check --min_len/--max_seq_len/--max_missing_ca/--chains", report)
 
     seqs = {s.id: s.sequence for s in kept}
     threads = cfg.threads or cfg.workers
@@ -663,12 +769,7 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
     stats = compute_global_stats(splits["train"])
 
     summary = {
-        "inputs": len(items),
-        "files_read": n_read,
-        "files_failed": n_failed,
-        "files_without_protein": n_noprotein,
-        "files_repaired": n_repaired,
-        "chains_found": n_found,
+        **file_summary,
         "chains_kept": len(kept),
         "chains_dropped": dict(sorted(dropped.items())),
         "splits": {k: {"chains": len(v), "clusters": len({s.cluster for s in v}),

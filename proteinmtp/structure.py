@@ -42,6 +42,11 @@ from proteinmtp.fileio import atomic_write, read_bytes
 PDB_EXTENSIONS = (".pdb", ".ent", ".brk")
 CIF_EXTENSIONS = (".cif", ".mmcif")
 STRUCTURE_EXTENSIONS = CIF_EXTENSIONS + PDB_EXTENSIONS
+# Structure formats recognised but not readable: gemmi 0.7.5 has no BinaryCIF reader (gemmi.read_structure
+# says "Unknown format"), so such files are reported with this reason instead of being skipped unseen.
+BINARY_CIF_EXTENSIONS = (".bcif",)
+BINARY_CIF_REASON = (f"BinaryCIF is not supported (gemmi {gemmi.__version__} cannot read it); "
+                     "convert it to text mmCIF (.cif) first")
 
 _PROTEIN_TYPES = (gemmi.PolymerType.PeptideL, gemmi.PolymerType.PeptideD)
 _NUCLEIC_TYPES = (gemmi.PolymerType.Dna, gemmi.PolymerType.Rna, gemmi.PolymerType.DnaRnaHybrid)
@@ -82,6 +87,17 @@ def is_structure_file(path: str | Path) -> bool:
     if name.endswith(".gz"):
         name = name[:-3]
     return name.endswith(STRUCTURE_EXTENSIONS)
+
+
+def is_binary_cif(path: str | Path) -> bool:
+    """True if the name ends in .bcif (optionally .gz): a BinaryCIF file, which cannot be read."""
+    name = Path(path).name.lower().removesuffix(".gz")
+    return name.endswith(BINARY_CIF_EXTENSIONS)
+
+
+def _looks_like_binary_cif(raw: bytes) -> bool:
+    """MessagePack map (BinaryCIF's encoding) with a "dataBlocks" key at the start."""
+    return len(raw) > 0 and (0x80 <= raw[0] <= 0x8F or raw[0] in (0xDE, 0xDF)) and b"dataBlocks" in raw[:64]
 
 
 def structure_stem(path: str | Path) -> str:
@@ -126,6 +142,8 @@ def _is_amino_acid_residue(res: gemmi.Residue) -> bool:
 
 
 def _read_text(path: Path) -> str:
+    if is_binary_cif(path):
+        raise StructureReadError(f"{path}: {BINARY_CIF_REASON}")
     try:
         raw = read_bytes(path)
     except OSError as e:
@@ -134,6 +152,8 @@ def _read_text(path: Path) -> str:
         raise StructureReadError(f"{path}: {e}") from e
     if not raw.strip():
         raise StructureReadError(f"{path}: file is empty")
+    if _looks_like_binary_cif(raw):
+        raise StructureReadError(f"{path}: {BINARY_CIF_REASON}")
     if b"\x00" in raw[:4096]:
         raise StructureReadError(f"{path}: binary content, not a PDB or mmCIF text file")
     return raw.decode("latin-1")

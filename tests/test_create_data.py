@@ -202,3 +202,110 @@ def test_cli_bad_input_one_line_error(args: list[str], message: str, tmp_path: P
     r = run_cli(*args)
     assert r.returncode != 0
     assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def _main(*args: str) -> tuple[int, str, str]:
+    """create_distmat_data.main in this process (no interpreter start-up): (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    import create_distmat_data
+
+    o, e = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        rc = create_distmat_data.main([*args, "--no_progress"])
+    return rc, o.getvalue(), e.getvalue()
+
+
+def test_bcif_symlink_and_fifo_are_reported(tmp_path: Path, test_data_dir: Path) -> None:
+    """Neither dropped unseen nor blocking: a BinaryCIF, a dangling symlink and a FIFO beside a good file."""
+    import os
+
+    from tests.test_structure import write_bcif
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(test_data_dir / "1LCD.pdb.gz", src / "1LCD.pdb.gz")
+    write_bcif(test_data_dir / "1A8O.pdb.gz", src / "1A8O.bcif")
+    os.symlink(tmp_path / "gone.pdb", src / "link.pdb")
+    os.mkfifo(src / "pipe.cif")
+    out = tmp_path / "out"
+    r = run_cli("--input", str(src), "--output_dir", str(out), "--val_fraction", "0", "--test_fraction", "0")
+    assert r.returncode == 0, r.stderr     # a read of the FIFO would block until the test's timeout
+    report = json.loads((out / "report.json").read_text())
+    files = {Path(e["file"]).name: e for e in report["files"]}
+    assert files["1A8O.bcif"]["kind"] == "unsupported_format" and "BinaryCIF is not supported" in files["1A8O.bcif"]["reason"]
+    assert files["link.pdb"]["kind"] == "dangling_symlink" and "gone.pdb" in files["link.pdb"]["reason"]
+    assert files["pipe.cif"]["kind"] == "not_a_regular_file" and "FIFO" in files["pipe.cif"]["reason"]
+    s = report["summary"]
+    assert s["inputs"] == 4 and s["files_read"] == 1 and s["files_failed"] == 3
+    assert s["files_failed_by_kind"] == {"dangling_symlink": 1, "not_a_regular_file": 1, "unsupported_format": 1}
+    for line in ("not read: 1 unsupported format", "not read: 1 dangling symlink", "not read: 1 not a regular file"):
+        assert line in r.stdout
+
+
+def test_only_unusable_files_still_write_the_report(tmp_path: Path, test_data_dir: Path) -> None:
+    from tests.test_structure import write_bcif
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "empty.pdb").write_text("")
+    (src / "shopping.pdb").write_text("milk\neggs\n")
+    write_bcif(test_data_dir / "1LCD.pdb.gz", src / "x.bcif")
+    out = tmp_path / "out"
+    rc, _, err = _main("--input", str(src), "--output_dir", str(out))
+    assert rc == 2
+    assert "no input file was readable (3 file(s): 2 unreadable, 1 unsupported format)" in err
+    assert str(out / "report.json") in err and "--min_len" not in err
+    report = json.loads((out / "report.json").read_text())
+    reasons = {Path(e["file"]).name: e["reason"] for e in report["files"]}
+    assert "empty" in reasons["empty.pdb"] and "not a PDB" in reasons["shopping.pdb"]
+    assert "BinaryCIF" in reasons["x.bcif"]
+    assert report["summary"]["files_read"] == 0 and "no input file was readable" in report["error"]
+    assert not list(out.glob("train*"))
+    # readable, but every chain filtered out: the report too, with the filter hint
+    out2 = tmp_path / "out2"
+    rc, _, err = _main("--input", str(test_data_dir / "1LCD.pdb.gz"), "--output_dir", str(out2), "--min_len", "999")
+    assert rc == 2 and "no chain passed the filters" in err and "--min_len" in err
+    report = json.loads((out2 / "report.json").read_text())
+    assert report["summary"]["chains_dropped"] == {"too_short": 1}
+
+
+def test_file_ids_shortest_distinguishing_folder() -> None:
+    from proteinmtp.dataset import file_ids
+
+    paths = ["r/a/prot.pdb", "r/b/prot.pdb.gz", "r/x/a/p.pdb", "r/y/a/p.pdb", "r/b/p.pdb",
+             "r/t1/ranked_0.pdb", "r/t2/ranked_0.pdb", "r/t2/ranked_0.cif", "r/solo.pdb"]
+    expected = {"r/a/prot.pdb": "a/prot", "r/b/prot.pdb.gz": "b/prot", "r/x/a/p.pdb": "x/a/p",
+                "r/y/a/p.pdb": "y/a/p", "r/b/p.pdb": "b/p", "r/t1/ranked_0.pdb": "t1/ranked_0",
+                "r/t2/ranked_0.pdb": "t2/ranked_0", "r/t2/ranked_0.cif": "t2/ranked_0", "r/solo.pdb": "solo"}
+    assert file_ids(paths) == expected
+    assert file_ids(paths[::-1]) == expected          # order does not matter
+
+
+def test_same_file_name_in_two_folders_keeps_both(tmp_path: Path, test_data_dir: Path) -> None:
+    src = tmp_path / "in"
+    for folder, name in (("a", "1LCD"), ("b", "1A8O"), ("t1", "3KPR"), ("t2", "2XHE")):
+        (src / folder).mkdir(parents=True)
+        dst = "prot.pdb.gz" if folder in ("a", "b") else "ranked_0.pdb.gz"
+        shutil.copy(test_data_dir / f"{name}.pdb.gz", src / folder / dst)
+    ids = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"out{workers}"
+        rc, _, err = _main("--input", str(src), "--output_dir", str(out), "--val_fraction", "0",
+                           "--test_fraction", "0", "--workers", workers, "--chains", "A,B")
+        assert rc == 0, err
+        train = load_dataset(out / "train.json")
+        ids.append(sorted(s.id for s in train.samples))
+        by_id = {s.id: s for s in train.samples}
+        assert by_id["a/prot:A"].sequence == read_structure(test_data_dir / "1LCD.pdb.gz")[0].sequence
+        assert by_id["b/prot:A"].source.endswith("b/prot.pdb.gz")
+    assert ids[0] == ids[1]
+    assert ids[0] == ["a/prot:A", "b/prot:A", "t1/ranked_0:A", "t1/ranked_0:B", "t2/ranked_0:A", "t2/ranked_0:B"]
+    report = json.loads((tmp_path / "out1" / "report.json").read_text())
+    assert "duplicate_id" not in report["summary"]["chains_dropped"]
+    # a stem:chain selection still picks the chain out of every folder
+    rc, _, err = _main("--input", str(src), "--output_dir", str(tmp_path / "sel"), "--val_fraction", "0",
+                       "--test_fraction", "0", "--chains", "prot:A")
+    assert rc == 0, err
+    assert sorted(s.id for s in load_dataset(tmp_path / "sel" / "train.json").samples) == ["a/prot:A", "b/prot:A"]

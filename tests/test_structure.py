@@ -332,3 +332,31 @@ def test_db55_junk_columns_and_blank_chain(test_data_dir: Path) -> None:
         assert chain.sequence == seq and list(chain.residue_ids) == ids
         np.testing.assert_allclose(chain.ca, ca, atol=1e-3)
     assert bound.chain_id == "I" and len(bound) == 63 and len(unbound) == 70
+
+
+def write_bcif(src: Path, dst: Path) -> Path:
+    """A BinaryCIF copy of a structure file, written by biotite (gemmi cannot write BinaryCIF)."""
+    import io
+
+    import biotite.structure.io.pdb as bpdb
+    import biotite.structure.io.pdbx as pdbx
+
+    text = gzip.decompress(src.read_bytes()).decode() if src.name.endswith(".gz") else src.read_text()
+    atoms = bpdb.PDBFile.read(io.StringIO(text)).get_structure(model=1)
+    out = pdbx.BinaryCIFFile()
+    pdbx.set_structure(out, atoms)
+    out.write(str(dst))
+    return dst
+
+
+def test_binary_cif_reported_as_unsupported(tmp_path: Path, test_data_dir: Path) -> None:
+    bcif = write_bcif(test_data_dir / "1LCD.pdb.gz", tmp_path / "1LCD.bcif")
+    with pytest.raises(RuntimeError, match="Unknown format"):   # gemmi 0.7.5 itself has no BinaryCIF reader
+        gemmi.read_structure(str(bcif))
+    with pytest.raises(StructureReadError, match=r"1LCD\.bcif: BinaryCIF is not supported .*convert it to text mmCIF"):
+        read_structure(bcif)
+    renamed = tmp_path / "looks_like_text.cif"     # the same bytes under a text extension: same reason
+    renamed.write_bytes(bcif.read_bytes())
+    with pytest.raises(StructureReadError, match="BinaryCIF is not supported"):
+        read_structure(renamed)
+    assert not is_structure_file(bcif)
