@@ -13,7 +13,16 @@ import pytest
 import evaluate_distmat_model
 import infer_distmat
 from proteinmtp.dataset import load_dataset
-from proteinmtp.evaluation import MIRROR_KEY, REQUIRED_KEYS
+from proteinmtp.evaluation import (
+    MIRROR_KEY,
+    REQUIRED_KEYS,
+    Evaluation,
+    EvaluationInputError,
+    evaluate_run,
+    format_summary,
+    run_neighbours,
+    summarize,
+)
 from proteinmtp.prior import SeparationPrior
 from tests.test_plots import png_size
 
@@ -37,7 +46,7 @@ def test_every_key_and_oracle(evaluated):
     res = evaluated["results"]
     assert res["n_proteins"] == 3
     assert list(res["skipped"]) == ["2XHE:B"] and "128" in res["skipped"]["2XHE:B"]
-    for method in ("model", "prior", "oracle"):
+    for method in ("model", "prior", "neighbour", "oracle"):
         block = res[method]
         for k in REQUIRED_KEYS:
             assert isinstance(block[k], float), (method, k, block.get(k))
@@ -59,9 +68,70 @@ def test_mask_excludes_missing_ca(evaluated, tiny_run):
     row = evaluated["rows"]["1A8O:A"]
     assert int(row["length"]) == 70 and int(row["n_present"]) == 65
     n = 65 * 64 // 2                            # pairs among the 65 residues with a Cα
-    for method in ("model", "prior", "oracle"):
+    for method in ("model", "prior", "neighbour", "oracle"):
         assert int(float(row[f"{method}_n_pairs"])) == n
         assert int(float(row[f"{method}_n_aligned"])) == 65
+
+
+def test_neighbour_block(evaluated, tiny_run):
+    """The tiny run's test chains are copies of its training chains: each one's neighbour is itself."""
+    res = evaluated["results"]
+    nb, prior = res["neighbour"], res["prior"]
+    assert set(prior) <= set(nb) and set(nb) - set(prior) == {"identity", "aligned_fraction", "n_without_hit"}
+    assert set(nb["by_range"]["long"]) == set(prior["by_range"]["long"])
+    assert nb["identity"] == pytest.approx(1.0) and nb["aligned_fraction"] == 1.0 and nb["n_without_hit"] == 0
+    assert nb["mae"] == pytest.approx(0.0, abs=1e-3)  # the training copy's exact distances (3-decimal Cα)
+    assert nb["lddt"] > 0.99 and nb["rmsd"] < 0.5
+    search = res["neighbour_search"]
+    assert search["status"] == "ok" and search["train_data"] == str(tiny_run["train_data"])
+    assert search["n_train_chains"] == 4 and search["n_with_hit"] == 4  # all 4 test chains, 2XHE:B too
+    for sid, row in evaluated["rows"].items():
+        assert row["neighbour_id"] == sid and float(row["neighbour_identity"]) == pytest.approx(1.0)
+        assert float(row["neighbour_aligned_fraction"]) == 1.0
+
+
+def test_neighbour_programmatic_no_hit_is_the_prior(tiny_run):
+    """evaluate_run with precomputed neighbours: a chain without a hit scores exactly like the prior."""
+    from proteinmtp.model import load_run
+    from proteinmtp.neighbour import Neighbour, NeighbourSet, find_neighbours
+
+    train = load_dataset(tiny_run["train_data"]).samples
+    test = load_dataset(tiny_run["test_data"]).samples[:2]       # 1LCD:A, 1A8O:A (masked)
+    nbs = find_neighbours(train, test)
+    nbs.by_id["1LCD:A"] = Neighbour("1LCD:A", test[0].sequence)  # as if the search had found nothing
+    run = load_run(tiny_run["run_dir"])
+    ev = evaluate_run(run, test, neighbours=nbs, progress=False)
+    rows = {r["id"]: r for r in ev.rows}
+    none = rows["1LCD:A"]
+    assert none["neighbour_id"] == "" and "identity" not in none["neighbour"]
+    assert {k: v for k, v in none["neighbour"].items() if k != "aligned_fraction"} == none["prior"]
+    assert rows["1A8O:A"]["neighbour"]["mae"] < 1e-3 < rows["1A8O:A"]["prior"]["mae"]
+    assert set(ev.figures.errors) == {"model", "prior", "neighbour"}
+    res = summarize(ev)
+    assert res["neighbour"]["n_without_hit"] == 1 and res["neighbour"]["identity"] == pytest.approx(1.0)
+    assert "neighbour" in format_summary(res) and "1 chain(s) without a hit" in format_summary(res)
+    stale = NeighbourSet({"1LCD:A": nbs.by_id["1LCD:A"]})
+    with pytest.raises(ValueError, match="no precomputed neighbour for chain '1A8O:A'"):
+        evaluate_run(run, test, neighbours=stale, progress=False)
+
+
+def test_neighbour_without_training_data(tmp_path, capsys):
+    """A recorded train_data that is gone: a warning and a null block with the reason; given: an error."""
+    import argparse
+
+    gone = str(tmp_path / "moved.json.gz")
+    args = argparse.Namespace(no_neighbour=False, train_data=None)
+    nbs, info = run_neighbours(args, {"train_data": gone}, [])
+    assert nbs is None and info["status"] == "skipped" and gone in info["reason"]
+    assert "warning" in capsys.readouterr().err
+    ev = Evaluation(neighbour_info=info)
+    res = summarize(ev)
+    assert res["neighbour"] is None and res["neighbour_search"]["reason"] == info["reason"]
+    assert f"neighbour: skipped (training data {gone}" in format_summary(res)
+    with pytest.raises(EvaluationInputError, match="--train_data .*moved.json.gz does not exist"):
+        run_neighbours(argparse.Namespace(no_neighbour=False, train_data=gone), {}, [])
+    nbs, info = run_neighbours(argparse.Namespace(no_neighbour=True, train_data=gone), {}, [])
+    assert nbs is None and info["reason"] == "--no_neighbour" and capsys.readouterr().err == ""
 
 
 def test_values_match_independent_computation(evaluated, tiny_run, tmp_path):
