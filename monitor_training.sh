@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Follow a training run: step/total, loss, learning rate, ETA, last evaluation, GPU status (nvidia-smi).
 #
-#   ./monitor_training.sh RUN_DIR            # refresh every 30 s until training finishes (Ctrl-C to stop)
+#   ./monitor_training.sh RUN_DIR            # refresh every 30 s until training finishes or its process ends
 #   ./monitor_training.sh -n 10 RUN_DIR      # refresh every 10 s
 #   ./monitor_training.sh --once RUN_DIR     # print once and exit
 #
-# Reads RUN_DIR/train_log.jsonl and RUN_DIR/training_config.json (written by train_distmat.py).
+# Refreshing ends with exit 0 when the run is finished, and with exit 1 when its training process (the
+# pid in RUN_DIR/train.lock) has ended before the last step (stopped, killed or crashed: re-run it to resume).
+# Reads RUN_DIR/train_log.jsonl, training_config.json and train.lock (written by train_distmat.py).
 # Python: $PYTHON if set, else the repository's .venv/bin/python, else python3.
 set -euo pipefail
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 
 interval=30
 once=0
@@ -50,13 +52,17 @@ show() {
 
 if [ "$once" = 1 ]; then
   rc=0; show || rc=$?
-  [ "$rc" = 3 ] && exit 0
+  case "$rc" in 3|4) exit 0 ;; esac
   exit "$rc"
 fi
 while true; do
   [ -t 1 ] && clear
   rc=0; show || rc=$?
   if [ "$rc" = 3 ]; then echo "training finished."; exit 0; fi
+  if [ "$rc" = 4 ]; then
+    echo "training is not running: its process ended before the last step; re-run the training command to resume" >&2
+    exit 1
+  fi
   [ "$rc" = 0 ] || exit "$rc"
   sleep "$interval"
 done

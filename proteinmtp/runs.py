@@ -202,6 +202,17 @@ def unlock_run_dir(fd: int) -> None:
     os.close(fd)
 
 
+def _started_after(pid: int, t: float) -> bool:
+    """Linux: the process ``pid`` started more than 1 s after time ``t`` (False where that cannot be read)."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])   # field 22: starttime
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK") > t + 1.0
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+
+
 def lock_holder(run_dir: str | Path) -> dict | None:
     """Who last held RUN_DIR/train.lock: {"pid", "host", "time", "alive"}, or None without a lock file.
 
@@ -221,6 +232,8 @@ def lock_holder(run_dir: str | Path) -> dict | None:
             alive = False
         except PermissionError:     # exists, another user's
             alive = True
+        if alive and isinstance(info.get("time"), (int, float)) and _started_after(pid, info["time"]):
+            alive = False           # the pid was reused by a process started after the lock was written
     return {**info, "alive": alive}
 
 
@@ -259,8 +272,12 @@ def training_status(run_dir: str | Path, now: float | None = None) -> dict:
     """Progress of a training run from RUN_DIR/train_log.jsonl and training_config.json.
 
     Returns {"step", "total", "loss", "learning_rate", "eta_s", "last_eval" (dict or None), "finished",
-    "log_age_s"}; missing values are None. ETA uses the log's time stamps when rows carry one
+    "running", "pid", "log_age_s"}; missing values are None. ETA uses the log's time stamps when rows carry one
     (time/timestamp), otherwise the file times of training_config.json (start) and train_log.jsonl (last row).
+    Step, loss and ETA come from the current session (rows since the last "started"/"resumed" event).
+    ``finished``: RUN_DIR/training_complete.json exists or the step reached the total (a run stopped by
+    --max_train_minutes is not finished). ``running``: whether the process holding RUN_DIR/train.lock is
+    alive (None without a lock file, or when it runs on another host).
     """
     from proteinmtp.plots import read_train_log
 
@@ -269,17 +286,17 @@ def training_status(run_dir: str | Path, now: float | None = None) -> dict:
     jsonl = run_dir / TRAIN_JSONL
     rows = read_train_log(jsonl) if jsonl.is_file() else []
     config = _read_json(run_dir / TRAIN_CONFIG)
-    steps = [r for r in rows if isinstance(r.get("step"), (int, float)) and "loss" in r]
-    evals = [r for r in rows if "eval_mae" in r]
-    last = steps[-1] if steps else {}
-    all_steps = [int(r["step"]) for r in rows if isinstance(r.get("step"), (int, float))]
-    step = max(all_steps) if all_steps else None
-    total = _find_total(config, rows)
     # The current session: rows after the last "started"/"resumed" event (a resumed run appends to the log).
     starts = [i for i, r in enumerate(rows) if r.get("event") in ("started", "resumed")]
     session = rows[starts[-1]:] if starts else rows
-    events = [r.get("event") for r in rows if "event" in r]
-    finished = bool(total and step is not None and step >= total) or (bool(events) and events[-1] == "done")
+    steps = [r for r in session if isinstance(r.get("step"), (int, float)) and "loss" in r]
+    evals = [r for r in rows if "eval_mae" in r]
+    last = steps[-1] if steps else {}
+    all_steps = [int(r["step"]) for r in session if isinstance(r.get("step"), (int, float))]
+    step = max(all_steps) if all_steps else None
+    total = _find_total(config, rows)
+    finished = (run_dir / TRAIN_FINISHED).is_file() or bool(total and step is not None and step >= total)
+    holder = lock_holder(run_dir)
     eta = None
     if step and total and step < total and not finished:
         timed = [r for r in session if isinstance(r.get("step"), (int, float)) and ("loss" in r or "event" in r)
@@ -305,6 +322,8 @@ def training_status(run_dir: str | Path, now: float | None = None) -> dict:
         "eta_s": eta,
         "last_eval": evals[-1] if evals else None,
         "finished": finished,
+        "running": holder["alive"] if holder else None,
+        "pid": holder.get("pid") if holder else None,
         "log_age_s": (now - jsonl.stat().st_mtime) if jsonl.is_file() else None,
         "n_rows": len(rows),
     }
@@ -333,6 +352,8 @@ def format_status(run_dir: str | Path, status: dict | None = None) -> str:
         "learning rate  " + (f"{st['learning_rate']:.3g}" if isinstance(st["learning_rate"], (int, float)) else "n/a"),
         f"ETA            {_fmt_seconds(st['eta_s'])}",
         f"log updated    {_fmt_seconds(st['log_age_s'])} ago",
+        "process        " + {True: f"running (pid {st.get('pid')})", False: f"not running (pid {st.get('pid')} ended)",
+                             None: "unknown"}[st.get("running")],
     ]
     ev = st["last_eval"]
     if ev:
@@ -351,14 +372,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="print a training run's progress")
     p.add_argument("run_dir", help="run directory written by train_distmat.py")
     p.add_argument("--exit_code", action="store_true",
-                   help="exit 3 when the run has finished (used by monitor_training.sh to stop refreshing)")
+                   help="exit 3 when the run has finished, 4 when it has not but its training process has ended "
+                        "(used by monitor_training.sh to stop refreshing)")
     args = parser.parse_args(argv)
     if not Path(args.run_dir).is_dir():
         print(f"error: run directory {args.run_dir} does not exist", file=sys.stderr)
         return 2
     st = training_status(args.run_dir)
     print(format_status(args.run_dir, st))
-    return 3 if (args.exit_code and st["finished"]) else 0
+    if args.exit_code and st["finished"]:
+        return 3
+    return 4 if (args.exit_code and st["running"] is False) else 0
 
 
 if __name__ == "__main__":

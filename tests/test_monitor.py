@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 
 from tests.test_runs import _fake_run
 
 
-def _monitor(repo_root, *args):
+def _monitor(repo_root, *args, timeout=60):
     return subprocess.run(["bash", str(repo_root / "monitor_training.sh"), *map(str, args)],
-                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin",
-                                                                          "PYTHON": sys.executable})
+                          capture_output=True, text=True, timeout=timeout, env={"PATH": "/usr/bin:/bin",
+                                                                               "PYTHON": sys.executable})
 
 
 def test_monitor_once(repo_root, tmp_path):
@@ -31,6 +33,19 @@ def test_monitor_finished_run_stops(repo_root, tmp_path):
     run = _fake_run(tmp_path / "run", n_steps=10, total=10)
     r = _monitor(repo_root, "-n", "1", run)      # refresh mode returns once training is finished
     assert r.returncode == 0 and "training finished" in r.stdout
+
+
+def test_monitor_stops_on_a_dead_run(repo_root, tmp_path):
+    """Refresh mode used to loop forever on a run whose process had died: it now ends with exit 1."""
+    run = _fake_run(tmp_path / "run", n_steps=10, total=100)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                               # its pid belongs to no process now
+    (run / "train.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    r = _monitor(repo_root, "-n", "1", run, timeout=30)
+    assert r.returncode == 1 and "training is not running" in r.stderr
+    assert "10/100" in r.stdout and f"not running (pid {dead.pid} ended)" in r.stdout
+    r = _monitor(repo_root, "--once", run)                   # a one-off report is not an error
+    assert r.returncode == 0 and "not running" in r.stdout
 
 
 def test_monitor_bad_input(repo_root, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 
 import pytest
 
@@ -153,12 +154,58 @@ def test_status_resumed_run(tmp_path):
     rows = [{"event": "started", "step": 0, "max_steps": 100, "time": 0.0}]
     rows += [{"step": s, "loss": 1.0, "learning_rate": 1e-3, "time": 10.0 * s} for s in (10, 20)]
     rows += [{"event": "done", "step": 20, "time": 200.0}]
-    assert runs.training_status(_write_rows(run, rows))["finished"]
+    # stopped at 20/100 (--max_train_minutes; older versions logged "done" then too): not finished
+    assert not runs.training_status(_write_rows(run, rows))["finished"]
     rows += [{"event": "resumed", "step": 20, "max_steps": 100, "time": 5000.0}]
     rows += [{"step": s, "loss": 0.5, "learning_rate": 1e-3, "time": 5000.0 + 3.0 * (s - 20)} for s in (30, 40)]
     st = runs.training_status(_write_rows(run, rows))
     assert not st["finished"] and st["step"] == 40
     assert st["eta_s"] == pytest.approx(60 * 3.0)  # 3 s/step in this session, 60 steps left
+
+
+def test_status_finished_marker_and_process(tmp_path):
+    """Finished = training_complete.json (or the last step reached); running = the lock holder is alive."""
+    import socket
+    import subprocess
+    import sys
+
+    run = _fake_run(tmp_path / "run", n_steps=10, total=100)
+    st = runs.training_status(run)
+    assert not st["finished"] and st["running"] is None                 # no lock file: cannot tell
+    (run / "train.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    st = runs.training_status(run)
+    assert st["running"] is True and st["pid"] == os.getpid()
+    # the same pid in a lock written before this process started: a reused pid, the writer is gone
+    (run / "train.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": 1000.0}))
+    assert runs.training_status(run)["running"] is False
+    (run / "train.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                "time": time.time()}))
+    st = runs.training_status(run)
+    assert st["running"] is True
+    assert f"running (pid {os.getpid()})" in runs.format_status(run, st)
+    assert runs.main(["status", "--exit_code", str(run)]) == 0
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / "train.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    assert runs.training_status(run)["running"] is False
+    assert runs.main(["status", "--exit_code", str(run)]) == 4
+    (run / "train.lock").write_text(json.dumps({"pid": dead.pid, "host": "another-host"}))
+    assert runs.training_status(run)["running"] is None
+    (run / "training_complete.json").write_text("{}")
+    assert runs.training_status(run)["finished"] and runs.main(["status", "--exit_code", str(run)]) == 3
+
+
+def test_status_counts_only_the_current_session(tmp_path):
+    """A start that failed at step 30 and was started over: the status shows the new session's step."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "training_config.json").write_text(json.dumps({"max_steps": 100}))
+    rows = [{"event": "started", "step": 0, "max_steps": 100, "time": 0.0}]
+    rows += [{"step": s, "loss": 9.0, "learning_rate": 1e-3, "time": float(s)} for s in (10, 20, 30)]
+    rows += [{"event": "started", "step": 0, "max_steps": 100, "time": 100.0}]
+    rows += [{"step": 5, "loss": 2.0, "learning_rate": 1e-3, "time": 105.0}]
+    st = runs.training_status(_write_rows(run, rows))
+    assert st["step"] == 5 and st["loss"] == 2.0
 
 
 def _write_rows(run, rows):

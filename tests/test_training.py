@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from proteinmtp import runs
 from proteinmtp.dataset import Sample, compute_global_stats, save_dataset
 from proteinmtp.model import ModelSpec, build_model, load_run
 from proteinmtp.structure import read_structure
@@ -190,6 +191,9 @@ def test_cli_trains_logs_checkpoints_and_resumes(tiny, data, tmp_path):
     while True:
         assert run_cli(args2) == 0
         n_invocations += 1
+        if n_invocations == 1:                      # stopped by the time limit: not finished, "stopped" logged
+            assert not runs.training_status(run2)["finished"] and not (run2 / "training_complete.json").exists()
+            assert read_jsonl(run2 / "train_log.jsonl")[-1]["event"] == "stopped"
         if n_invocations == 2:
             broken = run2 / "checkpoint-99"
             broken.mkdir()
@@ -224,6 +228,7 @@ def test_finished_run_rerun_is_a_noop(tiny, data, tmp_path, capsys):
     args = cli_args(tiny, data, run, "--max_steps", "5", "--eval_steps", "100")
     assert run_cli(args) == 0
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-5"]
+    assert runs.training_status(run)["finished"]
     before = snapshot(run)
     capsys.readouterr()
     assert run_cli(args) == 0
@@ -332,8 +337,6 @@ def test_same_experiment_name_twice_keeps_both_records(tiny, data, tmp_path, mon
 def test_second_process_on_a_live_run_is_refused(tiny, data, tmp_path, capsys):
     """A live holder of RUN_DIR/train.lock refuses the start (nothing written); one killed with kill -9
     does not (the OS releases its flock)."""
-    from proteinmtp import runs
-
     run = tmp_path / "run"
     run.mkdir()
     args = cli_args(tiny, data, run, "--max_steps", "2", "--eval_steps", "100")
