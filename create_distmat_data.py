@@ -62,10 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fraction of the shorter chain an MMseqs2 alignment must cover to link two chains "
                         "(0 = any alignment with E-value <= 1e-3; 0.8 lets shared domains cross splits)")
     p.add_argument("--val_fraction", type=float, default=None,
-                   help=f"fraction of unique chains in val, whole clusters (default {d.val_fraction}; "
-                        "0 with --test_fraction 0 puts everything in train)")
+                   help=f"fraction of unique chains in val, whole clusters (when not given: {d.val_fraction}, or "
+                        "from --train_ratio; 0 with --test_fraction 0 puts everything in train)")
     p.add_argument("--test_fraction", type=float, default=None,
-                   help=f"fraction of unique chains in test, whole clusters (default {d.test_fraction})")
+                   help=f"fraction of unique chains in test, whole clusters (when not given: {d.test_fraction}, "
+                        "or from --train_ratio)")
     p.add_argument("--max_cluster_share", type=float, default=d.max_cluster_share,
                    help="largest cluster a val or test split accepts, as a fraction of that split's target size "
                         "(at least 1 chain); larger clusters go to train, so no family dominates a held-out split")

@@ -59,10 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output structure file with --sequence (its extension .pdb/.cif chooses the format); "
                         "output directory with --fasta (receives <id>.<format> per record and manifest.jsonl)")
     p.add_argument("--output_format", choices=("pdb", "cif"), default=None,
-                   help="structure file format: pdb or cif (mmCIF); default: from the --output extension, "
-                        "else pdb")
+                   help="structure file format: pdb or cif (mmCIF); when not given, the --output extension "
+                        "decides (.pdb/.ent: pdb, .cif/.mmcif: cif; anything else: pdb)")
     p.add_argument("--overwrite", action="store_true",
-                   help="predict and replace records whose output files already exist (default: skip them)")
+                   help="predict again and replace records whose output files already exist (without it they "
+                        "are skipped, so a rerun resumes an interrupted batch)")
     p.add_argument("--mds_method", choices=("classical", "refine"), default="refine",
                    help="classical MDS only, or MDS then refinement against the predicted distances "
                         "(weighted by pair confidence, with Cα–Cα bond and clash terms)")
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save distogram probabilities, bin edges (Å), contact probability and pair/residue "
                         "confidence as <name>_distogram.npz")
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if available, else cpu), cpu, cuda:0 …")
-    p.add_argument("--batch_size", type=int, default=1, help="sequences per forward pass")
+    p.add_argument("--batch_size", type=int, default=1, help="sequences per forward pass (≥ 1)")
     p.add_argument("--trust_remote_code", action="store_true",
                    help="allow the backbone's own Python code from its model directory (only for backbones you trust)")
     return p

@@ -122,3 +122,30 @@ def test_decode_text_bom_latin1_utf16():
     assert notes == ["f.fa: line 3 has a byte that is not UTF-8 (0xe9); the file was read as Latin-1"]
     assert decode_text(">u\nMK\n".encode("utf-16"), "f") == ">u\nMK\n"
     assert parse_fasta("\ufeff>x\nAC\n") == [("x", "AC")]
+
+
+def test_help_and_docs_stand_alone(repo_root):
+    """Help texts and module docs point to nothing outside the repo, and every flag is explained."""
+    import contextlib
+    import importlib
+    import io
+
+    import create_distmat_data
+    import evaluate_distmat_model
+    import infer_distmat
+
+    for name in ("proteinmtp.predict", "proteinmtp.metrics", "proteinmtp.scoring", "proteinmtp.structure",
+                 "proteinmtp.dataset", "infer_distmat", "evaluate_distmat_model", "create_distmat_data"):
+        src = (repo_root / (name.replace(".", "/") + ".py")).read_text()
+        assert "design.md" not in src and "../shared" not in src, name
+    for parser in (infer_distmat.build_parser(), evaluate_distmat_model.build_parser()):
+        for action in parser._actions:
+            assert action.help and len(action.help) > 10, action.dest
+        assert "design.md" not in parser.format_help()
+    for action in infer_distmat.build_parser()._actions:   # argparse appends the default: no second one
+        assert "default" not in action.help.lower(), action.dest
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        create_distmat_data.parse_args(["--help"])
+    assert "design.md" not in out.getvalue() and "(default 0.1" not in out.getvalue()
+    assert importlib.import_module("proteinmtp.predict").__doc__
