@@ -36,6 +36,8 @@ RESUME_MAY_CHANGE = ("output_dir", "max_steps", "num_epochs", "max_train_minutes
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from proteinmtp.model import HEADS
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group("data")
@@ -44,20 +46,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--max_seq_len", type=int, default=256,
                    help="training crop length in residues (longer chains train on random contiguous crops)")
     d.add_argument("--long_crop_len", type=int, default=0,
-                   help="residues of the occasional longer training crop (0 = off); separations up to it get trained")
+                   help="residues of the occasional longer training crop (0 = off, else longer than --max_seq_len); "
+                        "separations up to it get trained")
     d.add_argument("--long_crop_fraction", type=float, default=0.25,
-                   help="fraction of training items cropped at --long_crop_len instead of --max_seq_len")
+                   help="fraction (0 to 1) of training items cropped at --long_crop_len instead of --max_seq_len")
     d.add_argument("--max_eval_len", type=int, default=1024,
-                   help="longest chain (residues) evaluated/predicted whole; longer ones use a central crop")
+                   help="longest chain in residues the trained run accepts (capped at what the backbone's positions "
+                        "fit): infer_distmat.py refuses longer sequences and evaluate_distmat_model.py skips them, "
+                        "listed in its report; during training, longer validation chains are scored on their "
+                        "central crop of this length")
     d.add_argument("--max_eval_samples", type=int, default=0,
                    help="evaluate on at most this many validation chains (0 = all)")
     m = p.add_argument_group("model")
     m.add_argument("--model_name", default=DEFAULT_MODEL, help="Hugging Face Hub id or local backbone directory")
     m.add_argument("--residue_layout", choices=("placeholder", "echo", "direct"), default="direct",
-                   help="how one hidden state per residue is obtained (design.md)")
+                   help="how one backbone hidden state per residue is obtained: direct = the sequence once, "
+                        "features at each residue (with a decoder, residue i sees residues <= i); echo = the "
+                        "sequence twice, features at the second copy (each sees the whole chain; 2L tokens); "
+                        "placeholder = the sequence then L learned placeholder tokens, features at those (2L tokens)")
     m.add_argument("--feature_layers", default="last",
                    help="'last' or comma-separated hidden-state indices mixed with learned weights, e.g. -1,-3,-5")
-    m.add_argument("--head_type", default="distance", help="pair head (proteinmtp.model.HEADS)")
+    m.add_argument("--head_type", choices=sorted(HEADS), default="distance",
+                   help="pair head: distance = distogram and log-distance regression on the L x L pair tensor; "
+                        "coords = Cα coordinates per residue, distances derived from them (pair options ignored)")
     m.add_argument("--pair_dim", type=int, default=64, help="channels c of the L x L pair tensor")
     m.add_argument("--single_dim", type=int, default=128, help="width of the per-residue projection")
     m.add_argument("--dilations", default="1,2,4,1", help="one residual 3x3 conv block per dilation")
@@ -75,14 +86,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     f.add_argument("--finetune", choices=("lora", "full", "frozen"), default="lora", help="what trains in the backbone")
     f.add_argument("--lora_r", type=int, default=16, help="LoRA rank")
     f.add_argument("--lora_alpha", type=int, default=32, help="LoRA alpha")
-    f.add_argument("--lora_dropout", type=float, default=0.05, help="LoRA dropout")
+    f.add_argument("--lora_dropout", type=float, default=0.05, help="LoRA dropout probability, in [0, 1)")
     f.add_argument("--lora_target_modules", default="all-linear",
                    help="comma-separated module names, or all-linear")
     f.add_argument("--use_4bit", action="store_true", help="QLoRA: NF4 4-bit backbone (CUDA + bitsandbytes only)")
     f.add_argument("--gradient_checkpointing", action="store_true", help="recompute backbone activations")
     t = p.add_argument_group("training")
-    t.add_argument("--output_dir", required=True, help="run directory (checkpoints, logs, final weights)")
-    t.add_argument("--max_steps", type=int, default=0, help="optimizer steps (0 = use --num_epochs)")
+    t.add_argument("--output_dir", required=True,
+                   help="run directory (checkpoints, logs, final weights); the same command again resumes from its "
+                        "latest complete checkpoint, or does nothing once the run is complete; one training "
+                        "process at a time (RUN_DIR/train.lock)")
+    t.add_argument("--max_steps", type=int, default=0,
+                   help="optimizer steps in total (0 = use --num_epochs); raise it to train a complete run further")
     t.add_argument("--num_epochs", type=float, default=1.0, help="epochs when --max_steps is 0")
     t.add_argument("--per_device_train_batch_size", type=int, default=1, help="chains per batch per process")
     t.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
@@ -90,16 +105,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--head_learning_rate", type=float, default=1e-3, help="peak LR of the head")
     t.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay (not on norms/biases)")
     t.add_argument("--warmup_steps", type=int, default=100, help="linear warmup steps before the cosine decay")
-    t.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
+    t.add_argument("--max_grad_norm", type=float, default=1.0,
+                   help="clip the gradients' global L2 norm to this (0 = no clipping)")
     t.add_argument("--seed", type=int, default=0, help="random seed (init, crops, order)")
     t.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto",
                    help="bf16 mixed precision; auto = on where the GPU supports it")
     t.add_argument("--logging_steps", type=int, default=10, help="log every N steps")
     t.add_argument("--eval_steps", type=int, default=200, help="evaluate on --val_data every N steps")
     t.add_argument("--save_steps", type=int, default=200, help="write checkpoint-<step>/ every N steps")
-    t.add_argument("--save_total_limit", type=int, default=3, help="keep at most N checkpoints")
+    t.add_argument("--save_total_limit", type=int, default=3, help="keep at most N checkpoints (older ones are deleted)")
     t.add_argument("--max_train_minutes", type=float, default=0.0,
-                   help="stop gracefully with a checkpoint after this many minutes (0 = no limit)")
+                   help="stop gracefully with a checkpoint after this many minutes in this process (0 = no limit); "
+                        "the run is then not complete: the same command continues it")
     t.add_argument("--experiment_name", default=None,
                    help="also record the run (config, text log, training curves) under experiments/<UTC date>_<NAME>/"
                         "; a record of another run is never reused: the first free <NAME>_2, _3, ... is taken, "

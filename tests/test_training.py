@@ -363,6 +363,19 @@ def test_second_process_on_a_live_run_is_refused(tiny, data, tmp_path, capsys):
     assert (run / "training_complete.json").is_file() and runs.lock_holder(run)["pid"] == os.getpid()
 
 
+def test_help_lists_the_heads_and_says_what_max_eval_len_does(capsys):
+    import train_distmat
+    from proteinmtp.model import HEADS
+
+    with pytest.raises(SystemExit):
+        train_distmat.parse_args(["--help"])
+    out = capsys.readouterr().out
+    text = " ".join(out.split())
+    assert "--head_type {" + ",".join(sorted(HEADS)) + "}" in text and "coords" in HEADS
+    assert "infer_distmat.py refuses longer sequences" in text and "use a central crop" not in text
+    assert "design.md" not in out
+
+
 def test_nan_loss_stops_with_clear_message(tiny, data, tmp_path, capsys):
     run = tmp_path / "nan"
     rc = run_cli(cli_args(tiny, data, run, "--max_steps", "6", "--save_steps", "1", "--eval_steps", "100",
