@@ -10,11 +10,13 @@ Arms (all with the default distance head, the ``direct`` layout and the separati
   d_random_trained  MiniLM random init, fully trained (backbone LR --lr_scratch)
   e_tiny_qwen       the demo's tiny Qwen2 (1.4 M parameters) from scratch (LR 1e-3, today's recipe)
 
-Budget: every run gets the same CPU time, ``--minutes`` of one torch thread, as optimizer steps: a short
-calibration run per arm (seed 0) measures seconds per step and, for the frozen arms, the time to compute
-the feature cache of the whole training split (charged to the budget); then
-max_steps = (budget − cache time) / seconds per step, so each run ends its cosine schedule inside the
-budget. Runs go ``--jobs`` at a time (each one thread).
+Budget: every run gets the same CPU time, ``--minutes`` of one torch thread, as optimizer steps: two short
+calibration runs per arm (seed 0) measure the CPU seconds of a step and, for the frozen arms, the CPU time
+to compute the feature cache of the whole training split (charged to the budget); then
+max_steps = (budget − cache time) / CPU seconds per step, so each run ends its cosine schedule inside the
+budget. Start-up (reading the data, fitting the prior) is the same for every arm and not charged. CPU
+time, not wall time, so that a busy machine does not shorten one arm more than another. Runs go
+``--jobs`` at a time (each one thread).
 
 Evaluation: a fixed random subset of ``--n_test`` test chains (seeded by ``--test_seed``, chains of
 ≤ ``--max_eval_len`` residues so every backbone takes them whole), scored per protein exactly like
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import threading
@@ -100,7 +103,7 @@ def score_baselines(args: argparse.Namespace, test: list, work: Path) -> dict:
     from proteinmtp.dataset import load_dataset
     from proteinmtp.evaluation import oracle_structure, score_prediction
     from proteinmtp.geometry import reconstruct
-    from proteinmtp.neighbour import neighbour_predictions
+    from proteinmtp.neighbour import find_neighbours
     from proteinmtp.prior import SeparationPrior
 
     train = load_dataset(Path(args.data_dir) / "train.json.gz").samples
@@ -108,21 +111,22 @@ def score_baselines(args: argparse.Namespace, test: list, work: Path) -> dict:
     prior = SeparationPrior.fit(train)
     prior_s = time.time() - t0
     t0 = time.time()
-    neigh = neighbour_predictions(train, test, prior)
+    neigh = find_neighbours(train, test).by_id
     neigh_s = time.time() - t0
     out: dict = {"ids": ids, "prior_fit_seconds": prior_s, "neighbour_seconds": neigh_s,
-                 "prior": {}, "neighbour": {}, "oracle": {}, "neighbour_identity": {}}
+                 "prior": {}, "neighbour": {}, "oracle": {}, "neighbour_identity": {}, "neighbour_aligned": {}}
     for s in test:
         true = s.distances()
         L = len(s.sequence)
         pd = np.asarray(prior.predict(L), dtype=np.float64)
         xyz, _ = reconstruct(pd, method="refine")
         out["prior"][s.id] = score_prediction(pd, pd, xyz, s, higher_is_contact=False, true_dist=true)
-        nd = neigh[s.id]
-        xyz, _ = reconstruct(nd.dist, method="refine")
-        out["neighbour"][s.id] = score_prediction(nd.dist, nd.dist, xyz, s, higher_is_contact=False,
-                                                  true_dist=true)
-        out["neighbour_identity"][s.id] = nd.identity
+        nb = neigh[s.id]
+        nd = nb.filled(pd)
+        xyz, _ = reconstruct(nd, method="refine")
+        out["neighbour"][s.id] = score_prediction(nd, nd, xyz, s, higher_is_contact=False, true_dist=true)
+        out["neighbour_identity"][s.id] = nb.identity
+        out["neighbour_aligned"][s.id] = nb.aligned_fraction
         ox = oracle_structure(s, method="refine")
         od = np.where(np.isfinite(true), true, 0.0)
         out["oracle"][s.id] = score_prediction(od, od, np.nan_to_num(ox), s, higher_is_contact=False,
@@ -151,29 +155,45 @@ def train_argv(args: argparse.Namespace, arm: str, seed: int, run_dir: Path, max
             "--save_total_limit", "1", "--seed", str(seed), "--no_tqdm"]
 
 
+def _child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def calibrate(args: argparse.Namespace, arm: str, work: Path) -> dict:
-    """seconds per optimizer step and seconds of start-up work charged to the budget (feature cache)."""
+    """CPU seconds per optimizer step and of the start-up work charged to the budget (the feature cache).
+
+    Two short runs of the arm (1 and 1 + ``calib_steps`` steps) are timed by their CPU time (user +
+    system of the child process, one thread), which a busy machine inflates far less than wall time; the
+    difference over ``calib_steps`` is the CPU cost of a step. The frozen arms' feature-cache time is the
+    CPU time the cache reports for building the whole training split.
+    """
     path = work / "calibration" / f"{arm}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    run_dir = work / "calibration" / arm
-    shutil.rmtree(run_dir, ignore_errors=True)
-    n = args.calib_steps
-    cmd = train_argv(args, arm, 0, run_dir, n, 0)
-    cmd[cmd.index("--logging_steps") + 1] = "1"
-    wall = run_cmd(cmd, work / "calibration" / f"{arm}.log", quiet=True, threads=1)
-    rows = [r for r in read_jsonl(run_dir / "train_log.jsonl") if "loss" in r and "time" in r]
-    if len(rows) < 3:
-        raise RuntimeError(f"calibration of {arm} logged {len(rows)} steps; see {work / 'calibration'}")
-    s_per_step = (rows[-1]["time"] - rows[1]["time"]) / max(rows[-1]["step"] - rows[1]["step"], 1)
+    cpu = {}
     cache_s = 0.0
-    meta = run_dir / "feature_cache" / "meta.json"
-    if meta.is_file():
-        cache_s = float(json.loads(meta.read_text()).get("seconds", 0.0))
-    out = {"seconds_per_step": s_per_step, "cache_seconds": cache_s, "calib_steps": n, "wall_seconds": wall}
+    for n in (1, 1 + args.calib_steps):
+        run_dir = work / "calibration" / f"{arm}_{n}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        c0 = _child_cpu()
+        run_cmd(train_argv(args, arm, 0, run_dir, n, 0), work / "calibration" / f"{arm}_{n}.log", quiet=True,
+                threads=1)
+        cpu[n] = _child_cpu() - c0
+        meta = run_dir / "feature_cache" / "meta.json"
+        if meta.is_file():
+            cache_s = float(json.loads(meta.read_text()).get("cpu_seconds", 0.0))
+        shutil.rmtree(run_dir, ignore_errors=True)
+    n = 1 + args.calib_steps
+    out = {"cpu_seconds_per_step": (cpu[n] - cpu[1]) / args.calib_steps, "cache_cpu_seconds": cache_s,
+           "startup_cpu_seconds": cpu[1], "calib_steps": args.calib_steps}
     write_json(path, out)
-    shutil.rmtree(run_dir, ignore_errors=True)
     return out
+
+
+def budget_steps(args: argparse.Namespace, cal: dict) -> int:
+    """Optimizer steps that fill the CPU budget after the feature cache (at least 10)."""
+    return max(10, int((args.minutes * 60.0 - cal["cache_cpu_seconds"]) / max(cal["cpu_seconds_per_step"], 1e-6)))
 
 
 def evaluate(run_dir: Path, test: list) -> dict:
@@ -202,9 +222,7 @@ def one_run(args: argparse.Namespace, arm: str, seed: int) -> None:
     result = out_dir / "result.json"
     if result.is_file():
         return
-    cal = json.loads((work / "calibration" / f"{arm}.json").read_text())
-    budget = args.minutes * 60.0
-    max_steps = max(10, int((budget - cal["cache_seconds"]) / cal["seconds_per_step"]))
+    max_steps = budget_steps(args, json.loads((work / "calibration" / f"{arm}.json").read_text()))
     run_dir = out_dir / "run"
     cmd = train_argv(args, arm, seed, run_dir, max_steps, 2 * args.minutes)   # the time limit is a guard only
     t0 = time.time()
@@ -275,8 +293,11 @@ def aggregate(args: argparse.Namespace, base: dict, work: Path) -> dict:
     for a, b in pairs:
         paired[f"{a} - {b}"] = {k: bootstrap_diff(prot[a][k], prot[b][k]) for k in METRICS}
     baselines = {b: {k: _mean(base[b], ids, k) for k in METRICS} for b in BASELINES}
-    idents = np.array([base["neighbour_identity"][i] for i in ids], dtype=float)
+    idents = np.array([np.nan if base["neighbour_identity"][i] is None else base["neighbour_identity"][i]
+                       for i in ids], dtype=float)
     baselines["neighbour"]["identity_mean"] = float(np.nanmean(idents)) if np.isfinite(idents).any() else None
+    baselines["neighbour"]["no_hit"] = int((~np.isfinite(idents)).sum())
+    baselines["neighbour"]["aligned_fraction_mean"] = float(np.mean([base["neighbour_aligned"][i] for i in ids]))
     return {"arms": arms, "baselines": baselines, "paired": paired}
 
 
@@ -348,7 +369,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="longest test chain evaluated (residues); MiniLM takes at most 510 with [CLS]/[SEP]")
     p.add_argument("--max_seq_len", type=int, default=128, help="training crop length (residues)")
     p.add_argument("--long_crop_len", type=int, default=256, help="residues of the occasional longer crop")
-    p.add_argument("--calib_steps", type=int, default=12, help="optimizer steps of each arm's calibration run")
+    p.add_argument("--calib_steps", type=int, default=20, help="optimizer steps of each arm's calibration run")
     p.add_argument("--lr_head", type=float, default=1e-3, help="peak learning rate of the head (every arm)")
     p.add_argument("--lr_finetune", type=float, default=5e-5, help="backbone LR of arm c (text-pretrained)")
     p.add_argument("--lr_scratch", type=float, default=5e-4, help="backbone LR of arm d (random init)")
@@ -407,9 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     for arm in args.arms:
         cal[arm] = calibrate(args, arm, work)
         c = cal[arm]
-        print(f"  calibrated {arm}: {c['seconds_per_step']:.3f} s/step, cache {c['cache_seconds']:.0f} s "
-              f"-> {max(10, int((args.minutes * 60 - c['cache_seconds']) / c['seconds_per_step']))} steps",
-              flush=True)
+        print(f"  calibrated {arm}: {c['cpu_seconds_per_step']:.3f} CPU s/step, cache {c['cache_cpu_seconds']:.0f} "
+              f"CPU s -> {budget_steps(args, c)} steps", flush=True)
 
     def write() -> dict:
         res = aggregate(args, base, work)
