@@ -1,6 +1,7 @@
 """Evaluate predicted structures.
 
-Model mode: evaluate a trained run on a dataset split, beside the separation prior and the oracle
+Model mode: evaluate a trained run on a dataset split, beside the separation prior, the nearest training
+neighbour (``--train_data``, default the run's training split; ``--no_neighbour`` skips it) and the oracle
 (eval_results.json, eval_per_protein.csv, visualizations/, experiments/<date>_<name>/ record)::
 
     python evaluate_distmat_model.py --model_path runs/demo --test_data data/demo/test.json --output_dir eval/

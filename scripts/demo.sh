@@ -4,7 +4,8 @@
 #   1. build the dataset from the bundled Docking Benchmark 5.5 structures (data/demo/structures)
 #   2. write a tiny random-initialised Qwen2-style backbone (no download)
 #   3. train it with the pair head for at most $DEMO_MINUTES minutes (default 12)
-#   4. evaluate on the held-out test split against the separation prior and the oracle
+#   4. evaluate on the held-out test split against the separation prior, the nearest training neighbour
+#      (MMseqs2 search of the training split) and the oracle
 #   5. predict one held-out sequence to a PDB (+ distance matrix .npy)
 #
 # Everything lands in experiments/<UTC date>_demo/ (override with DEMO_DIR=...). Each step is skipped when
@@ -48,7 +49,8 @@ say "5/5 prediction of one held-out sequence -> $EXP/prediction.pdb"
 SEQ=$($PY -c "import sys; from proteinmtp.dataset import load_dataset; print(load_dataset(sys.argv[1]).samples[0].sequence)" "$DATA/test.json.gz")
 $PY infer_distmat.py --model_path "$RUN" --sequence "$SEQ" --output "$EXP/prediction.pdb" --save_distmat
 
-say "done"
+say "done: held-out test split, model beside the prior, the nearest training neighbour and the oracle"
+$PY -c "import json, sys; from proteinmtp.evaluation import format_summary; print(format_summary(json.load(open(sys.argv[1]))))" "$EXP/eval_results.json"
 echo "results:  $EXP/eval_results.json  (per protein: $EXP/eval_per_protein.csv)"
 echo "figures:  $EXP/visualizations/"
 ls "$EXP/visualizations/" | sed 's/^/            /'
