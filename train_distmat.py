@@ -9,7 +9,10 @@ Real backbone (LoRA):
 Several processes (DDP through the Trainer; gloo on CPU):
     torchrun --nproc_per_node 2 train_distmat.py ... (same arguments)
 
-Re-running the same command on the same --output_dir resumes from the latest complete checkpoint.
+Re-running the same command on the same --output_dir resumes from the latest complete checkpoint; once the
+run is complete (RUN_DIR/training_complete.json) it does nothing. Resuming refuses any changed flag except
+RESUME_MAY_CHANGE, and any change of the model spec, before writing anything. One process trains in a run
+directory at a time (RUN_DIR/train.lock; a killed process leaves no lock behind).
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ resume and DDP come from ``transformers.Trainer``. What this module adds:
 * Callbacks: ``LogCallback`` (RUN_DIR/train.log for ``tail -f`` and RUN_DIR/train_log.jsonl),
   ``CheckpointCallback`` (marks a checkpoint complete only after everything is on disk, refreshes the
   experiment record), ``TimeLimitCallback`` (--max_train_minutes: save and stop gracefully).
+* Resume helpers: the latest complete checkpoint, ``finished_run`` / ``mark_finished``
+  (RUN_DIR/training_complete.json after the final save: a re-run of a finished command is a no-op) and
+  ``comparable_model`` / ``config_differences`` (a resume must not change the stored run).
 """
 
 from __future__ import annotations
