@@ -35,7 +35,7 @@ DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B"
 # --train_data may be given by another path: its content is compared (global_stats, prior, chain count).
 RESUME_MAY_CHANGE = ("output_dir", "max_steps", "num_epochs", "max_train_minutes", "logging_steps", "eval_steps",
                      "save_steps", "save_total_limit", "val_data", "max_eval_samples", "experiment_name", "no_tqdm",
-                     "train_data")
+                     "train_data", "feature_cache_dir")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -94,6 +94,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="comma-separated module names, or all-linear")
     f.add_argument("--use_4bit", action="store_true", help="QLoRA: NF4 4-bit backbone (CUDA + bitsandbytes only)")
     f.add_argument("--gradient_checkpointing", action="store_true", help="recompute backbone activations")
+    f.add_argument("--feature_cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --finetune frozen: run the backbone once per WHOLE chain (as inference reads it), "
+                        "cache the features on disk (float16) and train on crops of them, so a step costs "
+                        "what the head costs; --no-feature_cache runs the backbone on every crop instead")
+    f.add_argument("--feature_cache_dir", default=None,
+                   help="directory of the frozen feature cache (default: OUTPUT_DIR/feature_cache); entries are "
+                        "keyed by the backbone's weights, init, layout and layers, so runs may share one; safe "
+                        "to delete")
     t = p.add_argument_group("training")
     t.add_argument("--output_dir", required=True,
                    help="run directory (checkpoints, logs, final weights); the same command again resumes from its "
@@ -367,6 +375,13 @@ def _main(argv, locks: list[int]) -> int:
                      f"more than the backbone's {model.encoder.max_tokens} positions (max_position_embeddings); "
                      f"use at most {fit}")
         spec.max_len = min(spec.max_len, fit)
+    feature_cache = None
+    if args.finetune == "frozen" and args.feature_cache:
+        from proteinmtp.features import FeatureCache
+
+        feature_cache = FeatureCache(model, args.feature_cache_dir or run_dir / "feature_cache")
+        model.feature_cache = feature_cache              # evaluation during training reads it too
+        train_ds.context_len = fit or max(len(s.sequence) for s in train_ds.samples)   # whole chains
     n_train, n_total = count_parameters(model)
     is_local = Path(args.model_name).is_dir()
     save_base_backbone = is_local and args.finetune != "full" and n_total < 50_000_000
@@ -440,7 +455,8 @@ def _main(argv, locks: list[int]) -> int:
     if limit is not None:
         callbacks.append(limit)
     trainer = T.DistanceTrainer(
-        model=model, args=targs, train_dataset=train_ds, data_collator=T.DistanceCollator(model.encoder, prior=head_prior),
+        model=model, args=targs, train_dataset=train_ds,
+        data_collator=T.DistanceCollator(model.encoder, prior=head_prior, feature_cache=feature_cache),
         eval_dataset=T.CropDataset(val_samples, spec.max_len, random_crop=False) if val_samples else None,
         callbacks=callbacks, head_learning_rate=args.head_learning_rate, val_samples=val_samples,
         max_eval_len=spec.max_len, save_base_backbone=save_base_backbone,
@@ -463,6 +479,11 @@ def _main(argv, locks: list[int]) -> int:
         print(f"{where}: {n_train:,} trainable of {n_total:,} parameters, {len(train_ds)} training chains, "
               f"{len(val_samples)} validation chains, layout {args.residue_layout}, finetune {args.finetune}",
               file=sys.stderr)
+        if feature_cache is not None:
+            n_long = sum(len(s.sequence) > train_ds.context_len for s in train_ds.samples)
+            print(f"feature cache: {feature_cache.dir} (whole chains"
+                  + (f"; {n_long} chains longer than the backbone's {fit} residues are read on their central "
+                     f"{fit}-residue window" if n_long else "") + ")", file=sys.stderr)
     t0 = time.time()
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)

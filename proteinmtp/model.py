@@ -379,10 +379,20 @@ class DistanceModel(nn.Module):
         self.register_buffer("log_dist_std", torch.tensor(float(gs.get("log_dist_std", 0.6))))
         self.long_range_weight = 1.0
         self.prior = None   # SeparationPrior of the training split (set by training / load_run; not a weight)
+        self.feature_cache = None   # proteinmtp.features.FeatureCache of a frozen training run (not a weight)
 
     # -- features --------------------------------------------------------------------------------------
-    def residue_features(self, input_ids, attention_mask, token_kind, residue_pos) -> torch.Tensor:
-        """Backbone hidden states at the residue positions: [B, L, H] float32."""
+    def train(self, mode: bool = True):
+        """A frozen backbone stays in eval mode (no dropout): its features are a fixed function of the
+        sequence, the same in training, evaluation, inference and the feature cache."""
+        super().train(mode)
+        if self.spec.finetune == "frozen":
+            self.backbone.eval()
+        return self
+
+    def backbone_hidden(self, input_ids, attention_mask, token_kind, residue_pos) -> torch.Tensor:
+        """Backbone hidden states at the residue positions, before the layer mix, in the backbone's dtype:
+        [B, L, H] for feature_layers 'last', else the selected layers stacked [B, k, L, H]."""
         kwargs: dict[str, Any] = {"attention_mask": attention_mask}
         if (token_kind != 0).any():
             emb = self.backbone.get_input_embeddings()(input_ids)
@@ -396,17 +406,30 @@ class DistanceModel(nn.Module):
         if self.layer_ids is not None:
             kwargs["output_hidden_states"] = True
         out = self.backbone(**kwargs)
-        if self.layer_ids is None:
-            h = out.last_hidden_state
-        else:
-            w = torch.softmax(self.layer_mix, 0)
-            h = sum(w[k] * out.hidden_states[i].float() for k, i in enumerate(self.layer_ids))
-        idx = residue_pos[..., None].expand(-1, -1, h.shape[-1])
-        return torch.gather(h, 1, idx).float()                                   # [B, L, H]
+        layers = [out.last_hidden_state] if self.layer_ids is None else [out.hidden_states[i] for i in self.layer_ids]
+        idx = residue_pos[..., None].expand(-1, -1, layers[0].shape[-1])
+        picked = [torch.gather(h, 1, idx) for h in layers]
+        return picked[0] if self.layer_ids is None else torch.stack(picked, 1)
 
-    def forward(self, input_ids, attention_mask, token_kind, residue_pos, residue_mask, dist=None,
-                prior_dist=None, **_):
-        feats = self.residue_features(input_ids, attention_mask, token_kind, residue_pos)
+    def mix_layers(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``backbone_hidden`` output (or cached features of that shape) -> [B, L, H] float32."""
+        if self.layer_ids is None:
+            return hidden.float()
+        w = torch.softmax(self.layer_mix, 0)
+        return sum(w[k] * hidden[:, k].float() for k in range(len(self.layer_ids)))
+
+    def residue_features(self, input_ids, attention_mask, token_kind, residue_pos) -> torch.Tensor:
+        """Backbone hidden states at the residue positions (layer mix applied): [B, L, H] float32."""
+        return self.mix_layers(self.backbone_hidden(input_ids, attention_mask, token_kind, residue_pos))
+
+    def forward(self, input_ids=None, attention_mask=None, token_kind=None, residue_pos=None, residue_mask=None,
+                dist=None, prior_dist=None, features=None, **_):
+        """``features`` (from ``proteinmtp.features.FeatureCache``: ``backbone_hidden``'s shape, padded) replaces
+        the backbone pass; then the token tensors are not needed."""
+        if features is not None:
+            feats = self.mix_layers(features)
+        else:
+            feats = self.residue_features(input_ids, attention_mask, token_kind, residue_pos)
         if getattr(self.head.cfg, "prior_input", False):
             if prior_dist is None:
                 raise ValueError("this model takes the separation prior as input: the batch needs prior_dist")

@@ -63,13 +63,20 @@ def usable(sample, min_present: int = 2) -> bool:
 
 class CropDataset(Dataset):
     """Samples -> {"sequence": str, "ca": [l, 3] Å}, with a random contiguous crop of ``max_len`` residues
-    for longer chains when ``random_crop`` (training); otherwise a central crop (deterministic)."""
+    for longer chains when ``random_crop`` (training); otherwise a central crop (deterministic).
+
+    ``context_len`` > 0 (frozen runs with the feature cache): each item also names the backbone input it
+    is a crop of, ``context`` (the whole chain, or its central ``context_len`` residues when longer: what
+    the backbone's positions take) and ``context_start`` (where that window starts in the chain); crops
+    are drawn inside the window. ``start`` and ``full_len`` stay in whole-chain coordinates.
+    """
 
     def __init__(self, samples, max_len: int, random_crop: bool = True, long_len: int = 0,
-                 long_fraction: float = 0.0):
+                 long_fraction: float = 0.0, context_len: int = 0):
         self.samples = [s for s in samples if usable(s)]
         self.max_len = int(max_len)
         self.random_crop = random_crop
+        self.context_len = int(context_len)
         # with probability long_fraction a training item is cropped at long_len instead (AlphaFold-style mix,
         # so separations up to long_len are trained at a fraction of the L^2 cost)
         self.long_len = int(long_len)
@@ -80,7 +87,10 @@ class CropDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         s = self.samples[i]
-        L = len(s.sequence)
+        full = len(s.sequence)
+        w0, L = 0, full                      # the window crops are drawn from (the whole chain by default)
+        if self.context_len and full > self.context_len:
+            w0, L = (full - self.context_len) // 2, self.context_len
         n = self.max_len
         if self.random_crop and self.long_len > n and float(torch.rand(())) < self.long_fraction:
             n = self.long_len
@@ -89,13 +99,17 @@ class CropDataset(Dataset):
             if self.random_crop:
                 for _ in range(10):   # prefer crops with at least two present Cα
                     start = int(torch.randint(0, L - n + 1, (1,)).item())
-                    if np.isfinite(s.ca[start:start + n, 0]).sum() >= 2:
+                    if np.isfinite(s.ca[w0 + start:w0 + start + n, 0]).sum() >= 2:
                         break
             else:
                 start = (L - n) // 2
-        end = min(L, start + n)
-        return {"sequence": s.sequence[start:end], "ca": np.asarray(s.ca[start:end], dtype=np.float64),
-                "full_len": L, "start": start}
+        start += w0
+        end = min(w0 + L, start + n)
+        item = {"sequence": s.sequence[start:end], "ca": np.asarray(s.ca[start:end], dtype=np.float64),
+                "full_len": full, "start": start}
+        if self.context_len:
+            item["context"], item["context_start"] = s.sequence[w0:w0 + L], w0
+        return item
 
 
 def pairwise_distances(ca: np.ndarray) -> np.ndarray:
@@ -105,14 +119,25 @@ def pairwise_distances(ca: np.ndarray) -> np.ndarray:
 
 
 class DistanceCollator:
-    """List of CropDataset items -> model batch (ResidueEncoder tensors + dist [B, L, L] Å, NaN padded)."""
+    """List of CropDataset items -> model batch (ResidueEncoder tensors + dist [B, L, L] Å, NaN padded).
 
-    def __init__(self, encoder, prior=None):
+    With a ``feature_cache`` (proteinmtp.features.FeatureCache) the batch carries the crops' cached backbone
+    features instead of token tensors: the rows of the item's ``context`` (default: the crop itself)
+    that the crop covers.
+    """
+
+    def __init__(self, encoder, prior=None, feature_cache=None):
         self.encoder = encoder
         self.prior = prior   # SeparationPrior: adds prior_dist [B, L, L] Å for heads with prior_input
+        self.feature_cache = feature_cache
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        batch = self.encoder.collate([it["sequence"] for it in items])
+        if self.feature_cache is not None:
+            batch = self.feature_cache.batch([
+                (it.get("context", it["sequence"]), it["start"] - it.get("context_start", it["start"]),
+                 len(it["sequence"])) for it in items])
+        else:
+            batch = self.encoder.collate([it["sequence"] for it in items])
         Lmax = batch["residue_mask"].shape[1]
         dist = torch.full((len(items), Lmax, Lmax), float("nan"), dtype=torch.float32)
         for b, it in enumerate(items):
@@ -144,7 +169,9 @@ def evaluate_samples(model: DistanceModel, samples, max_len: int, device: str | 
     was_training = model.training
     model.eval()
     ds = CropDataset(samples, max_len, random_crop=False)
-    collate = DistanceCollator(model.encoder, prior=model.prior if model.head.cfg.prior_input else None)
+    # a frozen run's cache serves evaluation too (the evaluated crop is its own backbone input, as at inference)
+    collate = DistanceCollator(model.encoder, prior=model.prior if model.head.cfg.prior_input else None,
+                               feature_cache=getattr(model, "feature_cache", None))
     stats = (float(model.log_dist_mean), float(model.log_dist_std))
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
