@@ -484,6 +484,69 @@ def backbone_max_tokens(config) -> int | None:
     return n
 
 
+HUB_PROBE_TIMEOUT = 3.0      # seconds for one TCP connect to the Hub before calling it unreachable
+
+
+def looks_like_path(name: str) -> bool:
+    """True when ``name`` is meant as a local directory rather than a Hub id ("org/model"): it starts with
+    / . or ~, has a backslash or more than one "/", or its first component exists here."""
+    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
+        return True
+    first = name.split("/", 1)[0]
+    return "/" in name and Path(first).exists()
+
+
+def hub_reachable(endpoint: str | None = None, timeout: float = HUB_PROBE_TIMEOUT) -> tuple[bool, str]:
+    """(reachable, reason): one TCP connect to the Hub endpoint's host. Behind an HTTP(S) proxy the direct
+    connect says nothing, so the Hub counts as reachable and the download itself decides."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True, "proxy"
+    url = urlparse(endpoint or constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme != "http" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True, ""
+    except OSError as e:
+        return False, f"{host}:{port}: {e.strerror or e}"
+
+
+def hub_source_kwargs(name: str, what: str = "backbone") -> dict[str, Any]:
+    """Check where ``name`` can come from before ``from_pretrained`` retries for a minute; return its
+    extra keyword arguments.
+
+    A local directory: {}. Something that looks like a path but is not a directory: RunLoadError at once.
+    A Hub id: {} when the Hub is reachable; {"local_files_only": True} when it is not (or HF_HUB_OFFLINE
+    is set) but a copy is cached; otherwise RunLoadError "offline: cannot download ...".
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return {}
+    if path.exists():
+        raise RunLoadError(f"{what} {name!r} is a file; pass a model directory or a Hugging Face Hub id")
+    if looks_like_path(name):
+        raise RunLoadError(f"{what} directory {name!r} does not exist")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    if constants.is_offline_mode():                      # HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE
+        if cached:
+            return {"local_files_only": True}
+        raise RunLoadError(f"offline (HF_HUB_OFFLINE is set): cannot download {what} {name!r} from the Hugging "
+                           "Face Hub and no copy is cached; pass a local directory")
+    ok, why = hub_reachable()
+    if ok:
+        return {}
+    if cached:
+        return {"local_files_only": True}
+    raise RunLoadError(f"offline: cannot download {what} {name!r} (the Hugging Face Hub is unreachable: {why}); "
+                       "no copy is cached and no local directory has that name; pass a local directory")
+
+
 INITS = ("pretrained", "random")
 # Encoders whose forward skips a missing pooler (its weights are unused here and would get no gradient).
 POOLER_OPTIONAL = ("esm", "bert", "roberta", "xlm-roberta")
@@ -502,6 +565,7 @@ def load_backbone(name: str, *, dtype: torch.dtype | None = None, trust_remote_c
 
     if init not in INITS:
         raise ValueError(f"--init_backbone must be one of {', '.join(INITS)}, got {init!r}")
+    src = hub_source_kwargs(name, "backbone")
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if dtype is not None:
         kwargs["dtype"] = dtype
@@ -509,7 +573,7 @@ def load_backbone(name: str, *, dtype: torch.dtype | None = None, trust_remote_c
         if init == "random":
             if quantization_config is not None:
                 raise ValueError("a random-initialised backbone cannot be quantised (--use_4bit needs pretrained weights)")
-            config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+            config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **src)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(seed))
                 model = AutoModel.from_config(config, **kwargs)
@@ -518,7 +582,7 @@ def load_backbone(name: str, *, dtype: torch.dtype | None = None, trust_remote_c
                 kwargs["quantization_config"] = quantization_config
             if device_map is not None:
                 kwargs["device_map"] = device_map
-            model = AutoModel.from_pretrained(name, **kwargs)
+            model = AutoModel.from_pretrained(name, **kwargs, **src)
     except OSError as e:
         raise RunLoadError(f"cannot load backbone {name!r}: {str(e).splitlines()[0]}") from None
     if getattr(model, "pooler", None) is not None and model.config.model_type in POOLER_OPTIONAL:
@@ -529,9 +593,14 @@ def load_backbone(name: str, *, dtype: torch.dtype | None = None, trust_remote_c
 
 
 def load_tokenizer(name: str, *, trust_remote_code: bool = False):
+    """AutoTokenizer from a Hub id or a local directory (fails fast like ``load_backbone``)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    src = hub_source_kwargs(name, "tokenizer")
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **src)
+    except OSError as e:
+        raise RunLoadError(f"cannot load tokenizer {name!r}: {str(e).splitlines()[0]}") from None
 
 
 def apply_finetune(backbone: nn.Module, spec: ModelSpec) -> nn.Module:

@@ -414,8 +414,9 @@ def minilm_dir():
 def test_minilm_trains_and_predicts_through_from_pretrained_dir(tmp_path):
     """MiniLM (BERT, uncased WordPiece, 512 positions): 2 frozen training steps through train_distmat.main,
     then load_run predicts a short chain; the letters went in lower case, the layout is [CLS] .. [SEP]."""
-    import train_distmat
     from transformers import AutoTokenizer
+
+    import train_distmat
 
     mdir = minilm_dir()
     write_helix_dataset(tmp_path / "train.json", [30, 26, 34])
@@ -437,3 +438,81 @@ def test_minilm_trains_and_predicts_through_from_pretrained_dir(tmp_path):
     assert pred.dist.shape == (30, 30) and np.isfinite(pred.dist).all() and np.allclose(pred.dist, pred.dist.T)
     with pytest.raises(ValueError, match="length 511 .*2\\.\\.510 residues"):
         loaded.predict(["A" * 511])
+
+
+# ----------------------------------------------------------------------------------------------------
+# where a backbone comes from: a missing directory or an unreachable Hub fails at once, clearly
+# ----------------------------------------------------------------------------------------------------
+def test_looks_like_path(tmp_path, monkeypatch):
+    from proteinmtp.model import looks_like_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert all(looks_like_path(n) for n in ("/abs/model", "./m", "../m", "~/m", "a/b/c", "runs/missing"))
+    assert not any(looks_like_path(n) for n in ("Qwen/Qwen2.5-0.5B", "gpt2", "facebook/esm2_t6_8M_UR50D"))
+
+
+def test_missing_local_directory_fails_at_once(tmp_path, monkeypatch):
+    import time
+
+    from proteinmtp.model import load_backbone, load_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    for name in ("runs/missing", str(tmp_path / "nope"), "./nope", "~/surely_not_a_model_dir_xyz"):
+        for load in (load_backbone, load_tokenizer):
+            t0 = time.time()
+            with pytest.raises(RunLoadError, match=f"directory '{name}' does not exist"):
+                load(name)
+            assert time.time() - t0 < 2.0
+    with pytest.raises(RunLoadError, match="is a file"):
+        load_backbone("weights.bin")
+
+
+def fake_hub_cache(root, repo):
+    snap = root / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (root / f"models--{repo.replace('/', '--')}" / "refs").mkdir()
+    (root / f"models--{repo.replace('/', '--')}" / "refs" / "main").write_text("abc123")
+
+
+def test_hub_id_offline_or_unreachable_fails_fast(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    from proteinmtp import model as M
+
+    for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    fake_hub_cache(tmp_path / "hub", "org/cached-model")
+    # HF_HUB_OFFLINE: nothing cached -> a clear error without touching the network; cached -> local only
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("probed the network offline"))
+    with pytest.raises(RunLoadError, match=r"offline \(HF_HUB_OFFLINE is set\): cannot download backbone 'org/m'"):
+        M.load_backbone("org/m")
+    assert M.hub_source_kwargs("org/cached-model") == {"local_files_only": True}
+    # online mode but the Hub unreachable: one short probe, then the same kind of message
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    probes = []
+
+    def refuse(addr, timeout=None):
+        probes.append((addr, timeout))
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    t0 = time.time()
+    with pytest.raises(RunLoadError, match=r"offline: cannot download tokenizer 'org/m' .*unreachable.*local dir"):
+        M.load_tokenizer("org/m")
+    assert time.time() - t0 < 2.0 and probes == [(("huggingface.co", 443), M.HUB_PROBE_TIMEOUT)]
+    assert M.hub_source_kwargs("org/cached-model") == {"local_files_only": True}
+    # reachable: nothing added, from_pretrained downloads as usual; behind a proxy the probe is skipped
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: type("C", (), {"close": lambda self: None})())
+    assert M.hub_source_kwargs("org/m") == {}
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert M.hub_source_kwargs("org/m") == {}
