@@ -161,14 +161,19 @@ def _child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def cost_class(arm: str) -> str:
+    """Arms that differ only in their initialisation cost the same per step and share one calibration."""
+    return f"{ARMS[arm]['backbone']}_{ARMS[arm]['finetune']}"
+
+
 def calibrate(args: argparse.Namespace, arm: str, work: Path) -> dict:
-    """CPU seconds per optimizer step of ``arm``.
+    """CPU seconds per optimizer step of ``arm``'s cost class (:func:`cost_class`).
 
     Two short runs of the arm (1 and 1 + ``calib_steps`` steps) are timed by their CPU time (user +
     system of the child process, one thread), which a busy machine inflates far less than wall time; the
     difference over ``calib_steps`` is the CPU cost of a step (start-up cancels).
     """
-    path = work / "calibration" / f"{arm}.json"
+    path = work / "calibration" / f"{cost_class(arm)}.json"
     if path.is_file():
         return json.loads(path.read_text())
     cpu = {}
@@ -182,7 +187,7 @@ def calibrate(args: argparse.Namespace, arm: str, work: Path) -> dict:
         shutil.rmtree(run_dir, ignore_errors=True)
     n = 1 + args.calib_steps
     out = {"cpu_seconds_per_step": (cpu[n] - cpu[1]) / args.calib_steps, "startup_cpu_seconds": cpu[1],
-           "calib_steps": args.calib_steps}
+           "calib_steps": args.calib_steps, "measured_with": arm}
     write_json(path, out)
     return out
 
@@ -218,7 +223,7 @@ def one_run(args: argparse.Namespace, arm: str, seed: int) -> None:
     result = out_dir / "result.json"
     if result.is_file():
         return
-    max_steps = budget_steps(args, json.loads((work / "calibration" / f"{arm}.json").read_text()))
+    max_steps = budget_steps(args, json.loads((work / "calibration" / f"{cost_class(arm)}.json").read_text()))
     run_dir = out_dir / "run"
     cmd = train_argv(args, arm, seed, run_dir, max_steps, 2 * args.minutes)   # the time limit is a guard only
     t0, c0 = time.time(), _child_cpu()
