@@ -39,12 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from proteinmtp.model import ModelSpec, build_model, count_parameters
+from proteinmtp.tiny import build_tokenizer
+from proteinmtp.training import DistanceCollator
 
-from proteinmtp.model import ModelSpec, build_model, count_parameters  # noqa: E402
-from proteinmtp.tiny import build_tokenizer  # noqa: E402
-from proteinmtp.training import DistanceCollator  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 GIB = 1024 ** 3
 GPU_BYTES = 24e9              # "24 GB" card (decimal GB, as sold): 22.35 GiB

@@ -25,12 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import gemmi  # noqa: E402
+import gemmi
 
-from proteinmtp.dataset import BuildConfig, build_dataset, dataset_to_dict  # noqa: E402
-from proteinmtp.fileio import atomic_write  # noqa: E402
-from proteinmtp.structure import StructureReadError, is_structure_file, read_structure  # noqa: E402
+from proteinmtp.dataset import BuildConfig, build_dataset, dataset_to_dict
+from proteinmtp.fileio import atomic_write
+from proteinmtp.structure import StructureReadError, is_structure_file, read_structure
 
 
 def main() -> int:

@@ -33,15 +33,14 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from proteinmtp.dataset import load_dataset
+from proteinmtp.features import FeatureCache
+from proteinmtp.fileio import write_json
+from proteinmtp.model import HeadConfig, ModelSpec, build_model, count_parameters
+from proteinmtp.prior import SeparationPrior
+from proteinmtp.training import CropDataset, DistanceCollator
 
-from proteinmtp.dataset import load_dataset  # noqa: E402
-from proteinmtp.features import FeatureCache  # noqa: E402
-from proteinmtp.fileio import write_json  # noqa: E402
-from proteinmtp.model import HeadConfig, ModelSpec, build_model, count_parameters  # noqa: E402
-from proteinmtp.prior import SeparationPrior  # noqa: E402
-from proteinmtp.training import CropDataset, DistanceCollator  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def minilm_dir() -> Path:

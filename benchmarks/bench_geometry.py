@@ -26,13 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from proteinmtp import geometry as G
+from proteinmtp import metrics as M
+from proteinmtp.fileio import write_json
+from proteinmtp.structure import read_structure
 
-from proteinmtp import geometry as G  # noqa: E402
-from proteinmtp import metrics as M  # noqa: E402
-from proteinmtp.fileio import write_json  # noqa: E402
-from proteinmtp.structure import read_structure  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def timeit(fn, repeats: int) -> tuple[float, object]:

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from proteinmtp.fileio import atomic_open, write_json
+from proteinmtp.runs import experiment_dir, record_training
 
-from proteinmtp.fileio import atomic_open, write_json  # noqa: E402
-from proteinmtp.runs import experiment_dir, record_training  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 LAYOUTS = ("placeholder", "echo", "direct")
 # (key in eval_results.json, column title); MAE in Å, lower is better; the rest higher is better

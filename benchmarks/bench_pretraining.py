@@ -46,14 +46,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from bench_learning import read_jsonl, run_cmd
+
+from proteinmtp.fileio import atomic_open, write_json
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_learning import read_jsonl, run_cmd  # noqa: E402
-
-from proteinmtp.fileio import atomic_open, write_json  # noqa: E402
 
 METRICS = ("mae", "mae_short", "mae_medium", "mae_long", "precision_L5_long", "precision_L_long",
            "tm_score", "lddt")

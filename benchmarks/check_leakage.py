@@ -23,10 +23,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from proteinmtp.dataset import BuildConfig, load_dataset  # noqa: E402
-from proteinmtp.fileio import atomic_write  # noqa: E402
-from proteinmtp.splits import search_hits  # noqa: E402
+from proteinmtp.dataset import BuildConfig, load_dataset
+from proteinmtp.fileio import atomic_write
+from proteinmtp.splits import search_hits
 
 
 def _find(data_dir: Path, name: str) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from proteinmtp.dataset import Sample, compute_global_stats
+from proteinmtp.model import ModelSpec, build_model
+from proteinmtp.structure import read_structure
+from proteinmtp.tiny import write_tiny
+from proteinmtp.training import DistanceCollator, pairwise_distances
 
-from proteinmtp.dataset import Sample, compute_global_stats  # noqa: E402
-from proteinmtp.model import ModelSpec, build_model  # noqa: E402
-from proteinmtp.structure import read_structure  # noqa: E402
-from proteinmtp.tiny import write_tiny  # noqa: E402
-from proteinmtp.training import DistanceCollator, pairwise_distances  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def real_chains(n: int = 8, crop: int = 64, min_len: int = 20) -> list[Sample]:

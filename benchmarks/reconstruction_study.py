@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from proteinmtp import geometry as G
+from proteinmtp import metrics as M
+from proteinmtp.constants import CA_CA_BOND
+from proteinmtp.fileio import write_json
+from proteinmtp.structure import read_structure
 
-from proteinmtp import geometry as G  # noqa: E402
-from proteinmtp import metrics as M  # noqa: E402
-from proteinmtp.constants import CA_CA_BOND  # noqa: E402
-from proteinmtp.fileio import write_json  # noqa: E402
-from proteinmtp.structure import read_structure  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 METHODS = ("classical", "refine", "refine_inv_d2", "smacof")
 

@@ -25,11 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+from proteinmtp.fileio import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(REPO))
-
-from proteinmtp.fileio import write_json  # noqa: E402
 
 
 def discover(bench_dir: Path = BENCH_DIR) -> list[Path]:

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 NAMES = {"coords": "v1_coords", "distance": "v2_distance"}
 ROWS = (("mae", "MAE all"), ("mae_local", "MAE local 1-5"), ("mae_short", "MAE short 6-11"),
         ("mae_medium", "MAE medium 12-23"), ("mae_long", "MAE long >=24"), ("pearson", "Pearson r"),

@@ -23,6 +23,7 @@ Choices (measured in ``benchmarks/reconstruction_study.py``, written up in DISCU
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -32,6 +33,8 @@ from scipy.optimize import minimize
 from scipy.sparse.linalg import eigsh
 
 from proteinmtp.constants import CA_CA_BOND
+
+logger = logging.getLogger(__name__)
 
 # Refinement defaults (relative weights of the energy terms; see ``refine``).
 BOND_WEIGHT = 30.0        # one bond weighs as much as this many residues' share of the stress
@@ -161,10 +164,12 @@ def classical_mds(dist: np.ndarray, mask: np.ndarray | None = None) -> np.ndarra
 
 @contextmanager
 def blas_threads(n: int):
-    """Limit BLAS threads inside the block when threadpoolctl is available (no-op otherwise)."""
+    """Limit BLAS threads inside the block (threadpoolctl, a declared dependency); without threadpoolctl
+    a warning is logged and BLAS keeps its own thread count (slower MDS/refinement, same result)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover
+        logger.warning("threadpoolctl is not installed: BLAS threads are not limited (MDS/refinement slower)")
         yield
         return
     with threadpool_limits(limits=n):

@@ -22,8 +22,7 @@ from pathlib import Path
 import gemmi
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from proteinmtp.structure import StructureReadError, read_structure  # noqa: E402
+from proteinmtp.structure import StructureReadError, read_structure
 
 KEEP_ATOMS = {"N", "CA", "C", "O", "CB"}
 
