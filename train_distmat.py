@@ -39,7 +39,7 @@ RESUME_MAY_CHANGE = ("output_dir", "max_steps", "num_epochs", "max_train_minutes
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from proteinmtp.model import HEADS
+    from proteinmtp.heads import REGISTRY as HEADS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

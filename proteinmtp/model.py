@@ -10,10 +10,8 @@ The regression target is ``(ln d - log_dist_mean) / log_dist_std`` with the TRAI
 (stored as buffers in the head weights and in training_config.json). Only the pair tensor is L²·c, with c
 the head width; the backbone's hidden size H never enters an L² tensor.
 
-Heads are looked up by name in ``HEADS`` (config ``head.head_type``) so other heads (e.g. a coordinate head)
-can be added without touching the backbone code: a head is an ``nn.Module`` with
-``forward(feats [B,L,H], residue_mask [B,L]) -> dict`` and ``loss(out, dist [B,L,L] Å, valid [B,L,L],
-stats) -> dict`` (key ``loss``), plus ``predict_numpy(out, L) -> dict`` used at inference.
+Heads live in ``proteinmtp.heads`` (one module each, looked up by ``head.head_type`` in
+``heads.REGISTRY``; the protocol a head follows is in ``heads.common``).
 """
 
 from __future__ import annotations
@@ -26,10 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from proteinmtp.constants import CONTACT_CUTOFF
+from proteinmtp.heads import HeadConfig, build_head
 from proteinmtp.layouts import KIND_PLACEHOLDER, KIND_SEP, LAYOUTS, ResidueEncoder
 
 HEAD_WEIGHTS = "head.safetensors"
@@ -39,13 +36,6 @@ TOKENIZER_DIR = "tokenizer"
 CONFIG_NAME = "training_config.json"
 PRIOR_NAME = "prior.json"
 
-# Pair-confidence classes: |predicted - true distance| in Å, and the lDDT-like score of each class.
-ERROR_EDGES = (0.5, 1.0, 2.0, 4.0)
-ERROR_SCORES = (1.0, 0.75, 0.5, 0.25, 0.0)
-LDDT_INCLUSION = 15.0   # Å, neighbours counted in the per-residue confidence target
-LONG_RANGE_MIN_SEP = 24
-
-
 class RunLoadError(ValueError):
     """A run directory is missing, incomplete or corrupt."""
 
@@ -53,39 +43,6 @@ class RunLoadError(ValueError):
 # ----------------------------------------------------------------------------------------------------
 # configuration
 # ----------------------------------------------------------------------------------------------------
-@dataclass
-class HeadConfig:
-    """Hyper-parameters of the pair head (saved in training_config.json under model.head)."""
-
-    head_type: str = "distance"
-    pair_dim: int = 64                     # c: channels of the L x L pair tensor
-    single_dim: int = 128                  # width of the per-residue projection
-    dilations: tuple[int, ...] = (1, 2, 4, 1)
-    axial_attention: bool = False          # add row+column attention after each conv block
-    axial_heads: int = 4
-    n_bins: int = 42                       # distogram: 41 edges 2..22 Å -> 40 bins of 0.5 Å, + below, + overflow
-    dist_min: float = 2.0
-    dist_max: float = 22.0
-    relpos_clip: int = 32                  # exact relative positions within ±clip ...
-    relpos_log_buckets: int = 5            # ... plus log2-spaced buckets per sign beyond (64,128,256,512,>)
-    conf_weight: float = 0.1               # weight of the two confidence losses
-    dropout: float = 0.0
-    prior_input: bool = False              # separation prior (chain-length aware) as input and regression baseline
-    max_rel_sep: int = 0                   # clamp |i - j| to this in the relative-position buckets (0 = off)
-
-    def bin_edges(self) -> np.ndarray:
-        """Distogram bin edges [n_bins - 1] Å."""
-        return np.linspace(self.dist_min, self.dist_max, self.n_bins - 1)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> HeadConfig:
-        d = dict(d)
-        if "dilations" in d:
-            d["dilations"] = tuple(d["dilations"])
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
 @dataclass
 class ModelSpec:
     """Everything needed to rebuild the model of a run (training_config.json["model"])."""
@@ -110,220 +67,6 @@ class ModelSpec:
     def from_dict(cls, d: dict) -> ModelSpec:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-# ----------------------------------------------------------------------------------------------------
-# the pair head
-# ----------------------------------------------------------------------------------------------------
-def relpos_buckets(L: int, clip: int = 32, n_log: int = 5, device=None, max_sep: int = 0) -> torch.Tensor:
-    """Relative-position class of every pair [L, L] long, in [0, 2*clip + 1 + 2*n_log).
-
-    |j - i| <= clip: exact (0 .. 2*clip); beyond: log2 buckets (clip, 2clip], (2clip, 4clip], ... per sign.
-    ``max_sep`` > 0 clamps |j - i| first: a model trained on crops of n residues never saw a separation
-    of n or more, so longer chains reuse the largest trained bucket instead of untrained embeddings.
-    """
-    idx = torch.arange(L, device=device)
-    d = idx[None, :] - idx[:, None]
-    if max_sep > 0:
-        d = d.clamp(-max_sep, max_sep)
-    ad = d.abs()
-    k = torch.floor(torch.log2((ad - 1).clamp(min=1).float() / clip)).long() + 1
-    k = k.clamp(1, n_log)
-    far = 2 * clip + k + torch.where(d > 0, 0, n_log)
-    return torch.where(ad <= clip, d + clip, far)
-
-
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of a [B, c, L, L] tensor (padding-independent, unlike BatchNorm)."""
-
-    def __init__(self, c: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(c)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class ResidualConvBlock(nn.Module):
-    """x + conv(gelu(conv(norm(x)))) with 3x3 dilated convs; padding positions are zeroed before each conv."""
-
-    def __init__(self, c: int, dilation: int, dropout: float = 0.0):
-        super().__init__()
-        self.norm1 = ChannelLayerNorm(c)
-        self.conv1 = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation)
-        self.norm2 = ChannelLayerNorm(c)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation)
-        self.drop = nn.Dropout(dropout)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
-
-    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        """x [B, c, L, L], m [B, 1, L, L] float pair mask."""
-        h = self.conv1(self.norm1(x) * m)
-        h = self.conv2(self.drop(F.gelu(self.norm2(h))) * m)
-        return (x + h) * m
-
-
-class AxialAttention(nn.Module):
-    """Row then column self-attention over the pair tensor (masked)."""
-
-    def __init__(self, c: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.norm = nn.LayerNorm(c)
-        self.qkv = nn.Linear(c, 3 * c)
-        self.out = nn.Linear(c, c)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def _rows(self, z: torch.Tensor, rmask: torch.Tensor) -> torch.Tensor:
-        # z [B, L, L, c]; attend along the last L axis for every row.
-        B, L, _, c = z.shape
-        q, k, v = self.qkv(self.norm(z)).reshape(B * L, L, 3, self.heads, c // self.heads).unbind(2)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        keymask = rmask[:, None, :].expand(B, L, L).reshape(B * L, 1, 1, L)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=keymask)
-        return self.out(o.transpose(1, 2).reshape(B, L, L, c))
-
-    def forward(self, x: torch.Tensor, m: torch.Tensor, rmask: torch.Tensor) -> torch.Tensor:
-        z = x.permute(0, 2, 3, 1)
-        z = z + self._rows(z, rmask)
-        z = z + self._rows(z.transpose(1, 2), rmask).transpose(1, 2)
-        return z.permute(0, 3, 1, 2) * m
-
-
-class DistanceHead(nn.Module):
-    """Pairwise head: per-residue features -> symmetric distogram, log-distance, confidences."""
-
-    def __init__(self, in_dim: int, cfg: HeadConfig):
-        super().__init__()
-        self.cfg = cfg
-        c, s = cfg.pair_dim, cfg.single_dim
-        self.single = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, s), nn.GELU())
-        self.left, self.right = nn.Linear(s, c), nn.Linear(s, c)
-        self.left_prod, self.right_prod = nn.Linear(s, c), nn.Linear(s, c)
-        self.prod_out = nn.Linear(c, c)
-        n_rel = 2 * cfg.relpos_clip + 1 + 2 * cfg.relpos_log_buckets
-        self.relpos = nn.Embedding(n_rel, c)
-        self.prior_proj = nn.Linear(1, c) if cfg.prior_input else None
-        self.blocks = nn.ModuleList(ResidualConvBlock(c, d, cfg.dropout) for d in cfg.dilations)
-        self.axial = nn.ModuleList(AxialAttention(c, cfg.axial_heads) for _ in cfg.dilations) \
-            if cfg.axial_attention else None
-        self.out_norm = nn.LayerNorm(c)
-        self.distogram = nn.Linear(c, cfg.n_bins)
-        self.regress = nn.Linear(c, 1)
-        self.pair_conf = nn.Linear(c, len(ERROR_SCORES))
-        self.res_conf = nn.Sequential(nn.Linear(s + c, s), nn.GELU(), nn.Linear(s, 1))
-        self.register_buffer("bin_edges", torch.tensor(cfg.bin_edges(), dtype=torch.float32), persistent=False)
-
-    def forward(self, feats: torch.Tensor, residue_mask: torch.Tensor,
-                prior_norm: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """feats [B, L, H] float, residue_mask [B, L] bool -> dict of symmetric outputs (see module doc).
-
-        With ``cfg.prior_input``, ``prior_norm`` [B, L, L] is the separation prior's normalised log-distance
-        for each pair (it knows the whole chain's length, which a crop or a causal layout cannot see): it
-        enters the pair features and is the baseline the regression output corrects.
-        """
-        B, L, _ = feats.shape
-        rm = residue_mask.to(feats.dtype)
-        s = self.single(feats) * rm[..., None]                                   # [B, L, s]
-        z = self.left(s)[:, :, None] + self.right(s)[:, None, :]                 # outer sum [B, L, L, c]
-        z = z + self.prod_out(self.left_prod(s)[:, :, None] * self.right_prod(s)[:, None, :])
-        z = z + self.relpos(relpos_buckets(L, self.cfg.relpos_clip, self.cfg.relpos_log_buckets, feats.device,
-                                           self.cfg.max_rel_sep))
-        if self.prior_proj is not None:
-            if prior_norm is None:
-                raise ValueError("this head takes the separation prior as input (prior_input): pass prior_dist")
-            z = z + self.prior_proj(prior_norm[..., None].to(z.dtype))
-        pm = (rm[:, :, None] * rm[:, None, :])                                   # [B, L, L]
-        m = pm[:, None]
-        x = z.permute(0, 3, 1, 2) * m                                            # [B, c, L, L]
-        for i, block in enumerate(self.blocks):
-            x = block(x, m)
-            if self.axial is not None:
-                x = self.axial[i](x, m, residue_mask)
-        x = 0.5 * (x + x.transpose(2, 3))                                        # symmetric pair tensor
-        z = self.out_norm(x.permute(0, 2, 3, 1))                                 # [B, L, L, c]
-        pooled = (z * pm[..., None]).sum(2) / pm.sum(2).clamp(min=1)[..., None]  # [B, L, c]
-        return {
-            "distogram_logits": self.distogram(z),                               # [B, L, L, n_bins]
-            "dist_norm": self.regress(z).squeeze(-1) + (0.0 if prior_norm is None else prior_norm),  # [B, L, L]
-            "pair_conf_logits": self.pair_conf(z),                               # [B, L, L, 5]
-            "residue_conf_logits": self.res_conf(torch.cat([s, pooled], -1)).squeeze(-1),  # [B, L]
-        }
-
-    # -- loss ------------------------------------------------------------------------------------------
-    def loss(self, out: dict[str, torch.Tensor], dist: torch.Tensor, valid: torch.Tensor,
-             stats: tuple[torch.Tensor, torch.Tensor], long_range_weight: float = 1.0) -> dict[str, torch.Tensor]:
-        """Masked losses, averaged over valid pairs of the whole batch.
-
-        Args:
-            dist: [B, L, L] true Cα–Cα distances, Å (any value where not valid).
-            valid: [B, L, L] bool, both residues present with coordinates, i != j, not padding.
-            stats: (log_dist_mean, log_dist_std) of the training split.
-            long_range_weight: weight of pairs with |i - j| >= 24 (others 1).
-        """
-        mu, sd = stats
-        L = dist.shape[-1]
-        d = torch.where(valid, dist, torch.ones_like(dist)).float()
-        w = valid.float()
-        if long_range_weight != 1.0:
-            idx = torch.arange(L, device=dist.device)
-            far = (idx[None, :] - idx[:, None]).abs() >= LONG_RANGE_MIN_SEP
-            w = w * torch.where(far, long_range_weight, 1.0)
-        wsum = w.sum().clamp(min=1e-6)
-        # distogram cross-entropy
-        target_bin = torch.bucketize(d, self.bin_edges)
-        logits = out["distogram_logits"].float()
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_bin.reshape(-1), reduction="none")
-        ce = (ce.reshape(d.shape) * w).sum() / wsum
-        # regression on the normalised log-distance
-        target = (torch.log(d) - mu) / sd
-        pred = out["dist_norm"].float()
-        l1 = ((pred - target).abs() * w).sum() / wsum
-        # confidences: targets from the (detached) regression error in Å
-        with torch.no_grad():
-            err = (torch.exp(pred * sd + mu) - d).abs()
-            err_cls = torch.bucketize(err, torch.tensor(ERROR_EDGES, device=err.device))
-            thr = torch.tensor(ERROR_EDGES, device=err.device)
-            pair_score = (err[..., None] < thr).float().mean(-1)                  # lDDT-like, [B, L, L]
-            near = valid & (d < LDDT_INCLUSION)
-            near = torch.where(near.any(-1, keepdim=True), near, valid)
-            nf = near.float()
-            res_target = (pair_score * nf).sum(-1) / nf.sum(-1).clamp(min=1)      # [B, L]
-            res_valid = valid.any(-1)
-        pc = out["pair_conf_logits"].float()
-        pc_loss = F.cross_entropy(pc.reshape(-1, pc.shape[-1]), err_cls.reshape(-1), reduction="none")
-        pc_loss = (pc_loss.reshape(d.shape) * valid.float()).sum() / valid.float().sum().clamp(min=1e-6)
-        rc = F.binary_cross_entropy_with_logits(out["residue_conf_logits"].float(), res_target, reduction="none")
-        rc_loss = (rc * res_valid.float()).sum() / res_valid.float().sum().clamp(min=1e-6)
-        total = ce + l1 + self.cfg.conf_weight * (pc_loss + rc_loss)
-        return {"loss": total, "loss_distogram": ce, "loss_regression": l1,
-                "loss_pair_conf": pc_loss, "loss_residue_conf": rc_loss}
-
-    # -- inference -------------------------------------------------------------------------------------
-    def predict_numpy(self, out: dict[str, torch.Tensor], b: int, L: int,
-                      stats: tuple[float, float]) -> dict[str, np.ndarray]:
-        """Outputs of batch item ``b`` (first L residues) as NumPy arrays in Å / probabilities."""
-        mu, sd = stats
-        dn = out["dist_norm"][b, :L, :L].float()
-        dist = torch.exp(dn * sd + mu)
-        dist = 0.5 * (dist + dist.T)
-        dist.fill_diagonal_(0.0)
-        probs = torch.softmax(out["distogram_logits"][b, :L, :L].float(), -1)
-        edges = self.bin_edges
-        # P(d < 8 Å): bins entirely below the cutoff (edges <= cutoff) -> bins 0..k-1
-        k = int((edges <= CONTACT_CUTOFF + 1e-6).sum().item())
-        contact = probs[..., :k].sum(-1)
-        pconf = torch.softmax(out["pair_conf_logits"][b, :L, :L].float(), -1) @ torch.tensor(
-            ERROR_SCORES, device=probs.device)
-        rconf = torch.sigmoid(out["residue_conf_logits"][b, :L].float())
-        return {"dist": dist.cpu().numpy().astype(np.float64), "contact_prob": contact.cpu().numpy(),
-                "pair_confidence": pconf.cpu().numpy(), "residue_confidence": rconf.cpu().numpy(),
-                "distogram_probs": probs.cpu().numpy(), "bin_edges": edges.cpu().numpy()}
-
-
-HEADS: dict[str, type[nn.Module]] = {"distance": DistanceHead}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -370,10 +113,7 @@ class DistanceModel(nn.Module):
         else:
             self.layer_ids = None
             self.layer_mix = None
-        head_cfg = HeadConfig.from_dict(spec.head)
-        if head_cfg.head_type not in HEADS:
-            raise ValueError(f"unknown head_type {head_cfg.head_type!r}; known: {', '.join(HEADS)}")
-        self.head = HEADS[head_cfg.head_type](hidden, head_cfg)
+        self.head = build_head(hidden, HeadConfig.from_dict(spec.head))
         gs = spec.global_stats or {}
         self.register_buffer("log_dist_mean", torch.tensor(float(gs.get("log_dist_mean", 2.5))))
         self.register_buffer("log_dist_std", torch.tensor(float(gs.get("log_dist_std", 0.6))))
@@ -865,10 +605,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return train, total
 
 
-__all__ = ["HeadConfig", "ModelSpec", "DistanceHead", "DistanceModel", "HEADS", "DistancePrediction",
+__all__ = ["HeadConfig", "ModelSpec", "DistanceModel", "DistancePrediction",
            "LoadedRun", "RunLoadError", "build_model", "load_run", "save_weights", "load_weights_into",
-           "relpos_buckets", "count_parameters", "prior_distances", "backbone_max_tokens"]
+           "count_parameters", "prior_distances", "backbone_max_tokens"]
 
-
-# Optional heads register themselves in HEADS when imported (kept last: they import this module).
-from proteinmtp import coord_head  # noqa: E402,F401  (HEADS["coords"]: the v1 coordinate head)

@@ -1,4 +1,4 @@
-"""The v1 coordinate head (proteinmtp.coord_head): loss invariances by value, Kabsch/MDS against independent
+"""The v1 coordinate head (proteinmtp.heads.coords): loss invariances by value, Kabsch/MDS against independent
 references, the exactness of the detached-rotation gradient, and a tiny overfit."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 from scipy.spatial.distance import cdist
 from scipy.spatial.transform import Rotation
 
-from proteinmtp.coord_head import CoordinateHead, coords_to_dist, kabsch_rmsd, mds_from_dist
-from proteinmtp.model import HEADS, HeadConfig
+from proteinmtp.heads import REGISTRY, HeadConfig
+from proteinmtp.heads.coords import CoordinateHead, coords_to_dist, kabsch_rmsd, mds_from_dist
 
 STATS = (torch.tensor(2.6), torch.tensor(0.7))
 
@@ -42,7 +42,7 @@ def _valid(L: int, present: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def test_registered_in_heads():
-    assert HEADS["coords"] is CoordinateHead
+    assert REGISTRY["coords"] is CoordinateHead
 
 
 def test_loss_is_invariant_to_rotation_translation_and_mirror_by_value(native_ca):

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from proteinmtp.heads.common import relpos_buckets
+from proteinmtp.heads.distance import DistanceHead
 from proteinmtp.model import (
     CONFIG_NAME,
     TOKENIZER_DIR,
-    DistanceHead,
     HeadConfig,
     ModelSpec,
     RunLoadError,
     build_model,
     load_run,
-    relpos_buckets,
     save_weights,
 )
 from proteinmtp.tiny import write_tiny

@@ -365,7 +365,7 @@ def test_second_process_on_a_live_run_is_refused(tiny, data, tmp_path, capsys):
 
 def test_help_lists_the_heads_and_says_what_max_eval_len_does(capsys):
     import train_distmat
-    from proteinmtp.model import HEADS
+    from proteinmtp.heads import REGISTRY as HEADS
 
     with pytest.raises(SystemExit):
         train_distmat.parse_args(["--help"])

@@ -4,8 +4,7 @@
     self-attention with a learned per-head relative-position bias, the same i-j buckets as the distance
     head) -> Linear(s, 3) * COORD_SCALE Å -> xyz [B, L, 3] -> derived distances d_ij = |x_i - x_j| [B, L, L]
 
-Selected with ``train_distmat.py --head_type coords`` (``HEADS["coords"]``, registered when this module is
-imported; ``proteinmtp.model`` imports it at its end). Width ``single_dim``, depth COORD_LAYERS, attention
+Selected with ``train_distmat.py --head_type coords`` (``proteinmtp.heads.REGISTRY["coords"]``). Width ``single_dim``, depth COORD_LAYERS, attention
 heads ``axial_heads`` of ``HeadConfig``; the distance head's pair options are ignored. No L² tensor wider
 than the attention bias (heads x L x L) exists: memory is linear in L up to that bias.
 
@@ -39,14 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from proteinmtp.constants import CONTACT_CUTOFF
-from proteinmtp.model import (
-    ERROR_EDGES,
-    HEADS,
-    LDDT_INCLUSION,
-    LONG_RANGE_MIN_SEP,
-    HeadConfig,
-    relpos_buckets,
-)
+from proteinmtp.heads.common import HeadConfig, config_relpos, lddt_like_targets, masked_mean, pair_weights
 
 COORD_SCALE = 10.0      # Å per unit of the output layer (initial coordinates spread over a few Å)
 COORD_LAYERS = 3        # residue-transformer layers
@@ -138,8 +130,7 @@ class CoordinateHead(nn.Module):
         self.cfg = cfg
         s, h = cfg.single_dim, cfg.axial_heads
         self.single = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, s), nn.GELU())
-        n_rel = 2 * cfg.relpos_clip + 1 + 2 * cfg.relpos_log_buckets
-        self.relpos = nn.Embedding(n_rel, h)
+        self.relpos = nn.Embedding(cfg.n_relpos(), h)
         nn.init.zeros_(self.relpos.weight)
         self.layers = nn.ModuleList(ResidueAttentionLayer(s, h, cfg.dropout) for _ in range(COORD_LAYERS))
         self.out_norm = nn.LayerNorm(s)
@@ -151,8 +142,7 @@ class CoordinateHead(nn.Module):
         "dist" [B, L, L] Å (derived from xyz), "residue_conf_logits" [B, L]}."""
         B, L, _ = feats.shape
         x = self.single(feats) * residue_mask[..., None].to(feats.dtype)
-        rel = self.relpos(relpos_buckets(L, self.cfg.relpos_clip, self.cfg.relpos_log_buckets, feats.device,
-                                         self.cfg.max_rel_sep))
+        rel = self.relpos(config_relpos(self.cfg, L, feats.device))
         bias = rel.permute(2, 0, 1)[None].float()                                   # [1, heads, L, L]
         keymask = torch.where(residue_mask, 0.0, -1e9).to(bias.dtype)[:, None, None, :]
         bias = bias + keymask                                                        # [B, heads, L, L]
@@ -175,17 +165,13 @@ class CoordinateHead(nn.Module):
             long_range_weight: weight of pairs with |i - j| >= 24 in the distance term (others 1).
         """
         mu, sd = stats
-        B, L, _ = dist.shape
+        B = dist.shape[0]
         d = torch.where(valid, dist, torch.ones_like(dist)).float()
-        w = valid.float()
-        if long_range_weight != 1.0:
-            idx = torch.arange(L, device=dist.device)
-            far = (idx[None, :] - idx[:, None]).abs() >= LONG_RANGE_MIN_SEP
-            w = w * torch.where(far, long_range_weight, 1.0)
+        w = pair_weights(valid, long_range_weight)
         pred_d = out["dist"].float()
         pred_n = (torch.log(pred_d) - mu) / sd
         target = (torch.log(d) - mu) / sd
-        l1 = ((pred_n - target).abs() * w).sum() / w.sum().clamp(min=1e-6)
+        l1 = masked_mean((pred_n - target).abs(), w)
         # aligned RMSD to the true Cα (rebuilt by MDS of the present residues; mirror-minimal)
         present = valid.any(-1)                                                      # [B, L]
         rmsds = []
@@ -197,16 +183,9 @@ class CoordinateHead(nn.Module):
             rmsds.append(kabsch_rmsd(out["xyz"][b, idx].float(), true_xyz, allow_mirror=True))
         rmsd = torch.stack(rmsds).mean() if rmsds else pred_d.new_zeros(())
         # residue confidence: lDDT-like score of the derived distances (detached)
-        with torch.no_grad():
-            err = (pred_d - d).abs()
-            thr = torch.tensor(ERROR_EDGES, device=err.device)
-            pair_score = (err[..., None] < thr).float().mean(-1)                    # [B, L, L]
-            near = valid & (d < LDDT_INCLUSION)
-            near = torch.where(near.any(-1, keepdim=True), near, valid)
-            nf = near.float()
-            res_target = (pair_score * nf).sum(-1) / nf.sum(-1).clamp(min=1)
+        _, res_target = lddt_like_targets((pred_d.detach() - d).abs(), d, valid)
         rc = F.binary_cross_entropy_with_logits(out["residue_conf_logits"].float(), res_target, reduction="none")
-        rc_loss = (rc * present.float()).sum() / present.float().sum().clamp(min=1e-6)
+        rc_loss = masked_mean(rc, present.float())
         total = l1 + RMSD_WEIGHT * rmsd + self.cfg.conf_weight * rc_loss
         return {"loss": total, "loss_regression": l1, "loss_rmsd": rmsd, "loss_residue_conf": rc_loss}
 
@@ -218,9 +197,7 @@ class CoordinateHead(nn.Module):
         ``dist`` is the exact distance matrix of the predicted coordinates (zero diagonal, symmetric);
         ``distogram_probs`` and ``bin_edges`` are None (no distogram).
         """
-        xyz = out["xyz"][b, :L].double()
-        diff = xyz[:, None] - xyz[None]
-        dist = torch.sqrt((diff * diff).sum(-1))
+        dist = coords_to_dist(out["xyz"][b, :L].double(), eps=0.0)
         dist = 0.5 * (dist + dist.T)
         dist.fill_diagonal_(0.0)
         contact = torch.sigmoid((CONTACT_CUTOFF - dist) / CONTACT_SOFTNESS)
@@ -230,7 +207,5 @@ class CoordinateHead(nn.Module):
                 "pair_confidence": pconf.float().cpu().numpy(), "residue_confidence": rconf.float().cpu().numpy(),
                 "distogram_probs": None, "bin_edges": None}
 
-
-HEADS["coords"] = CoordinateHead
 
 __all__ = ["CoordinateHead", "coords_to_dist", "kabsch_rmsd", "mds_from_dist", "COORD_SCALE", "RMSD_WEIGHT"]

@@ -1,0 +1,129 @@
+"""What every pair/coordinate head shares: the head configuration, relative-position buckets, pair weights
+and the lDDT-like confidence targets.
+
+A head is an ``nn.Module`` built as ``Head(in_dim, HeadConfig)`` with
+
+* ``forward(feats [B, L, H] float, residue_mask [B, L] bool[, prior_norm [B, L, L]]) -> dict`` of outputs
+  (at least ``residue_conf_logits`` [B, L]);
+* ``loss(out, dist [B, L, L] Å, valid [B, L, L] bool, stats=(log_dist_mean, log_dist_std),
+  long_range_weight) -> dict`` with key ``loss`` (the total) and one key per term;
+* ``predict_numpy(out, b, L, stats) -> dict`` with keys dist, contact_prob, pair_confidence,
+  residue_confidence, distogram_probs, bin_edges (NumPy, Å / probabilities) used at inference.
+
+Heads are looked up by name in ``proteinmtp.heads.REGISTRY`` (config ``head_type``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# Pair-confidence classes: |predicted - true distance| in Å, and the lDDT-like score of each class.
+ERROR_EDGES = (0.5, 1.0, 2.0, 4.0)
+ERROR_SCORES = (1.0, 0.75, 0.5, 0.25, 0.0)
+LDDT_INCLUSION = 15.0   # Å, neighbours counted in the per-residue confidence target
+LONG_RANGE_MIN_SEP = 24  # residues: |i - j| from which a pair is long-range (weighted by long_range_weight)
+
+
+@dataclass
+class HeadConfig:
+    """Hyper-parameters of the pair head (saved in training_config.json under model.head)."""
+
+    head_type: str = "distance"
+    pair_dim: int = 64                     # c: channels of the L x L pair tensor
+    single_dim: int = 128                  # width of the per-residue projection
+    dilations: tuple[int, ...] = (1, 2, 4, 1)
+    axial_attention: bool = False          # add row+column attention after each conv block
+    axial_heads: int = 4
+    n_bins: int = 42                       # distogram: 41 edges 2..22 Å -> 40 bins of 0.5 Å, + below, + overflow
+    dist_min: float = 2.0
+    dist_max: float = 22.0
+    relpos_clip: int = 32                  # exact relative positions within ±clip ...
+    relpos_log_buckets: int = 5            # ... plus log2-spaced buckets per sign beyond (64,128,256,512,>)
+    conf_weight: float = 0.1               # weight of the two confidence losses
+    dropout: float = 0.0
+    prior_input: bool = False              # separation prior (chain-length aware) as input and regression baseline
+    max_rel_sep: int = 0                   # clamp |i - j| to this in the relative-position buckets (0 = off)
+
+    def bin_edges(self) -> np.ndarray:
+        """Distogram bin edges [n_bins - 1] Å."""
+        return np.linspace(self.dist_min, self.dist_max, self.n_bins - 1)
+
+    def n_relpos(self) -> int:
+        """Number of relative-position classes ``relpos_buckets`` produces with this config."""
+        return 2 * self.relpos_clip + 1 + 2 * self.relpos_log_buckets
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HeadConfig:
+        d = dict(d)
+        if "dilations" in d:
+            d["dilations"] = tuple(d["dilations"])
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def relpos_buckets(L: int, clip: int = 32, n_log: int = 5, device=None, max_sep: int = 0) -> torch.Tensor:
+    """Relative-position class of every pair [L, L] long, in [0, 2*clip + 1 + 2*n_log).
+
+    |j - i| <= clip: exact (0 .. 2*clip); beyond: log2 buckets (clip, 2clip], (2clip, 4clip], ... per sign.
+    ``max_sep`` > 0 clamps |j - i| first: a model trained on crops of n residues never saw a separation
+    of n or more, so longer chains reuse the largest trained bucket instead of untrained embeddings.
+    """
+    idx = torch.arange(L, device=device)
+    d = idx[None, :] - idx[:, None]
+    if max_sep > 0:
+        d = d.clamp(-max_sep, max_sep)
+    ad = d.abs()
+    k = torch.floor(torch.log2((ad - 1).clamp(min=1).float() / clip)).long() + 1
+    k = k.clamp(1, n_log)
+    far = 2 * clip + k + torch.where(d > 0, 0, n_log)
+    return torch.where(ad <= clip, d + clip, far)
+
+
+def config_relpos(cfg: HeadConfig, L: int, device=None) -> torch.Tensor:
+    """``relpos_buckets`` with the config's clip, log buckets and separation clamp: [L, L] long."""
+    return relpos_buckets(L, cfg.relpos_clip, cfg.relpos_log_buckets, device, cfg.max_rel_sep)
+
+
+def pair_weights(valid: torch.Tensor, long_range_weight: float = 1.0) -> torch.Tensor:
+    """Loss weight of every pair [B, L, L] float: 0 where not ``valid`` [B, L, L] bool, ``long_range_weight``
+    where |i - j| >= LONG_RANGE_MIN_SEP, else 1."""
+    w = valid.float()
+    if long_range_weight != 1.0:
+        L = valid.shape[-1]
+        idx = torch.arange(L, device=valid.device)
+        far = (idx[None, :] - idx[:, None]).abs() >= LONG_RANGE_MIN_SEP
+        w = w * torch.where(far, long_range_weight, 1.0)
+    return w
+
+
+def masked_mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """sum(x * weight) / sum(weight) (0 when the weights sum to 0); x and weight of one shape."""
+    return (x * weight).sum() / weight.sum().clamp(min=1e-6)
+
+
+@torch.no_grad()
+def lddt_like_targets(err: torch.Tensor, dist: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Confidence targets from the absolute distance error (no gradient).
+
+    Args:
+        err: [B, L, L] |predicted - true| distance, Å.
+        dist: [B, L, L] true distances, Å (any value where not valid).
+        valid: [B, L, L] bool.
+    Returns:
+        pair_score [B, L, L]: fraction of the thresholds ERROR_EDGES (0.5, 1, 2, 4 Å) the error is below;
+        residue_target [B, L]: mean pair_score over the residue's valid neighbours closer than LDDT_INCLUSION
+        Å (all its valid pairs where it has no such neighbour; 0 where it has no valid pair).
+    """
+    thr = torch.tensor(ERROR_EDGES, device=err.device)
+    pair_score = (err[..., None] < thr).float().mean(-1)
+    near = valid & (dist < LDDT_INCLUSION)
+    near = torch.where(near.any(-1, keepdim=True), near, valid)
+    nf = near.float()
+    return pair_score, (pair_score * nf).sum(-1) / nf.sum(-1).clamp(min=1)
+
+
+__all__ = ["ERROR_EDGES", "ERROR_SCORES", "LDDT_INCLUSION", "LONG_RANGE_MIN_SEP", "HeadConfig", "relpos_buckets",
+           "config_relpos", "pair_weights", "masked_mean", "lddt_like_targets"]

@@ -1,0 +1,210 @@
+"""The distance head (v2, the default): per-residue features -> symmetric pair outputs.
+
+    feats [B, L, H] -> LayerNorm, Linear(H, s), GELU -> outer sum + outer product + relative position
+    (+ separation prior) -> pair features [B, L, L, c] -> residual dilated 3x3 conv blocks (+ optional
+    axial attention) -> symmetrised -> distogram logits [B, L, L, n_bins], normalised log-distance
+    [B, L, L], pair confidence logits [B, L, L, 5], residue confidence logits [B, L]
+
+The regression target is ``(ln d - log_dist_mean) / log_dist_std`` with the TRAIN split's global_stats.
+Only the pair tensor is L²·c, with c the head width; the backbone's hidden size H never enters an L² tensor.
+Losses: distogram cross-entropy + L1 on the normalised log-distance + ``conf_weight`` x (pair-confidence
+cross-entropy + residue-confidence BCE), all masked means over valid pairs (``heads.common``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from proteinmtp.constants import CONTACT_CUTOFF
+from proteinmtp.heads.common import (
+    ERROR_EDGES,
+    ERROR_SCORES,
+    HeadConfig,
+    config_relpos,
+    lddt_like_targets,
+    masked_mean,
+    pair_weights,
+)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel axis of a [B, c, L, L] tensor (padding-independent, unlike BatchNorm)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ResidualConvBlock(nn.Module):
+    """x + conv(gelu(conv(norm(x)))) with 3x3 dilated convs; padding positions are zeroed before each conv."""
+
+    def __init__(self, c: int, dilation: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = ChannelLayerNorm(c)
+        self.conv1 = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation)
+        self.norm2 = ChannelLayerNorm(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation)
+        self.drop = nn.Dropout(dropout)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """x [B, c, L, L], m [B, 1, L, L] float pair mask."""
+        h = self.conv1(self.norm1(x) * m)
+        h = self.conv2(self.drop(F.gelu(self.norm2(h))) * m)
+        return (x + h) * m
+
+
+class AxialAttention(nn.Module):
+    """Row then column self-attention over the pair tensor (masked)."""
+
+    def __init__(self, c: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(c)
+        self.qkv = nn.Linear(c, 3 * c)
+        self.out = nn.Linear(c, c)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _rows(self, z: torch.Tensor, rmask: torch.Tensor) -> torch.Tensor:
+        # z [B, L, L, c]; attend along the last L axis for every row.
+        B, L, _, c = z.shape
+        q, k, v = self.qkv(self.norm(z)).reshape(B * L, L, 3, self.heads, c // self.heads).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        keymask = rmask[:, None, :].expand(B, L, L).reshape(B * L, 1, 1, L)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=keymask)
+        return self.out(o.transpose(1, 2).reshape(B, L, L, c))
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor, rmask: torch.Tensor) -> torch.Tensor:
+        z = x.permute(0, 2, 3, 1)
+        z = z + self._rows(z, rmask)
+        z = z + self._rows(z.transpose(1, 2), rmask).transpose(1, 2)
+        return z.permute(0, 3, 1, 2) * m
+
+
+class DistanceHead(nn.Module):
+    """Pairwise head: per-residue features -> symmetric distogram, log-distance, confidences."""
+
+    def __init__(self, in_dim: int, cfg: HeadConfig):
+        super().__init__()
+        self.cfg = cfg
+        c, s = cfg.pair_dim, cfg.single_dim
+        self.single = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, s), nn.GELU())
+        self.left, self.right = nn.Linear(s, c), nn.Linear(s, c)
+        self.left_prod, self.right_prod = nn.Linear(s, c), nn.Linear(s, c)
+        self.prod_out = nn.Linear(c, c)
+        self.relpos = nn.Embedding(cfg.n_relpos(), c)
+        self.prior_proj = nn.Linear(1, c) if cfg.prior_input else None
+        self.blocks = nn.ModuleList(ResidualConvBlock(c, d, cfg.dropout) for d in cfg.dilations)
+        self.axial = nn.ModuleList(AxialAttention(c, cfg.axial_heads) for _ in cfg.dilations) \
+            if cfg.axial_attention else None
+        self.out_norm = nn.LayerNorm(c)
+        self.distogram = nn.Linear(c, cfg.n_bins)
+        self.regress = nn.Linear(c, 1)
+        self.pair_conf = nn.Linear(c, len(ERROR_SCORES))
+        self.res_conf = nn.Sequential(nn.Linear(s + c, s), nn.GELU(), nn.Linear(s, 1))
+        self.register_buffer("bin_edges", torch.tensor(cfg.bin_edges(), dtype=torch.float32), persistent=False)
+
+    def forward(self, feats: torch.Tensor, residue_mask: torch.Tensor,
+                prior_norm: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """feats [B, L, H] float, residue_mask [B, L] bool -> dict of symmetric outputs (see module doc).
+
+        With ``cfg.prior_input``, ``prior_norm`` [B, L, L] is the separation prior's normalised log-distance
+        for each pair (it knows the whole chain's length, which a crop or a causal layout cannot see): it
+        enters the pair features and is the baseline the regression output corrects.
+        """
+        B, L, _ = feats.shape
+        rm = residue_mask.to(feats.dtype)
+        s = self.single(feats) * rm[..., None]                                   # [B, L, s]
+        z = self.left(s)[:, :, None] + self.right(s)[:, None, :]                 # outer sum [B, L, L, c]
+        z = z + self.prod_out(self.left_prod(s)[:, :, None] * self.right_prod(s)[:, None, :])
+        z = z + self.relpos(config_relpos(self.cfg, L, feats.device))
+        if self.prior_proj is not None:
+            if prior_norm is None:
+                raise ValueError("this head takes the separation prior as input (prior_input): pass prior_dist")
+            z = z + self.prior_proj(prior_norm[..., None].to(z.dtype))
+        pm = (rm[:, :, None] * rm[:, None, :])                                   # [B, L, L]
+        m = pm[:, None]
+        x = z.permute(0, 3, 1, 2) * m                                            # [B, c, L, L]
+        for i, block in enumerate(self.blocks):
+            x = block(x, m)
+            if self.axial is not None:
+                x = self.axial[i](x, m, residue_mask)
+        x = 0.5 * (x + x.transpose(2, 3))                                        # symmetric pair tensor
+        z = self.out_norm(x.permute(0, 2, 3, 1))                                 # [B, L, L, c]
+        pooled = (z * pm[..., None]).sum(2) / pm.sum(2).clamp(min=1)[..., None]  # [B, L, c]
+        return {
+            "distogram_logits": self.distogram(z),                               # [B, L, L, n_bins]
+            "dist_norm": self.regress(z).squeeze(-1) + (0.0 if prior_norm is None else prior_norm),  # [B, L, L]
+            "pair_conf_logits": self.pair_conf(z),                               # [B, L, L, 5]
+            "residue_conf_logits": self.res_conf(torch.cat([s, pooled], -1)).squeeze(-1),  # [B, L]
+        }
+
+    # -- loss ------------------------------------------------------------------------------------------
+    def loss(self, out: dict[str, torch.Tensor], dist: torch.Tensor, valid: torch.Tensor,
+             stats: tuple[torch.Tensor, torch.Tensor], long_range_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """Masked losses, averaged over valid pairs of the whole batch.
+
+        Args:
+            dist: [B, L, L] true Cα–Cα distances, Å (any value where not valid).
+            valid: [B, L, L] bool, both residues present with coordinates, i != j, not padding.
+            stats: (log_dist_mean, log_dist_std) of the training split.
+            long_range_weight: weight of pairs with |i - j| >= 24 (others 1).
+        """
+        mu, sd = stats
+        d = torch.where(valid, dist, torch.ones_like(dist)).float()
+        w = pair_weights(valid, long_range_weight)
+        # distogram cross-entropy
+        target_bin = torch.bucketize(d, self.bin_edges)
+        logits = out["distogram_logits"].float()
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_bin.reshape(-1), reduction="none")
+        ce = masked_mean(ce.reshape(d.shape), w)
+        # regression on the normalised log-distance
+        target = (torch.log(d) - mu) / sd
+        pred = out["dist_norm"].float()
+        l1 = masked_mean((pred - target).abs(), w)
+        # confidences: targets from the (detached) regression error in Å
+        with torch.no_grad():
+            err = (torch.exp(pred * sd + mu) - d).abs()
+            err_cls = torch.bucketize(err, torch.tensor(ERROR_EDGES, device=err.device))
+        _, res_target = lddt_like_targets(err, d, valid)                          # [B, L]
+        res_valid = valid.any(-1)
+        pc = out["pair_conf_logits"].float()
+        pc_loss = F.cross_entropy(pc.reshape(-1, pc.shape[-1]), err_cls.reshape(-1), reduction="none")
+        pc_loss = masked_mean(pc_loss.reshape(d.shape), valid.float())
+        rc = F.binary_cross_entropy_with_logits(out["residue_conf_logits"].float(), res_target, reduction="none")
+        rc_loss = masked_mean(rc, res_valid.float())
+        total = ce + l1 + self.cfg.conf_weight * (pc_loss + rc_loss)
+        return {"loss": total, "loss_distogram": ce, "loss_regression": l1,
+                "loss_pair_conf": pc_loss, "loss_residue_conf": rc_loss}
+
+    # -- inference -------------------------------------------------------------------------------------
+    def predict_numpy(self, out: dict[str, torch.Tensor], b: int, L: int,
+                      stats: tuple[float, float]) -> dict[str, np.ndarray]:
+        """Outputs of batch item ``b`` (first L residues) as NumPy arrays in Å / probabilities."""
+        mu, sd = stats
+        dn = out["dist_norm"][b, :L, :L].float()
+        dist = torch.exp(dn * sd + mu)
+        dist = 0.5 * (dist + dist.T)
+        dist.fill_diagonal_(0.0)
+        probs = torch.softmax(out["distogram_logits"][b, :L, :L].float(), -1)
+        edges = self.bin_edges
+        # P(d < 8 Å): bins entirely below the cutoff (edges <= cutoff) -> bins 0..k-1
+        k = int((edges <= CONTACT_CUTOFF + 1e-6).sum().item())
+        contact = probs[..., :k].sum(-1)
+        pconf = torch.softmax(out["pair_conf_logits"][b, :L, :L].float(), -1) @ torch.tensor(
+            ERROR_SCORES, device=probs.device)
+        rconf = torch.sigmoid(out["residue_conf_logits"][b, :L].float())
+        return {"dist": dist.cpu().numpy().astype(np.float64), "contact_prob": contact.cpu().numpy(),
+                "pair_confidence": pconf.cpu().numpy(), "residue_confidence": rconf.cpu().numpy(),
+                "distogram_probs": probs.cpu().numpy(), "bin_edges": edges.cpu().numpy()}
+
+
+__all__ = ["DistanceHead", "ChannelLayerNorm", "ResidualConvBlock", "AxialAttention"]
