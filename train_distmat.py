@@ -268,21 +268,13 @@ def _main(argv, locks: list[int]) -> int:
 
     from transformers import TrainingArguments, set_seed
 
+    from proteinmtp import rundir as R
     from proteinmtp import training as T
     from proteinmtp.dataset import load_dataset
     from proteinmtp.fileio import atomic_write
-    from proteinmtp.model import (
-        CONFIG_NAME,
-        PRIOR_NAME,
-        TOKENIZER_DIR,
-        HeadConfig,
-        ModelSpec,
-        RunLoadError,
-        build_model,
-        count_parameters,
-        load_tokenizer,
-    )
+    from proteinmtp.model import HeadConfig, ModelSpec, build_model, count_parameters, load_tokenizer
     from proteinmtp.prior import SeparationPrior
+    from proteinmtp.rundir import CONFIG_NAME, PRIOR_NAME, TOKENIZER_DIR, RunLoadError
 
     run_dir = Path(args.output_dir)
     world_rank = int(os.environ.get("RANK", "0"))
@@ -309,11 +301,11 @@ def _main(argv, locks: list[int]) -> int:
 
     # --- resume check -------------------------------------------------------------------------------
     try:
-        old = T.read_config(run_dir)
+        old = R.read_run_config(run_dir, missing_ok=True)
     except RunLoadError as e:
         fail(str(e))
-    resume = T.latest_complete_checkpoint(run_dir)
-    if old is not None and resume is None and not T.has_final_weights(run_dir):
+    resume = R.latest_complete_checkpoint(run_dir)
+    if old is not None and resume is None and not R.has_final_weights(run_dir):
         # a start that failed before its first checkpoint (nothing trained was saved): not binding
         if is_main:
             print(f"{run_dir} holds no checkpoint (a start that failed before its first save); starting over",
@@ -379,7 +371,7 @@ def _main(argv, locks: list[int]) -> int:
     if args.finetune == "frozen" and args.feature_cache:
         from proteinmtp.features import FeatureCache
 
-        feature_cache = FeatureCache(model, args.feature_cache_dir or run_dir / "feature_cache")
+        feature_cache = FeatureCache(model, args.feature_cache_dir or run_dir / R.FEATURE_CACHE_DIR)
         model.feature_cache = feature_cache              # evaluation during training reads it too
         train_ds.context_len = fit or max(len(s.sequence) for s in train_ds.samples)   # whole chains
     n_train, n_total = count_parameters(model)
@@ -405,7 +397,7 @@ def _main(argv, locks: list[int]) -> int:
         diff = T.config_differences({"model": T.comparable_model(old.get("model", {})),
                                      **{k: old[k] for k in ("n_train_chains",) if k in old}},
                                     {"model": T.comparable_model(config["model"]), "n_train_chains": len(train_ds)})
-        old_prior = T.read_json_or_none(run_dir / PRIOR_NAME)
+        old_prior = R.read_json_or_none(run_dir / PRIOR_NAME)
         if old_prior is not None and old_prior != json.loads(prior_text):
             diff.append("prior.json: the training split's separation prior differs")
         refuse_changes(run_dir, diff)
@@ -414,7 +406,7 @@ def _main(argv, locks: list[int]) -> int:
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         take_lock(run_dir, locks)
-        T.latest_complete_checkpoint(run_dir, remove_incomplete=True)   # a save cut short is written again
+        R.latest_complete_checkpoint(run_dir, remove_incomplete=True)   # a save cut short is written again
         for name, text in ((CONFIG_NAME, config_text), (PRIOR_NAME, prior_text)):
             atomic_write(run_dir / name, text)
         tokenizer.save_pretrained(str(run_dir / TOKENIZER_DIR))

@@ -35,6 +35,7 @@ import numpy as np
 
 from proteinmtp.constants import CHAIN_BREAK_CA_CA, SEPARATION_RANGES
 from proteinmtp.fileio import atomic_write, write_json
+from proteinmtp.rundir import TRAIN_JSONL
 
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.dataset import Sample
@@ -411,8 +412,8 @@ def write_figures(ev: Evaluation, vis_dir: str | Path, run_dir: str | Path | Non
                    f"{row['model'].get('lddt', float('nan')):.3f} (hand chosen without the native).")
         paths.append(write_viewer_html(vis / f"view_{stem}.html", xyz, ca, seq, title=f"{sid}: predicted vs native",
                                        confidence=conf, summary=summary))
-    if run_dir is not None and (Path(run_dir) / "train_log.jsonl").is_file():
-        rows = plots.read_train_log(Path(run_dir) / "train_log.jsonl")
+    if run_dir is not None and (Path(run_dir) / TRAIN_JSONL).is_file():
+        rows = plots.read_train_log(Path(run_dir) / TRAIN_JSONL)
         if rows:
             paths.append(plots.training_curves(rows, vis / "training_curves.png"))
     replace_written(vis, [Path(p).name for p in paths])   # drop what an earlier evaluation wrote and this one did not

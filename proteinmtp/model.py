@@ -16,7 +16,6 @@ Heads live in ``proteinmtp.heads`` (one module each, looked up by ``head.head_ty
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,16 +27,17 @@ from torch import nn
 
 from proteinmtp.heads import HeadConfig, build_head
 from proteinmtp.layouts import KIND_PLACEHOLDER, KIND_SEP, LAYOUTS, ResidueEncoder
-
-HEAD_WEIGHTS = "head.safetensors"
-ADAPTER_DIR = "adapter"
-BACKBONE_DIR = "backbone"
-TOKENIZER_DIR = "tokenizer"
-CONFIG_NAME = "training_config.json"
-PRIOR_NAME = "prior.json"
-
-class RunLoadError(ValueError):
-    """A run directory is missing, incomplete or corrupt."""
+from proteinmtp.rundir import (
+    ADAPTER_DIR,
+    ADAPTER_WEIGHTS,
+    BACKBONE_DIR,
+    HEAD_WEIGHTS,
+    PRIOR_NAME,
+    TOKENIZER_DIR,
+    RunLoadError,
+    config_dir,
+    read_run_config,
+)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -438,7 +438,7 @@ def load_weights_into(model: DistanceModel, ckpt_dir: str | Path) -> None:
     if hasattr(bb, "peft_config") and (ckpt / ADAPTER_DIR).is_dir():
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(bb, load_file(str(ckpt / ADAPTER_DIR / "adapter_model.safetensors")))
+        set_peft_model_state_dict(bb, load_file(str(ckpt / ADAPTER_DIR / ADAPTER_WEIGHTS)))
     if (model.spec.finetune == "full" or model.spec.init_backbone == "random") and (ckpt / BACKBONE_DIR).is_dir():
         # full: the trained backbone; random: the exact initial weights (not re-drawn from the seed, which
         # another torch version could draw differently). LoRA: the unmerged base under the adapter.
@@ -522,31 +522,14 @@ class LoadedRun:
         return results  # type: ignore[return-value]
 
 
-def read_run_config(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / CONFIG_NAME
-    if not Path(run_dir).is_dir():
-        raise RunLoadError(f"run directory {run_dir} does not exist")
-    if not path.is_file():
-        raise RunLoadError(f"{run_dir} has no {CONFIG_NAME}; is it a train_distmat.py output directory?")
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunLoadError(f"{path} is not valid JSON ({e}); the run is corrupt") from None
-    if "model" not in cfg:
-        raise RunLoadError(f"{path} has no 'model' section; not a ProteinMTP run")
-    return cfg
-
-
 def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: bool = False) -> LoadedRun:
     """Load a run directory (or one of its checkpoint-<step>/ directories) for inference.
 
     Raises RunLoadError with a clear message if the directory is missing or corrupt.
     """
     run = Path(run_dir)
-    if not run.is_dir():
-        raise RunLoadError(f"run directory {run} does not exist")
-    cfg_dir = run if (run / CONFIG_NAME).is_file() else run.parent
-    cfg = read_run_config(cfg_dir)
+    cfg = read_run_config(run)
+    cfg_dir = config_dir(run)
     if not (run / HEAD_WEIGHTS).is_file():
         raise RunLoadError(f"{run} has no {HEAD_WEIGHTS}: the run did not finish saving (use a checkpoint-<step>/)")
     spec = ModelSpec.from_dict(cfg["model"])

@@ -163,22 +163,12 @@ def run_max_len(run_dir: str | Path) -> int | None:
     (nor torch). Accepts a run directory or one of its checkpoint-<step>/ directories. InputError when the
     directory or its config is missing or corrupt.
     """
-    import json
+    from proteinmtp.rundir import RunLoadError, read_run_config
 
-    name = "training_config.json"  # proteinmtp.model.CONFIG_NAME (not imported: that pulls in torch)
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise InputError(f"run directory {run} does not exist; pass the --output_dir of train_distmat.py")
-    path = run / name if (run / name).is_file() else run.parent / name
-    if not path.is_file():
-        raise InputError(f"{run} has no {name}; is it a train_distmat.py output directory?")
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as e:
-        raise InputError(f"{path} is not valid JSON ({e}); the run is corrupt") from None
-    model = cfg.get("model") if isinstance(cfg, dict) else None
-    if not isinstance(model, dict):
-        raise InputError(f"{path} has no 'model' section; not a ProteinMTP run")
+        model = read_run_config(run_dir)["model"]
+    except RunLoadError as e:
+        raise InputError(str(e)) from None
     ml = model.get("max_len")
     return int(ml) if isinstance(ml, (int, float)) and ml > 0 else None
 

@@ -32,12 +32,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from proteinmtp.fileio import copy_atomic, write_json
+from proteinmtp.rundir import CONFIG_NAME as TRAIN_CONFIG
+from proteinmtp.rundir import TRAIN_FINISHED, TRAIN_JSONL, TRAIN_LOCK, TRAIN_TEXT_LOG, read_json_or_none
 
-TRAIN_CONFIG = "training_config.json"
-TRAIN_TEXT_LOG = "train.log"
-TRAIN_JSONL = "train_log.jsonl"
-TRAIN_FINISHED = "training_complete.json"   # written after the final save of a run that reached its last step
-TRAIN_LOCK = "train.lock"                   # held (flock) by the training process; holds its pid and host
 VIS_DIR = "visualizations"
 RECORD_FILE = "record.json"        # in an experiment record: {"run_dir": the recorded run, relative to the record}
 WRITTEN_FILE = ".written.json"     # in a figure directory: the files the last evaluation wrote there
@@ -245,12 +242,8 @@ _TOTAL_KEYS = ("max_steps", "total_steps", "num_training_steps")
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
-        return obj if isinstance(obj, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    """A JSON object from ``path``; {} when it is missing or unreadable (status output never fails on a file)."""
+    return read_json_or_none(path) or {}
 
 
 def _find_total(config: dict, rows: list[dict]) -> int | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from collections import defaultdict
 from dataclasses import asdict
@@ -34,19 +33,24 @@ from transformers import Trainer, TrainerCallback
 
 from proteinmtp.fileio import write_json
 from proteinmtp.model import (
-    CONFIG_NAME,
     DistanceModel,
     HeadConfig,
     ModelSpec,
-    RunLoadError,
     load_weights_into,
     prior_distances,
     save_weights,
 )
-from proteinmtp.runs import TRAIN_FINISHED
-
-COMPLETE_MARKER = "checkpoint_complete.json"
-CHECKPOINT_PREFIX = "checkpoint-"
+from proteinmtp.rundir import (
+    CHECKPOINT_PREFIX,
+    COMPLETE_MARKER,
+    TOKENIZER_DIR,
+    TRAIN_FINISHED,
+    TRAIN_JSONL,
+    TRAIN_TEXT_LOG,
+    TRAINER_STATE,
+    latest_complete_checkpoint,
+    read_json_or_none,
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -272,7 +276,6 @@ class DistanceTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         save_weights(model, out, save_base_backbone=self.save_base_backbone)
         if self.run_tokenizer is not None:
-            from proteinmtp.model import TOKENIZER_DIR
 
             self.run_tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
         for name, text in self.run_files.items():
@@ -319,9 +322,9 @@ class LogCallback(TrainerCallback):
         self._step0 = None
 
     def _write(self, row: dict, line: str) -> None:
-        with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as fh:
+        with open(self.run_dir / TRAIN_JSONL, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-        with open(self.run_dir / "train.log", "a", encoding="utf-8") as fh:
+        with open(self.run_dir / TRAIN_TEXT_LOG, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -419,52 +422,6 @@ class TimeLimitCallback(TrainerCallback):
 # ----------------------------------------------------------------------------------------------------
 # resume
 # ----------------------------------------------------------------------------------------------------
-def checkpoint_step(path: Path) -> int | None:
-    name = path.name
-    if not name.startswith(CHECKPOINT_PREFIX):
-        return None
-    try:
-        return int(name[len(CHECKPOINT_PREFIX):])
-    except ValueError:
-        return None
-
-
-def is_complete_checkpoint(path: Path) -> bool:
-    return (path / COMPLETE_MARKER).is_file() and (path / "trainer_state.json").is_file() \
-        and (path / "head.safetensors").is_file()
-
-
-def latest_complete_checkpoint(run_dir: str | Path, remove_incomplete: bool = False) -> Path | None:
-    """The complete checkpoint-<step>/ with the highest step, or None.
-
-    With ``remove_incomplete``, checkpoint directories without the completion marker (a save cut short)
-    are deleted so the Trainer can write that step again.
-    """
-    run = Path(run_dir)
-    if not run.is_dir():
-        return None
-    best, best_step = None, -1
-    for p in run.iterdir():
-        step = checkpoint_step(p)
-        if step is None or not p.is_dir():
-            continue
-        if is_complete_checkpoint(p):
-            if step > best_step:
-                best, best_step = p, step
-        elif remove_incomplete:
-            shutil.rmtree(p, ignore_errors=True)
-    return best
-
-
-def read_json_or_none(path: Path) -> dict | None:
-    """A JSON object from ``path``, or None when it is missing or unreadable."""
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def finished_run(run_dir: str | Path, max_steps: int, num_epochs: float) -> dict | None:
     """``{"step", "marker"}`` when the run in ``run_dir`` already trained to this target, else None.
 
@@ -477,7 +434,7 @@ def finished_run(run_dir: str | Path, max_steps: int, num_epochs: float) -> dict
     run = Path(run_dir)
     done = read_json_or_none(run / TRAIN_FINISHED)
     ckpt = latest_complete_checkpoint(run)
-    state = read_json_or_none(ckpt / "trainer_state.json") if ckpt is not None else None
+    state = read_json_or_none(ckpt / TRAINER_STATE) if ckpt is not None else None
     step = int(state.get("global_step", 0)) if state else None
     if done is not None and done.get("max_steps") == max_steps and (max_steps > 0 or done.get("num_epochs") == num_epochs):
         return {"step": int(done.get("step", step or 0)), "marker": True}
@@ -495,11 +452,6 @@ def mark_finished(run_dir: str | Path, step: int, max_steps: int, num_epochs: fl
 def clear_finished(run_dir: str | Path) -> None:
     """Training continues (e.g. --max_steps raised): the run is no longer complete."""
     (Path(run_dir) / TRAIN_FINISHED).unlink(missing_ok=True)
-
-
-def has_final_weights(run_dir: str | Path) -> bool:
-    """RUN_DIR holds the final save of a run (head.safetensors next to training_config.json)."""
-    return (Path(run_dir) / "head.safetensors").is_file()
 
 
 def comparable_model(model: dict) -> dict:
@@ -529,13 +481,3 @@ def config_differences(old: dict, new: dict, ignore: tuple[str, ...] = (), prefi
             out.append(f"{prefix}{k}: {a!r} → {b!r}")
     out += [f"{prefix}{k}: (none) → {new[k]!r}" for k in new if k not in old and prefix and k not in ignore]
     return out
-
-
-def read_config(run_dir: str | Path) -> dict | None:
-    path = Path(run_dir) / CONFIG_NAME
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunLoadError(f"{path} is corrupt ({e}); use a new --output_dir") from None

@@ -12,16 +12,8 @@ import torch
 
 from proteinmtp.heads.common import relpos_buckets
 from proteinmtp.heads.distance import DistanceHead
-from proteinmtp.model import (
-    CONFIG_NAME,
-    TOKENIZER_DIR,
-    HeadConfig,
-    ModelSpec,
-    RunLoadError,
-    build_model,
-    load_run,
-    save_weights,
-)
+from proteinmtp.model import HeadConfig, ModelSpec, build_model, load_run, save_weights
+from proteinmtp.rundir import CONFIG_NAME, TOKENIZER_DIR, RunLoadError
 from proteinmtp.tiny import write_tiny
 
 STATS = {"log_dist_mean": 3.0, "log_dist_std": 0.5}

@@ -16,15 +16,10 @@ import torch
 from proteinmtp import runs
 from proteinmtp.dataset import Sample, compute_global_stats, save_dataset
 from proteinmtp.model import ModelSpec, build_model, load_run
+from proteinmtp.rundir import COMPLETE_MARKER, latest_complete_checkpoint
 from proteinmtp.structure import read_structure
 from proteinmtp.tiny import write_tiny
-from proteinmtp.training import (
-    COMPLETE_MARKER,
-    CropDataset,
-    DistanceCollator,
-    latest_complete_checkpoint,
-    pairwise_distances,
-)
+from proteinmtp.training import CropDataset, DistanceCollator, pairwise_distances
 
 REPO = Path(__file__).resolve().parents[1]
 
