@@ -31,8 +31,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from proteinmtp import __version__
+from proteinmtp.builder import BuildConfig, BuildInputError, NothingUsableError, build_dataset
 from proteinmtp.constants import DATASET_FORMAT
-from proteinmtp.dataset import BuildConfig, BuildInputError, NothingUsableError, build_dataset, save_dataset
+from proteinmtp.dataset import save_dataset
 from proteinmtp.fileio import atomic_write
 from proteinmtp.splits import MMseqsError
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import gemmi
 
-from proteinmtp.dataset import BuildConfig, build_dataset, dataset_to_dict
+from proteinmtp.builder import BuildConfig, build_dataset
+from proteinmtp.dataset import dataset_to_dict
 from proteinmtp.fileio import atomic_write
 from proteinmtp.structure import StructureReadError, is_structure_file, read_structure
 

@@ -23,7 +23,8 @@ import json
 import sys
 from pathlib import Path
 
-from proteinmtp.dataset import BuildConfig, load_dataset
+from proteinmtp.builder import BuildConfig
+from proteinmtp.dataset import load_dataset
 from proteinmtp.fileio import atomic_write
 from proteinmtp.splits import search_hits
 

@@ -272,7 +272,7 @@ def test_only_unusable_files_still_write_the_report(tmp_path: Path, test_data_di
 
 
 def test_file_ids_shortest_distinguishing_folder() -> None:
-    from proteinmtp.dataset import file_ids
+    from proteinmtp.builder import file_ids
 
     paths = ["r/a/prot.pdb", "r/b/prot.pdb.gz", "r/x/a/p.pdb", "r/y/a/p.pdb", "r/b/p.pdb",
              "r/t1/ranked_0.pdb", "r/t2/ranked_0.pdb", "r/t2/ranked_0.cif", "r/solo.pdb"]
