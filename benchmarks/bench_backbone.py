@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from proteinmtp.fileio import atomic_write
 from proteinmtp.model import ModelSpec, build_model, count_parameters
 from proteinmtp.tiny import build_tokenizer
 from proteinmtp.training import DistanceCollator
@@ -442,10 +443,7 @@ def main(argv=None) -> int:
         "write_backbone_s": write_s, "wall_s": time.time() - t_start,
         "results": results, "capacity_24GB": cap,
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = Path(args.output).with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(out, indent=1))
-    os.replace(tmp_out, args.output)
+    atomic_write(args.output, json.dumps(out, indent=1))
     partial.unlink(missing_ok=True)
     print(f"wrote {args.output}")
     return 0

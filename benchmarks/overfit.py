@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from proteinmtp.dataset import Sample, compute_global_stats
+from proteinmtp.geometry import distance_matrix
 from proteinmtp.model import ModelSpec, build_model
 from proteinmtp.structure import read_structure
 from proteinmtp.tiny import write_tiny
-from proteinmtp.training import DistanceCollator, pairwise_distances
+from proteinmtp.training import DistanceCollator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ def training_mae(model, batch, items) -> float:
     for b, it in enumerate(items):
         L = len(it["sequence"])
         pred = model.head.predict_numpy(out, b, L, stats)["dist"]
-        true = pairwise_distances(it["ca"])
+        true = distance_matrix(it["ca"])
         iu = np.triu_indices(L, 1)
         ok = np.isfinite(true[iu])
         maes.append(np.abs(pred[iu][ok] - true[iu][ok]).mean())

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from proteinmtp.fileio import atomic_write
+
 REPO = Path(__file__).resolve().parents[1]
 NAMES = {"coords": "v1_coords", "distance": "v2_distance"}
 ROWS = (("mae", "MAE all"), ("mae_local", "MAE local 1-5"), ("mae_short", "MAE short 6-11"),
@@ -177,10 +179,7 @@ def main(argv=None) -> int:
     if output.is_file():   # keep the timing of steps skipped this time
         old = json.loads(output.read_text()).get("timing", {})
         out["timing"] = {**{k: v for k, v in old.items() if k not in timing}, **timing}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=1, default=str))
-    os.replace(tmp, output)
+    atomic_write(output, json.dumps(out, indent=1, default=str))
     print(f"wrote {args.output}")
     return 0
 

@@ -24,6 +24,7 @@ from proteinmtp.dataset import (
     Sample,
     compute_global_stats,
 )
+from proteinmtp.geometry import chain_breaks
 
 SEED_COORD_KEYS = ("ca", "coords", "coordinates", "ca_coords")
 SEED_ID_KEYS = ("id", "name", "pdb_id", "protein_id")
@@ -260,16 +261,10 @@ def read_seed_records(path: str) -> FileResult:
                 rid = f"{rid}:A"
             rids = rec.get("residue_ids") or [str(k + 1) for k in range(len(seq))]
             samples.append(Sample(id=rid, sequence=seq, ca=ca, residue_ids=[str(r) for r in rids],
-                                  source=path, split="", cb=None, breaks=_breaks(ca)))
+                                  source=path, split="", cb=None, breaks=list(chain_breaks(ca))))
         except (ValueError, TypeError) as e:
             bad.append({"record": i, "reason": f"invalid record: {e}"})
     return FileResult(path, samples, record_errors=bad)
-
-
-def _breaks(ca: np.ndarray) -> list[int]:
-    from proteinmtp.structure import _find_breaks
-
-    return list(_find_breaks(ca))
 
 
 # Why a file was not read (report.json "kind", counted in the summary's files_failed_by_kind).

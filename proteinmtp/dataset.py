@@ -34,6 +34,7 @@ import numpy as np
 
 from proteinmtp.constants import DATASET_FORMAT
 from proteinmtp.fileio import atomic_write, read_bytes
+from proteinmtp.geometry import distance_matrix
 
 FORMAT_NAME, _, _FORMAT_VERSION = DATASET_FORMAT.partition("/")
 FORMAT_VERSION = int(_FORMAT_VERSION)
@@ -71,8 +72,7 @@ class Sample:
 
     def distances(self) -> np.ndarray:
         """[L, L] Å Cα–Cα distances; NaN where either Cα is missing; diagonal 0 (also for missing Cα)."""
-        diff = self.ca[:, None, :] - self.ca[None, :, :]
-        dist = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        dist = distance_matrix(self.ca)
         np.fill_diagonal(dist, 0.0)
         return dist
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from proteinmtp.constants import CHAIN_BREAK_CA_CA, SEPARATION_RANGES
+from proteinmtp.constants import SEPARATION_RANGES
 from proteinmtp.fileio import atomic_write, write_json
 from proteinmtp.rundir import TRAIN_JSONL
 
@@ -66,29 +66,21 @@ def length_bin(length: int) -> str:
     raise ValueError(f"length {length} is outside every bin")  # pragma: no cover
 
 
-def ca_breaks(ca_xyz: np.ndarray) -> tuple[int, ...]:
-    """Indices i with |Cα(i+1) − Cα(i)| > CHAIN_BREAK_CA_CA (4.2 Å). ``ca_xyz`` [n, 3] Å, all finite."""
-    if len(ca_xyz) < 2:
-        return ()
-    step = np.linalg.norm(np.diff(ca_xyz, axis=0), axis=1)
-    return tuple(int(i) for i in np.flatnonzero(step > CHAIN_BREAK_CA_CA))
-
-
 def oracle_structure(sample: Sample, method: str = "refine") -> np.ndarray:
     """Coordinates [L, 3] Å rebuilt by MDS (+ refinement) from the true distances of the residues with a Cα.
 
     Rows of residues without a Cα are NaN. Chain breaks among the present residues are passed to the
     refinement so no bond is imposed across a gap.
     """
-    from proteinmtp.geometry import reconstruct
+    from proteinmtp.geometry import chain_breaks, distance_matrix, reconstruct
 
     mask = sample.mask()
     ca = np.asarray(sample.ca, dtype=np.float64)
     sub = ca[mask]
-    d = np.linalg.norm(sub[:, None, :] - sub[None, :, :], axis=-1)
+    d = distance_matrix(sub) if len(sub) else np.zeros((0, 0))
     xyz = np.full((len(ca), 3), np.nan)
     if len(sub) >= 1:
-        xyz[mask], _ = reconstruct(d, method=method, breaks=ca_breaks(sub))
+        xyz[mask], _ = reconstruct(d, method=method, breaks=chain_breaks(sub))
     return xyz
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.sparse.linalg import eigsh
 
-from proteinmtp.constants import CA_CA_BOND
+from proteinmtp.constants import CA_CA_BOND, CHAIN_BREAK_CA_CA
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,21 @@ def distance_matrix(xyz: np.ndarray) -> np.ndarray:
         raise ValueError(f"distance_matrix: expected coordinates of shape [L, 3], got {xyz.shape}")
     diff = xyz[:, None, :] - xyz[None, :, :]
     return np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+
+
+def chain_breaks(ca: np.ndarray, max_step: float = CHAIN_BREAK_CA_CA) -> tuple[int, ...]:
+    """Indices i with |Cα(i+1) − Cα(i)| > ``max_step`` (4.2 Å). ``ca`` [L, 3] Å; a pair with a missing
+    (NaN) Cα is not a break.
+
+    >>> chain_breaks(np.array([[0.0, 0, 0], [3.8, 0, 0], [12.0, 0, 0], [np.nan, 0, 0], [20.0, 0, 0]]))
+    (1,)
+    """
+    ca = np.asarray(ca, dtype=np.float64)
+    if len(ca) < 2:
+        return ()
+    step = np.linalg.norm(np.diff(ca, axis=0), axis=1)
+    with np.errstate(invalid="ignore"):
+        return tuple(int(i) for i in np.flatnonzero(step > max_step))
 
 
 def check_distance_matrix(
@@ -415,11 +430,36 @@ def reconstruct(
 
 # ----------------------------------------------------------------------------- superposition
 
+def kabsch_batched(mobile: np.ndarray, target: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal proper rotations (det +1) and translations for S weightings at once:
+    ``mobile @ R[s].T + t[s]`` ≈ ``target`` under ``weights[s]``.
+
+    ``mobile``, ``target`` [N, 3] Å (finite); ``weights`` [S, N] ≥ 0 (bool selections work; an all-zero row
+    gives some rotation and a translation from the origin). Returns (R [S, 3, 3], t [S, 3]).
+    """
+    x = np.asarray(mobile, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    n = w.sum(axis=1)
+    n = np.where(n > 0, n, 1.0)[:, None]                    # [S, 1]
+    cx = (w @ x) / n                                        # [S, 3] weighted centroids
+    cy = (w @ y) / n
+    xy = (x[:, :, None] * y[:, None, :]).reshape(len(x), 9)  # [N, 9]
+    h = (w @ xy).reshape(-1, 3, 3) - n[:, :, None] * cx[:, :, None] * cy[:, None, :]   # weighted covariance
+    u, _, vt = np.linalg.svd(h)
+    det = np.sign(np.linalg.det(np.matmul(vt.transpose(0, 2, 1), u.transpose(0, 2, 1))))
+    det[det == 0] = 1.0
+    u[:, :, 2] *= det[:, None]
+    r = np.matmul(vt.transpose(0, 2, 1), u.transpose(0, 2, 1))   # [S, 3, 3]
+    t = cy - np.matmul(r, cx[:, :, None])[:, :, 0]
+    return r, t
+
+
 def kabsch(mobile: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Optimal proper rotation (det +1) and translation: ``mobile @ R.T + t`` ≈ ``target``.
 
     ``mobile``, ``target`` [N, 3] Å (N ≥ 1, finite); ``weights`` [N] ≥ 0 optional. Returns
-    (R [3, 3], t [3]).
+    (R [3, 3], t [3]). One weighting of ``kabsch_batched``.
     """
     a = np.asarray(mobile, dtype=np.float64)
     b = np.asarray(target, dtype=np.float64)
@@ -428,15 +468,8 @@ def kabsch(mobile: np.ndarray, target: np.ndarray, weights: np.ndarray | None = 
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("kabsch: coordinates contain NaN/inf; pass a mask to superpose instead")
     w = np.ones(len(a)) if weights is None else np.asarray(weights, dtype=np.float64)
-    w = w / w.sum()
-    ca = w @ a
-    cb = w @ b
-    h = (a - ca).T @ ((b - cb) * w[:, None])
-    u, _, vt = np.linalg.svd(h)
-    s = np.sign(np.linalg.det(vt.T @ u.T)) or 1.0
-    r = vt.T @ np.diag([1.0, 1.0, s]) @ u.T
-    t = cb - ca @ r.T
-    return r, t
+    r, t = kabsch_batched(a, b, (w / w.sum())[None])
+    return r[0], t[0]
 
 
 def superpose(

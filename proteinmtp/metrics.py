@@ -32,7 +32,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from proteinmtp.constants import CONTACT_CUTOFF, SEPARATION_RANGES
-from proteinmtp.geometry import blas_threads, superpose
+from proteinmtp.geometry import blas_threads, distance_matrix, kabsch_batched, superpose
 
 GDT_TS_CUTOFFS = (1.0, 2.0, 4.0, 8.0)
 GDT_HA_CUTOFFS = (0.5, 1.0, 2.0, 4.0)
@@ -150,18 +150,7 @@ def tm_d0(L: int) -> float:
 
 def _batched_transform(x: np.ndarray, y: np.ndarray, sel: np.ndarray) -> np.ndarray:
     """Kabsch of x onto y for each selection row. x, y [N, 3]; sel [S, N] bool -> x moved [S, N, 3]."""
-    w = sel.astype(np.float64)
-    n = np.maximum(w.sum(axis=1), 1.0)[:, None]
-    cx = (w @ x) / n                                        # [S, 3]
-    cy = (w @ y) / n
-    xy = (x[:, :, None] * y[:, None, :]).reshape(len(x), 9)  # [N, 9]
-    h = (w @ xy).reshape(-1, 3, 3) - n[:, :, None] * cx[:, :, None] * cy[:, None, :]
-    u, _, vt = np.linalg.svd(h)
-    det = np.sign(np.linalg.det(np.matmul(vt.transpose(0, 2, 1), u.transpose(0, 2, 1))))
-    det[det == 0] = 1.0
-    u[:, :, 2] *= det[:, None]
-    r = np.matmul(vt.transpose(0, 2, 1), u.transpose(0, 2, 1))   # [S, 3, 3], y ≈ R x + t
-    t = cy - np.matmul(r, cx[:, :, None])[:, :, 0]
+    r, t = kabsch_batched(x, y, sel)
     return np.matmul(x[None], r.transpose(0, 2, 1)) + t[:, None, :]
 
 
@@ -335,8 +324,6 @@ def lddt_ca(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None 
     a, b = a[native], b[native]
     if len(b) < 2:
         return float("nan")
-    from proteinmtp.geometry import distance_matrix
-
     dt = distance_matrix(b)
     sel = (dt < radius) & ~np.eye(len(b), dtype=bool)
     if not sel.any():

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from proteinmtp.fileio import atomic_write
 from proteinmtp.heads import HeadConfig, build_head
 from proteinmtp.layouts import KIND_PLACEHOLDER, KIND_SEP, LAYOUTS, ResidueEncoder
 from proteinmtp.rundir import (
@@ -398,13 +399,11 @@ def save_weights(model: DistanceModel, out_dir: str | Path, *, save_base_backbon
     backbone (frozen or LoRA: inference needs exactly these weights, which no hub or directory holds), or when
     ``save_base_backbone`` (small local backbones: makes the run self-contained).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (HEAD_WEIGHTS + ".tmp")
-    save_file(model.head_state_dict(), str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out / HEAD_WEIGHTS)
+    atomic_write(out / HEAD_WEIGHTS, save(model.head_state_dict(), metadata={"format": "pt"}))
     bb = model.backbone
     is_peft = hasattr(bb, "peft_config")
     if is_peft:

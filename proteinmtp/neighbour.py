@@ -97,9 +97,9 @@ class Neighbour:
         L = self.length
         out = np.full((L, L), np.nan)
         if len(self.query_idx):
-            ca = np.asarray(self.neighbour_ca, dtype=np.float64)
-            d = np.linalg.norm(ca[:, None, :] - ca[None, :, :], axis=-1)
-            out[np.ix_(self.query_idx, self.query_idx)] = d
+            from proteinmtp.geometry import distance_matrix
+
+            out[np.ix_(self.query_idx, self.query_idx)] = distance_matrix(self.neighbour_ca)
         return out
 
     def filled(self, fallback: np.ndarray) -> np.ndarray:

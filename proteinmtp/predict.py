@@ -325,15 +325,12 @@ def structure_remarks(sp: StructurePrediction, *, run_dir: str | Path = "", mode
 def write_structure(path: str | Path, sp: StructurePrediction, *, fmt: str = "pdb", run_dir: str | Path = "",
                     model_name: str = "", record_id: str = "") -> Path:
     """Write a Cα-trace PDB or mmCIF (``fmt``), confidence 0–100 in the B-factor column, REMARKs."""
-    from proteinmtp.structure import write_mmcif, write_pdb
+    from proteinmtp.structure import write_trace
 
-    writer = {"pdb": write_pdb, "cif": write_mmcif}.get(fmt)
-    if writer is None:
-        raise ValueError(f"output format must be 'pdb' or 'cif', got {fmt!r}")
     path = Path(path)
-    writer(path, sp.ca_xyz, sp.sequence, bfactors=sp.confidence, model_name=model_name or "proteinmtp",
-           method=f"{sp.info.get('method', '?')} MDS + hand choice",
-           remarks=structure_remarks(sp, run_dir=run_dir, model_name=model_name, record_id=record_id))
+    write_trace(path, sp.ca_xyz, sp.sequence, fmt=fmt, bfactors=sp.confidence,
+                model_name=model_name or "proteinmtp", method=f"{sp.info.get('method', '?')} MDS + hand choice",
+                remarks=structure_remarks(sp, run_dir=run_dir, model_name=model_name, record_id=record_id))
     return path
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from proteinmtp.fileio import write_json
+from proteinmtp.geometry import distance_matrix
 
 PRIOR_FORMAT = "proteinmtp-prior/1"
 DEFAULT_BIN_EDGES = (0, 64, 96, 128, 160, 192, 256, 320, 384, 512, 768)  # chain length bins (last open)
@@ -75,8 +76,7 @@ class SeparationPrior:
             L = len(ca)
             if L < 2:
                 continue
-            diff = ca[:, None, :] - ca[None, :, :]
-            d = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+            d = distance_matrix(ca)
             iu, ju = np.triu_indices(L, 1)
             v = d[iu, ju]
             ok = np.isfinite(v)

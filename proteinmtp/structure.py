@@ -35,8 +35,9 @@ from pathlib import Path
 import gemmi
 import numpy as np
 
-from proteinmtp.constants import AA1_TO_AA3, CHAIN_BREAK_CA_CA, STANDARD_AA
+from proteinmtp.constants import AA1_TO_AA3, STANDARD_AA
 from proteinmtp.fileio import atomic_write, read_bytes
+from proteinmtp.geometry import chain_breaks
 
 # File extensions recognised as structures (after stripping .gz). Order matters for stems: longest first.
 PDB_EXTENSIONS = (".pdb", ".ent", ".brk")
@@ -304,15 +305,6 @@ def _chain_residues(chain: gemmi.Chain) -> list[gemmi.Residue]:
     return out
 
 
-def _find_breaks(ca: np.ndarray) -> tuple[int, ...]:
-    """Indices i with |Cα(i+1) - Cα(i)| > 4.2 Å; pairs with a missing Cα are not breaks."""
-    if len(ca) < 2:
-        return ()
-    step = np.linalg.norm(np.diff(ca, axis=0), axis=1)
-    with np.errstate(invalid="ignore"):
-        return tuple(int(i) for i in np.flatnonzero(step > CHAIN_BREAK_CA_CA))
-
-
 def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Chain]:
     """Protein chains of the first model of a PDB/mmCIF file (plain or .gz).
 
@@ -371,7 +363,7 @@ def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Cha
                 cb=cb,
                 residue_ids=tuple(ids),
                 source=source,
-                breaks=_find_breaks(ca),
+                breaks=chain_breaks(ca),
             )
         )
     return chains
@@ -427,62 +419,15 @@ def _resname(letter: str) -> str:
     return AA1_TO_AA3.get(letter.upper(), "UNK")
 
 
-def pdb_string(
-    ca_xyz: np.ndarray,
-    sequence: str,
-    *,
-    chain_id: str = "A",
-    residue_numbers: Sequence[int | str] | None = None,
-    bfactors: np.ndarray | None = None,
-    model_name: str = "",
-    method: str = "",
-    remarks: Sequence[str] = (),
-) -> str:
-    """PDB text of a Cα trace: HEADER, REMARKs, one CA ATOM per residue, TER, END.
-
-    ca_xyz [L, 3] Å; sequence [L] one-letter codes (X -> UNK); bfactors [L] confidence 0-100 written
-    in the B-factor column (0 when None).
-    """
-    xyz, numbers, b = _check_trace(ca_xyz, sequence, residue_numbers, bfactors)
-    if len(chain_id) != 1:
-        raise ValueError(f"PDB chain id must be one character, got {chain_id!r}")
-    lines = [f"HEADER    {'PREDICTED CA TRACE':<40}{'':9}   {'XXXX':4}".ljust(80)]
-    lines += _remark(1, f"MODEL {model_name or 'unknown'}")
-    lines += _remark(1, f"RECONSTRUCTION {method or 'unknown'}")
-    lines += _remark(1, "B-FACTOR COLUMN = PER-RESIDUE CONFIDENCE (0-100)")
-    for r in remarks:
-        lines += _remark(250, str(r))
-    serial = 0
-    for i in range(len(xyz)):
-        serial += 1
-        resnum, icode = _split_number(numbers[i])
-        x, y, z = xyz[i]
-        lines.append(
-            f"ATOM  {serial:5d}  CA  {_resname(sequence[i]):>3} {chain_id}{resnum:4d}{icode}   "
-            f"{x:8.3f}{y:8.3f}{z:8.3f}{1.0:6.2f}{b[i]:6.2f}          {'C':>2}  "
-        )
-    if len(xyz):
-        resnum, icode = _split_number(numbers[-1])
-        lines.append(f"TER   {serial + 1:5d}      {_resname(sequence[-1]):>3} {chain_id}{resnum:4d}{icode}".ljust(80))
-    lines.append("END".ljust(80))
-    return "\n".join(lines) + "\n"
+TRACE_FORMATS = ("pdb", "cif")
 
 
-def mmcif_string(
-    ca_xyz: np.ndarray,
-    sequence: str,
-    *,
-    chain_id: str = "A",
-    residue_numbers: Sequence[int | str] | None = None,
-    bfactors: np.ndarray | None = None,
-    model_name: str = "",
-    method: str = "",
-    remarks: Sequence[str] = (),
-) -> str:
-    """mmCIF text of a Cα trace (same content as :func:`pdb_string`), built with gemmi."""
-    xyz, numbers, b = _check_trace(ca_xyz, sequence, residue_numbers, bfactors)
+def _trace_structure(xyz: np.ndarray, sequence: str, numbers: list[str], b: np.ndarray, chain_id: str,
+                     model_name: str) -> gemmi.Structure:
+    """One model, one chain, one CA atom per residue (occupancy 1, B-factor = confidence) as gemmi builds it."""
     st = gemmi.Structure()
     st.name = (model_name or "proteinmtp").replace(" ", "_")
+    st.info["_struct_keywords.pdbx_keywords"] = "PREDICTED CA TRACE"      # the PDB HEADER record
     model = gemmi.Model(1)
     chain = gemmi.Chain(chain_id)
     for i in range(len(xyz)):
@@ -504,6 +449,44 @@ def mmcif_string(
     model.add_chain(chain)
     st.add_model(model)
     st.setup_entities()
+    return st
+
+
+def trace_string(
+    ca_xyz: np.ndarray,
+    sequence: str,
+    *,
+    fmt: str = "pdb",
+    chain_id: str = "A",
+    residue_numbers: Sequence[int | str] | None = None,
+    bfactors: np.ndarray | None = None,
+    model_name: str = "",
+    method: str = "",
+    remarks: Sequence[str] = (),
+) -> str:
+    """PDB (``fmt="pdb"``) or mmCIF (``fmt="cif"``) text of a Cα trace, built by gemmi from one structure.
+
+    ca_xyz [L, 3] Å; sequence [L] one-letter codes (X -> UNK); residue_numbers [L] author numbers with an
+    optional insertion code ("3A"; default 1..L); bfactors [L] confidence 0-100 written in the B-factor
+    column (0 when None). The model name, reconstruction method and ``remarks`` go into REMARK 1 / 250
+    records (PDB) or ``_proteinmtp.*`` items (mmCIF).
+    """
+    if fmt not in TRACE_FORMATS:
+        raise ValueError(f"output format must be 'pdb' or 'cif', got {fmt!r}")
+    xyz, numbers, b = _check_trace(ca_xyz, sequence, residue_numbers, bfactors)
+    if fmt == "pdb" and len(chain_id) != 1:
+        raise ValueError(f"PDB chain id must be one character, got {chain_id!r}")
+    st = _trace_structure(xyz, sequence, numbers, b, chain_id, model_name)
+    if fmt == "pdb":
+        rem = _remark(1, f"MODEL {model_name or 'unknown'}")
+        rem += _remark(1, f"RECONSTRUCTION {method or 'unknown'}")
+        rem += _remark(1, "B-FACTOR COLUMN = PER-RESIDUE CONFIDENCE (0-100)")
+        for r in remarks:
+            rem += _remark(250, str(r))
+        st.raw_remarks = rem
+        opt = gemmi.PdbWriteOptions()
+        opt.cryst1_record = False            # a predicted trace has no unit cell
+        return st.make_pdb_string(opt)
     doc = st.make_mmcif_document()
     block = doc.sole_block()
     block.set_pair("_proteinmtp.model_name", gemmi.cif.quote(model_name or "unknown"))
@@ -514,12 +497,27 @@ def mmcif_string(
     return doc.as_string()
 
 
+def pdb_string(ca_xyz: np.ndarray, sequence: str, **kwargs) -> str:
+    """PDB text of a Cα trace: HEADER, REMARKs, one CA ATOM per residue, TER, END (``trace_string``)."""
+    return trace_string(ca_xyz, sequence, fmt="pdb", **kwargs)
+
+
+def mmcif_string(ca_xyz: np.ndarray, sequence: str, **kwargs) -> str:
+    """mmCIF text of a Cα trace (same content as :func:`pdb_string`; ``trace_string``)."""
+    return trace_string(ca_xyz, sequence, fmt="cif", **kwargs)
+
+
+def write_trace(path: str | Path, ca_xyz: np.ndarray, sequence: str, *, fmt: str = "pdb", **kwargs) -> Path:
+    """Write a Cα-trace PDB or mmCIF atomically (keyword arguments of :func:`trace_string`)."""
+    return atomic_write(path, trace_string(ca_xyz, sequence, fmt=fmt, **kwargs))
+
+
 def write_pdb(path: str | Path, ca_xyz: np.ndarray, sequence: str, **kwargs) -> None:
-    """Write a Cα-trace PDB atomically (see :func:`pdb_string` for the keyword arguments)."""
-    atomic_write(path, pdb_string(ca_xyz, sequence, **kwargs))
+    """Write a Cα-trace PDB atomically (``write_trace`` with fmt="pdb")."""
+    write_trace(path, ca_xyz, sequence, fmt="pdb", **kwargs)
 
 
 def write_mmcif(path: str | Path, ca_xyz: np.ndarray, sequence: str, **kwargs) -> None:
-    """Write a Cα-trace mmCIF atomically (same keyword arguments as :func:`write_pdb`)."""
-    atomic_write(path, mmcif_string(ca_xyz, sequence, **kwargs))
+    """Write a Cα-trace mmCIF atomically (``write_trace`` with fmt="cif")."""
+    write_trace(path, ca_xyz, sequence, fmt="cif", **kwargs)
 

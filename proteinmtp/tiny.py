@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from proteinmtp.constants import ALLOWED_AA
+from proteinmtp.fileio import atomic_write
 
 # Special tokens of the character-level tokenizer, in id order; residue letters follow.
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<sep>", "<cls>", "<unk>", "<mask>")
@@ -142,9 +142,7 @@ def write_tiny(out_dir: str | Path, arch: str = "qwen2", *, hidden_size: int = 1
     cfg_path = out / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["tokenizer_class"] = TOKENIZER_CLASS
-    tmp = cfg_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(cfg, indent=2))
-    os.replace(tmp, cfg_path)
+    atomic_write(cfg_path, json.dumps(cfg, indent=2))
     return out
 
 

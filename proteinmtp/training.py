@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import defaultdict
 from dataclasses import asdict
@@ -31,7 +30,8 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback
 
-from proteinmtp.fileio import write_json
+from proteinmtp.fileio import atomic_write, write_json
+from proteinmtp.geometry import distance_matrix
 from proteinmtp.model import (
     DistanceModel,
     HeadConfig,
@@ -116,12 +116,6 @@ class CropDataset(Dataset):
         return item
 
 
-def pairwise_distances(ca: np.ndarray) -> np.ndarray:
-    """[L, 3] Å -> [L, L] Å, NaN where either Cα is missing."""
-    diff = ca[:, None, :] - ca[None, :, :]
-    return np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
-
-
 class DistanceCollator:
     """List of CropDataset items -> model batch (ResidueEncoder tensors + dist [B, L, L] Å, NaN padded).
 
@@ -146,7 +140,7 @@ class DistanceCollator:
         dist = torch.full((len(items), Lmax, Lmax), float("nan"), dtype=torch.float32)
         for b, it in enumerate(items):
             L = len(it["sequence"])
-            dist[b, :L, :L] = torch.from_numpy(pairwise_distances(it["ca"]).astype(np.float32))
+            dist[b, :L, :L] = torch.from_numpy(distance_matrix(it["ca"]).astype(np.float32))
         batch["dist"] = dist
         if self.prior is not None:
             batch["prior_dist"] = prior_distances(
@@ -188,7 +182,7 @@ def evaluate_samples(model: DistanceModel, samples, max_len: int, device: str | 
         for b, it in enumerate(items):
             L = len(it["sequence"])
             pred = model.head.predict_numpy(out, b, L, stats)
-            true = pairwise_distances(it["ca"])
+            true = distance_matrix(it["ca"])
             mask = np.isfinite(it["ca"]).all(1)
             m = distance_metrics(pred["dist"], true, mask)
             m.update(contact_metrics(pred["contact_prob"], true, mask))
@@ -279,9 +273,7 @@ class DistanceTrainer(Trainer):
 
             self.run_tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
         for name, text in self.run_files.items():
-            tmp = out / (name + ".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, out / name)
+            atomic_write(out / name, text)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
@@ -390,9 +382,7 @@ class CheckpointCallback(TrainerCallback):
             return
         ckpt = self.run_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
         if ckpt.is_dir():
-            tmp = ckpt / (COMPLETE_MARKER + ".tmp")
-            tmp.write_text(json.dumps({"step": state.global_step, "time": time.time()}))
-            os.replace(tmp, ckpt / COMPLETE_MARKER)
+            write_json(ckpt / COMPLETE_MARKER, {"step": state.global_step, "time": time.time()}, indent=None)
         if self.on_saved is not None:
             self.on_saved()
 

@@ -15,11 +15,12 @@ import torch
 
 from proteinmtp import runs
 from proteinmtp.dataset import Sample, compute_global_stats, save_dataset
+from proteinmtp.geometry import distance_matrix
 from proteinmtp.model import ModelSpec, build_model, load_run
 from proteinmtp.rundir import COMPLETE_MARKER, latest_complete_checkpoint
 from proteinmtp.structure import read_structure
 from proteinmtp.tiny import write_tiny
-from proteinmtp.training import CropDataset, DistanceCollator, pairwise_distances
+from proteinmtp.training import CropDataset, DistanceCollator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,7 +91,7 @@ def test_crop_is_contiguous_and_collator_pads_with_nan():
     d = b["dist"]
     assert d.shape == (2, 5, 5) and torch.isnan(d[1, 3:, :]).all() and torch.isnan(d[1, :, 3:]).all()
     assert d[0, 0, 3].item() == pytest.approx(3.8 * 3) and torch.isnan(d[0, 4, 0])
-    np.testing.assert_allclose(pairwise_distances(ca[:3]), d[1, :3, :3].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(distance_matrix(ca[:3]), d[1, :3, :3].numpy(), rtol=1e-6)
 
 
 def build_enc():
@@ -120,7 +121,7 @@ def test_short_overfit_drops_training_mae(tiny, test_data_dir):
         for b, it in enumerate(items):
             L = len(it["sequence"])
             pred = model.head.predict_numpy(out, b, L, (gs["log_dist_mean"], gs["log_dist_std"]))["dist"]
-            true = pairwise_distances(it["ca"])
+            true = distance_matrix(it["ca"])
             iu = np.triu_indices(L, 1)
             errs.append(np.nanmean(np.abs(pred[iu] - true[iu])))
         return float(np.mean(errs))

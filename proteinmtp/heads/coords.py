@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from proteinmtp.constants import CONTACT_CUTOFF
+from proteinmtp.geometry import classical_mds, kabsch
 from proteinmtp.heads.common import HeadConfig, config_relpos, lddt_like_targets, masked_mean, pair_weights
 
 COORD_SCALE = 10.0      # Å per unit of the output layer (initial coordinates spread over a few Å)
@@ -60,35 +61,26 @@ def mds_from_dist(dist: torch.Tensor) -> torch.Tensor:
     """Classical MDS of a complete distance matrix [n, n] Å -> coordinates [n, 3] Å (float64, no grad).
 
     Exact (up to rotation, translation and mirror) for distances of a point set in 3D; needs n >= 3.
+    ``proteinmtp.geometry.classical_mds`` on the detached matrix.
     """
-    d = dist.detach().double()
-    n = d.shape[0]
-    J = torch.eye(n, dtype=d.dtype, device=d.device) - 1.0 / n
-    G = -0.5 * J @ (d * d) @ J
-    G = 0.5 * (G + G.T)
-    w, v = torch.linalg.eigh(G)
-    w, v = w[-3:].clamp(min=0), v[:, -3:]
-    return v * w.sqrt()
+    xyz = classical_mds(dist.detach().double().cpu().numpy())
+    return torch.from_numpy(xyz).to(dist.device)
 
 
 def kabsch_rmsd(mobile: torch.Tensor, target: torch.Tensor, allow_mirror: bool = False) -> torch.Tensor:
     """RMSD (Å) between ``mobile`` [n, 3] and ``target`` [n, 3] after the optimal superposition of target
     onto mobile (proper rotation; with ``allow_mirror`` the better of target and its mirror image).
 
-    Differentiable in ``mobile``; the rotation is found without gradient (exact by the envelope theorem).
+    Differentiable in ``mobile``; the rotation is found without gradient (``proteinmtp.geometry.kabsch``
+    on detached copies; exact by the envelope theorem).
     """
     xm = mobile - mobile.mean(0, keepdim=True)
     candidates = [target, target * target.new_tensor([1.0, 1.0, -1.0])] if allow_mirror else [target]
     best = None
     for tgt in candidates:
         yc = (tgt - tgt.mean(0, keepdim=True)).to(xm.dtype)
-        with torch.no_grad():
-            H = yc.double().T @ xm.detach().double()          # [3, 3]
-            U, _, Vt = torch.linalg.svd(H)
-            s = torch.sign(torch.linalg.det(Vt.T @ U.T))
-            s = torch.where(s == 0, torch.ones_like(s), s)
-            D = torch.diag(torch.stack([torch.ones_like(s), torch.ones_like(s), s]))
-            R = (Vt.T @ D @ U.T).to(xm.dtype)                  # y_c @ R.T ~ x_c
+        R, _ = kabsch(yc.detach().double().cpu().numpy(), xm.detach().double().cpu().numpy())
+        R = torch.from_numpy(R).to(device=xm.device, dtype=xm.dtype)      # y_c @ R.T ~ x_c
         msd = ((xm - yc @ R.T) ** 2).sum(-1).mean()
         best = msd if best is None else torch.minimum(best, msd)
     return torch.sqrt(best + 1e-8)
