@@ -16,7 +16,6 @@ from Bio.Data.PDBData import protein_letters_3to1_extended
 from Bio.PDB import MMCIFParser, PDBParser
 
 from proteinmtp.dataset import compute_global_stats, load_dataset
-from proteinmtp.splits import search_hits
 from proteinmtp.structure import read_structure
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,18 +115,38 @@ def demo_splits(demo_dir: Path) -> dict:
     return {name: load_dataset(demo_dir / "dataset" / f"{name}.json.gz") for name in ("train", "val", "test")}
 
 
+def _best_global_identity(query: str, targets: list[str]) -> float:
+    """Highest identity (identical aligned residues / shorter length) of ``query`` to any target under a
+    Needleman-Wunsch alignment (Biopython, BLOSUM62, gaps -11/-1): a check independent of MMseqs2, which
+    made the split."""
+    from Bio import Align
+    from Bio.Align import substitution_matrices
+
+    al = Align.PairwiseAligner(mode="global", substitution_matrix=substitution_matrices.load("BLOSUM62"),
+                               open_gap_score=-11, extend_gap_score=-1)
+    scores = [al.score(query, t) for t in targets]
+    t = targets[int(np.argmax(scores))]
+    a = al.align(query, t)[0]
+    same = sum(1 for i, j in zip(*a.indices) if i >= 0 and j >= 0 and query[i] == t[j])
+    return same / min(len(query), len(t))
+
+
 def test_demo_dataset_has_no_leakage(demo_splits: dict) -> None:
-    """Independent check of the committed demo split: whole clusters per split, and an MMseqs2
-    search of val+test against train (every pair aligned) finds no hit >= 30% identity, any coverage."""
+    """Independent check of the committed demo split: whole clusters per split, and no val/test chain
+    aligns globally to a training chain at >= 40% identity over the shorter chain (a pair that close
+    would have been linked by the 30 % MMseqs2 clustering, whatever its coverage); the same check finds
+    a training chain with every tenth residue mutated."""
     tr = {s.id: s.sequence for s in demo_splits["train"].samples}
     held = {s.id: s.sequence for n in ("val", "test") for s in demo_splits[n].samples}
     assert len(tr) >= 200 and len(held) >= 40 and not set(tr) & set(held)
     clusters = {n: {s.cluster for s in demo_splits[n].samples} for n in demo_splits}
     assert not clusters["train"] & clusters["val"] and not clusters["train"] & clusters["test"]
     assert not clusters["val"] & clusters["test"]
-    hits = search_hits(held, tr, min_identity=0.3, threads=2)
-    bad = [h for h in hits if h["fident"] >= 0.3]
-    assert bad == []
+    train_seqs = list(tr.values())
+    best = {k: _best_global_identity(q, train_seqs) for k, q in held.items()}
+    assert max(best.values()) < 0.4, sorted(best.items(), key=lambda kv: -kv[1])[:3]
+    kin = "".join("W" if k % 10 == 0 else c for k, c in enumerate(train_seqs[0]))
+    assert _best_global_identity(kin, train_seqs) >= 0.85
     assert len(set(tr.values()) | set(held.values())) == len(tr) + len(held)  # identical sequences kept once
 
 

@@ -43,7 +43,7 @@ def test_fasta_three_records(tiny_run, tmp_path):
         atoms = _read_ca(pdb)
         assert [n for n, _ in atoms] == [AA1_TO_AA3[c] for c in seq.upper()]
         b = np.array([a.b_iso for _, a in atoms])
-        assert ((b >= 0) & (b <= 100)).all() and b.std() >= 0
+        assert ((b >= 0) & (b <= 100)).all()
         text = pdb.read_text()
         assert f"MEAN CONFIDENCE {b.mean():.1f}" in text or f"MEAN CONFIDENCE {b.mean():.1f}"[:-1] in text
         assert "HAND " in text and "RUN run" in text and "backbone" in text.split("MODEL", 1)[1].split("\n")[0]

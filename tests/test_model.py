@@ -98,9 +98,30 @@ def test_loss_values_by_hand():
     l2 = head.loss(out2, d, valid, (torch.tensor(mu), torch.tensor(sd)))
     assert l2["loss_regression"].item() == pytest.approx(losses["loss_regression"].item(), rel=1e-6)
     assert l2["loss_distogram"].item() == pytest.approx(losses["loss_distogram"].item(), rel=1e-6)
-    # long-range weight: no pair with |i-j| >= 24 here, so nothing changes
-    l3 = head.loss(out, d, valid, (torch.tensor(mu), torch.tensor(sd)), long_range_weight=5.0)
-    assert l3["loss"].item() == pytest.approx(losses["loss"].item(), rel=1e-6)
+
+
+def test_long_range_weight_by_hand():
+    """On a 40-residue chain (pairs with |i-j| >= 24 exist) the regression L1 is the mean of |target| with
+    those pairs weighted 5 (computed here pair by pair); the distogram CE stays ln(n_bins) (uniform logits)."""
+    cfg = small_head()
+    head = DistanceHead(8, cfg)
+    L = 40
+    d = dist_of(helix_ca(L))[None]
+    valid = ~torch.eye(L, dtype=torch.bool)[None]
+    out = {"distogram_logits": torch.zeros(1, L, L, cfg.n_bins), "dist_norm": torch.zeros(1, L, L),
+           "pair_conf_logits": torch.zeros(1, L, L, 5), "residue_conf_logits": torch.zeros(1, L)}
+    mu, sd = STATS["log_dist_mean"], STATS["log_dist_std"]
+    dn = d[0].numpy()
+    pairs = [(i, j) for i in range(L) for j in range(L) if i != j]
+    w = np.array([5.0 if abs(i - j) >= 24 else 1.0 for i, j in pairs])
+    t = np.array([abs((math.log(dn[i, j]) - mu) / sd) for i, j in pairs])
+    assert (w == 5.0).sum() == 2 * (16 * 17 // 2)                 # |i-j| in 24..39: 16+15+...+1 per side
+    got = head.loss(out, d, valid, (torch.tensor(mu), torch.tensor(sd)), long_range_weight=5.0)
+    assert got["loss_regression"].item() == pytest.approx((w * t).sum() / w.sum(), rel=1e-5)
+    assert got["loss_distogram"].item() == pytest.approx(math.log(cfg.n_bins), rel=1e-5)
+    plain = head.loss(out, d, valid, (torch.tensor(mu), torch.tensor(sd)))
+    assert plain["loss_regression"].item() == pytest.approx(t.mean(), rel=1e-5)
+    assert got["loss_regression"].item() != pytest.approx(plain["loss_regression"].item(), rel=1e-3)
 
 
 def test_model_loss_unchanged_by_padding(tiny):
