@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_MINUTES ?= 12
 
-.PHONY: venv test lint demo bench bench-quick clean-venv
+.PHONY: venv test test-fast lint demo bench bench-quick clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,9 +19,15 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# everything, the slow tests (marked `slow`: end-to-end CLI chain, DDP, overfit) included: what CI runs
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# the quick loop while editing: deselects the tests marked `slow`
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow"
 
 demo: $(STAMP)
 	DEMO_MINUTES=$(DEMO_MINUTES) bash scripts/demo.sh

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +25,25 @@ def test_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def demo_dir() -> Path:
     return DEMO_DIR
+
+
+def helix_ca(L: int, radius: float = 2.3, rise: float = 1.5, turn_deg: float = 100.0) -> np.ndarray:
+    """Ideal right-handed α-helix Cα trace [L, 3] Å: ``radius`` Å, ``turn_deg`` degrees and ``rise`` Å per
+    residue (defaults: Cα–Cα ≈ 3.83 Å)."""
+    t = np.arange(L)
+    a = np.deg2rad(turn_deg) * t
+    return np.stack([radius * np.cos(a), radius * np.sin(a), rise * t], axis=1)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny random Qwen2-style backbone directory (hidden 32, 2 layers, 2 heads; proteinmtp.tiny), shared
+    read-only by every test that builds a model on it."""
+    from proteinmtp.tiny import write_tiny
+
+    out = tmp_path_factory.mktemp("tiny_qwen2")
+    write_tiny(out, "qwen2", hidden_size=32, num_layers=2, num_heads=2)
+    return out
 
 
 @pytest.fixture(scope="session")

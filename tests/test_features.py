@@ -27,13 +27,6 @@ def bert(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def qwen(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_qwen2")
-    write_tiny(out, "qwen2", hidden_size=32, num_layers=2, num_heads=2)
-    return out
-
-
 def frozen(path, layout="direct", layers="last", init="pretrained", seed=0, prior_input=False):
     torch.manual_seed(0)
     head = asdict(HeadConfig(pair_dim=8, single_dim=16, dilations=(1,), prior_input=prior_input))
@@ -95,8 +88,8 @@ def test_crop_takes_the_same_rows_as_the_distances(bert, tmp_path):
     assert "input_ids" not in batch and batch["residue_mask"].all()
 
 
-def test_long_chain_is_read_on_its_central_window(qwen, tmp_path):
-    model = frozen(qwen).eval()
+def test_long_chain_is_read_on_its_central_window(tiny, tmp_path):
+    model = frozen(tiny).eval()
     cache = FeatureCache(model, tmp_path / "fc")
     rng = np.random.default_rng(1)
     seq = SEQ + "GSHMLEDPVAGSHMLEDPVA"                     # 53 residues, window 40 -> residues 6..45

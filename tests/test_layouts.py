@@ -14,23 +14,16 @@ from proteinmtp.tiny import residue_vocab, write_tiny
 
 
 @pytest.fixture(scope="module")
-def qwen_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_qwen2")
-    write_tiny(out, "qwen2", hidden_size=32, num_layers=2, num_heads=2)
-    return out
-
-
-@pytest.fixture(scope="module")
 def esm_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_esm")
     write_tiny(out, "esm", hidden_size=32, num_layers=2, num_heads=2)
     return out
 
 
-def test_positions_by_hand(qwen_dir, esm_dir):
+def test_positions_by_hand(tiny, esm_dir):
     v = residue_vocab()
     ids = [v[c] for c in "ACDXO"]
-    tok = AutoTokenizer.from_pretrained(qwen_dir)          # decoder: no bos token
+    tok = AutoTokenizer.from_pretrained(tiny)          # decoder: no bos token
     e = ResidueEncoder(tok, "direct").encode("ACDXO")
     assert e.input_ids == ids and e.residue_pos == [0, 1, 2, 3, 4] and set(e.token_kind) == {KIND_VOCAB}
     e = ResidueEncoder(tok, "echo").encode("ACDXO")
@@ -45,8 +38,8 @@ def test_positions_by_hand(qwen_dir, esm_dir):
 
 
 @pytest.mark.parametrize("layout", ["placeholder", "echo", "direct"])
-def test_collate_one_feature_per_residue(qwen_dir, layout):
-    enc = ResidueEncoder(AutoTokenizer.from_pretrained(qwen_dir), layout)
+def test_collate_one_feature_per_residue(tiny, layout):
+    enc = ResidueEncoder(AutoTokenizer.from_pretrained(tiny), layout)
     seqs = ["ACDEFGHIK", "MK", ALLOWED_AA]
     b = enc.collate(seqs)
     assert b["residue_mask"].sum(1).tolist() == [len(s) for s in seqs]
@@ -73,17 +66,17 @@ def test_bpe_merges_do_not_change_residue_count():
     assert e.input_ids == [vocab[c] for c in "ACDACD"] and len(e.residue_pos) == 6
 
 
-def test_missing_letter_and_bad_sequence_fail_clearly(qwen_dir):
+def test_missing_letter_and_bad_sequence_fail_clearly(tiny):
     vocab = {"<pad>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate("ACDEFGHIKLMNPQRSTVWY")}}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>")
     with pytest.raises(LayoutError, match="XBZUO"):
         ResidueEncoder(tok, "echo")
-    enc = ResidueEncoder(AutoTokenizer.from_pretrained(qwen_dir), "echo")
+    enc = ResidueEncoder(AutoTokenizer.from_pretrained(tiny), "echo")
     with pytest.raises(LayoutError, match="'a'"):
         enc.encode("ACaD")
     with pytest.raises(LayoutError, match="unknown residue layout"):
-        ResidueEncoder(AutoTokenizer.from_pretrained(qwen_dir), "sideways")
+        ResidueEncoder(AutoTokenizer.from_pretrained(tiny), "sideways")
 
 
 def _features(model, seqs):
@@ -93,11 +86,11 @@ def _features(model, seqs):
 
 
 @pytest.mark.parametrize("layout", ["placeholder", "echo", "direct"])
-def test_feature_visibility_matches_layout(qwen_dir, layout):
+def test_feature_visibility_matches_layout(tiny, layout):
     """direct is causal (residue i's feature ignores residues > i); echo/placeholder see the whole chain.
     Also: padding a sequence in a batch does not change its features."""
     torch.manual_seed(0)
-    model = build_model(ModelSpec(base_model=str(qwen_dir), layout=layout, finetune="frozen")).eval()
+    model = build_model(ModelSpec(base_model=str(tiny), layout=layout, finetune="frozen")).eval()
     a, b = "MKTAYIAKQR", "MKTAYIAKWW"                 # differ only in the last two residues
     fa, fb = _features(model, [a]), _features(model, [b])
     assert fa.shape == (1, 10, 32)

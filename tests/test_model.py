@@ -15,25 +15,13 @@ from proteinmtp.heads.distance import DistanceHead
 from proteinmtp.model import HeadConfig, ModelSpec, build_model, load_run, save_weights
 from proteinmtp.rundir import CONFIG_NAME, TOKENIZER_DIR, RunLoadError
 from proteinmtp.tiny import write_tiny
+from tests.conftest import helix_ca
 
 STATS = {"log_dist_mean": 3.0, "log_dist_std": 0.5}
 
 
-def helix_ca(L: int) -> np.ndarray:
-    """Ideal α-helix Cα trace [L, 3] Å (radius 2.3 Å, rise 1.5 Å, 100° per residue)."""
-    t = np.arange(L)
-    return np.stack([2.3 * np.cos(np.deg2rad(100) * t), 2.3 * np.sin(np.deg2rad(100) * t), 1.5 * t], 1)
-
-
 def dist_of(ca: np.ndarray) -> torch.Tensor:
     return torch.tensor(np.linalg.norm(ca[:, None] - ca[None], axis=-1), dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_qwen2")
-    write_tiny(out, "qwen2", hidden_size=32, num_layers=2, num_heads=2)
-    return out
 
 
 def small_head() -> HeadConfig:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from proteinmtp import plots, viewer
+from tests.conftest import helix_ca
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -29,11 +30,6 @@ def png_is_not_blank(path: Path) -> bool:
     return float(img[..., :3].std()) > 0.01
 
 
-def _helix(L: int, rise: float = 1.5, radius: float = 2.3, turn: float = np.deg2rad(100)) -> np.ndarray:
-    t = np.arange(L)
-    return np.stack([radius * np.cos(turn * t), radius * np.sin(turn * t), rise * t], axis=1)
-
-
 def _dm(x: np.ndarray) -> np.ndarray:
     return np.linalg.norm(x[:, None] - x[None], axis=-1)
 
@@ -41,7 +37,7 @@ def _dm(x: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def arrays():
     rng = np.random.default_rng(0)
-    true = _dm(_helix(40))
+    true = _dm(helix_ca(40))
     pred = true + rng.normal(scale=1.0, size=true.shape)
     pred = (pred + pred.T) / 2
     np.fill_diagonal(pred, 0)
@@ -96,7 +92,7 @@ def _viewer_data(html_text: str) -> dict:
 
 
 def test_viewer_superposes_and_is_self_contained(tmp_path):
-    native = _helix(30)
+    native = helix_ca(30)
     native[7] = np.nan  # a residue without Cα
     theta = 0.7
     rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
@@ -148,9 +144,9 @@ console.log(JSON.stringify({ first, strokes, info: info.textContent }));
 @pytest.mark.skipif(shutil.which("node") is None, reason="node.js not installed")
 def test_viewer_script_runs(tmp_path):
     """The inline JavaScript runs (node.js with a stub canvas): one stroke per bonded segment, redraw on drag."""
-    native = _helix(30)
+    native = helix_ca(30)
     native[7] = np.nan                     # segments 6-7 and 7-8 of the native are not drawn
-    p = viewer.write_viewer_html(tmp_path / "v.html", _helix(30), native, "A" * 30)
+    p = viewer.write_viewer_html(tmp_path / "v.html", helix_ca(30), native, "A" * 30)
     js = tmp_path / "harness.js"
     js.write_text(_NODE_HARNESS)
     r = subprocess.run(["node", str(js), str(p)], capture_output=True, text=True, timeout=60)

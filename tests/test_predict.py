@@ -20,13 +20,7 @@ from proteinmtp.predict import (
     structure_from_distances,
     write_structure,
 )
-
-
-def alpha_helix(L: int) -> np.ndarray:
-    """Right-handed α-helix Cα trace: radius 2.3 Å, 100° and 1.5 Å rise per residue (Cα–Cα ≈ 3.83 Å)."""
-    t = np.arange(L)
-    a = np.deg2rad(100.0) * t
-    return np.stack([2.3 * np.cos(a), 2.3 * np.sin(a), 1.5 * t], axis=1)
+from tests.conftest import helix_ca
 
 
 def prediction_from(xyz: np.ndarray, seq: str) -> DistancePrediction:
@@ -77,7 +71,7 @@ def test_confidence_scale():
 
 @pytest.mark.parametrize("method", ["classical", "refine"])
 def test_reconstruct_exact_helix(method):
-    native = alpha_helix(36)
+    native = helix_ca(36)
     sp = structure_from_distances(prediction_from(native, "A" * 36), method=method)
     m = structure_metrics(sp.ca_xyz, native)
     assert m["tm_score"] > 0.99 and m["rmsd"] < 0.2  # the helix rule recovered the right hand
@@ -86,7 +80,7 @@ def test_reconstruct_exact_helix(method):
 
 
 def test_write_structure_and_arrays(tmp_path):
-    native = alpha_helix(20)
+    native = helix_ca(20)
     seq = "MKTAYIAKQRXBZUOACDEF"
     sp = structure_from_distances(prediction_from(native, seq))
     p = write_structure(tmp_path / "a.pdb", sp, run_dir=tmp_path / "myrun", model_name="tiny-qwen", record_id="r1")

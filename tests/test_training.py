@@ -19,7 +19,6 @@ from proteinmtp.geometry import distance_matrix
 from proteinmtp.model import ModelSpec, build_model, load_run
 from proteinmtp.rundir import COMPLETE_MARKER, latest_complete_checkpoint
 from proteinmtp.structure import read_structure
-from proteinmtp.tiny import write_tiny
 from proteinmtp.training import CropDataset, DistanceCollator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,13 +38,6 @@ def real_samples(test_data_dir: Path, n: int, crop: int) -> list[Sample]:
                 out.append(Sample(id=c.id, sequence=c.sequence[:crop], ca=c.ca[:crop],
                                   residue_ids=list(c.residue_ids[:crop]), source=f.name, split="train"))
     return out[:n]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_qwen2")
-    write_tiny(out, "qwen2", hidden_size=32, num_layers=2, num_heads=2)
-    return out
 
 
 @pytest.fixture(scope="module")
