@@ -350,8 +350,6 @@ def _main(argv, locks: list[int]) -> int:
                             quantization_config=quant)
     except (OSError, ValueError) as e:
         fail(str(e).splitlines()[0])
-    if args.use_4bit:
-        from peft import prepare_model_for_kbit_training  # noqa: F401  (adapters already added by build_model)
     model.long_range_weight = args.long_range_weight
     if args.gradient_checkpointing:
         bb = model.backbone.get_base_model() if hasattr(model.backbone, "get_base_model") else model.backbone

@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import torch
 
 from proteinmtp.fileio import atomic_write, write_json
+
+logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 META_NAME = "meta.json"
@@ -103,8 +106,9 @@ class FeatureCache:
             return None
         try:
             t = load_file(str(p))["hidden"]
-        except (OSError, KeyError, SafetensorError):
-            return None                                   # unreadable: recompute (and overwrite)
+        except (OSError, KeyError, SafetensorError) as e:
+            logger.warning("feature cache entry %s is unreadable (%s); recomputing it", p, e)
+            return None                                   # recompute (and overwrite)
         return t if t.shape[-2] == len(sequence) else None
 
     @torch.no_grad()

@@ -16,7 +16,9 @@ Heads live in ``proteinmtp.heads`` (one module each, looked up by ``head.head_ty
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,13 @@ from proteinmtp.rundir import (
     config_dir,
     read_run_config,
 )
+
+logger = logging.getLogger(__name__)
+
+# Backbone state-dict keys a saved backbone/ may lack without anything being wrong (buffers that models
+# rebuild from their config; cf. ESM's pretrained.py): matched with re.search.
+EXPECTED_MISSING_BACKBONE_KEYS = (r"(^|\.)position_ids$", r"rotary_emb\.inv_freq$", r"\.masked_bias$",
+                                  r"(^|\.)attn\.bias$", r"(^|\.)token_type_ids$")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -353,7 +362,11 @@ def apply_finetune(backbone: nn.Module, spec: ModelSpec) -> nn.Module:
     if spec.finetune == "frozen":
         return backbone
     if spec.finetune == "lora":
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        if getattr(backbone, "is_loaded_in_4bit", False) or getattr(backbone, "is_loaded_in_8bit", False):
+            # QLoRA: norms in fp32, base frozen; checkpointing is enabled by the caller (non-reentrant)
+            backbone = prepare_model_for_kbit_training(backbone, use_gradient_checkpointing=False)
 
         targets: str | list[str] = spec.lora_target_modules
         if targets != "all-linear":
@@ -437,7 +450,12 @@ def load_weights_into(model: DistanceModel, ckpt_dir: str | Path) -> None:
     if hasattr(bb, "peft_config") and (ckpt / ADAPTER_DIR).is_dir():
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(bb, load_file(str(ckpt / ADAPTER_DIR / ADAPTER_WEIGHTS)))
+        res = set_peft_model_state_dict(bb, load_file(str(ckpt / ADAPTER_DIR / ADAPTER_WEIGHTS)))
+        missing = [k for k in getattr(res, "missing_keys", []) if "lora_" in k]
+        unexpected = list(getattr(res, "unexpected_keys", []))
+        if missing or unexpected:
+            raise RunLoadError(f"{ckpt / ADAPTER_DIR}: adapter weights do not match the model (missing "
+                               f"{missing[:5]}, unexpected {unexpected[:5]}); was it trained with other LoRA options?")
     if (model.spec.finetune == "full" or model.spec.init_backbone == "random") and (ckpt / BACKBONE_DIR).is_dir():
         # full: the trained backbone; random: the exact initial weights (not re-drawn from the seed, which
         # another torch version could draw differently). LoRA: the unmerged base under the adapter.
@@ -446,7 +464,17 @@ def load_weights_into(model: DistanceModel, ckpt_dir: str | Path) -> None:
             sd.update(load_file(str(f)))
         base = bb.get_base_model() if hasattr(bb, "peft_config") else bb
         own = {k: k.replace("base_layer.", "") for k in base.state_dict() if "lora_" not in k}
+        check_backbone_keys(ckpt / BACKBONE_DIR, [v for v in own.values() if v not in sd])
         base.load_state_dict({k: sd[v] for k, v in own.items() if v in sd}, strict=False)
+
+
+def check_backbone_keys(where: str | Path, missing: list[str]) -> None:
+    """RunLoadError when a saved backbone lacks state-dict keys other than EXPECTED_MISSING_BACKBONE_KEYS
+    (a partial or foreign backbone would otherwise keep random weights in silence)."""
+    bad = [k for k in missing if not any(re.search(p, k) for p in EXPECTED_MISSING_BACKBONE_KEYS)]
+    if bad:
+        raise RunLoadError(f"{where}: saved backbone weights lack {len(bad)} key(s) of the model, e.g. {bad[:5]}; "
+                           "the checkpoint is incomplete or from another backbone")
 
 
 def prior_distances(prior, crops: list[tuple[int, int, int]], L_pad: int) -> torch.Tensor:
@@ -574,7 +602,9 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: boo
         except Exception as e:
             if spec.head.get("prior_input"):
                 raise RunLoadError(f"{prior_path}: cannot read the separation prior this run needs ({e})") from None
-            prior = None  # otherwise the prior is only a baseline
+            logger.warning("%s: cannot read the separation prior (%s); the run loads without it (it is only "
+                           "a baseline for this head)", prior_path, e)
+            prior = None
     model.prior = prior
     model.to(device)
     return LoadedRun(model, cfg, prior=prior, device=device)

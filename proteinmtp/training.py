@@ -387,6 +387,15 @@ class CheckpointCallback(TrainerCallback):
             self.on_saved()
 
 
+def broadcast_flag(flag: bool, device) -> bool:
+    """Rank 0's ``flag`` on every rank (as is, without torch.distributed): every rank must agree to stop, or
+    DDP hangs. The tensor lives on ``device`` (the Trainer's ``args.device``: NCCL refuses CPU tensors)."""
+    t = torch.tensor([float(flag)], device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast(t, src=0)
+    return bool(t.item() > 0)
+
+
 class TimeLimitCallback(TrainerCallback):
     """Stop gracefully (with a checkpoint) after ``minutes`` of training in this process."""
 
@@ -399,10 +408,7 @@ class TimeLimitCallback(TrainerCallback):
         self.t0 = time.time()
 
     def on_step_end(self, args, state, control, **kwargs):
-        stop = torch.tensor([float(time.time() - self.t0 > self.limit)])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast(stop, src=0)     # every rank must agree, or DDP hangs
-        if stop.item() > 0:
+        if broadcast_flag(time.time() - self.t0 > self.limit, args.device):
             self.triggered = True
             control.should_save = True
             control.should_training_stop = True

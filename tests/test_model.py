@@ -517,3 +517,54 @@ def test_hub_id_offline_or_unreachable_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     assert M.hub_source_kwargs("org/m") == {}
+
+
+def test_load_refuses_a_backbone_or_adapter_that_does_not_match(tiny, tmp_path):
+    """strict=False loads are checked: a saved backbone lacking a weight, or an adapter file with a key the
+    model does not have, is a RunLoadError instead of random weights kept in silence."""
+    from safetensors.torch import load_file, save_file
+
+    from proteinmtp.model import load_weights_into
+
+    torch.manual_seed(0)
+    full = build_model(ModelSpec(base_model=str(tiny), layout="direct", finetune="full", global_stats=STATS,
+                                 head=asdict(small_head())))
+    save_weights(full, tmp_path / "full")
+    [f] = (tmp_path / "full" / "backbone").glob("*.safetensors")
+    sd = load_file(str(f))
+    dropped = next(k for k in sd if k.endswith("mlp.up_proj.weight"))
+    save_file({k: v for k, v in sd.items() if k != dropped}, str(f), metadata={"format": "pt"})
+    with pytest.raises(RunLoadError, match=r"lack 1 key.*up_proj"):
+        load_weights_into(full, tmp_path / "full")
+    lora = build_model(ModelSpec(base_model=str(tiny), layout="direct", finetune="lora", lora_r=2,
+                                 global_stats=STATS, head=asdict(small_head())))
+    save_weights(lora, tmp_path / "lora")
+    load_weights_into(lora, tmp_path / "lora")                                # as saved: fine
+    ad = tmp_path / "lora" / "adapter" / "adapter_model.safetensors"
+    sd = load_file(str(ad))
+    save_file({**sd, "base_model.model.layers.0.mlp.up_proj.lora_Z.weight": torch.zeros(2)}, str(ad))
+    with pytest.raises(RunLoadError, match="adapter weights do not match"):
+        load_weights_into(lora, tmp_path / "lora")
+
+
+def test_qlora_backbone_is_prepared_for_kbit_training(tiny, monkeypatch):
+    """A 4-bit backbone goes through peft.prepare_model_for_kbit_training before the adapters are added
+    (faked here: bitsandbytes needs CUDA); a full-precision one does not."""
+    import peft
+
+    from proteinmtp.model import apply_finetune, load_backbone
+
+    calls = []
+
+    def fake_prepare(model, use_gradient_checkpointing=True, **_):
+        calls.append(use_gradient_checkpointing)
+        return model
+
+    monkeypatch.setattr(peft, "prepare_model_for_kbit_training", fake_prepare)
+    spec = ModelSpec(base_model=str(tiny), finetune="lora", lora_r=2)
+    apply_finetune(load_backbone(str(tiny)), spec)
+    assert calls == []
+    bb = load_backbone(str(tiny))
+    bb.is_loaded_in_4bit = True
+    wrapped = apply_finetune(bb, spec)
+    assert calls == [False] and hasattr(wrapped, "peft_config")

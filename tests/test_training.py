@@ -403,3 +403,28 @@ def test_ddp_two_ranks_gloo(tiny, data, tmp_path):
     assert len([r for r in rows if "loss" in r]) == 4           # only rank 0 writes the log
     pred = load_run(run).predict(["MKTAYIAKQR"])[0]
     assert np.isfinite(pred.dist).all()
+
+
+def test_time_limit_broadcasts_on_the_trainer_device(monkeypatch):
+    """The stop flag is broadcast from rank 0 as a tensor on ``args.device`` (NCCL refuses CPU tensors), and
+    every rank follows rank 0's decision."""
+    from types import SimpleNamespace
+
+    from proteinmtp import training as T
+
+    seen = []
+
+    def fake_broadcast(t, src):
+        seen.append((t.device, src))
+        t.fill_(1.0)                                     # rank 0 says: stop
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "broadcast", fake_broadcast)
+    assert T.broadcast_flag(False, torch.device("cpu")) is True          # this rank's own flag is overruled
+    assert seen == [(torch.device("cpu"), 0)]
+    devices = []
+    monkeypatch.setattr(T, "broadcast_flag", lambda flag, device: devices.append(device) or flag)
+    cb = T.TimeLimitCallback(minutes=0.0)
+    control = SimpleNamespace(should_save=False, should_training_stop=False)
+    cb.on_step_end(SimpleNamespace(device="cuda:3"), None, control)
+    assert devices == ["cuda:3"] and control.should_training_stop and control.should_save and cb.triggered
