@@ -47,7 +47,7 @@ METHODS = ("model", "prior", "oracle")   # always evaluated
 NEIGHBOUR = "neighbour"                    # evaluated when neighbours are given
 TABLE_ORDER = ("model", "prior", NEIGHBOUR, "oracle")
 NEIGHBOUR_EXTRA_KEYS = ("identity", "aligned_fraction")  # per protein; means in the block
-# Keys design.md requires in eval_results.json for every method (means over proteins).
+# Keys every method block of eval_results.json holds (means over proteins): docs/contracts.md#evaluation-output-eval_resultsjson.
 REQUIRED_KEYS = ("mae", "rmse", "pearson", "mae_short", "mae_medium", "mae_long", "precision_L_long",
                  "precision_L5_long", "rmsd", "tm_score", "gdt_ts", "lddt")
 # Length bins (residues, [lo, hi)); label → bounds.

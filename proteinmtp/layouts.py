@@ -1,4 +1,4 @@
-"""Residue-token layouts: how one backbone hidden state per residue is obtained (design.md).
+"""Residue-token layouts: how one backbone hidden state per residue is obtained (docs/contracts.md#residue-layouts).
 
     placeholder : [bos] r_1 .. r_L <sep> P_1 .. P_L   features at P_i  (every P_i sees the whole sequence)
     echo        : [bos] r_1 .. r_L <sep> r_1 .. r_L   features at the second copy
