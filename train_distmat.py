@@ -251,9 +251,8 @@ def check_args(args: argparse.Namespace) -> tuple[int, ...]:
     return dilations
 
 
-def _main(argv, locks: list[int]) -> int:
-    args = parse_args(argv)
-    dilations = check_args(args)
+def check_environment(args: argparse.Namespace) -> None:
+    """What --use_4bit needs (CUDA, bitsandbytes, LoRA), checked before anything is loaded."""
     import torch
 
     if args.use_4bit:
@@ -266,23 +265,12 @@ def _main(argv, locks: list[int]) -> int:
         if args.finetune != "lora":
             fail("--use_4bit trains LoRA adapters only; use --finetune lora")
 
-    from transformers import TrainingArguments, set_seed
 
-    from proteinmtp import rundir as R
+def load_data(args: argparse.Namespace):
+    """(train DistMatDataset, its global_stats, the training CropDataset, the validation samples)."""
     from proteinmtp import training as T
     from proteinmtp.dataset import load_dataset
-    from proteinmtp.fileio import atomic_write
-    from proteinmtp.model import HeadConfig, ModelSpec, build_model, count_parameters, load_tokenizer
-    from proteinmtp.prior import SeparationPrior
-    from proteinmtp.rundir import CONFIG_NAME, PRIOR_NAME, TOKENIZER_DIR, RunLoadError
 
-    run_dir = Path(args.output_dir)
-    world_rank = int(os.environ.get("RANK", "0"))
-    is_main = world_rank == 0
-    if is_main and run_dir.is_dir():
-        take_lock(run_dir, locks)        # before reading anything there (a new directory: when it is made)
-
-    # --- data ---------------------------------------------------------------------------------------
     try:
         train = load_dataset(args.train_data)
         val = load_dataset(args.val_data) if args.val_data else None
@@ -298,11 +286,20 @@ def _main(argv, locks: list[int]) -> int:
     val_samples = [s for s in (val.samples if val else []) if T.usable(s)]
     if args.max_eval_samples:
         val_samples = val_samples[: args.max_eval_samples]
+    return train, gs, train_ds, val_samples
 
-    # --- resume check -------------------------------------------------------------------------------
+
+def resume_state(args: argparse.Namespace, run_dir: Path, is_main: bool):
+    """(stored config or None, latest complete checkpoint or None, finished_run() or None, complete).
+
+    Refuses changed flags (RESUME_MAY_CHANGE aside); ``complete`` is True when the run already trained to
+    this target and wrote its final save (nothing to do)."""
+    from proteinmtp import rundir as R
+    from proteinmtp import training as T
+
     try:
         old = R.read_run_config(run_dir, missing_ok=True)
-    except RunLoadError as e:
+    except R.RunLoadError as e:
         fail(str(e))
     resume = R.latest_complete_checkpoint(run_dir)
     if old is not None and resume is None and not R.has_final_weights(run_dir):
@@ -319,31 +316,41 @@ def _main(argv, locks: list[int]) -> int:
         if is_main:
             print(f"{run_dir} is complete: trained to step {done['step']} (--max_steps {args.max_steps}); nothing "
                   "to do. Raise --max_steps to train further, or use a new --output_dir.", file=sys.stderr)
-        return 0
+        return old, resume, done, True
     if old is not None and resume is None:
         fail(f"{run_dir} holds a trained run's final weights but no checkpoint to resume from; use a new "
              "--output_dir")
+    return old, resume, done, False
 
-    # --- model --------------------------------------------------------------------------------------
-    set_seed(args.seed)
+
+def model_spec(args: argparse.Namespace, dilations: tuple[int, ...], gs: dict):
+    """The ModelSpec (with its head config dict) the flags describe."""
+    from proteinmtp.model import HeadConfig, ModelSpec
+
     head = asdict(HeadConfig(head_type=args.head_type, pair_dim=args.pair_dim, single_dim=args.single_dim,
                              dilations=dilations, axial_attention=args.axial_attention,
                              prior_input=bool(args.prior_input and args.head_type == "distance"),
                              max_rel_sep=max(args.max_seq_len, args.long_crop_len) - 1))
-    spec = ModelSpec(base_model=args.model_name, layout=args.residue_layout, feature_layers=args.feature_layers,
+    return ModelSpec(base_model=args.model_name, layout=args.residue_layout, feature_layers=args.feature_layers,
                      finetune=args.finetune, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                      lora_dropout=args.lora_dropout, lora_target_modules=args.lora_target_modules,
                      global_stats=dict(gs), head=head, max_len=args.max_eval_len,
                      init_backbone=args.init_backbone, init_seed=args.seed)
+
+
+def build_training_model(args: argparse.Namespace, spec):
+    """(model, tokenizer, fit): the backbone (4-bit, checkpointing as asked) with the head; ``fit`` is the
+    longest chain the backbone's positions take in this layout (None = no limit); spec.max_len is capped."""
+    import torch
+
+    from proteinmtp.model import build_model, load_tokenizer
+
     quant = None
     if args.use_4bit:
         from transformers import BitsAndBytesConfig
 
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=torch.bfloat16)
-    use_bf16 = {"yes": True, "no": False}.get(args.bf16)
-    if use_bf16 is None:
-        use_bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     try:
         tokenizer = load_tokenizer(args.model_name, trust_remote_code=args.trust_remote_code)
         model = build_model(spec, tokenizer=tokenizer, trust_remote_code=args.trust_remote_code,
@@ -357,7 +364,7 @@ def _main(argv, locks: list[int]) -> int:
             bb.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             bb.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    fit = model.encoder.max_len          # longest chain the backbone's positions take in this layout
+    fit = model.encoder.max_len
     if fit is not None:
         for flag, n in (("--max_seq_len", args.max_seq_len), ("--long_crop_len", args.long_crop_len)):
             if n > fit:
@@ -365,6 +372,121 @@ def _main(argv, locks: list[int]) -> int:
                      f"more than the backbone's {model.encoder.max_tokens} positions (max_position_embeddings); "
                      f"use at most {fit}")
         spec.max_len = min(spec.max_len, fit)
+    return model, tokenizer, fit
+
+
+def run_config(args: argparse.Namespace, spec, train, train_ds, val_samples, n_train: int, n_total: int) -> dict:
+    """training_config.json: the flags, the whole model spec, data provenance, sizes and library versions."""
+    gs = dict(train.global_stats)
+    return {
+        "args": vars(args), "base_model": args.model_name, "layout": args.residue_layout,
+        "model": {**asdict(spec), "trust_remote_code": args.trust_remote_code},
+        "global_stats": gs, "dataset_config": train.config, "train_data": args.train_data,
+        "val_data": args.val_data, "n_train_chains": len(train_ds), "n_val_chains": len(val_samples),
+        "parameters": {"trainable": n_train, "total": n_total},
+        "libraries": library_versions(), "git_commit": git_commit(),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")), "max_steps": args.max_steps or None,
+    }
+
+
+def refuse_model_changes(run_dir: Path, old: dict, config: dict, n_train_chains: int, prior_text: str) -> None:
+    """Resume: the whole stored model spec, the chain count and prior.json must match what the flags build."""
+    from proteinmtp import rundir as R
+    from proteinmtp import training as T
+
+    diff = T.config_differences({"model": T.comparable_model(old.get("model", {})),
+                                 **{k: old[k] for k in ("n_train_chains",) if k in old}},
+                                {"model": T.comparable_model(config["model"]), "n_train_chains": n_train_chains})
+    old_prior = R.read_json_or_none(run_dir / R.PRIOR_NAME)
+    if old_prior is not None and old_prior != json.loads(prior_text):
+        diff.append("prior.json: the training split's separation prior differs")
+    refuse_changes(run_dir, diff)
+
+
+def training_arguments(args: argparse.Namespace, run_dir: Path, has_val: bool):
+    """transformers.TrainingArguments for this run (bf16 auto, gloo DDP on CPU)."""
+    import torch
+    from transformers import TrainingArguments
+
+    use_bf16 = {"yes": True, "no": False}.get(args.bf16)
+    if use_bf16 is None:
+        use_bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return TrainingArguments(
+        output_dir=str(run_dir), max_steps=args.max_steps if args.max_steps else -1,
+        num_train_epochs=args.num_epochs, per_device_train_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,
+        lr_scheduler_type="cosine", seed=args.seed, bf16=use_bf16, logging_steps=args.logging_steps,
+        eval_strategy="steps" if has_val else "no", eval_steps=args.eval_steps,
+        save_strategy="steps", save_steps=args.save_steps, save_total_limit=args.save_total_limit,
+        report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
+        disable_tqdm=args.no_tqdm, ddp_backend="gloo" if (world > 1 and not torch.cuda.is_available()) else None,
+        ddp_find_unused_parameters=False, use_cpu=not torch.cuda.is_available(),
+        save_only_model=False, logging_first_step=True,
+    )
+
+
+def write_run_dir(run_dir: Path, locks: list[int], files: dict[str, str], tokenizer) -> None:
+    """Rank 0: create and lock the run directory, drop checkpoints cut short (that step is written again),
+    write ``files`` (name -> text) atomically and the tokenizer."""
+    from proteinmtp import rundir as R
+    from proteinmtp.fileio import atomic_write
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    take_lock(run_dir, locks)
+    R.latest_complete_checkpoint(run_dir, remove_incomplete=True)
+    for name, text in files.items():
+        atomic_write(run_dir / name, text)
+    tokenizer.save_pretrained(str(run_dir / R.TOKENIZER_DIR))
+
+
+def experiment_recorder(args: argparse.Namespace, run_dir: Path, is_main: bool):
+    """A function that (re)records the run under experiments/ (--experiment_name; rank 0), else a no-op."""
+    if not (args.experiment_name and is_main):
+        return lambda: None
+    from proteinmtp.runs import experiment_dir, record_training
+
+    exp_dir = experiment_dir(args.experiment_name, run_dir=run_dir)
+    return lambda: record_training(run_dir, exp_dir)
+
+
+def feature_cache_message(feature_cache, train_ds, fit: int | None) -> str:
+    """One line on where the frozen features are cached and which chains are read on a central window."""
+    n_long = sum(len(s.sequence) > train_ds.context_len for s in train_ds.samples)
+    return (f"feature cache: {feature_cache.dir} (whole chains"
+            + (f"; {n_long} chains longer than the backbone's {fit} residues are read on their central "
+               f"{fit}-residue window" if n_long else "") + ")")
+
+
+def _main(argv, locks: list[int]) -> int:
+    args = parse_args(argv)
+    dilations = check_args(args)
+    check_environment(args)
+
+    from transformers import set_seed
+
+    from proteinmtp import rundir as R
+    from proteinmtp import training as T
+    from proteinmtp.model import count_parameters
+    from proteinmtp.prior import SeparationPrior
+    from proteinmtp.rundir import CONFIG_NAME, PRIOR_NAME
+
+    run_dir = Path(args.output_dir)
+    world_rank = int(os.environ.get("RANK", "0"))
+    is_main = world_rank == 0
+    if is_main and run_dir.is_dir():
+        take_lock(run_dir, locks)        # before reading anything there (a new directory: when it is made)
+
+    train, gs, train_ds, val_samples = load_data(args)
+    old, resume, done, complete = resume_state(args, run_dir, is_main)
+    if complete:
+        return 0
+
+    # --- model --------------------------------------------------------------------------------------
+    set_seed(args.seed)
+    spec = model_spec(args, dilations, gs)
+    model, tokenizer, fit = build_training_model(args, spec)
     feature_cache = None
     if args.finetune == "frozen" and args.feature_cache:
         from proteinmtp.features import FeatureCache
@@ -377,75 +499,28 @@ def _main(argv, locks: list[int]) -> int:
     save_base_backbone = is_local and args.finetune != "full" and n_total < 50_000_000
 
     # --- the whole stored model must match before anything is written ----------------------------
-    config = {
-        "args": vars(args), "base_model": args.model_name, "layout": args.residue_layout,
-        "model": {**asdict(spec), "trust_remote_code": args.trust_remote_code},
-        "global_stats": dict(gs), "dataset_config": train.config, "train_data": args.train_data,
-        "val_data": args.val_data, "n_train_chains": len(train_ds), "n_val_chains": len(val_samples),
-        "parameters": {"trainable": n_train, "total": n_total},
-        "libraries": library_versions(), "git_commit": git_commit(),
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")), "max_steps": args.max_steps or None,
-    }
+    config = run_config(args, spec, train, train_ds, val_samples, n_train, n_total)
     config_text = json.dumps(config, indent=2, default=str)
     prior_text = json.dumps(SeparationPrior.fit(train.samples).to_dict())
     # the exact prior inference will load (prior.json), also fed to the head when it takes the prior as input
     model.prior = SeparationPrior.from_dict(json.loads(prior_text))
-    head_prior = model.prior if head["prior_input"] else None
+    head_prior = model.prior if spec.head["prior_input"] else None
     if old is not None:
-        diff = T.config_differences({"model": T.comparable_model(old.get("model", {})),
-                                     **{k: old[k] for k in ("n_train_chains",) if k in old}},
-                                    {"model": T.comparable_model(config["model"]), "n_train_chains": len(train_ds)})
-        old_prior = R.read_json_or_none(run_dir / PRIOR_NAME)
-        if old_prior is not None and old_prior != json.loads(prior_text):
-            diff.append("prior.json: the training split's separation prior differs")
-        refuse_changes(run_dir, diff)
+        refuse_model_changes(run_dir, old, config, len(train_ds), prior_text)
 
-    # --- run directory: config, tokenizer, prior --------------------------------------------------
     if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        take_lock(run_dir, locks)
-        R.latest_complete_checkpoint(run_dir, remove_incomplete=True)   # a save cut short is written again
-        for name, text in ((CONFIG_NAME, config_text), (PRIOR_NAME, prior_text)):
-            atomic_write(run_dir / name, text)
-        tokenizer.save_pretrained(str(run_dir / TOKENIZER_DIR))
-
-    exp_dir = None
-    if args.experiment_name and is_main:
-        from proteinmtp.runs import experiment_dir
-
-        exp_dir = experiment_dir(args.experiment_name, run_dir=run_dir)
-
-    def record() -> None:
-        if exp_dir is None or not is_main:
-            return
-        try:
-            from proteinmtp.runs import record_training
-        except ImportError:
-            return
-        record_training(run_dir, exp_dir)
+        write_run_dir(run_dir, locks, {CONFIG_NAME: config_text, PRIOR_NAME: prior_text}, tokenizer)
+    record = experiment_recorder(args, run_dir, is_main)
 
     # --- trainer ------------------------------------------------------------------------------------
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    targs = TrainingArguments(
-        output_dir=str(run_dir), max_steps=args.max_steps if args.max_steps else -1,
-        num_train_epochs=args.num_epochs, per_device_train_batch_size=args.per_device_train_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,
-        lr_scheduler_type="cosine", seed=args.seed, bf16=use_bf16, logging_steps=args.logging_steps,
-        eval_strategy="steps" if val_samples else "no", eval_steps=args.eval_steps,
-        save_strategy="steps", save_steps=args.save_steps, save_total_limit=args.save_total_limit,
-        report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
-        disable_tqdm=args.no_tqdm, ddp_backend="gloo" if (world > 1 and not torch.cuda.is_available()) else None,
-        ddp_find_unused_parameters=False, use_cpu=not torch.cuda.is_available(),
-        save_only_model=False, logging_first_step=True,
-    )
     callbacks = [T.LogCallback(run_dir, args.per_device_train_batch_size * args.gradient_accumulation_steps * world),
                  T.CheckpointCallback(run_dir, on_saved=record)]
     limit = T.TimeLimitCallback(args.max_train_minutes) if args.max_train_minutes > 0 else None
     if limit is not None:
         callbacks.append(limit)
     trainer = T.DistanceTrainer(
-        model=model, args=targs, train_dataset=train_ds,
+        model=model, args=training_arguments(args, run_dir, bool(val_samples)), train_dataset=train_ds,
         data_collator=T.DistanceCollator(model.encoder, prior=head_prior, feature_cache=feature_cache),
         eval_dataset=T.CropDataset(val_samples, spec.max_len, random_crop=False) if val_samples else None,
         callbacks=callbacks, head_learning_rate=args.head_learning_rate, val_samples=val_samples,
@@ -470,10 +545,16 @@ def _main(argv, locks: list[int]) -> int:
               f"{len(val_samples)} validation chains, layout {args.residue_layout}, finetune {args.finetune}",
               file=sys.stderr)
         if feature_cache is not None:
-            n_long = sum(len(s.sequence) > train_ds.context_len for s in train_ds.samples)
-            print(f"feature cache: {feature_cache.dir} (whole chains"
-                  + (f"; {n_long} chains longer than the backbone's {fit} residues are read on their central "
-                     f"{fit}-residue window" if n_long else "") + ")", file=sys.stderr)
+            print(feature_cache_message(feature_cache, train_ds, fit), file=sys.stderr)
+    return train_and_save(args, trainer, run_dir, resume, limit, is_main, record)
+
+
+def train_and_save(args: argparse.Namespace, trainer, run_dir: Path, resume: Path | None, limit, is_main: bool,
+                   record) -> int:
+    """Train (from ``resume``, the latest complete checkpoint, when there is one), then the final save and the
+    completion marker. Returns the exit code."""
+    from proteinmtp import training as T
+
     t0 = time.time()
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
