@@ -35,12 +35,14 @@ from pathlib import Path
 
 from proteinmtp.predict import (
     InputError,
+    add_prediction_arguments,
     append_jsonl,
     check_lengths,
     clean_sequence,
     existing_structure_mismatch,
     read_fasta,
     record_stems,
+    resolve_device,
 )
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -64,27 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="predict again and replace records whose output files already exist (without it they "
                         "are skipped, so a rerun resumes an interrupted batch)")
-    p.add_argument("--mds_method", choices=("classical", "refine"), default="refine",
-                   help="classical MDS only, or MDS then refinement against the predicted distances "
-                        "(weighted by pair confidence, with Cα–Cα bond and clash terms)")
     p.add_argument("--save_distmat", action="store_true",
                    help="also save the predicted distance matrix [L, L] in Å as <name>_distmat.npy")
     p.add_argument("--save_distogram", action="store_true",
                    help="also save distogram probabilities, bin edges (Å), contact probability and pair/residue "
                         "confidence as <name>_distogram.npz")
-    p.add_argument("--device", default="auto", help="torch device: auto (cuda if available, else cpu), cpu, cuda:0 …")
-    p.add_argument("--batch_size", type=int, default=1, help="sequences per forward pass (≥ 1)")
-    p.add_argument("--trust_remote_code", action="store_true",
-                   help="allow the backbone's own Python code from its model directory (only for backbones you trust)")
+    add_prediction_arguments(p, "classical MDS only, or MDS then refinement against the predicted distances "
+                                "(weighted by pair confidence, with Cα–Cα bond and clash terms)")
     return p
-
-
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -242,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
         quiet_transformers()
         try:
-            run = load_run(run_dir, device=_resolve_device(args.device), trust_remote_code=args.trust_remote_code)
+            run = load_run(run_dir, device=resolve_device(args.device), trust_remote_code=args.trust_remote_code)
         except Exception as e:  # noqa: BLE001 - any failure to load is reported as one line
             return _error(load_error_message(run_dir, e))
         run_len = getattr(run, "max_len", None)

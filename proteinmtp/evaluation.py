@@ -35,6 +35,7 @@ import numpy as np
 
 from proteinmtp.constants import SEPARATION_RANGES
 from proteinmtp.fileio import atomic_write, write_json
+from proteinmtp.predict import add_prediction_arguments, resolve_device
 from proteinmtp.rundir import TRAIN_JSONL
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -468,12 +469,7 @@ def add_model_arguments(parser) -> None:
                         "run is never reused: the first free <name>_2, _3, ... is taken, while the same run "
                         "(re-evaluated, or recorded by its training) keeps its record")
     g.add_argument("--experiments_root", default="experiments", help="root directory of experiment records")
-    g.add_argument("--mds_method", choices=("classical", "refine"), default="refine",
-                   help="reconstruction used for model, prior and oracle")
-    g.add_argument("--batch_size", type=int, default=1, help="sequences per forward pass")
-    g.add_argument("--device", default="auto", help="torch device: auto (cuda if available, else cpu), cpu, cuda:0 …")
-    g.add_argument("--trust_remote_code", action="store_true",
-                   help="allow the backbone's own Python code from its model directory (only for backbones you trust)")
+    add_prediction_arguments(g, "reconstruction used for model, prior and oracle")
     g.add_argument("--no_figures", action="store_true", help="skip the figures and HTML views")
     g.add_argument("--train_data", default=None,
                    help="training split searched for each chain's nearest neighbour (dataset JSON or .json.gz; "
@@ -561,11 +557,7 @@ def run_model_mode(args) -> int:
     samples = list(data.samples)[: args.num_samples] if args.num_samples else list(data.samples)
     if not samples:
         raise EvaluationInputError(f"test data {args.test_data} holds no protein")
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     from proteinmtp.model import load_run
     from proteinmtp.predict import load_error_message, quiet_transformers, run_description
 

@@ -183,6 +183,27 @@ def run_description(config: dict) -> dict:
             "head_type": head.get("head_type") or args.get("head_type")}
 
 
+def add_prediction_arguments(group, mds_help: str) -> None:
+    """The flags every script that runs a trained model shares (argparse parser or argument group):
+    --mds_method, --batch_size, --device, --trust_remote_code."""
+    group.add_argument("--mds_method", choices=("classical", "refine"), default="refine", help=mds_help)
+    group.add_argument("--batch_size", type=int, default=1, help="sequences per forward pass (≥ 1)")
+    group.add_argument("--device", default="auto",
+                       help="torch device: auto (cuda if available, else cpu), cpu, cuda:0 …")
+    group.add_argument("--trust_remote_code", action="store_true",
+                       help="allow the backbone's own Python code from its model directory (only for backbones "
+                            "you trust)")
+
+
+def resolve_device(device: str) -> str:
+    """``--device``: "auto" is cuda when a GPU is available, else cpu; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_error_message(run_dir: str | Path, err: BaseException) -> str:
     """One line saying why ``run_dir`` could not be loaded (the run path is not repeated)."""
     msg = (str(err).strip().splitlines() or [type(err).__name__])[0]
