@@ -40,6 +40,7 @@ RESUME_MAY_CHANGE = ("output_dir", "max_steps", "num_epochs", "max_train_minutes
 
 def parse_args(argv=None) -> argparse.Namespace:
     from proteinmtp.heads import REGISTRY as HEADS
+    from proteinmtp.heads import HeadConfig
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -69,17 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "placeholder = the sequence then L learned placeholder tokens, features at those (2L tokens)")
     m.add_argument("--feature_layers", default="last",
                    help="'last' or comma-separated hidden-state indices mixed with learned weights, e.g. -1,-3,-5")
-    m.add_argument("--head_type", choices=sorted(HEADS), default="distance",
-                   help="pair head: distance = distogram and log-distance regression on the L x L pair tensor; "
-                        "coords = Cα coordinates per residue, distances derived from them (pair options ignored)")
-    m.add_argument("--pair_dim", type=int, default=64, help="channels c of the L x L pair tensor")
-    m.add_argument("--single_dim", type=int, default=128, help="width of the per-residue projection")
-    m.add_argument("--dilations", default="1,2,4,1", help="one residual 3x3 conv block per dilation")
-    m.add_argument("--axial_attention", action="store_true", help="add row/column attention after each block")
-    m.add_argument("--prior_input", action=argparse.BooleanOptionalAction, default=True,
-                   help="feed the training split's length-aware separation prior to the distance head as a pair "
-                        "feature and regression baseline (the head then learns corrections to it)")
-    m.add_argument("--long_range_weight", type=float, default=1.0, help="loss weight of pairs with |i-j| >= 24")
+    for name, kw in HeadConfig.cli_flags():          # the head's flags: one source, proteinmtp.heads.HeadConfig
+        m.add_argument(f"--{name}", **({"choices": sorted(HEADS)} if name == "head_type" else {}), **kw)
     m.add_argument("--trust_remote_code", action="store_true", help="allow the backbone's own Python code")
     m.add_argument("--init_backbone", choices=("pretrained", "random"), default="pretrained",
                    help="backbone weights: the checkpoint's pretrained ones, or random = the same config with the "
@@ -206,10 +198,6 @@ def check_args(args: argparse.Namespace) -> tuple[int, ...]:
         (0.0 <= args.long_crop_fraction <= 1.0, f"--long_crop_fraction must be in [0, 1], got {args.long_crop_fraction}"),
         (args.max_eval_len >= 2, f"--max_eval_len must be at least 2, got {args.max_eval_len}"),
         (args.max_eval_samples >= 0, f"--max_eval_samples must be 0 (all) or more, got {args.max_eval_samples}"),
-        (args.pair_dim >= 1, f"--pair_dim must be at least 1, got {args.pair_dim}"),
-        (args.single_dim >= 1, f"--single_dim must be at least 1, got {args.single_dim}"),
-        (finite(args.long_range_weight) and args.long_range_weight >= 0,
-         f"--long_range_weight must be a finite number >= 0, got {args.long_range_weight}"),
         (args.lora_r >= 1, f"--lora_r must be at least 1, got {args.lora_r}"),
         (finite(args.lora_alpha) and args.lora_alpha > 0, f"--lora_alpha must be > 0, got {args.lora_alpha}"),
         (0.0 <= args.lora_dropout < 1.0, f"--lora_dropout must be in [0, 1), got {args.lora_dropout}"),
@@ -248,7 +236,22 @@ def check_args(args: argparse.Namespace) -> tuple[int, ...]:
         fail(f"--dilations must be comma-separated integers, got {args.dilations!r}")
     if min(dilations) < 1:
         fail(f"--dilations must all be at least 1, got {args.dilations!r}")
+    try:
+        head_config(args, dilations).validate()
+    except ValueError as e:
+        fail(str(e))
     return dilations
+
+
+def head_config(args: argparse.Namespace, dilations: tuple[int, ...]):
+    """The HeadConfig the flags describe: every HeadConfig flag as given, --dilations parsed, the prior as
+    input only for the distance head, relative positions clamped to the longest trained separation."""
+    from proteinmtp.heads import HeadConfig
+
+    values = {name: getattr(args, name) for name, _ in HeadConfig.cli_flags()}
+    values.update(dilations=dilations, prior_input=bool(args.prior_input and args.head_type == "distance"),
+                  max_rel_sep=max(args.max_seq_len, args.long_crop_len) - 1)
+    return HeadConfig(**values)
 
 
 def check_environment(args: argparse.Namespace) -> None:
@@ -325,12 +328,9 @@ def resume_state(args: argparse.Namespace, run_dir: Path, is_main: bool):
 
 def model_spec(args: argparse.Namespace, dilations: tuple[int, ...], gs: dict):
     """The ModelSpec (with its head config dict) the flags describe."""
-    from proteinmtp.model import HeadConfig, ModelSpec
+    from proteinmtp.model import ModelSpec
 
-    head = asdict(HeadConfig(head_type=args.head_type, pair_dim=args.pair_dim, single_dim=args.single_dim,
-                             dilations=dilations, axial_attention=args.axial_attention,
-                             prior_input=bool(args.prior_input and args.head_type == "distance"),
-                             max_rel_sep=max(args.max_seq_len, args.long_crop_len) - 1))
+    head = asdict(head_config(args, dilations))
     return ModelSpec(base_model=args.model_name, layout=args.residue_layout, feature_layers=args.feature_layers,
                      finetune=args.finetune, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                      lora_dropout=args.lora_dropout, lora_target_modules=args.lora_target_modules,
@@ -357,7 +357,6 @@ def build_training_model(args: argparse.Namespace, spec):
                             quantization_config=quant)
     except (OSError, ValueError) as e:
         fail(str(e).splitlines()[0])
-    model.long_range_weight = args.long_range_weight
     if args.gradient_checkpointing:
         bb = model.backbone.get_base_model() if hasattr(model.backbone, "get_base_model") else model.backbone
         if hasattr(bb, "activation_checkpointing_enable"):        # transformers >= 5 name
@@ -394,7 +393,11 @@ def refuse_model_changes(run_dir: Path, old: dict, config: dict, n_train_chains:
     from proteinmtp import rundir as R
     from proteinmtp import training as T
 
-    diff = T.config_differences({"model": T.comparable_model(old.get("model", {})),
+    old_model = dict(old.get("model", {}))
+    # runs written before long_range_weight joined HeadConfig stored it among the flags only
+    old_model["head"] = {"long_range_weight": (old.get("args") or {}).get("long_range_weight", 1.0),
+                         **(old_model.get("head") or {})}
+    diff = T.config_differences({"model": T.comparable_model(old_model),
                                  **{k: old[k] for k in ("n_train_chains",) if k in old}},
                                 {"model": T.comparable_model(config["model"]), "n_train_chains": n_train_chains})
     old_prior = R.read_json_or_none(run_dir / R.PRIOR_NAME)

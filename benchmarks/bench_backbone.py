@@ -371,7 +371,6 @@ def main(argv=None) -> int:
                          lora_alpha=2 * args.lora_r, lora_dropout=0.05, head={"head_type": "distance"},
                          global_stats={"log_dist_mean": 2.6, "log_dist_std": 0.7})
         model = build_model(spec, dtype=dtype)
-    model.long_range_weight = 1.0
     Probes.exclude = {p.untyped_storage().data_ptr() for p in model.parameters()}
     Probes.exclude |= {b.untyped_storage().data_ptr() for b in model.buffers()}
     params = [p for p in model.parameters() if p.requires_grad]

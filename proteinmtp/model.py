@@ -127,7 +127,6 @@ class DistanceModel(nn.Module):
         gs = spec.global_stats or {}
         self.register_buffer("log_dist_mean", torch.tensor(float(gs.get("log_dist_mean", 2.5))))
         self.register_buffer("log_dist_std", torch.tensor(float(gs.get("log_dist_std", 0.6))))
-        self.long_range_weight = 1.0
         self.prior = None   # SeparationPrior of the training split (set by training / load_run; not a weight)
         self.feature_cache = None   # proteinmtp.features.FeatureCache of a frozen training run (not a weight)
 
@@ -191,8 +190,7 @@ class DistanceModel(nn.Module):
             L = residue_mask.shape[1]
             eye = torch.eye(L, dtype=torch.bool, device=dist.device)
             valid = residue_mask[:, :, None] & residue_mask[:, None, :] & torch.isfinite(dist) & ~eye & (dist > 0)
-            out.update(self.head.loss(out, dist, valid, (self.log_dist_mean, self.log_dist_std),
-                                      self.long_range_weight))
+            out.update(self.head.loss(out, dist, valid, (self.log_dist_mean, self.log_dist_std)))
         return out
 
     # -- weights ---------------------------------------------------------------------------------------

@@ -110,6 +110,13 @@ def test_long_range_weight_by_hand():
     plain = head.loss(out, d, valid, (torch.tensor(mu), torch.tensor(sd)))
     assert plain["loss_regression"].item() == pytest.approx(t.mean(), rel=1e-5)
     assert got["loss_regression"].item() != pytest.approx(plain["loss_regression"].item(), rel=1e-3)
+    # the weight is a head hyper-parameter (HeadConfig.long_range_weight, stored with the run)
+    from dataclasses import replace
+
+    configured = DistanceHead(8, replace(cfg, long_range_weight=5.0))
+    configured.load_state_dict(head.state_dict())
+    own = configured.loss(out, d, valid, (torch.tensor(mu), torch.tensor(sd)))
+    assert own["loss_regression"].item() == pytest.approx(got["loss_regression"].item(), rel=1e-6)
 
 
 def test_model_loss_unchanged_by_padding(tiny):

@@ -428,3 +428,19 @@ def test_time_limit_broadcasts_on_the_trainer_device(monkeypatch):
     control = SimpleNamespace(should_save=False, should_training_stop=False)
     cb.on_step_end(SimpleNamespace(device="cuda:3"), None, control)
     assert devices == ["cuda:3"] and control.should_training_stop and control.should_save and cb.triggered
+
+
+def test_run_from_before_long_range_weight_joined_the_head_config_resumes(tiny, data, tmp_path, capsys):
+    """A run written when --long_range_weight was only a flag (no model.head.long_range_weight stored)
+    resumes with the same flags, and a changed weight is still refused (the flags are compared)."""
+    run = tmp_path / "run"
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "2", "--long_range_weight", "3")) == 0
+    cfg_path = run / "training_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["model"]["head"].pop("long_range_weight") == 3.0
+    cfg_path.write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "3", "--long_range_weight", "3")) == 0
+    assert "resuming from" in capsys.readouterr().err
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "4", "--long_range_weight", "2")) == 2
+    assert "--long_range_weight" in capsys.readouterr().err

@@ -15,7 +15,8 @@ Heads are looked up by name in ``proteinmtp.heads.REGISTRY`` (config ``head_type
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -27,15 +28,29 @@ LDDT_INCLUSION = 15.0   # Å, neighbours counted in the per-residue confidence t
 LONG_RANGE_MIN_SEP = 24  # residues: |i - j| from which a pair is long-range (weighted by long_range_weight)
 
 
+def _flag(help: str, **argparse_kwargs) -> dict:
+    """Field metadata that makes a HeadConfig field a train_distmat.py flag of the same name (``cli_flags``)."""
+    return {"flag": {"help": help, **argparse_kwargs}}
+
+
 @dataclass
 class HeadConfig:
-    """Hyper-parameters of the pair head (saved in training_config.json under model.head)."""
+    """Hyper-parameters of the pair head (saved in training_config.json under model.head).
 
-    head_type: str = "distance"
-    pair_dim: int = 64                     # c: channels of the L x L pair tensor
-    single_dim: int = 128                  # width of the per-residue projection
-    dilations: tuple[int, ...] = (1, 2, 4, 1)
-    axial_attention: bool = False          # add row+column attention after each conv block
+    The one source of the head's hyper-parameters: a field with ``_flag`` metadata is also a
+    ``train_distmat.py`` flag (``cli_flags``; its help, and the CLI default where the recipe differs from
+    the library default), checked by ``validate``. A new hyper-parameter is one field here.
+    """
+
+    head_type: str = field(default="distance", metadata=_flag(
+        "pair head: distance = distogram and log-distance regression on the L x L pair tensor; "
+        "coords = Cα coordinates per residue, distances derived from them (pair options ignored)"))
+    pair_dim: int = field(default=64, metadata=_flag("channels c of the L x L pair tensor"))
+    single_dim: int = field(default=128, metadata=_flag("width of the per-residue projection"))
+    dilations: tuple[int, ...] = field(default=(1, 2, 4, 1), metadata=_flag(
+        "one residual 3x3 conv block per dilation", default="1,2,4,1", type=str))
+    axial_attention: bool = field(default=False, metadata=_flag(
+        "add row/column attention after each block", action="store_true"))
     axial_heads: int = 4
     n_bins: int = 42                       # distogram: 41 edges 2..22 Å -> 40 bins of 0.5 Å, + below, + overflow
     dist_min: float = 2.0
@@ -44,8 +59,47 @@ class HeadConfig:
     relpos_log_buckets: int = 5            # ... plus log2-spaced buckets per sign beyond (64,128,256,512,>)
     conf_weight: float = 0.1               # weight of the two confidence losses
     dropout: float = 0.0
-    prior_input: bool = False              # separation prior (chain-length aware) as input and regression baseline
+    # separation prior (chain-length aware) as input and regression baseline; the CLI's recipe turns it on
+    prior_input: bool = field(default=False, metadata=_flag(
+        "feed the training split's length-aware separation prior to the distance head as a pair "
+        "feature and regression baseline (the head then learns corrections to it)",
+        action="BooleanOptionalAction", default=True))
     max_rel_sep: int = 0                   # clamp |i - j| to this in the relative-position buckets (0 = off)
+    long_range_weight: float = field(default=1.0, metadata=_flag(
+        "loss weight of pairs with |i-j| >= 24", type=float))
+
+    @classmethod
+    def cli_flags(cls) -> list[tuple[str, dict]]:
+        """(flag name, argparse keyword arguments) of every field that is a flag, in field order; the
+        default is the field's unless the metadata names the CLI's own."""
+        import argparse
+
+        out = []
+        for f in fields(cls):
+            if "flag" not in f.metadata:
+                continue
+            kw = dict(f.metadata["flag"])
+            if kw.get("action") == "BooleanOptionalAction":
+                kw["action"] = argparse.BooleanOptionalAction
+            kw.setdefault("default", f.default)
+            if "action" not in kw:
+                kw.setdefault("type", type(f.default))
+            out.append((f.name, kw))
+        return out
+
+    def validate(self) -> None:
+        """ValueError (naming the flag) for values no head can be built or trained with."""
+        rules = [
+            (self.pair_dim >= 1, f"--pair_dim must be at least 1, got {self.pair_dim}"),
+            (self.single_dim >= 1, f"--single_dim must be at least 1, got {self.single_dim}"),
+            (math.isfinite(self.long_range_weight) and self.long_range_weight >= 0,
+             f"--long_range_weight must be a finite number >= 0, got {self.long_range_weight}"),
+            (len(self.dilations) > 0 and min(self.dilations) >= 1,
+             f"--dilations must all be at least 1, got {','.join(map(str, self.dilations))!r}"),
+        ]
+        for ok, msg in rules:
+            if not ok:
+                raise ValueError(msg)
 
     def bin_edges(self) -> np.ndarray:
         """Distogram bin edges [n_bins - 1] Å."""

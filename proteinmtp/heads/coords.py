@@ -147,19 +147,20 @@ class CoordinateHead(nn.Module):
 
     # -- loss ------------------------------------------------------------------------------------------
     def loss(self, out: dict[str, torch.Tensor], dist: torch.Tensor, valid: torch.Tensor,
-             stats: tuple[torch.Tensor, torch.Tensor], long_range_weight: float = 1.0) -> dict[str, torch.Tensor]:
+             stats: tuple[torch.Tensor, torch.Tensor], long_range_weight: float | None = None) -> dict[str, torch.Tensor]:
         """Masked losses (module doc), same signature as ``DistanceHead.loss``.
 
         Args:
             dist: [B, L, L] true Cα–Cα distances, Å (any value where not valid).
             valid: [B, L, L] bool, both residues present, i != j, not padding.
             stats: (log_dist_mean, log_dist_std) of the training split.
-            long_range_weight: weight of pairs with |i - j| >= 24 in the distance term (others 1).
+            long_range_weight: weight of pairs with |i - j| >= 24 in the distance term (others 1); None =
+                ``cfg.long_range_weight``.
         """
         mu, sd = stats
         B = dist.shape[0]
         d = torch.where(valid, dist, torch.ones_like(dist)).float()
-        w = pair_weights(valid, long_range_weight)
+        w = pair_weights(valid, self.cfg.long_range_weight if long_range_weight is None else long_range_weight)
         pred_d = out["dist"].float()
         pred_n = (torch.log(pred_d) - mu) / sd
         target = (torch.log(d) - mu) / sd

@@ -149,18 +149,18 @@ class DistanceHead(nn.Module):
 
     # -- loss ------------------------------------------------------------------------------------------
     def loss(self, out: dict[str, torch.Tensor], dist: torch.Tensor, valid: torch.Tensor,
-             stats: tuple[torch.Tensor, torch.Tensor], long_range_weight: float = 1.0) -> dict[str, torch.Tensor]:
+             stats: tuple[torch.Tensor, torch.Tensor], long_range_weight: float | None = None) -> dict[str, torch.Tensor]:
         """Masked losses, averaged over valid pairs of the whole batch.
 
         Args:
             dist: [B, L, L] true Cα–Cα distances, Å (any value where not valid).
             valid: [B, L, L] bool, both residues present with coordinates, i != j, not padding.
             stats: (log_dist_mean, log_dist_std) of the training split.
-            long_range_weight: weight of pairs with |i - j| >= 24 (others 1).
+            long_range_weight: weight of pairs with |i - j| >= 24 (others 1); None = ``cfg.long_range_weight``.
         """
         mu, sd = stats
         d = torch.where(valid, dist, torch.ones_like(dist)).float()
-        w = pair_weights(valid, long_range_weight)
+        w = pair_weights(valid, self.cfg.long_range_weight if long_range_weight is None else long_range_weight)
         # distogram cross-entropy
         target_bin = torch.bucketize(d, self.bin_edges)
         logits = out["distogram_logits"].float()
