@@ -364,80 +364,88 @@ def _length_summary(lengths: Sequence[int]) -> dict:
             "max": int(q[4]), "mean": float(a.mean()), "histogram": hist}
 
 
-def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = True,
-                  workdir: str | None = None) -> tuple[dict[str, list[Sample]], dict, dict]:
-    """Collect, read, filter, de-duplicate, cluster and split.
+class _Report:
+    """What the build did to every file and chain: report.json "files" entries, drop counts, file counters."""
 
-    Returns (splits {"train"|"val"|"test": [Sample]}, global_stats (train only), report dict with
-    "summary" and "files" (every input skipped or partly skipped, with the reason)).
-    """
-    from proteinmtp.splits import assign_splits, cluster_sequences
-    from proteinmtp.structure import structure_stem
+    def __init__(self):
+        self.files: dict[str, dict] = {}
+        self.dropped: dict[str, int] = {}
+        self.n_found = self.n_read = self.n_failed = self.n_noprotein = self.n_repaired = 0
+        self.failed_by_kind: dict[str, int] = {}
 
-    cfg.validate()
-    ignored: list[str] = []
-    items = collect_inputs(inputs, ignored)
-    if not items:
-        other = f"; {len(ignored)} other file(s) ignored for their extension" if ignored else ""
-        raise NothingUsableError(
-            f"no structure files found in --input (extensions: .pdb .ent .brk .cif .mmcif [.gz]){other}",
-            {"summary": {"inputs": 0, "files_read": 0, "files_ignored_extension": len(ignored)}, "files": []})
-    ids = file_ids([path for kind, path in items if kind == "structure"])
-    results = read_inputs(items, workers=cfg.workers, progress=progress)
-
-    bare, full = _parse_selection(cfg.chains)
-    file_entries: dict[str, dict] = {}
-    dropped: dict[str, int] = {}
-
-    def note(file: str, status: str, **kw) -> dict:
-        e = file_entries.setdefault(file, {"file": file, "status": status})
+    def note(self, file: str, status: str, **kw) -> dict:
+        e = self.files.setdefault(file, {"file": file, "status": status})
         if status == "skipped":
             e["status"] = "skipped"
         e.update(kw)
         return e
 
-    def drop(s: Sample, reason: str, detail: str = "") -> None:
-        dropped[reason] = dropped.get(reason, 0) + 1
-        e = note(s.source, "partial")
+    def drop(self, s: Sample, reason: str, detail: str = "") -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        e = self.note(s.source, "partial")
         e.setdefault("chains", []).append({"id": s.id, "reason": reason, **({"detail": detail} if detail else {})})
 
-    candidates: list[Sample] = []
-    n_found = n_read = n_failed = n_noprotein = n_repaired = 0
-    failed_by_kind: dict[str, int] = {}
+    def file_entries(self) -> list[dict]:
+        return [self.files[k] for k in sorted(self.files)]
+
+    def file_summary(self, n_inputs: int, n_ignored: int) -> dict:
+        return {
+            "inputs": n_inputs,
+            "files_read": self.n_read,
+            "files_failed": self.n_failed,
+            "files_failed_by_kind": dict(sorted(self.failed_by_kind.items())),
+            "files_without_protein": self.n_noprotein,
+            "files_repaired": self.n_repaired,
+            "files_ignored_extension": n_ignored,
+            "chains_found": self.n_found,
+        }
+
+
+def _candidates(results: Sequence[FileResult], ids: dict[str, str], cfg: BuildConfig, rep: _Report) -> list[Sample]:
+    """Chains of the readable files that pass the filters (ids made unique across folders); the rest is
+    noted in ``rep``."""
+    from proteinmtp.structure import structure_stem
+
+    bare, full = _parse_selection(cfg.chains)
+    out: list[Sample] = []
     for r in results:
         if r.error is not None:
-            n_failed += 1
-            failed_by_kind[r.error_kind] = failed_by_kind.get(r.error_kind, 0) + 1
-            note(r.file, "skipped", reason=r.error, kind=r.error_kind)
+            rep.n_failed += 1
+            rep.failed_by_kind[r.error_kind] = rep.failed_by_kind.get(r.error_kind, 0) + 1
+            rep.note(r.file, "skipped", reason=r.error, kind=r.error_kind)
             continue
-        n_read += 1
+        rep.n_read += 1
         if r.notes:
-            n_repaired += 1
-            note(r.file, "repaired", notes=r.notes)
+            rep.n_repaired += 1
+            rep.note(r.file, "repaired", notes=r.notes)
         if r.record_errors:
-            note(r.file, "partial", records=r.record_errors)
-            dropped["invalid_record"] = dropped.get("invalid_record", 0) + len(r.record_errors)
+            rep.note(r.file, "partial", records=r.record_errors)
+            rep.dropped["invalid_record"] = rep.dropped.get("invalid_record", 0) + len(r.record_errors)
         if not r.samples and not r.record_errors:
-            n_noprotein += 1
-            note(r.file, "skipped", reason="no protein chains in the first model")
+            rep.n_noprotein += 1
+            rep.note(r.file, "skipped", reason="no protein chains in the first model")
             continue
         seen_ids: set[str] = set()
         stem, fid = structure_stem(r.file), ids.get(r.file)
         for s in r.samples:
             if fid is not None and fid != stem and s.id.startswith(stem + ":"):
                 s.id = fid + s.id[len(stem):]       # same file name in another folder: a/prot:A, b/prot:A
-            n_found += 1
+            rep.n_found += 1
             if s.id in seen_ids:
-                drop(s, "duplicate_id")
+                rep.drop(s, "duplicate_id")
                 continue
             seen_ids.add(s.id)
             reason = filter_reason(s, cfg, bare, full)
             if reason:
-                drop(s, reason)
+                rep.drop(s, reason)
             else:
-                candidates.append(s)
+                out.append(s)
+    return out
 
-    # Identical sequences are kept once: most resolved Cα, then lexicographic id.
+
+def _deduplicate(candidates: list[Sample], cfg: BuildConfig, rep: _Report) -> list[Sample]:
+    """Identical sequences kept once (most resolved Cα, then lexicographic id), one chain per id (first by
+    source path), then at most ``cfg.max_samples`` chains chosen by ``cfg.seed``."""
     by_seq: dict[str, list[Sample]] = {}
     for s in candidates:
         by_seq.setdefault(s.sequence, []).append(s)
@@ -446,13 +454,13 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
         group.sort(key=lambda s: (-int(s.mask().sum()), s.id))
         unique.append(group[0])
         for s in group[1:]:
-            drop(s, "duplicate_sequence", detail=f"same sequence as {group[0].id}")
+            rep.drop(s, "duplicate_sequence", detail=f"same sequence as {group[0].id}")
     # The same id from two inputs (e.g. 1ABC.pdb and 1ABC.cif): keep the first by source path.
     unique.sort(key=lambda s: (s.id, s.source))
     kept: list[Sample] = []
     for s in unique:
         if kept and kept[-1].id == s.id:
-            drop(s, "duplicate_id", detail=f"id also read from {kept[-1].source}")
+            rep.drop(s, "duplicate_id", detail=f"id also read from {kept[-1].source}")
         else:
             kept.append(s)
     if cfg.max_samples and len(kept) > cfg.max_samples:
@@ -460,30 +468,30 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
         chosen = set(rng.choice(len(kept), size=cfg.max_samples, replace=False).tolist())
         for i, s in enumerate(kept):
             if i not in chosen:
-                drop(s, "max_samples")
+                rep.drop(s, "max_samples")
         kept = [s for i, s in enumerate(kept) if i in chosen]
-    file_summary = {
-        "inputs": len(items),
-        "files_read": n_read,
-        "files_failed": n_failed,
-        "files_failed_by_kind": dict(sorted(failed_by_kind.items())),
-        "files_without_protein": n_noprotein,
-        "files_repaired": n_repaired,
-        "files_ignored_extension": len(ignored),
-        "chains_found": n_found,
-    }
-    if not kept:
-        report = {"summary": {**file_summary, "chains_kept": 0, "chains_dropped": dict(sorted(dropped.items()))},
-                  "files": [file_entries[k] for k in sorted(file_entries)]}
-        if n_read == 0:
-            kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(failed_by_kind.items()))
-            raise NothingUsableError(f"no input file was readable ({len(items)} file(s): {kinds})", report)
-        if n_found == 0:
-            raise NothingUsableError(f"no protein chain in the {n_read} readable file(s) "
-                                     f"({n_failed} more unreadable, {n_noprotein} without protein chains)", report)
-        raise NothingUsableError(
-            f"no chain passed the filters ({n_found} chains in {n_read} readable files; dropped: {dropped}); "
-            "check --min_len/--max_seq_len/--max_missing_ca/--chains", report)
+    return kept
+
+
+def _nothing_usable(rep: _Report, file_summary: dict, n_inputs: int) -> NothingUsableError:
+    """The error (with the report) when no chain is left, saying at which stage everything was lost."""
+    report = {"summary": {**file_summary, "chains_kept": 0, "chains_dropped": dict(sorted(rep.dropped.items()))},
+              "files": rep.file_entries()}
+    if rep.n_read == 0:
+        kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(rep.failed_by_kind.items()))
+        return NothingUsableError(f"no input file was readable ({n_inputs} file(s): {kinds})", report)
+    if rep.n_found == 0:
+        return NothingUsableError(f"no protein chain in the {rep.n_read} readable file(s) "
+                                  f"({rep.n_failed} more unreadable, {rep.n_noprotein} without protein chains)", report)
+    return NothingUsableError(
+        f"no chain passed the filters ({rep.n_found} chains in {rep.n_read} readable files; dropped: {rep.dropped}); "
+        "check --min_len/--max_seq_len/--max_missing_ca/--chains", report)
+
+
+def _split(kept: list[Sample], cfg: BuildConfig, workdir: str | None) -> tuple[dict[str, list[Sample]], dict]:
+    """MMseqs2 clusters (skipped when everything goes to train) and whole-cluster splits; sets each sample's
+    split and cluster. Returns (splits, cluster_of)."""
+    from proteinmtp.splits import assign_splits, cluster_sequences
 
     seqs = {s.id: s.sequence for s in kept}
     threads = cfg.threads or cfg.workers
@@ -499,14 +507,39 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
         s.split = split_of[s.id]
         s.cluster = cluster_of[s.id]
         splits[s.split].append(s)
+    return splits, cluster_of
+
+
+def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = True,
+                  workdir: str | None = None) -> tuple[dict[str, list[Sample]], dict, dict]:
+    """Collect, read, filter, de-duplicate, cluster and split.
+
+    Returns (splits {"train"|"val"|"test": [Sample]}, global_stats (train only), report dict with
+    "summary" and "files" (every input skipped or partly skipped, with the reason)).
+    """
+    cfg.validate()
+    ignored: list[str] = []
+    items = collect_inputs(inputs, ignored)
+    if not items:
+        other = f"; {len(ignored)} other file(s) ignored for their extension" if ignored else ""
+        raise NothingUsableError(
+            f"no structure files found in --input (extensions: .pdb .ent .brk .cif .mmcif [.gz]){other}",
+            {"summary": {"inputs": 0, "files_read": 0, "files_ignored_extension": len(ignored)}, "files": []})
+    ids = file_ids([path for kind, path in items if kind == "structure"])
+    results = read_inputs(items, workers=cfg.workers, progress=progress)
+    rep = _Report()
+    kept = _deduplicate(_candidates(results, ids, cfg, rep), cfg, rep)
+    file_summary = rep.file_summary(len(items), len(ignored))
+    if not kept:
+        raise _nothing_usable(rep, file_summary, len(items))
+    splits, cluster_of = _split(kept, cfg, workdir)
     if not splits["train"]:
         raise BuildInputError("the training split is empty; lower --val_fraction/--test_fraction or add data")
     stats = compute_global_stats(splits["train"])
-
     summary = {
         **file_summary,
         "chains_kept": len(kept),
-        "chains_dropped": dict(sorted(dropped.items())),
+        "chains_dropped": dict(sorted(rep.dropped.items())),
         "splits": {k: {"chains": len(v), "clusters": len({s.cluster for s in v}),
                        "largest_cluster": max(Counter(s.cluster for s in v).values(), default=0),
                        "residues": int(sum(len(s) for s in v))} for k, v in splits.items()},
@@ -514,6 +547,4 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
         "length": _length_summary([len(s) for s in kept]),
         "length_by_split": {k: _length_summary([len(s) for s in v]) for k, v in splits.items()},
     }
-    report = {"summary": summary, "files": [file_entries[k] for k in sorted(file_entries)]}
-    return splits, stats, report
-
+    return splits, stats, {"summary": summary, "files": rep.file_entries()}
