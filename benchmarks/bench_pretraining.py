@@ -352,6 +352,29 @@ def print_table(res: dict) -> None:
             for k, v in d.items() if k in ("mae_long", "precision_L5_long", "tm_score")))
 
 
+def markdown(res: dict) -> str:
+    """The result table and the paired contrasts as Markdown (what DISCUSSION.md shows)."""
+    keys = (("mae", "MAE Å"), ("mae_short", "short"), ("mae_medium", "medium"), ("mae_long", "long"),
+            ("precision_L5_long", "P@L/5 long"), ("precision_L_long", "P@L long"), ("tm_score", "TM"),
+            ("lddt", "lDDT"))
+    lines = ["| arm | seeds | steps | " + " | ".join(t for _, t in keys) + " |",
+             "|---|---|---|" + "---|" * len(keys)]
+    for arm, b in res["arms"].items():
+        steps = sorted({s["steps"] for s in b["seeds"].values()})
+        lines.append(f"| {arm} | {len(b['seeds'])} | {'/'.join(map(str, steps))} | " + " | ".join(
+            f"{b['mean'][k]:.3f} ± {b['sd'][k]:.3f}" if k in b["mean"] else "–" for k, _ in keys) + " |")
+    for name, b in res["baselines"].items():
+        lines.append(f"| {name} | – | – | " + " | ".join(
+            f"{b[k]:.3f}" if b.get(k) is not None else "–" for k, _ in keys) + " |")
+    lines += ["", "| contrast (per protein, arms averaged over seeds) | " + " | ".join(t for _, t in keys) + " |",
+              "|---|" + "---|" * len(keys)]
+    for name, d in res["paired"].items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{d[k]['mean']:+.3f} [{d[k]['ci95'][0]:+.3f}, {d[k]['ci95'][1]:+.3f}]" if d[k]["mean"] is not None
+            else "–" for k, _ in keys) + " |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -381,6 +404,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--figure", default="benchmarks/results/pretraining.png", help="figure")
     p.add_argument("--quick", action="store_true",
                    help="smoke version: demo data, seeds 0, 0.5 min, 8 test chains, arms a,b,e (unless given)")
+    p.add_argument("--report_only", action="store_true",
+                   help="train nothing: aggregate the finished runs under --work_dir, rewrite the JSON and figure")
     p.add_argument("--one", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     given = argv if argv is not None else sys.argv[1:]
@@ -427,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     base = score_baselines(args, test, work)
     cal = {}
     for arm in args.arms:
+        if args.report_only and not (work / "calibration" / f"{cost_class(arm)}.json").is_file():
+            continue
         cal[arm] = calibrate(args, arm, work)
         c = cal[arm]
         print(f"  calibrated {arm}: {c['cpu_seconds_per_step']:.3f} CPU s/step -> {budget_steps(args, c)} steps",
@@ -444,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             plot(res, Path(args.figure))
         return res
 
-    tasks = [(arm, seed) for seed in args.seeds for arm in args.arms]
+    tasks = [] if args.report_only else [(arm, seed) for seed in args.seeds for arm in args.arms]
     failures = []
     lock = threading.Lock()
 
@@ -465,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         list(pool.map(launch, tasks))
     res = write()
     print_table(res)
+    print("\n" + markdown(res))
     print(f"\nwrote {args.output} and {args.figure}")
     return 1 if failures else 0
 
