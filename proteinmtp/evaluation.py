@@ -113,6 +113,36 @@ def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.n
     return {k: _num(v) for k, v in out.items() if _is_number(v)}
 
 
+def score_baselines(sample: Sample, prior: SeparationPrior, *, neighbour=None, method: str = "refine",
+                    true_dist: np.ndarray | None = None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Scores of one chain's reference predictions, each rebuilt with ``method`` and scored by
+    :func:`score_prediction`: the separation prior, the nearest training neighbour (a
+    ``neighbour.Neighbour``, when given; the prior fills its unaligned pairs) and the oracle.
+
+    Returns ({"prior"|"neighbour"|"oracle": metrics}, {"prior"|"neighbour": [L, L] Å distances}).
+    """
+    from proteinmtp.geometry import reconstruct
+
+    true = sample.distances() if true_dist is None else true_dist
+    prior_dist = np.asarray(prior.predict(len(sample.sequence)), dtype=np.float64)
+    dists = {"prior": prior_dist}
+    if neighbour is not None:
+        dists[NEIGHBOUR] = neighbour.filled(prior_dist)
+    scores = {}
+    for name, dist in dists.items():
+        xyz, _ = reconstruct(dist, method=method)
+        scores[name] = score_prediction(dist, dist, xyz, sample, higher_is_contact=False, true_dist=true)
+    if neighbour is not None:
+        if neighbour.identity is not None:  # no hit: no identity (the mean is over chains with a hit)
+            scores[NEIGHBOUR]["identity"] = float(neighbour.identity)
+        scores[NEIGHBOUR]["aligned_fraction"] = neighbour.aligned_fraction
+    oracle_xyz = oracle_structure(sample, method=method)
+    oracle_dist = np.where(np.isfinite(true), true, 0.0)
+    scores["oracle"] = score_prediction(oracle_dist, oracle_dist, np.nan_to_num(oracle_xyz), sample,
+                                        higher_is_contact=False, true_dist=true)
+    return scores, dists
+
+
 def _is_number(v: object) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
@@ -211,7 +241,6 @@ def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "re
     (confidence in the B-factor column) and the native Cα trace are written as <id>_model.pdb and
     <id>_native.pdb.
     """
-    from proteinmtp.geometry import reconstruct
     from proteinmtp.predict import predict_structures, record_stems, run_description, write_structure
     from proteinmtp.structure import write_pdb
 
@@ -245,26 +274,12 @@ def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "re
         row["model"] = score_prediction(model_dist, np.asarray(dp.contact_prob, float), sp.ca_xyz, sample,
                                         true_dist=true)
         row["model"]["mean_confidence"] = sp.mean_confidence
-        prior_dist = np.asarray(prior.predict(L), dtype=np.float64)
-        prior_xyz, _ = reconstruct(prior_dist, method=method)
-        row["prior"] = score_prediction(prior_dist, prior_dist, prior_xyz, sample, higher_is_contact=False,
-                                        true_dist=true)
-        preds = {"model": model_dist, "prior": prior_dist}
+        scores, preds = score_baselines(sample, prior, neighbour=None if nb_of is None else nb_of[sample.id],
+                                        method=method, true_dist=true)
+        row.update(scores)
         if nb_of is not None:
-            nb = nb_of[sample.id]
-            nb_dist = nb.filled(prior_dist)
-            nb_xyz, _ = reconstruct(nb_dist, method=method)
-            row[NEIGHBOUR] = score_prediction(nb_dist, nb_dist, nb_xyz, sample, higher_is_contact=False,
-                                              true_dist=true)
-            if nb.identity is not None:  # no hit: no identity (the mean is over chains with a hit)
-                row[NEIGHBOUR]["identity"] = float(nb.identity)
-            row[NEIGHBOUR]["aligned_fraction"] = nb.aligned_fraction
-            row["neighbour_id"] = nb.neighbour_id or ""
-            preds[NEIGHBOUR] = nb_dist
-        oracle_xyz = oracle_structure(sample, method=method)
-        oracle_dist = np.where(np.isfinite(true), true, 0.0)
-        row["oracle"] = score_prediction(oracle_dist, oracle_dist, np.nan_to_num(oracle_xyz), sample,
-                                         higher_is_contact=False, true_dist=true)
+            row["neighbour_id"] = nb_of[sample.id].neighbour_id or ""
+        preds = {"model": model_dist, **preds}
         ev.rows.append(row)
         ev.figures.add(sample, preds, sp.ca_xyz, sp.confidence)
         if pdb_dir is not None:
