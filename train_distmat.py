@@ -28,7 +28,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B"
 # The only flags that may change when resuming into an existing --output_dir: how long and how often, what is
 # evaluated and where it is recorded. Every other flag, and the whole model spec built from the flags, the
 # training data and the backbone (training_config.json "model", prior.json), must match the stored run.
@@ -39,11 +38,12 @@ RESUME_MAY_CHANGE = ("output_dir", "max_steps", "num_epochs", "max_train_minutes
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from proteinmtp.heads import REGISTRY as HEADS
+    from proteinmtp.config import HelpFormatter, add_flags
     from proteinmtp.heads import HeadConfig
+    from proteinmtp.model import ModelSpec
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument("--train_data", required=True, help="training split (dataset .json or .json.gz)")
     d.add_argument("--val_data", default=None, help="validation split evaluated every --eval_steps (optional)")
@@ -62,28 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--max_eval_samples", type=int, default=0,
                    help="evaluate on at most this many validation chains (0 = all)")
     m = p.add_argument_group("model")
-    m.add_argument("--model_name", default=DEFAULT_MODEL, help="Hugging Face Hub id or local backbone directory")
-    m.add_argument("--residue_layout", choices=("placeholder", "echo", "direct"), default="direct",
-                   help="how one backbone hidden state per residue is obtained: direct = the sequence once, "
-                        "features at each residue (with a decoder, residue i sees residues <= i); echo = the "
-                        "sequence twice, features at the second copy (each sees the whole chain; 2L tokens); "
-                        "placeholder = the sequence then L learned placeholder tokens, features at those (2L tokens)")
-    m.add_argument("--feature_layers", default="last",
-                   help="'last' or comma-separated hidden-state indices mixed with learned weights, e.g. -1,-3,-5")
-    for name, kw in HeadConfig.cli_flags():          # the head's flags: one source, proteinmtp.heads.HeadConfig
-        m.add_argument(f"--{name}", **({"choices": sorted(HEADS)} if name == "head_type" else {}), **kw)
     m.add_argument("--trust_remote_code", action="store_true", help="allow the backbone's own Python code")
-    m.add_argument("--init_backbone", choices=("pretrained", "random"), default="pretrained",
-                   help="backbone weights: the checkpoint's pretrained ones, or random = the same config with the "
-                        "architecture's own initialiser seeded by --seed (the control arm; tokenizer kept; the "
-                        "weights are saved with the run)")
-    f = p.add_argument_group("fine-tuning")
-    f.add_argument("--finetune", choices=("lora", "full", "frozen"), default="lora", help="what trains in the backbone")
-    f.add_argument("--lora_r", type=int, default=16, help="LoRA rank")
-    f.add_argument("--lora_alpha", type=int, default=32, help="LoRA alpha")
-    f.add_argument("--lora_dropout", type=float, default=0.05, help="LoRA dropout probability, in [0, 1)")
-    f.add_argument("--lora_target_modules", default="all-linear",
-                   help="comma-separated module names, or all-linear")
+    add_flags(m, HeadConfig)                         # the head's flags: one source, proteinmtp.heads.HeadConfig
+    f = p.add_argument_group("backbone and fine-tuning")
+    add_flags(f, ModelSpec)                          # the backbone's flags: one source, proteinmtp.model.ModelSpec
     f.add_argument("--use_4bit", action="store_true", help="QLoRA: NF4 4-bit backbone (CUDA + bitsandbytes only)")
     f.add_argument("--gradient_checkpointing", action="store_true", help="recompute backbone activations")
     f.add_argument("--feature_cache", action=argparse.BooleanOptionalAction, default=True,
@@ -244,13 +226,13 @@ def check_args(args: argparse.Namespace) -> tuple[int, ...]:
 
 
 def head_config(args: argparse.Namespace, dilations: tuple[int, ...]):
-    """The HeadConfig the flags describe: every HeadConfig flag as given, --dilations parsed, the prior as
-    input only for the distance head, relative positions clamped to the longest trained separation."""
+    """The HeadConfig the flags describe: every HeadConfig flag as given, --dilations parsed, relative
+    positions clamped to the longest trained separation."""
+    from proteinmtp.config import from_args
     from proteinmtp.heads import HeadConfig
 
-    values = {name: getattr(args, name) for name, _ in HeadConfig.cli_flags()}
-    values.update(dilations=dilations, prior_input=bool(args.prior_input and args.head_type == "distance"),
-                  max_rel_sep=max(args.max_seq_len, args.long_crop_len) - 1)
+    values = from_args(args, HeadConfig)
+    values.update(dilations=dilations, max_rel_sep=max(args.max_seq_len, args.long_crop_len) - 1)
     return HeadConfig(**values)
 
 
@@ -328,14 +310,11 @@ def resume_state(args: argparse.Namespace, run_dir: Path, is_main: bool):
 
 def model_spec(args: argparse.Namespace, dilations: tuple[int, ...], gs: dict):
     """The ModelSpec (with its head config dict) the flags describe."""
+    from proteinmtp.config import from_args
     from proteinmtp.model import ModelSpec
 
-    head = asdict(head_config(args, dilations))
-    return ModelSpec(base_model=args.model_name, layout=args.residue_layout, feature_layers=args.feature_layers,
-                     finetune=args.finetune, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-                     lora_dropout=args.lora_dropout, lora_target_modules=args.lora_target_modules,
-                     global_stats=dict(gs), head=head, max_len=args.max_eval_len,
-                     init_backbone=args.init_backbone, init_seed=args.seed)
+    return ModelSpec(**from_args(args, ModelSpec), global_stats=dict(gs), head=asdict(head_config(args, dilations)),
+                     max_len=args.max_eval_len, init_seed=args.seed)
 
 
 def build_training_model(args: argparse.Namespace, spec):
@@ -495,7 +474,6 @@ def _main(argv, locks: list[int]) -> int:
         from proteinmtp.features import FeatureCache
 
         feature_cache = FeatureCache(model, args.feature_cache_dir or run_dir / R.FEATURE_CACHE_DIR)
-        model.feature_cache = feature_cache              # evaluation during training reads it too
         train_ds.context_len = fit or max(len(s.sequence) for s in train_ds.samples)   # whole chains
     n_train, n_total = count_parameters(model)
     is_local = Path(args.model_name).is_dir()
@@ -506,8 +484,7 @@ def _main(argv, locks: list[int]) -> int:
     config_text = json.dumps(config, indent=2, default=str)
     prior_text = json.dumps(SeparationPrior.fit(train.samples).to_dict())
     # the exact prior inference will load (prior.json), also fed to the head when it takes the prior as input
-    model.prior = SeparationPrior.from_dict(json.loads(prior_text))
-    head_prior = model.prior if spec.head["prior_input"] else None
+    head_prior = SeparationPrior.from_dict(json.loads(prior_text)) if spec.head["prior_input"] else None
     if old is not None:
         refuse_model_changes(run_dir, old, config, len(train_ds), prior_text)
 

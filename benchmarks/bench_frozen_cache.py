@@ -99,7 +99,6 @@ def main(argv=None) -> int:
     chains = [s for s in ds.samples if len(s.sequence) >= args.crop][: args.steps + 2]
     prior = SeparationPrior.fit(ds.samples)
     model = make_model(mdir, ds.global_stats, args.crop)
-    model.prior = prior
     n_train, n_total = count_parameters(model)
     crops = CropDataset(chains, args.crop, random_crop=True, context_len=model.encoder.max_len)
     torch.manual_seed(1)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from proteinmtp.config import flag
 from proteinmtp.fileio import atomic_write
 from proteinmtp.heads import HeadConfig, build_head
 from proteinmtp.layouts import KIND_PLACEHOLDER, KIND_SEP, LAYOUTS, ResidueEncoder
@@ -55,23 +56,36 @@ EXPECTED_MISSING_BACKBONE_KEYS = (r"(^|\.)position_ids$", r"rotary_emb\.inv_freq
 # ----------------------------------------------------------------------------------------------------
 @dataclass
 class ModelSpec:
-    """Everything needed to rebuild the model of a run (training_config.json["model"])."""
+    """Everything needed to rebuild the model of a run (training_config.json["model"], compared whole on
+    resume). A field with ``flag`` metadata is also a ``train_distmat.py`` flag with the field's default
+    (``proteinmtp.config``); the head's hyper-parameters are ``head`` (``HeadConfig`` as a dict)."""
 
-    base_model: str = "Qwen/Qwen2.5-0.5B"
-    layout: str = "echo"
+    base_model: str = field(default="Qwen/Qwen2.5-0.5B", metadata=flag(
+        "Hugging Face Hub id or local backbone directory", name="model_name"))
+    layout: str = field(default="direct", metadata=flag(
+        "how one backbone hidden state per residue is obtained: direct = the sequence once, features at each "
+        "residue (with a decoder, residue i sees residues <= i); echo = the sequence twice, features at the "
+        "second copy (each sees the whole chain; 2L tokens); placeholder = the sequence then L learned "
+        "placeholder tokens, features at those (2L tokens)", name="residue_layout", choices=LAYOUTS))
     is_encoder: bool = False
-    feature_layers: str = "last"           # "last" or comma-separated layer indices to mix, e.g. "-1,-2,-4"
-    finetune: str = "lora"                 # lora | full | frozen
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: str = "all-linear"
+    feature_layers: str = field(default="last", metadata=flag(
+        "'last' or comma-separated hidden-state indices mixed with learned weights, e.g. -1,-3,-5"))
+    finetune: str = field(default="lora", metadata=flag(
+        "what trains in the backbone", choices=("lora", "full", "frozen")))
+    lora_r: int = field(default=16, metadata=flag("LoRA rank"))
+    lora_alpha: int = field(default=32, metadata=flag("LoRA alpha"))
+    lora_dropout: float = field(default=0.05, metadata=flag("LoRA dropout probability, in [0, 1)"))
+    lora_target_modules: str = field(default="all-linear", metadata=flag(
+        "comma-separated module names, or all-linear"))
     global_stats: dict = field(default_factory=dict)
     head: dict = field(default_factory=dict)
-    max_len: int = 1024                    # longest chain inference will accept (residues)
+    max_len: int = 1024                    # longest chain inference will accept (residues; --max_eval_len)
     residue_case: str = ""                 # vocabulary spelling of residue letters: upper | lower ("" = detect)
-    init_backbone: str = "pretrained"      # pretrained | random (same config, the architecture's initialiser)
-    init_seed: int = 0                     # torch seed of the random initialisation (init_backbone random)
+    init_backbone: str = field(default="pretrained", metadata=flag(
+        "backbone weights: the checkpoint's pretrained ones, or random = the same config with the "
+        "architecture's own initialiser seeded by --seed (the control arm; tokenizer kept; the weights are "
+        "saved with the run)", choices=("pretrained", "random")))
+    init_seed: int = 0                     # torch seed of the random initialisation (--seed)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
@@ -127,8 +141,6 @@ class DistanceModel(nn.Module):
         gs = spec.global_stats or {}
         self.register_buffer("log_dist_mean", torch.tensor(float(gs.get("log_dist_mean", 2.5))))
         self.register_buffer("log_dist_std", torch.tensor(float(gs.get("log_dist_std", 0.6))))
-        self.prior = None   # SeparationPrior of the training split (set by training / load_run; not a weight)
-        self.feature_cache = None   # proteinmtp.features.FeatureCache of a frozen training run (not a weight)
 
     # -- features --------------------------------------------------------------------------------------
     def train(self, mode: bool = True):
@@ -603,7 +615,6 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: boo
             logger.warning("%s: cannot read the separation prior (%s); the run loads without it (it is only "
                            "a baseline for this head)", prior_path, e)
             prior = None
-    model.prior = prior
     model.to(device)
     return LoadedRun(model, cfg, prior=prior, device=device)
 

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from proteinmtp.config import HelpFormatter
 from proteinmtp.fileio import copy_atomic, write_json
 from proteinmtp.rundir import CONFIG_NAME as TRAIN_CONFIG
 from proteinmtp.rundir import TRAIN_FINISHED, TRAIN_JSONL, TRAIN_LOCK, TRAIN_TEXT_LOG, read_json_or_none
@@ -360,7 +361,7 @@ def format_status(run_dir: str | Path, status: dict | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Experiment-record helpers.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("status", help="print a training run's progress")
     p.add_argument("run_dir", help="run directory written by train_distmat.py")

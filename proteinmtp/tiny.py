@@ -23,6 +23,7 @@ import json
 import sys
 from pathlib import Path
 
+from proteinmtp.config import HelpFormatter
 from proteinmtp.constants import ALLOWED_AA
 from proteinmtp.fileio import atomic_write
 
@@ -148,7 +149,7 @@ def write_tiny(out_dir: str | Path, arch: str = "qwen2", *, hidden_size: int = 1
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("out_dir", help="directory to write the backbone and tokenizer into")
     p.add_argument("--arch", choices=ARCHS, default="qwen2", help="backbone family")
     p.add_argument("--hidden_size", type=int, default=128, help="hidden size (model width)")

@@ -156,20 +156,19 @@ EVAL_KEYS = ("mae", "rmse", "pearson", "mae_local", "mae_short", "mae_medium", "
 
 
 @torch.no_grad()
-def evaluate_samples(model: DistanceModel, samples, max_len: int, device: str | torch.device = "cpu",
-                     batch_size: int = 1) -> dict[str, float]:
+def evaluate_samples(model: DistanceModel, samples, max_len: int, collate: DistanceCollator,
+                     device: str | torch.device = "cpu", batch_size: int = 1) -> dict[str, float]:
     """Mean over chains of distance and contact metrics (proteinmtp.metrics) plus the mean loss.
 
-    Chains longer than ``max_len`` are evaluated on their central ``max_len`` residues.
+    ``collate`` is the training run's collator (the same prior and, for a frozen run, the same feature cache:
+    the evaluated crop is its own backbone input, as at inference). Chains longer than ``max_len`` are
+    evaluated on their central ``max_len`` residues.
     """
     from proteinmtp.metrics import contact_metrics, distance_metrics
 
     was_training = model.training
     model.eval()
     ds = CropDataset(samples, max_len, random_crop=False)
-    # a frozen run's cache serves evaluation too (the evaluated crop is its own backbone input, as at inference)
-    collate = DistanceCollator(model.encoder, prior=model.prior if model.head.cfg.prior_input else None,
-                               feature_cache=getattr(model, "feature_cache", None))
     stats = (float(model.log_dist_mean), float(model.log_dist_std))
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
@@ -285,7 +284,8 @@ class DistanceTrainer(Trainer):
             return {}
         model = self.accelerator.unwrap_model(self.model)
         t0 = time.time()
-        raw = evaluate_samples(model, self.val_samples, self.max_eval_len, device=self.args.device)
+        raw = evaluate_samples(model, self.val_samples, self.max_eval_len, self.data_collator,
+                               device=self.args.device)
         metrics = {f"{metric_key_prefix}_{k}": round(v, 5) for k, v in raw.items()}
         metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - t0, 2)
         metrics[f"{metric_key_prefix}_n_chains"] = len(self.val_samples)

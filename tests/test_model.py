@@ -25,7 +25,7 @@ def dist_of(ca: np.ndarray) -> torch.Tensor:
 
 
 def small_head() -> HeadConfig:
-    return HeadConfig(pair_dim=16, single_dim=16, dilations=(1, 2))
+    return HeadConfig(pair_dim=16, single_dim=16, dilations=(1, 2), prior_input=False)
 
 
 def test_relpos_buckets_by_hand():
@@ -41,7 +41,7 @@ def test_relpos_buckets_by_hand():
 @pytest.mark.parametrize("axial", [False, True])
 def test_head_outputs_symmetric_and_padding_independent(axial):
     torch.manual_seed(0)
-    cfg = HeadConfig(pair_dim=16, single_dim=16, dilations=(1, 2), axial_attention=axial)
+    cfg = HeadConfig(pair_dim=16, single_dim=16, dilations=(1, 2), axial_attention=axial, prior_input=False)
     head = DistanceHead(8, cfg)
     for p in head.parameters():          # zero-initialised last convs would hide asymmetry: randomise
         torch.nn.init.normal_(p, std=0.2)

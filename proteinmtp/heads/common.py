@@ -16,10 +16,12 @@ Heads are looked up by name in ``proteinmtp.heads.REGISTRY`` (config ``head_type
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from proteinmtp.config import flag
 
 # Pair-confidence classes: |predicted - true distance| in Å, and the lDDT-like score of each class.
 ERROR_EDGES = (0.5, 1.0, 2.0, 4.0)
@@ -28,28 +30,24 @@ LDDT_INCLUSION = 15.0   # Å, neighbours counted in the per-residue confidence t
 LONG_RANGE_MIN_SEP = 24  # residues: |i - j| from which a pair is long-range (weighted by long_range_weight)
 
 
-def _flag(help: str, **argparse_kwargs) -> dict:
-    """Field metadata that makes a HeadConfig field a train_distmat.py flag of the same name (``cli_flags``)."""
-    return {"flag": {"help": help, **argparse_kwargs}}
-
-
 @dataclass
 class HeadConfig:
     """Hyper-parameters of the pair head (saved in training_config.json under model.head).
 
-    The one source of the head's hyper-parameters: a field with ``_flag`` metadata is also a
-    ``train_distmat.py`` flag (``cli_flags``; its help, and the CLI default where the recipe differs from
-    the library default), checked by ``validate``. A new hyper-parameter is one field here.
+    The one source of the head's hyper-parameters: a field with ``flag`` metadata is also a
+    ``train_distmat.py`` flag of the same name with the field's default (``proteinmtp.config``), checked by
+    ``validate``. A new hyper-parameter is one field here.
     """
 
-    head_type: str = field(default="distance", metadata=_flag(
+    head_type: str = field(default="distance", metadata=flag(
         "pair head: distance = distogram and log-distance regression on the L x L pair tensor; "
-        "coords = Cα coordinates per residue, distances derived from them (pair options ignored)"))
-    pair_dim: int = field(default=64, metadata=_flag("channels c of the L x L pair tensor"))
-    single_dim: int = field(default=128, metadata=_flag("width of the per-residue projection"))
-    dilations: tuple[int, ...] = field(default=(1, 2, 4, 1), metadata=_flag(
-        "one residual 3x3 conv block per dilation", default="1,2,4,1", type=str))
-    axial_attention: bool = field(default=False, metadata=_flag(
+        "coords = Cα coordinates per residue, distances derived from them (pair options ignored)",
+        choices=("coords", "distance")))                      # = sorted(proteinmtp.heads.REGISTRY) (tested)
+    pair_dim: int = field(default=64, metadata=flag("channels c of the L x L pair tensor"))
+    single_dim: int = field(default=128, metadata=flag("width of the per-residue projection"))
+    dilations: tuple[int, ...] = field(default=(1, 2, 4, 1), metadata=flag(
+        "one residual 3x3 conv block per dilation (comma-separated)"))
+    axial_attention: bool = field(default=False, metadata=flag(
         "add row/column attention after each block", action="store_true"))
     axial_heads: int = 4
     n_bins: int = 42                       # distogram: 41 edges 2..22 Å -> 40 bins of 0.5 Å, + below, + overflow
@@ -59,33 +57,18 @@ class HeadConfig:
     relpos_log_buckets: int = 5            # ... plus log2-spaced buckets per sign beyond (64,128,256,512,>)
     conf_weight: float = 0.1               # weight of the two confidence losses
     dropout: float = 0.0
-    # separation prior (chain-length aware) as input and regression baseline; the CLI's recipe turns it on
-    prior_input: bool = field(default=False, metadata=_flag(
+    # separation prior (chain-length aware) as input and regression baseline
+    prior_input: bool = field(default=True, metadata=flag(
         "feed the training split's length-aware separation prior to the distance head as a pair "
-        "feature and regression baseline (the head then learns corrections to it)",
-        action="BooleanOptionalAction", default=True))
+        "feature and regression baseline (the head then learns corrections to it; distance head only)",
+        action="BooleanOptionalAction"))
     max_rel_sep: int = 0                   # clamp |i - j| to this in the relative-position buckets (0 = off)
-    long_range_weight: float = field(default=1.0, metadata=_flag(
+    long_range_weight: float = field(default=1.0, metadata=flag(
         "loss weight of pairs with |i-j| >= 24", type=float))
 
-    @classmethod
-    def cli_flags(cls) -> list[tuple[str, dict]]:
-        """(flag name, argparse keyword arguments) of every field that is a flag, in field order; the
-        default is the field's unless the metadata names the CLI's own."""
-        import argparse
-
-        out = []
-        for f in fields(cls):
-            if "flag" not in f.metadata:
-                continue
-            kw = dict(f.metadata["flag"])
-            if kw.get("action") == "BooleanOptionalAction":
-                kw["action"] = argparse.BooleanOptionalAction
-            kw.setdefault("default", f.default)
-            if "action" not in kw:
-                kw.setdefault("type", type(f.default))
-            out.append((f.name, kw))
-        return out
+    def __post_init__(self) -> None:
+        if self.head_type != "distance":
+            self.prior_input = False       # only the distance head takes the prior (its pair features)
 
     def validate(self) -> None:
         """ValueError (naming the flag) for values no head can be built or trained with."""
