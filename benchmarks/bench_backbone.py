@@ -52,16 +52,23 @@ GPU_BYTES = 24e9              # "24 GB" card (decimal GB, as sold): 22.35 GiB
 CUDA_RESERVE = 1.5 * GIB      # CUDA context, cuBLAS/cuDNN workspaces, allocator fragmentation
 
 
-def qwen25_05b_config():
-    """The Qwen2.5-0.5B architecture (values of the published config.json), written here."""
+# The published config.json values of the two README backbones (only the architecture; weights are random).
+QWEN25 = {
+    "0.5B": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2, max_position_embeddings=32768, max_window_layers=24),
+    "1.5B": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                 num_key_value_heads=2, max_position_embeddings=131072, max_window_layers=28),
+}
+
+
+def qwen25_config(size: str = "0.5B"):
+    """The Qwen2.5-0.5B or -1.5B architecture (values of the published config.json), written here."""
     from transformers import Qwen2Config
 
     return Qwen2Config(
-        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-        num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-        rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, hidden_act="silu",
-        attention_dropout=0.0, use_sliding_window=False, sliding_window=32768, max_window_layers=24,
-        bos_token_id=151643, eos_token_id=151643, initializer_range=0.02)
+        vocab_size=151936, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, hidden_act="silu",
+        attention_dropout=0.0, use_sliding_window=False, sliding_window=32768, bos_token_id=151643,
+        eos_token_id=151643, initializer_range=0.02, **QWEN25[size])
 
 
 def write_backbone(out_dir: Path, dtype: torch.dtype = torch.bfloat16) -> None:
@@ -69,7 +76,7 @@ def write_backbone(out_dir: Path, dtype: torch.dtype = torch.bfloat16) -> None:
     from transformers import Qwen2Model
 
     torch.manual_seed(0)
-    model = Qwen2Model._from_config(qwen25_05b_config(), dtype=dtype)
+    model = Qwen2Model._from_config(qwen25_config(), dtype=dtype)
     model.save_pretrained(str(out_dir))
     build_tokenizer().save_pretrained(str(out_dir))
     del model

@@ -352,11 +352,16 @@ class LogCallback(TrainerCallback):
         done = step - self._step0
         eta = spent / done * (state.max_steps - step) if done > 0 else float("nan")
         row.update({"samples_per_second": round(rate, 3), "max_steps": state.max_steps})
+        mem = ""
+        if torch.cuda.is_available():     # peak since the last log line, this process's device
+            row["gpu_peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+            torch.cuda.reset_peak_memory_stats()
+            mem = f" | GPU peak {row['gpu_peak_gb']:.2f} GB"
         self._t, self._step = now, step
         gn = logs.get("grad_norm", float("nan"))
         self._write(row, f"{stamp} step {step}/{state.max_steps} | loss {logs['loss']:.4f} | "
                          f"lr {logs.get('learning_rate', float('nan')):.2e} | grad {gn:.3f} | "
-                         f"{rate:.2f} samples/s | ETA {_fmt_time(eta) if math.isfinite(eta) else '?'}")
+                         f"{rate:.2f} samples/s{mem} | ETA {_fmt_time(eta) if math.isfinite(eta) else '?'}")
 
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
