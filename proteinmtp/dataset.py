@@ -183,8 +183,13 @@ def _parse_format(fmt: Any, path: str) -> None:
 
 
 def load_dataset(path: str | Path) -> DistMatDataset:
-    """Read a split file (.json or .json.gz). Raises DatasetFormatError with a clear message on
-    truncated/invalid JSON, an unknown or newer format version, or missing keys."""
+    """Read a split file (.json or .json.gz), or a sharded binary dataset directory (``proteinmtp.shards``;
+    every sample in memory: ``proteinmtp.shards.open_dataset`` reads one lazily). Raises DatasetFormatError
+    with a clear message on truncated/invalid JSON, an unknown or newer format version, or missing keys."""
+    if Path(path).is_dir():
+        from proteinmtp.shards import load_shards
+
+        return load_shards(path)
     path = str(path)
     try:
         raw = read_bytes(path)
