@@ -34,7 +34,7 @@ from pathlib import Path
 # --train_data may be given by another path: its content is compared (global_stats, prior, chain count).
 RESUME_MAY_CHANGE = ("output_dir", "max_steps", "num_epochs", "max_train_minutes", "logging_steps", "eval_steps",
                      "save_steps", "save_total_limit", "val_data", "max_eval_samples", "experiment_name", "no_tqdm",
-                     "train_data", "feature_cache_dir")
+                     "train_data", "feature_cache_dir", "dataloader_workers")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,8 +45,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     d = p.add_argument_group("data")
-    d.add_argument("--train_data", required=True, help="training split (dataset .json or .json.gz)")
-    d.add_argument("--val_data", default=None, help="validation split evaluated every --eval_steps (optional)")
+    d.add_argument("--train_data", required=True,
+                   help="training split: dataset .json / .json.gz, or a sharded binary directory "
+                        "(create_distmat_data.py --format binary; memory-mapped, pages shared by all ranks)")
+    d.add_argument("--val_data", default=None,
+                   help="validation split (either format) evaluated every --eval_steps, each rank scoring its "
+                        "share of the chains (optional)")
+    d.add_argument("--dataloader_workers", type=int, default=0,
+                   help="DataLoader worker processes per rank that crop training chains (0 = in the training "
+                        "process); workers draw crops from their own torch seeds, so the crop stream differs "
+                        "from 0 workers")
     d.add_argument("--max_seq_len", type=int, default=256,
                    help="training crop length in residues (longer chains train on random contiguous crops)")
     d.add_argument("--long_crop_len", type=int, default=0,
@@ -180,6 +188,7 @@ def check_args(args: argparse.Namespace) -> tuple[int, ...]:
         (0.0 <= args.long_crop_fraction <= 1.0, f"--long_crop_fraction must be in [0, 1], got {args.long_crop_fraction}"),
         (args.max_eval_len >= 2, f"--max_eval_len must be at least 2, got {args.max_eval_len}"),
         (args.max_eval_samples >= 0, f"--max_eval_samples must be 0 (all) or more, got {args.max_eval_samples}"),
+        (args.dataloader_workers >= 0, f"--dataloader_workers must be 0 or more, got {args.dataloader_workers}"),
         (args.lora_r >= 1, f"--lora_r must be at least 1, got {args.lora_r}"),
         (finite(args.lora_alpha) and args.lora_alpha > 0, f"--lora_alpha must be > 0, got {args.lora_alpha}"),
         (0.0 <= args.lora_dropout < 1.0, f"--lora_dropout must be in [0, 1), got {args.lora_dropout}"),
@@ -254,11 +263,11 @@ def check_environment(args: argparse.Namespace) -> None:
 def load_data(args: argparse.Namespace):
     """(train DistMatDataset, its global_stats, the training CropDataset, the validation samples)."""
     from proteinmtp import training as T
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.shards import open_dataset
 
-    try:
-        train = load_dataset(args.train_data)
-        val = load_dataset(args.val_data) if args.val_data else None
+    try:   # a sharded binary directory stays on its memory map (lazy samples); JSON is read whole
+        train = open_dataset(args.train_data)
+        val = open_dataset(args.val_data) if args.val_data else None
     except (OSError, ValueError) as e:
         fail(str(e))
     gs = train.global_stats or {}
@@ -268,7 +277,7 @@ def load_data(args: argparse.Namespace):
                              long_fraction=args.long_crop_fraction)
     if len(train_ds) == 0:
         fail(f"{args.train_data} has no chain with two or more residues with a Cα")
-    val_samples = [s for s in (val.samples if val else []) if T.usable(s)]
+    val_samples = T.usable_samples(val.samples) if val else []
     if args.max_eval_samples:
         val_samples = val_samples[: args.max_eval_samples]
     return train, gs, train_ds, val_samples
@@ -402,7 +411,7 @@ def training_arguments(args: argparse.Namespace, run_dir: Path, has_val: bool):
         lr_scheduler_type="cosine", seed=args.seed, bf16=use_bf16, logging_steps=args.logging_steps,
         eval_strategy="steps" if has_val else "no", eval_steps=args.eval_steps,
         save_strategy="steps", save_steps=args.save_steps, save_total_limit=args.save_total_limit,
-        report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
+        report_to="none", remove_unused_columns=False, dataloader_num_workers=args.dataloader_workers,
         disable_tqdm=args.no_tqdm, ddp_backend="gloo" if (world > 1 and not torch.cuda.is_available()) else None,
         ddp_find_unused_parameters=False, use_cpu=not torch.cuda.is_available(),
         save_only_model=False, logging_first_step=True,

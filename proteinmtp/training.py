@@ -65,6 +65,21 @@ def usable(sample, min_present: int = 2) -> bool:
     return int(sample.mask().sum()) >= min_present
 
 
+def usable_samples(samples, min_present: int = 2):
+    """The usable chains: a list for a list; a lazy view for ``proteinmtp.shards.ShardedSamples`` (filtered
+    on its Cα counts, no Sample built), so a training set stays on its memory map."""
+    if hasattr(samples, "n_present") and hasattr(samples, "select"):
+        return samples.select(np.flatnonzero(samples.n_present() >= min_present))
+    return [s for s in samples if usable(s, min_present)]
+
+
+def sample_lengths(samples) -> np.ndarray:
+    """[n] residues per sample (a lazy view's from its offsets)."""
+    if hasattr(samples, "lengths"):
+        return np.asarray(samples.lengths())
+    return np.array([len(s.sequence) for s in samples], dtype=np.int64)
+
+
 class CropDataset(Dataset):
     """Samples -> {"sequence": str, "ca": [l, 3] Å}, with a random contiguous crop of ``max_len`` residues
     for longer chains when ``random_crop`` (training); otherwise a central crop (deterministic).
@@ -77,7 +92,7 @@ class CropDataset(Dataset):
 
     def __init__(self, samples, max_len: int, random_crop: bool = True, long_len: int = 0,
                  long_fraction: float = 0.0, context_len: int = 0):
-        self.samples = [s for s in samples if usable(s)]
+        self.samples = usable_samples(samples)
         self.max_len = int(max_len)
         self.random_crop = random_crop
         self.context_len = int(context_len)
@@ -155,6 +170,9 @@ EVAL_KEYS = ("mae", "rmse", "pearson", "mae_local", "mae_short", "mae_medium", "
              "precision_L5_long", "precision_L2_long", "precision_L_long", "precision_L5_medium")
 
 
+SUM_KEYS = ("loss", *EVAL_KEYS)
+
+
 @torch.no_grad()
 def evaluate_samples(model: DistanceModel, samples, max_len: int, collate: DistanceCollator,
                      device: str | torch.device = "cpu", batch_size: int = 1) -> dict[str, float]:
@@ -164,6 +182,41 @@ def evaluate_samples(model: DistanceModel, samples, max_len: int, collate: Dista
     the evaluated crop is its own backbone input, as at inference). Chains longer than ``max_len`` are
     evaluated on their central ``max_len`` residues.
     """
+    sums, counts = evaluate_sums(model, samples, max_len, collate, device=device, batch_size=batch_size)
+    return {k: sums[k] / counts[k] for k in sums if counts[k]}
+
+
+def rank_share(samples, rank: int, world: int):
+    """This rank's share of the samples for evaluation: every ``world``-th chain in length order, so the
+    ranks' shares are disjoint, cover every chain, and cost about the same (a view for lazy samples)."""
+    order = np.argsort(sample_lengths(samples), kind="stable")[rank::world]
+    if hasattr(samples, "select"):
+        return samples.select(order)
+    return [samples[int(i)] for i in order]
+
+
+def evaluate_distributed(model: DistanceModel, samples, max_len: int, collate: DistanceCollator,
+                         device: str | torch.device = "cpu", batch_size: int = 1) -> dict[str, float]:
+    """``evaluate_samples`` over all ranks of an initialised torch.distributed group: each rank scores its
+    ``rank_share`` and the per-metric sums and counts are all-reduced (a tensor on ``device``: NCCL needs a
+    CUDA one, gloo takes CPU), so every rank returns the whole split's means. Without a group: one process."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return evaluate_samples(model, samples, max_len, collate, device=device, batch_size=batch_size)
+    share = rank_share(samples, dist.get_rank(), dist.get_world_size())
+    sums, counts = evaluate_sums(model, share, max_len, collate, device=device, batch_size=batch_size)
+    t = torch.tensor([sums.get(k, 0.0) for k in SUM_KEYS] + [float(counts.get(k, 0)) for k in SUM_KEYS],
+                     dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    v = t.cpu().tolist()
+    n = len(SUM_KEYS)
+    return {k: v[i] / v[n + i] for i, k in enumerate(SUM_KEYS) if v[n + i] > 0}
+
+
+@torch.no_grad()
+def evaluate_sums(model: DistanceModel, samples, max_len: int, collate: DistanceCollator,
+                  device: str | torch.device = "cpu", batch_size: int = 1) -> tuple[dict[str, float], dict[str, int]]:
+    """Per-metric sums over chains and the number of chains with a finite value (``SUM_KEYS``)."""
     from proteinmtp.metrics import contact_metrics, distance_metrics
 
     was_training = model.training
@@ -172,7 +225,7 @@ def evaluate_samples(model: DistanceModel, samples, max_len: int, collate: Dista
     stats = (float(model.log_dist_mean), float(model.log_dist_std))
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
-    order = sorted(range(len(ds)), key=lambda i: len(ds[i]["sequence"]))
+    order = np.argsort(np.minimum(sample_lengths(ds.samples), max_len), kind="stable").tolist()   # crop lengths
     for start in range(0, len(order), batch_size):
         items = [ds[i] for i in order[start:start + batch_size]]
         batch = {k: v.to(device) for k, v in collate(items).items()}
@@ -193,7 +246,7 @@ def evaluate_samples(model: DistanceModel, samples, max_len: int, collate: Dista
         sums["loss"] += row["loss"] * len(items)
         counts["loss"] += len(items)
     model.train(was_training)
-    return {k: sums[k] / counts[k] for k in sums if counts[k]}
+    return dict(sums), dict(counts)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -208,7 +261,7 @@ class DistanceTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.run_tokenizer = run_tokenizer   # saved into every checkpoint's tokenizer/ (self-contained)
         self.head_learning_rate = head_learning_rate
-        self.val_samples = list(val_samples or [])
+        self.val_samples = val_samples if val_samples is not None else []   # a list or a lazy view
         self.max_eval_len = max_eval_len
         self.save_base_backbone = save_base_backbone
         self.run_files = run_files or {}     # name -> text written into every checkpoint (config, prior)
@@ -284,8 +337,10 @@ class DistanceTrainer(Trainer):
             return {}
         model = self.accelerator.unwrap_model(self.model)
         t0 = time.time()
-        raw = evaluate_samples(model, self.val_samples, self.max_eval_len, self.data_collator,
-                               device=self.args.device)
+        # each rank scores its share; the sums are all-reduced
+        # (docs/contracts.md#training-data-and-in-training-evaluation)
+        raw = evaluate_distributed(model, self.val_samples, self.max_eval_len, self.data_collator,
+                                   device=self.args.device)
         metrics = {f"{metric_key_prefix}_{k}": round(v, 5) for k, v in raw.items()}
         metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - t0, 2)
         metrics[f"{metric_key_prefix}_n_chains"] = len(self.val_samples)

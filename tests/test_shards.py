@@ -1,0 +1,233 @@
+"""shards.py: JSON <-> binary round trip (every field, optional ones, NaN rows), shard bounds, lazy views,
+corrupt/truncated/foreign files, version checks, atomic writes, DataLoader workers, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from proteinmtp import shards as S
+from proteinmtp.dataset import DatasetFormatError, Sample, compute_global_stats, load_dataset, save_dataset
+from proteinmtp.training import CropDataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _sample(n: int, seed: int, missing: tuple[int, ...] = (), cb: bool = True, cluster: str | None = "c0",
+            split: str = "train") -> Sample:
+    rng = np.random.default_rng(seed)
+    ca = np.cumsum(rng.normal(size=(n, 3)) * 2.2, axis=0) + rng.uniform(-900, 900, 3)   # full precision
+    ca[list(missing)] = np.nan
+    letters = "ACDEFGHIKLMNPQRSTVWYX"
+    seq = "".join(letters[i] for i in rng.integers(0, len(letters), n))
+    rids = [str(i + 1) + ("A" if i % 7 == 3 else "") for i in range(n)]
+    return Sample(id=f"dir/s{seed}:A", sequence=seq, ca=ca, residue_ids=rids, source=f"dir/s{seed}.cif.gz",
+                  split=split, cb=(ca + 1.5) if cb else None, breaks=[1, 3] if n > 4 else [], cluster=cluster)
+
+
+def _samples() -> list[Sample]:
+    return [_sample(12, 1, missing=(0, 5)), _sample(30, 2, cb=False, cluster=None), _sample(1, 3),
+            _sample(50, 4, missing=tuple(range(50)), split="val"), _sample(7, 5)]
+
+
+def _equal(a: Sample, b: Sample) -> None:
+    assert type(a) is type(b)
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            assert x is not None and y is not None, f.name
+            assert x.dtype == y.dtype and x.shape == y.shape, f.name
+            np.testing.assert_array_equal(x, y, err_msg=f.name)      # NaN rows equal NaN rows
+        else:
+            assert x == y, (f.name, x, y)
+
+
+def test_json_binary_json_is_exact(tmp_path: Path) -> None:
+    """JSON -> binary -> Samples equal to JSON's; binary -> JSON byte-identical to the original file."""
+    samples = _samples()
+    stats = compute_global_stats(samples)
+    save_dataset(tmp_path / "a.json.gz", samples, stats, {"identity": 0.3})
+    js = load_dataset(tmp_path / "a.json.gz")
+    S.convert(tmp_path / "a.json.gz", tmp_path / "a.shards")
+    bs = load_dataset(tmp_path / "a.shards")                      # detected: a directory
+    assert bs.global_stats == stats and bs.config == {"identity": 0.3} and len(bs) == len(samples)
+    for a, b in zip(js.samples, bs.samples):
+        _equal(a, b)
+    assert bs.samples[1].cb is None and bs.samples[1].cluster is None
+    assert np.isnan(bs.samples[3].ca).all() and np.isnan(bs.samples[0].ca[[0, 5]]).all()
+    S.convert(tmp_path / "a.shards", tmp_path / "b.json.gz")
+    assert (tmp_path / "b.json.gz").read_bytes() == (tmp_path / "a.json.gz").read_bytes()
+    # distances equal to the float64 JSON's (exact, not merely < 1e-3 Å)
+    np.testing.assert_array_equal(bs.samples[0].distances(), js.samples[0].distances())
+
+
+def test_every_field_comes_through_generically(tmp_path: Path, monkeypatch) -> None:
+    """A Sample with more optional per-residue fields (a string like ss8, an array) and an unknown scalar
+    round-trips without the format knowing the fields, also when some samples lack them."""
+    @dataclasses.dataclass
+    class Wider(Sample):
+        ss8: str | None = None
+        plddt: np.ndarray | None = None
+        note: dict | None = None
+
+    monkeypatch.setattr(S, "Sample", Wider)
+    base = _samples()
+    for s in base:                      # coordinates on the 1e-3 Å grid both formats store
+        s.ca = np.round(s.ca, 3)
+        s.cb = None if s.cb is None else np.round(s.cb, 3)
+    wide = [Wider(**{f.name: getattr(s, f.name) for f in dataclasses.fields(Sample)}) for s in base]
+    for k, s in enumerate(wide):
+        if k != 1:
+            s.ss8 = "".join("HGIEBTS-"[(i * 3 + k) % 8] for i in range(len(s)))
+        if k != 2:
+            s.plddt = np.linspace(0, 100, len(s)).astype(np.float32)
+        s.note = {"k": k} if k % 2 else None
+    S.save_shards(tmp_path / "w", wide, {}, {}, shard_mb=0.0005)      # ~500 B: several shards
+    got = S.open_shards(tmp_path / "w").samples
+    assert len(got.index["shards"]) > 1
+    for a, b in zip(wide, got):
+        _equal(a, b)
+    assert got[1].ss8 is None and got[2].plddt is None and got[0].plddt.dtype == np.float32
+    kinds = got.index["shards"][0]["fields"]
+    assert kinds["ss8"]["kind"] == "chars" and kinds["plddt"]["kind"] == "array"
+
+
+def test_shards_are_bounded_and_lazy_views_index_across_them(tmp_path: Path) -> None:
+    samples = [_sample(40 + i, 10 + i) for i in range(12)]
+    S.save_shards(tmp_path / "d", samples, {}, {}, shard_mb=0.004)   # 4 kB: a few samples per shard
+    lz = S.open_shards(tmp_path / "d").samples
+    ix = lz.index
+    assert len(ix["shards"]) >= 3 and ix["n_samples"] == 12 and ix["n_residues"] == sum(map(len, samples))
+    for entry in ix["shards"]:
+        size = sum(f["bytes"] for f in entry["files"].values())
+        assert entry["n_samples"] == 1 or size <= 4000 + 128 * len(entry["files"])   # + .npy headers
+    js = [Sample.from_dict(s.to_dict()) for s in samples]                   # what JSON would give
+    for i in (0, 5, 11, -1, -12):
+        _equal(js[i], lz[i])
+    view = lz[3:10:2]
+    assert len(view) == 4
+    _equal(view[1], js[5])
+    sub = view.select([3, 0])
+    _equal(sub[0], js[9])
+    np.testing.assert_array_equal(sub.lengths(), [len(js[9]), len(js[3])])
+    np.testing.assert_array_equal(lz.n_present(), [int(s.mask().sum()) for s in js])
+    with pytest.raises(IndexError):
+        lz[12]
+    blob = pickle.dumps(view)
+    assert len(blob) < 20_000                                                # no arrays travel
+    _equal(pickle.loads(blob)[2], js[7])
+
+
+def test_lazy_dataset_in_a_dataloader_with_two_workers(tmp_path: Path) -> None:
+    samples = [_sample(20 + 3 * i, 30 + i, missing=(1,)) for i in range(8)]
+    samples.append(_sample(5, 99, missing=tuple(range(5))))                 # unusable: filtered lazily
+    S.save_shards(tmp_path / "d", samples, {}, {}, shard_mb=0.003)
+    lazy = CropDataset(S.open_shards(tmp_path / "d").samples, 16, random_crop=False)
+    eager = CropDataset(load_dataset(tmp_path / "d").samples, 16, random_crop=False)
+    assert isinstance(lazy.samples, S.ShardedSamples) and len(lazy) == len(eager) == 8
+    loader = torch.utils.data.DataLoader(lazy, batch_size=None, num_workers=2, collate_fn=lambda x: x)
+    got = list(loader)
+    assert len(got) == 8
+    for a, b in zip(got, (eager[i] for i in range(8))):
+        assert a["sequence"] == b["sequence"] and a["start"] == b["start"]
+        np.testing.assert_array_equal(a["ca"], b["ca"])
+
+
+def _dataset(tmp_path: Path) -> Path:
+    S.save_shards(tmp_path / "d", _samples(), {"n_chains": 5}, {}, shard_mb=0.001)
+    return tmp_path / "d"
+
+
+def test_truncated_or_corrupt_shard_names_the_file(tmp_path: Path, capsys) -> None:
+    d = _dataset(tmp_path)
+    ca = sorted(d.glob("*.ca.npy"))[0]
+    raw = ca.read_bytes()
+    ca.write_bytes(raw[:-7])
+    with pytest.raises(DatasetFormatError, match=rf"{ca.name}.*truncated"):
+        S.open_shards(d).samples[0]
+    with pytest.raises(DatasetFormatError, match=ca.name):
+        load_dataset(d)
+    ca.write_bytes(b"garbage!" + raw[8:])                                   # same size, header broken
+    with pytest.raises(DatasetFormatError, match=rf"{ca.name}.*not a readable"):
+        S.open_shards(d).samples[0]
+    flipped = bytearray(raw)
+    flipped[-1] ^= 0xFF                                                     # same size, a data byte flipped
+    ca.write_bytes(bytes(flipped))
+    S.open_shards(d).samples[0]                                             # lazy opening checks sizes only
+    with pytest.raises(DatasetFormatError, match=rf"{ca.name}.*SHA-256"):
+        load_dataset(d)                                                     # eager: checksums
+    assert S.main(["verify", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert ca.name in err and "SHA-256" in err
+    (d / S.INDEX_NAME).write_text((d / S.INDEX_NAME).read_text()[:50])
+    with pytest.raises(DatasetFormatError, match="index.json: not valid JSON"):
+        load_dataset(d)
+
+
+def test_version_mismatch_is_a_clear_error(tmp_path: Path) -> None:
+    d = _dataset(tmp_path)
+    ix = json.loads((d / S.INDEX_NAME).read_text())
+    for fmt, msg in (("proteinmtp-shards/2", "newer than this code"), ("other/1", "unknown shards format"),
+                     (None, "unknown shards format")):
+        (d / S.INDEX_NAME).write_text(json.dumps({**ix, "format": fmt}))
+        with pytest.raises(DatasetFormatError, match=msg):
+            S.open_shards(d)
+    (d / S.INDEX_NAME).write_text(json.dumps({**ix, "sample_format": "proteinmtp-dataset/9"}))
+    with pytest.raises(DatasetFormatError, match="newer"):
+        load_dataset(d)
+
+
+def test_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
+    """A writer failing after its first shard leaves no dataset (or the old one, intact) and no temp dir."""
+    calls = {"n": 0}
+    real = S._write_shard
+
+    def failing(tmp, number, samples):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full (simulated)")
+        return real(tmp, number, samples)
+
+    monkeypatch.setattr(S, "_write_shard", failing)
+    with pytest.raises(OSError, match="simulated"):
+        S.save_shards(tmp_path / "d", _samples(), {}, {}, shard_mb=0.001)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(S, "_write_shard", real)
+    S.save_shards(tmp_path / "d", _samples()[:2], {"v": 1}, {}, shard_mb=0.001)
+    monkeypatch.setattr(S, "_write_shard", failing)
+    calls["n"] = 0
+    with pytest.raises(OSError, match="simulated"):
+        S.save_shards(tmp_path / "d", _samples(), {"v": 2}, {}, shard_mb=0.001)
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+    old = load_dataset(tmp_path / "d")
+    assert old.global_stats == {"v": 1} and len(old) == 2
+    monkeypatch.setattr(S, "_write_shard", real)
+    S.save_shards(tmp_path / "d", _samples(), {"v": 3}, {})                 # a replacement that succeeds
+    assert load_dataset(tmp_path / "d").global_stats == {"v": 3} and [p.name for p in tmp_path.iterdir()] == ["d"]
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a sharded dataset"):
+        S.save_shards(tmp_path / "keep", _samples(), {}, {})
+    assert (tmp_path / "keep" / "notes.txt").read_text() == "mine"
+
+
+def test_convert_cli(tmp_path: Path, capsys) -> None:
+    samples = _samples()
+    save_dataset(tmp_path / "a.json", samples, {}, {})
+    r = subprocess.run([sys.executable, "-m", "proteinmtp.shards", "convert", str(tmp_path / "a.json"),
+                        str(tmp_path / "a.shards"), "--shard_mb", "0.001"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert len(load_dataset(tmp_path / "a.shards")) == len(samples)
+    with pytest.raises(SystemExit):
+        S.main(["convert", "--help"])
+    assert "--shard_mb" in capsys.readouterr().out
+    assert S.main(["convert", str(tmp_path / "nope.json"), str(tmp_path / "x")]) == 2
+    assert "nope.json: cannot open" in capsys.readouterr().err and not (tmp_path / "x").exists()
