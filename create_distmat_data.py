@@ -35,6 +35,7 @@ from proteinmtp.builder import BuildConfig, BuildInputError, NothingUsableError,
 from proteinmtp.constants import DATASET_FORMAT
 from proteinmtp.dataset import save_dataset
 from proteinmtp.fileio import atomic_write
+from proteinmtp.shards import save_shards
 from proteinmtp.splits import MMseqsError
 
 
@@ -79,7 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=d.seed, help="random seed for split assignment and --max_samples")
     p.add_argument("--workers", type=int, default=d.workers, help="parallel processes for reading structures")
     p.add_argument("--threads", type=int, default=0, help="MMseqs2 threads (0 = same as --workers)")
-    p.add_argument("--compress", action="store_true", help="write .json.gz instead of .json")
+    p.add_argument("--compress", action="store_true", help="write .json.gz instead of .json (json format only)")
+    p.add_argument("--format", choices=("json", "binary"), default="json",
+                   help="json = DIR/<split>.json[.gz] (interchange, small sets); binary = DIR/<split>.shards/, "
+                        "sharded numpy arrays read by memory map (proteinmtp.shards; large corpora, many ranks)")
+    p.add_argument("--shard_mb", type=float, default=256.0,
+                   help="with --format binary: largest shard in MB (1e6 bytes)")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return p.parse_args(argv)
 
@@ -140,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.output_dir)
         if out.exists() and not out.is_dir():
             raise BuildInputError(f"--output_dir {out} exists and is not a directory")
+        if not args.shard_mb > 0:
+            raise BuildInputError(f"--shard_mb must be > 0, got {args.shard_mb}")
         splits, stats, report = build_dataset(args.input, cfg, progress=not args.no_progress)
     except NothingUsableError as e:
         # no dataset, but the per-file reasons are what the user needs: the report is always written
@@ -160,10 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     config = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "threads")}
     config.update({"input": list(args.input), "compress": args.compress,
                    "proteinmtp_version": __version__, "format": DATASET_FORMAT})
-    suffix = ".json.gz" if args.compress else ".json"
+    suffix = ".shards" if args.format == "binary" else ".json.gz" if args.compress else ".json"
     out.mkdir(parents=True, exist_ok=True)
     for name, samples in splits.items():
-        save_dataset(out / f"{name}{suffix}", samples, stats, config)
+        if args.format == "binary":
+            save_shards(out / f"{name}{suffix}", samples, stats, config, shard_mb=args.shard_mb)
+        else:
+            save_dataset(out / f"{name}{suffix}", samples, stats, config)
     seconds = time.time() - t0
     report = {"config": config, **report}
     atomic_write(out / "report.json", (json.dumps(report, indent=1) + "\n").encode())

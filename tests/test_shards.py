@@ -231,3 +231,20 @@ def test_convert_cli(tmp_path: Path, capsys) -> None:
     assert "--shard_mb" in capsys.readouterr().out
     assert S.main(["convert", str(tmp_path / "nope.json"), str(tmp_path / "x")]) == 2
     assert "nope.json: cannot open" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_create_distmat_data_format_binary(tmp_path: Path, test_data_dir: Path) -> None:
+    """--format binary writes <split>.shards/ holding what --format json writes."""
+    outs = {}
+    for fmt in ("json", "binary"):
+        outs[fmt] = tmp_path / fmt
+        r = subprocess.run([sys.executable, str(REPO / "create_distmat_data.py"), "--input",
+                            str(test_data_dir / "3KPR.pdb.gz"), str(test_data_dir / "1LCD.pdb.gz"), "--output_dir",
+                            str(outs[fmt]), "--val_fraction", "0", "--test_fraction", "0", "--format", fmt,
+                            "--no_progress"], capture_output=True, text=True, cwd=REPO)
+        assert r.returncode == 0, r.stderr
+    js, bs = load_dataset(outs["json"] / "train.json"), load_dataset(outs["binary"] / "train.shards")
+    assert S.is_shards(outs["binary"] / "train.shards") and len(js) == len(bs) > 0
+    assert (js.global_stats, js.config) == (bs.global_stats, bs.config)
+    for a, b in zip(js.samples, bs.samples):
+        _equal(a, b)
