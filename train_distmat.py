@@ -444,7 +444,9 @@ def experiment_recorder(args: argparse.Namespace, run_dir: Path, is_main: bool):
 
 def feature_cache_message(feature_cache, train_ds, fit: int | None) -> str:
     """One line on where the frozen features are cached and which chains are read on a central window."""
-    n_long = sum(len(s.sequence) > train_ds.context_len for s in train_ds.samples)
+    from proteinmtp.training import sample_lengths
+
+    n_long = int((sample_lengths(train_ds.samples) > train_ds.context_len).sum())
     return (f"feature cache: {feature_cache.dir} (whole chains"
             + (f"; {n_long} chains longer than the backbone's {fit} residues are read on their central "
                f"{fit}-residue window" if n_long else "") + ")")
@@ -483,7 +485,7 @@ def _main(argv, locks: list[int]) -> int:
         from proteinmtp.features import FeatureCache
 
         feature_cache = FeatureCache(model, args.feature_cache_dir or run_dir / R.FEATURE_CACHE_DIR)
-        train_ds.context_len = fit or max(len(s.sequence) for s in train_ds.samples)   # whole chains
+        train_ds.context_len = fit or int(T.sample_lengths(train_ds.samples).max())   # whole chains
     n_train, n_total = count_parameters(model)
     is_local = Path(args.model_name).is_dir()
     save_base_backbone = is_local and args.finetune != "full" and n_total < 50_000_000
