@@ -16,7 +16,7 @@ import torch
 from proteinmtp import shards as S
 from proteinmtp.dataset import Sample, save_dataset
 from proteinmtp.model import ModelSpec, build_model
-from proteinmtp.training import SUM_KEYS, evaluate_samples, evaluate_sums, rank_share
+from proteinmtp.training import SUM_KEYS, DistanceCollator, evaluate_samples, evaluate_sums, rank_share
 
 REPO = Path(__file__).resolve().parents[1]
 GS = {"log_dist_mean": 2.5, "log_dist_std": 0.6}
@@ -48,8 +48,9 @@ def test_rank_shares_partition_and_their_sums_add_up(tiny, tmp_path: Path) -> No
         assert sorted(ids) == sorted(s.id for s in samples)                    # disjoint, complete
         assert [s.id for s in rank_share(lazy, 1, world)] == [s.id for s in rank_share(samples, 1, world)]
     model = _model(tiny)
-    whole = evaluate_samples(model, samples, max_len=32)
-    parts = [evaluate_sums(model, rank_share(lazy, r, 2), max_len=32) for r in range(2)]
+    collate = DistanceCollator(model.encoder)
+    whole = evaluate_samples(model, samples, 32, collate)
+    parts = [evaluate_sums(model, rank_share(lazy, r, 2), 32, collate) for r in range(2)]
     merged = {k: sum(p[0].get(k, 0.0) for p in parts) / sum(p[1].get(k, 0) for p in parts)
               for k in SUM_KEYS if any(k in p[1] for p in parts)}
     assert set(merged) == set(whole) and "mae" in whole and "precision_L5_long" in whole
@@ -64,9 +65,9 @@ sys.path.insert(0, {repo!r})
 torch.distributed.init_process_group("gloo")
 from tests.test_eval_sharding import _model
 from proteinmtp.shards import open_shards
-from proteinmtp.training import evaluate_distributed
+from proteinmtp.training import DistanceCollator, evaluate_distributed
 model = _model({tiny!r})
-m = evaluate_distributed(model, open_shards({data!r}).samples, max_len=32)
+m = evaluate_distributed(model, open_shards({data!r}).samples, 32, DistanceCollator(model.encoder))
 rank = torch.distributed.get_rank()
 open(os.path.join({out!r}, f"rank{{rank}}.json"), "w").write(json.dumps(m))
 torch.distributed.destroy_process_group()
@@ -86,7 +87,8 @@ def test_two_gloo_ranks_give_the_single_process_metrics(tiny, tmp_path: Path) ->
                         "--master_port", "29547", str(script)], capture_output=True, text=True, cwd=REPO,
                        timeout=600, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
-    whole = evaluate_samples(_model(tiny), samples, max_len=32)
+    model = _model(tiny)
+    whole = evaluate_samples(model, samples, 32, DistanceCollator(model.encoder))
     for r in range(2):
         got = json.loads((tmp_path / f"rank{r}.json").read_text())
         assert set(got) == set(whole)
