@@ -20,7 +20,8 @@ split, and ``total_pss`` = the sum over ranks (the machine's real cost). Modes:
 
 Output: a table and JSON at --out (default benchmarks/results/scale_loader.json), schema
 ``{"config": {...}, "n_samples", "n_residues", "convert_s", "rows": [{"mode", "ranks", "load_s",
-"pass_s", "rss_b_per_res", "pss_b_per_res", "private_b_per_res", "anon_b_per_res", "total_pss_mb", "peak_rss_mb"}]}``
+"pass_s", "rss_b_per_res", "pss_b_per_res", "private_b_per_res", "anon_b_per_res", "total_pss_mb", "peak_rss_mb", "peak_growth_b_per_res"}]}``
+(peak: VmHWM, the process's peak RSS; its growth over the RSS after the imports, per residue)
 (per-rank values are means over ranks). Timings are wall seconds with OMP_NUM_THREADS=1 per process.
 """
 
@@ -31,7 +32,6 @@ import gc
 import multiprocessing as mp
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -50,6 +50,16 @@ def smaps() -> dict[str, int]:
                 out[parts[0].rstrip(":")] = int(parts[1]) * 1024
     return {"rss": out["Rss"], "pss": out["Pss"], "private": out["Private_Clean"] + out["Private_Dirty"],
             "anon": out["Anonymous"]}
+
+
+def peak_rss() -> int:
+    """Bytes: this process's peak RSS (VmHWM; unlike ru_maxrss it is not carried over an exec from the
+    parent, so a spawned rank reports its own)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def worker(mode: str, path: str, barrier, queue) -> None:
@@ -75,7 +85,7 @@ def worker(mode: str, path: str, barrier, queue) -> None:
     barrier.wait()
     queue.put({"load_s": load_s, "pass_s": pass_s, "n_present": n_present, "n_samples": len(ds.samples),
                "delta": {k: after[k] - before[k] for k in after},
-               "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+               "peak_rss": peak_rss(), "peak_growth": peak_rss() - before["rss"]})
     barrier.wait()                       # hold the data until every rank has reported
 
 
@@ -102,6 +112,7 @@ def measure(mode: str, path: Path, ranks: int, n_res: int) -> dict:
             "anon_b_per_res": round(mean(lambda r: r["delta"]["anon"]) / n_res, 1),
             "total_pss_mb": round(sum(r["delta"]["pss"] for r in res) / 1e6, 1),
             "peak_rss_mb": round(max(r["peak_rss"] for r in res) / 1e6, 1),
+            "peak_growth_b_per_res": round(mean(lambda r: r["peak_growth"]) / n_res, 1),
             "n_present": res[0]["n_present"]}
 
 
@@ -152,14 +163,14 @@ def main(argv=None) -> int:
         print(f"  measured {mode} x{ranks}: {row['total_pss_mb']} MB PSS in total", flush=True)
     assert len({r["n_present"] for r in rows}) == 1, "every mode must read the same Cα"
     hdr = (f"{'mode':<13}{'ranks':>6}{'load s':>9}{'pass s':>9}{'RSS B/res':>11}{'PSS B/res':>11}"
-           f"{'private B/res':>15}{'anon B/res':>12}{'total PSS MB':>14}{'peak RSS MB':>13}")
+           f"{'private B/res':>15}{'anon B/res':>12}{'total PSS MB':>14}{'peak RSS MB':>13}{'peak B/res':>12}")
     print(f"\n{split}: {n_samples} chains, {n_res} residues (OMP_NUM_THREADS=1 per process; growth over the "
           "imports after load + one pass; per-rank means)")
     print(hdr)
     for r in rows:
         print(f"{r['mode']:<13}{r['ranks']:>6}{r['load_s']:>9.2f}{r['pass_s']:>9.2f}{r['rss_b_per_res']:>11.1f}"
               f"{r['pss_b_per_res']:>11.1f}{r['private_b_per_res']:>15.1f}{r['anon_b_per_res']:>12.1f}{r['total_pss_mb']:>14.1f}"
-              f"{r['peak_rss_mb']:>13.1f}")
+              f"{r['peak_rss_mb']:>13.1f}{r['peak_growth_b_per_res']:>12.1f}")
     write_json(args.out, {"config": {"data": str(args.data), "split": split, "shard_mb": args.shard_mb,
                                      "ranks": args.ranks, "quick": args.quick, "omp_threads": 1,
                                      "cpus": os.cpu_count(), "python": platform.python_version()},
