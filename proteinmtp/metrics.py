@@ -148,12 +148,6 @@ def tm_d0(L: int) -> float:
     return max(1.24 * (L - 15) ** (1.0 / 3.0) - 1.8, 0.5)
 
 
-def _batched_transform(x: np.ndarray, y: np.ndarray, sel: np.ndarray) -> np.ndarray:
-    """Kabsch of x onto y for each selection row. x, y [N, 3]; sel [S, N] bool -> x moved [S, N, 3]."""
-    r, t = kabsch_batched(x, y, sel)
-    return np.matmul(x[None], r.transpose(0, 2, 1)) + t[:, None, :]
-
-
 def _seeds(n: int, min_len: int = 4, max_seeds: int | None = None) -> np.ndarray:
     """Seed fragments as in TM-score: lengths n, n/2, n/4, … (≥ min_len), every offset. -> [S, n] bool."""
     min_len = min(min_len, n)
@@ -180,12 +174,16 @@ def _seeds(n: int, min_len: int = 4, max_seeds: int | None = None) -> np.ndarray
 
 
 def _search(x: np.ndarray, y: np.ndarray, score_fn, d_init: float, d_iter: float, n_iter: int = 20,
-            max_seeds: int | None = None, chunk: int = 512):
-    """Maximise ``score_fn(dist [S, N]) -> [S]`` (or [S, K]: K scores maximised separately) over
-    superpositions from seeded, iterated Kabsch. Returns the max (float, or [K] array).
+            max_seeds: int | None = None, chunk: int = 1024):
+    """Maximise ``score_fn(dist2 [S, N]) -> [S]`` (or [S, K]: K scores maximised separately; ``dist2``
+    are SQUARED distances in Å²) over superpositions from seeded, iterated Kabsch. Returns the max
+    (float, or [K] array).
 
     After each superposition the next selection is the residues closer than d (d_init for the
-    seed's first round, d_iter afterwards), widened by 0.5 Å until it holds ≥ 3 residues.
+    seed's first round, d_iter afterwards), widened by 0.5 Å until it holds ≥ 3 residues. A seed stops
+    when its selection repeats one already iterated (its own previous one — TM-score's convergence
+    test — or another seed's, whose path it would then retrace): every distinct superposition is
+    visited once, which is what makes the search fast; the maximum is that of iterating every seed.
     """
     with blas_threads(1):  # small batched linear algebra: one BLAS thread is ~2x faster than two here
         return _search_impl(x, y, score_fn, d_init, d_iter, n_iter, max_seeds, chunk)
@@ -193,31 +191,50 @@ def _search(x: np.ndarray, y: np.ndarray, score_fn, d_init: float, d_iter: float
 
 def _search_impl(x, y, score_fn, d_init, d_iter, n_iter, max_seeds, chunk):
     n = len(x)
-    seeds = _seeds(n, max_seeds=max_seeds)
+    x = x - x.mean(axis=0)          # centred: the expanded squared distances below keep their precision
+    y = y - y.mean(axis=0)
+    # |R x + t - y|² = |x|² + |y|² + |t|² + [2 Rᵀt, -2 t, -2 vec(R)] · [x, y, vec(y xᵀ)]: one matrix product
+    feats = np.concatenate([x, y, (y[:, :, None] * x[:, None, :]).reshape(n, 9)], axis=1).T   # [15, N]
+    base = (x * x).sum(axis=1) + (y * y).sum(axis=1)                                           # [N]
+    sel = _seeds(n, max_seeds=max_seeds)
     best = -np.inf
-    for c0 in range(0, len(seeds), chunk):
-        sel = seeds[c0:c0 + chunk]
-        d_cut = d_init
-        for it in range(n_iter + 1):
-            moved = _batched_transform(x, y, sel)
-            diff = moved - y[None]
-            dist = np.sqrt(np.einsum("snk,snk->sn", diff, diff))    # [S, N]
-            best = np.maximum(best, score_fn(dist).max(axis=0))
+    seen: set[bytes] = set()        # selections iterated (or queued) with d_iter
+    d_cut = d_init
+    for it in range(n_iter + 1):
+        nxt = []
+        for c0 in range(0, len(sel), chunk):
+            s = sel[c0:c0 + chunk]
+            r, t = kabsch_batched(x, y, s)
+            coef = np.concatenate([2.0 * np.einsum("sab,sa->sb", r, t), -2.0 * t, -2.0 * r.reshape(-1, 9)], axis=1)
+            dist2 = coef @ feats                                                              # [S, N]
+            dist2 += base
+            dist2 += (t * t).sum(axis=1)[:, None]
+            np.maximum(dist2, 0.0, out=dist2)
+            best = np.maximum(best, score_fn(dist2).max(axis=0))
             if it == n_iter:
-                break
-            new = dist < d_cut
-            thr = np.full(len(sel), d_cut)
+                continue
+            new = dist2 < d_cut * d_cut
+            thr = np.full(len(s), d_cut)
             few = new.sum(axis=1) < 3
             while few.any() and n > 3:
                 thr[few] += 0.5
-                new[few] = dist[few] < thr[few, None]
+                new[few] = dist2[few] < (thr[few] * thr[few])[:, None]
                 few = new.sum(axis=1) < 3
-            # a seed whose selection did not change has converged (TM-score stops it too)
-            active = (new != sel).any(axis=1) if it > 0 else np.ones(len(sel), dtype=bool)
-            if not active.any():
-                break
-            sel = new[active]
-            d_cut = d_iter
+            nxt.append(new)
+        if it == n_iter:
+            break
+        new = np.concatenate(nxt, axis=0)
+        # one key per selection (its bits as bytes): a selection goes on (with d_iter) only the first
+        # time it is reached, by any seed in any round
+        keep = []
+        for i, k in enumerate(np.packbits(new, axis=1).view(f"V{(n + 7) // 8}").ravel().tolist()):
+            if k not in seen:
+                seen.add(k)
+                keep.append(i)
+        if not keep:
+            break
+        sel = new[keep]
+        d_cut = d_iter
     return best if np.ndim(best) else float(best)
 
 
@@ -261,12 +278,15 @@ def tm_score(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None
     d0 = tm_d0(norm_length)
     d0_search = min(max(d0, 4.5), 8.0)
 
-    def score(dist: np.ndarray) -> np.ndarray:
-        return (1.0 / (1.0 + (dist / d0) ** 2)).sum(axis=1) / norm_length
+    def score(dist2: np.ndarray) -> np.ndarray:
+        term = dist2 * (1.0 / (d0 * d0))
+        term += 1.0
+        np.reciprocal(term, out=term)
+        return term.sum(axis=1) / norm_length
 
     if len(a) < 3:
         moved = superpose(a, b)[0]
-        return float(score(np.linalg.norm(moved - b, axis=1)[None])[0])
+        return float(score(((moved - b) ** 2).sum(axis=1)[None])[0])
     return _search(a, b, score, d_init=d0_search - 1.0, d_iter=d0_search + 1.0)
 
 
@@ -293,8 +313,8 @@ def gdt(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = No
         moved = superpose(a, b)[0]
         frac = (np.linalg.norm(moved - b, axis=1)[:, None] < cutoffs).sum(axis=0) / n_norm
     else:
-        def score(dist: np.ndarray) -> np.ndarray:      # [S, N] -> [S, n_cutoffs]
-            return (dist[:, :, None] < cutoffs).sum(axis=1) / n_norm
+        def score(dist2: np.ndarray) -> np.ndarray:     # squared distances [S, N] -> [S, n_cutoffs]
+            return (dist2[:, :, None] < cutoffs * cutoffs).sum(axis=1) / n_norm
 
         # every superposition visited by the searches (one per selection threshold) scores every cutoff
         frac = np.zeros(len(cutoffs))
