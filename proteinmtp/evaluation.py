@@ -39,6 +39,7 @@ from proteinmtp.predict import add_prediction_arguments, resolve_device
 from proteinmtp.rundir import TRAIN_JSONL
 
 if TYPE_CHECKING:  # pragma: no cover
+    from proteinmtp.confidence import ConfidenceStats
     from proteinmtp.dataset import Sample
     from proteinmtp.model import LoadedRun
     from proteinmtp.neighbour import NeighbourSet
@@ -55,6 +56,12 @@ REQUIRED_KEYS = ("mae", "rmse", "pearson", "mae_short", "mae_medium", "mae_long"
 LENGTH_BINS: tuple[tuple[str, int, int | None], ...] = (
     ("<100", 0, 100), ("100-199", 100, 200), ("200-299", 200, 300), (">=300", 300, None))
 MIRROR_KEY = "diagnostic_tm_score_best_of_mirrors"
+CONTACT_DEFINITIONS = {
+    "precision_*": "true contact: Ca-Ca distance < 8 A",
+    "precision_*_cb": "true contact: Cb-Cb distance < 8 A (Ca for glycine; CASP), pairs with both Cb",
+    "ranking": "the same scores rank the pairs for both definitions: the model's P(Ca-Ca < 8 A), the "
+               "baselines' Ca distances (no method predicts Cb)",
+}
 RESULTS_FILE = "eval_results.json"
 CSV_FILE = "eval_per_protein.csv"
 
@@ -85,23 +92,46 @@ def oracle_structure(sample: Sample, method: str = "refine") -> np.ndarray:
     return xyz
 
 
+def cb_distances(sample: Sample) -> np.ndarray | None:
+    """[L, L] Å Cβ–Cβ distances (Cα for glycine: ``Sample.cb``), NaN where a Cβ is missing; None when the
+    sample has no Cβ coordinates."""
+    from proteinmtp.geometry import distance_matrix
+
+    if sample.cb is None:
+        return None
+    d = distance_matrix(np.asarray(sample.cb, dtype=np.float64))
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
 def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.ndarray, sample: Sample,
-                     *, higher_is_contact: bool = True, true_dist: np.ndarray | None = None) -> dict[str, float]:
+                     *, higher_is_contact: bool = True, true_dist: np.ndarray | None = None,
+                     true_cb_dist: np.ndarray | None = None) -> dict[str, float]:
     """Every metric of one prediction of one protein.
 
     pred_dist [L, L] Å; contact_score [L, L] (probability, or a distance with ``higher_is_contact=False``);
     xyz [L, 3] Å reconstructed coordinates (rows of residues without a native Cα are ignored).
     Returns distance, contact and structure metrics plus the mirror diagnostic (MIRROR_KEY) and
     ``hand_correct`` (1.0 when the chosen hand scores at least as well as its mirror).
+
+    Contacts are counted two ways: ``precision_*`` against Cα–Cα < 8 Å (the quantity predicted) and
+    ``precision_*_cb`` against Cβ–Cβ < 8 Å, Cα for glycine (CASP's definition; ``true_cb_dist``, default
+    from ``sample.cb``; absent when the sample has no Cβ). The same scores rank the pairs for both (the
+    model predicts Cα distances); the top-L counts use the residues with a Cα, pairs without both Cβ are
+    left out of the Cβ ranking.
     """
     from proteinmtp.geometry import mirror
     from proteinmtp.metrics import contact_metrics, distance_metrics, structure_metrics, tm_score
 
     mask = sample.mask()
     true = sample.distances() if true_dist is None else true_dist
+    true_cb = cb_distances(sample) if true_cb_dist is None else true_cb_dist
     out: dict[str, float] = {}
     out.update(distance_metrics(pred_dist, true, mask))
     out.update(contact_metrics(contact_score, true, mask, higher_is_contact=higher_is_contact))
+    if true_cb is not None:
+        cb = contact_metrics(contact_score, true_cb, mask, higher_is_contact=higher_is_contact)
+        out.update({f"{k}_cb": v for k, v in cb.items()})
     ca = np.asarray(sample.ca, dtype=np.float64)[mask]
     x = np.asarray(xyz, dtype=np.float64)[mask]
     s = structure_metrics(x, ca)
@@ -114,7 +144,8 @@ def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.n
 
 
 def score_baselines(sample: Sample, prior: SeparationPrior, *, neighbour=None, method: str = "refine",
-                    true_dist: np.ndarray | None = None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+                    true_dist: np.ndarray | None = None,
+                    true_cb_dist: np.ndarray | None = None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Scores of one chain's reference predictions, each rebuilt with ``method`` and scored by
     :func:`score_prediction`: the separation prior, the nearest training neighbour (a
     ``neighbour.Neighbour``, when given; the prior fills its unaligned pairs) and the oracle.
@@ -124,6 +155,7 @@ def score_baselines(sample: Sample, prior: SeparationPrior, *, neighbour=None, m
     from proteinmtp.geometry import reconstruct
 
     true = sample.distances() if true_dist is None else true_dist
+    true_cb = cb_distances(sample) if true_cb_dist is None else true_cb_dist
     prior_dist = np.asarray(prior.predict(len(sample.sequence)), dtype=np.float64)
     dists = {"prior": prior_dist}
     if neighbour is not None:
@@ -131,7 +163,8 @@ def score_baselines(sample: Sample, prior: SeparationPrior, *, neighbour=None, m
     scores = {}
     for name, dist in dists.items():
         xyz, _ = reconstruct(dist, method=method)
-        scores[name] = score_prediction(dist, dist, xyz, sample, higher_is_contact=False, true_dist=true)
+        scores[name] = score_prediction(dist, dist, xyz, sample, higher_is_contact=False, true_dist=true,
+                                        true_cb_dist=true_cb)
     if neighbour is not None:
         if neighbour.identity is not None:  # no hit: no identity (the mean is over chains with a hit)
             scores[NEIGHBOUR]["identity"] = float(neighbour.identity)
@@ -139,7 +172,7 @@ def score_baselines(sample: Sample, prior: SeparationPrior, *, neighbour=None, m
     oracle_xyz = oracle_structure(sample, method=method)
     oracle_dist = np.where(np.isfinite(true), true, 0.0)
     scores["oracle"] = score_prediction(oracle_dist, oracle_dist, np.nan_to_num(oracle_xyz), sample,
-                                        higher_is_contact=False, true_dist=true)
+                                        higher_is_contact=False, true_dist=true, true_cb_dist=true_cb)
     return scores, dists
 
 
@@ -166,43 +199,84 @@ def _methods(rows: Sequence[dict]) -> tuple[str, ...]:
 
 @dataclass
 class FigureData:
-    """What the figures need, collected while evaluating (bounded memory)."""
+    """What the figures need, in memory independent of the number of proteins: per-separation error sums
+    over every pair, the pair samples (signed errors per method, model-vs-true scatter) of at most
+    ``max_sample_proteins`` proteins (``max_pairs_per_protein`` pairs each; the proteins chosen by a
+    seeded key per protein index, so any number of workers picks the same), and the first ``n_heatmaps``
+    proteins' matrices and views. Filled by merging per-protein ``contribution``s in protein order."""
 
     max_sep: int = 2048
     max_pairs_per_protein: int = 3000
+    max_sample_proteins: int = 200
     n_heatmaps: int = 3
     seed: int = 0
     sep_abs_sum: dict[str, np.ndarray] = field(default_factory=dict)
     sep_count: np.ndarray | None = None
-    errors: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    scatter: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    samples: list[tuple[float, int, dict[str, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]] = \
+        field(default_factory=list)
     heatmaps: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
     views: list[tuple[str, np.ndarray, np.ndarray, str, np.ndarray]] = field(default_factory=list)
+    n_added: int = 0
 
-    def add(self, sample: Sample, preds: dict[str, np.ndarray], model_xyz: np.ndarray,
-            confidence: np.ndarray) -> None:
-        true = sample.distances()
+    def contribution(self, index: int, sample: Sample, preds: dict[str, np.ndarray], model_xyz: np.ndarray,
+                     confidence: np.ndarray, true_dist: np.ndarray | None = None) -> dict:
+        """One protein's part (small arrays; the matrices only for the first ``n_heatmaps`` indices)."""
+        true = sample.distances() if true_dist is None else true_dist
         L = len(true)
         iu, ju = np.triu_indices(L, 1)
         ok = np.isfinite(true[iu, ju])
         iu, ju = iu[ok], ju[ok]
         sep = np.minimum(ju - iu, self.max_sep - 1)
         t = true[iu, ju]
-        if self.sep_count is None:
-            self.sep_count = np.zeros(self.max_sep)
-        self.sep_count += np.bincount(sep, minlength=self.max_sep)
-        rng = np.random.default_rng(self.seed + len(self.scatter))
+        rng = np.random.default_rng(self.seed + index)
         pick = rng.choice(len(t), min(len(t), self.max_pairs_per_protein), replace=False) if len(t) else []
+        c: dict = {"index": index, "sep_count": np.bincount(sep, minlength=self.max_sep), "sep_abs_sum": {},
+                   "errors": {}, "key": float(np.random.default_rng([self.seed, index]).random())}
         for name, dist in preds.items():
             err = dist[iu, ju] - t
+            c["sep_abs_sum"][name] = np.bincount(sep, weights=np.abs(err), minlength=self.max_sep)
+            c["errors"][name] = err[pick]
+        c["scatter"] = (preds["model"][iu, ju][pick], t[pick], (ju - iu)[pick])
+        if index < self.n_heatmaps:
+            c["heatmap"] = (sample.id, preds["model"], true)
+            c["view"] = (sample.id, model_xyz, np.asarray(sample.ca, float), sample.sequence, confidence)
+        return c
+
+    def merge(self, c: dict) -> None:
+        """Add one protein's ``contribution`` (call in protein order)."""
+        if self.sep_count is None:
+            self.sep_count = np.zeros(self.max_sep)
+        self.sep_count += c["sep_count"]
+        for name, v in c["sep_abs_sum"].items():
             self.sep_abs_sum.setdefault(name, np.zeros(self.max_sep))
-            self.sep_abs_sum[name] += np.bincount(sep, weights=np.abs(err), minlength=self.max_sep)
-            self.errors.setdefault(name, []).append(err[pick])
-        self.scatter.append((preds["model"][iu, ju][pick], t[pick], (ju - iu)[pick]))
-        if len(self.heatmaps) < self.n_heatmaps:
-            self.heatmaps.append((sample.id, preds["model"], true))
-        if len(self.views) < self.n_heatmaps:
-            self.views.append((sample.id, model_xyz, np.asarray(sample.ca, float), sample.sequence, confidence))
+            self.sep_abs_sum[name] += v
+        self.samples.append((c["key"], c["index"], c["errors"], c["scatter"]))
+        if len(self.samples) > self.max_sample_proteins:
+            self.samples.remove(max(self.samples, key=lambda s: (s[0], s[1])))
+        if "heatmap" in c and len(self.heatmaps) < self.n_heatmaps:
+            self.heatmaps.append(c["heatmap"])
+        if "view" in c and len(self.views) < self.n_heatmaps:
+            self.views.append(c["view"])
+        self.n_added += 1
+
+    def add(self, sample: Sample, preds: dict[str, np.ndarray], model_xyz: np.ndarray,
+            confidence: np.ndarray) -> None:
+        """Contribution and merge of the next protein in one call."""
+        self.merge(self.contribution(self.n_added, sample, preds, model_xyz, confidence))
+
+    @property
+    def errors(self) -> dict[str, list[np.ndarray]]:
+        """Signed pair errors (Å) per method of the sampled proteins, in protein order."""
+        out: dict[str, list[np.ndarray]] = {}
+        for _, _, err, _ in sorted(self.samples, key=lambda s: s[1]):
+            for name, v in err.items():
+                out.setdefault(name, []).append(v)
+        return out
+
+    @property
+    def scatter(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(model Å, true Å, separation) of the sampled proteins' pairs, in protein order."""
+        return [s[3] for s in sorted(self.samples, key=lambda s: s[1])]
 
     def mae_by_separation(self) -> dict[str, np.ndarray]:
         cnt = self.sep_count if self.sep_count is not None else np.zeros(self.max_sep)
@@ -217,21 +291,104 @@ class FigureData:
 class Evaluation:
     """Per-protein rows ({"id", "length", "n_present", "length_bin", "model": {...}, "prior": {...},
     "oracle": {...}, and with neighbours "neighbour": {...}, "neighbour_id"}), proteins skipped
-    (id → reason), the figure data, and how the neighbours were found (``neighbour_info``: the
-    NeighbourSet's info with "status": "ok", or {"status": "skipped", "reason": ...}; None = not asked)."""
+    (id → reason), the figure data, the confidence statistics (``confidence.ConfidenceStats``), and how the
+    neighbours were found (``neighbour_info``: the NeighbourSet's info with "status": "ok", or
+    {"status": "skipped", "reason": ...}; None = not asked)."""
 
     rows: list[dict] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     figures: FigureData = field(default_factory=FigureData)
     neighbour_info: dict | None = None
+    confidence: ConfidenceStats = field(default_factory=lambda: _new_confidence_stats())
+
+
+def _new_confidence_stats():
+    from proteinmtp.confidence import ConfidenceStats
+
+    return ConfidenceStats()
+
+
+@dataclass
+class _Task:
+    """Everything one protein's CPU scoring needs (sent to a worker process when --workers > 1)."""
+
+    index: int
+    sample: Sample
+    prediction: object            # model.DistancePrediction
+    prior: object                 # prior.SeparationPrior
+    neighbour: object | None      # neighbour.Neighbour
+    method: str
+    figures: FigureData           # only its parameters are used
+    pdb: tuple[Path, str, str, str] | None = None   # (directory, file stem, run directory, model name)
+
+
+def score_protein(task: _Task) -> dict:
+    """One protein: rebuild the model's structure from its predicted distances (as ``infer_distmat.py``
+    does), score it and the baselines, the confidence statistics and the figure contribution; write its
+    PDBs when asked. Returns {"row", "figure", "confidence"} (small: no L x L matrix beyond the first
+    proteins' heatmaps)."""
+    from proteinmtp.confidence import ConfidenceStats, predicted_tm
+    from proteinmtp.metrics import lddt_ca_per_residue
+    from proteinmtp.predict import structure_from_distances, write_structure
+    from proteinmtp.structure import write_pdb
+
+    sample, dp = task.sample, task.prediction
+    sp = structure_from_distances(dp, method=task.method)
+    L = len(sample.sequence)
+    mask = sample.mask()
+    row = {"id": sample.id, "length": L, "n_present": int(mask.sum()), "length_bin": length_bin(L)}
+    true = sample.distances()
+    true_cb = cb_distances(sample)
+    model_dist = np.asarray(dp.dist, dtype=np.float64)
+    row["model"] = score_prediction(model_dist, np.asarray(dp.contact_prob, float), sp.ca_xyz, sample,
+                                    true_dist=true, true_cb_dist=true_cb)
+    row["model"]["mean_confidence"] = sp.mean_confidence
+    perr = getattr(dp, "pair_error_probs", None)
+    ptm = predicted_tm(perr)
+    if ptm is not None:
+        row["model"]["ptm"] = ptm
+    scores, preds = score_baselines(sample, task.prior, neighbour=task.neighbour, method=task.method,
+                                    true_dist=true, true_cb_dist=true_cb)
+    row.update(scores)
+    if task.neighbour is not None:
+        row["neighbour_id"] = task.neighbour.neighbour_id or ""
+    ca = np.asarray(sample.ca, dtype=np.float64)
+    conf = ConfidenceStats()
+    conf.add_protein(task.index, sp.confidence, lddt_ca_per_residue(sp.ca_xyz, ca, mask), perr, model_dist,
+                     true, mask)
+    fig = task.figures.contribution(task.index, sample, {"model": model_dist, **preds}, sp.ca_xyz,
+                                    sp.confidence, true_dist=true)
+    if task.pdb is not None:
+        d, stem, run_dir, model_name = task.pdb
+        write_structure(d / f"{stem}_model.pdb", sp, run_dir=run_dir, model_name=model_name, record_id=sample.id)
+        nums = [r for r, ok in zip(sample.residue_ids, mask) if ok] if sample.residue_ids else None
+        write_pdb(d / f"{stem}_native.pdb", ca[mask], "".join(c for c, ok in zip(sample.sequence, mask) if ok),
+                  residue_numbers=nums, model_name="native", method="experimental", remarks=[f"NATIVE {sample.id}"])
+    return {"row": row, "figure": fig, "confidence": conf}
+
+
+def _worker_init() -> None:
+    """A scoring worker uses one BLAS/OpenMP thread (the pool is the parallelism)."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "refine", batch_size: int = 1,
                  prior: SeparationPrior | None = None, progress: bool = True, pdb_dir: str | Path | None = None,
                  figures: FigureData | None = None, run_dir: str | Path = "",
-                 neighbours: NeighbourSet | None = None) -> Evaluation:
+                 neighbours: NeighbourSet | None = None, workers: int = 1) -> Evaluation:
     """Score the run, the separation prior, the oracle and (with ``neighbours``) the nearest training
     neighbour on ``samples``.
+
+    Streaming: the model's forward pass runs in this process, batch by batch; each protein's prediction
+    is scored (:func:`score_protein`) and only its row, running sums and bounded figure samples are kept,
+    so memory does not grow with the predictions. ``workers`` > 1 scores proteins in that many worker
+    processes (at most 2 x workers predictions in flight); rows, figures and statistics are merged in
+    the order of ``samples`` whatever the number of workers, so the results are the same.
 
     ``neighbours``: from ``proteinmtp.neighbour.find_neighbours(train, samples)``, computed once and
     reusable for every run evaluated on the same samples (the run's own prior fills unaligned pairs);
@@ -239,11 +396,16 @@ def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "re
     ``prior`` defaults to ``run.prior`` (the run's prior.json). Proteins longer than ``run.max_len`` or
     with fewer than 2 residues with a Cα are skipped and listed. With ``pdb_dir``, the model's structure
     (confidence in the B-factor column) and the native Cα trace are written as <id>_model.pdb and
-    <id>_native.pdb.
+    <id>_native.pdb. The first failure is raised.
     """
-    from proteinmtp.predict import predict_structures, record_stems, run_description, write_structure
-    from proteinmtp.structure import write_pdb
+    from collections import deque
 
+    from tqdm.auto import tqdm
+
+    from proteinmtp.predict import record_stems, run_description
+
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     prior = prior if prior is not None else getattr(run, "prior", None)
     if prior is None:
         raise ValueError("the run has no separation prior (prior.json); retrain with a current train_distmat.py")
@@ -263,37 +425,50 @@ def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "re
         ev.neighbour_info = {"status": "ok", **neighbours.info}
     stems = record_stems([s.id for s in todo])
     model_name = run_description(run.config)["model_name"]
+    params = FigureData(max_sep=ev.figures.max_sep, max_pairs_per_protein=ev.figures.max_pairs_per_protein,
+                        max_sample_proteins=ev.figures.max_sample_proteins, n_heatmaps=ev.figures.n_heatmaps,
+                        seed=ev.figures.seed)
+    bar = tqdm(total=len(todo), desc="evaluate", unit="protein", disable=not progress)
 
-    def on_result(i: int, sp) -> None:
-        sample = todo[i]
-        L = len(sample.sequence)
-        dp = sp.distances
-        row = {"id": sample.id, "length": L, "n_present": int(sample.mask().sum()), "length_bin": length_bin(L)}
-        true = sample.distances()
-        model_dist = np.asarray(dp.dist, dtype=np.float64)
-        row["model"] = score_prediction(model_dist, np.asarray(dp.contact_prob, float), sp.ca_xyz, sample,
-                                        true_dist=true)
-        row["model"]["mean_confidence"] = sp.mean_confidence
-        scores, preds = score_baselines(sample, prior, neighbour=None if nb_of is None else nb_of[sample.id],
-                                        method=method, true_dist=true)
-        row.update(scores)
-        if nb_of is not None:
-            row["neighbour_id"] = nb_of[sample.id].neighbour_id or ""
-        preds = {"model": model_dist, **preds}
-        ev.rows.append(row)
-        ev.figures.add(sample, preds, sp.ca_xyz, sp.confidence)
-        if pdb_dir is not None:
-            d = Path(pdb_dir)
-            write_structure(d / f"{stems[i]}_model.pdb", sp, run_dir=run_dir,
-                            model_name=model_name, record_id=sample.id)
-            m = sample.mask()
-            nums = [r for r, ok in zip(sample.residue_ids, m) if ok] if sample.residue_ids else None
-            write_pdb(d / f"{stems[i]}_native.pdb", np.asarray(sample.ca, float)[m],
-                      "".join(c for c, ok in zip(sample.sequence, m) if ok), residue_numbers=nums,
-                      model_name="native", method="experimental", remarks=[f"NATIVE {sample.id}"])
+    def consume(res: dict) -> None:
+        ev.rows.append(res["row"])
+        ev.figures.merge(res["figure"])
+        ev.confidence.merge(res["confidence"])
+        bar.update(1)
 
-    predict_structures(run, [s.sequence for s in todo], method=method, batch_size=batch_size,
-                       progress=progress, on_result=on_result)
+    def tasks():
+        bs = max(1, batch_size)
+        for start in range(0, len(todo), bs):
+            chunk = todo[start:start + bs]
+            for k, dp in enumerate(run.predict([s.sequence for s in chunk], batch_size=len(chunk))):
+                i = start + k
+                yield _Task(i, todo[i], dp, prior, None if nb_of is None else nb_of[todo[i].id], method, params,
+                            None if pdb_dir is None else (Path(pdb_dir), stems[i], str(run_dir), model_name))
+
+    try:
+        if workers == 1:
+            for task in tasks():
+                consume(score_protein(task))
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                     initializer=_worker_init) as pool:
+                pending: deque = deque()
+                try:
+                    for task in tasks():
+                        pending.append(pool.submit(score_protein, task))
+                        while len(pending) > 2 * workers:
+                            consume(pending.popleft().result())
+                    while pending:
+                        consume(pending.popleft().result())
+                except BaseException:
+                    for f in pending:
+                        f.cancel()
+                    raise
+    finally:
+        bar.close()
     return ev
 
 
@@ -326,7 +501,10 @@ def summarize(ev: Evaluation) -> dict:
             sub = {k: block.get(f"{k}_{r}") for k in ("mae", "rmse", "pearson", "spearman")}
             sub.update({k: block.get(f"{k}_{r}") for k in ("precision_L", "precision_L2", "precision_L5")
                         if f"{k}_{r}" in block})
-            by_range[r] = {k: v for k, v in sub.items() if f"{k}_{r}" in block}
+            sub = {k: v for k, v in sub.items() if f"{k}_{r}" in block}
+            sub.update({f"{k}_cb": block[f"{k}_{r}_cb"] for k in ("precision_L", "precision_L2", "precision_L5")
+                        if f"{k}_{r}_cb" in block})
+            by_range[r] = sub
         block["by_range"] = by_range
         by_len = {}
         for label, _, _ in LENGTH_BINS:
@@ -336,11 +514,16 @@ def summarize(ev: Evaluation) -> dict:
         block["by_length"] = by_len
         if method == NEIGHBOUR:
             block["n_without_hit"] = sum(1 for r in rows if not r.get("neighbour_id"))
+        if method == "model":
+            col = lambda k: np.array([np.nan if r["model"].get(k) is None else r["model"][k]  # noqa: E731
+                                      for r in rows], dtype=np.float64)
+            block["confidence"] = ev.confidence.summary(col("ptm"), col("tm_score"), col(MIRROR_KEY))
         out[method] = block
     if NEIGHBOUR not in methods:
         out[NEIGHBOUR] = None
     out["neighbour_search"] = ev.neighbour_info or {"status": "skipped", "reason": "no neighbours were given"}
     out["n_proteins"] = len(rows)
+    out["contact_definitions"] = CONTACT_DEFINITIONS
     out["length_bins"] = {label: [lo, hi] for label, lo, hi in LENGTH_BINS}
     out["skipped"] = dict(ev.skipped)
     out["diagnostics"] = {
@@ -413,6 +596,12 @@ def write_figures(ev: Evaluation, vis_dir: str | Path, run_dir: str | Path | Non
                    for meth in _methods(ev.rows) if not (meth == "oracle" and m == "mae")}
                for m in ("mae", "tm_score", "lddt")}
     paths.append(plots.metrics_vs_length(lengths, metrics, vis / "metrics_vs_length.png"))
+    results = summarize(ev)
+    conf = results["model"]["confidence"]
+    col = lambda k: np.array([np.nan if r["model"].get(k) is None else r["model"][k] for r in ev.rows])  # noqa: E731
+    paths.append(plots.confidence_calibration(conf, col("ptm"), col("tm_score"), vis / "confidence.png"))
+    paths.append(plots.contact_precision({m: results[m] for m in TABLE_ORDER if results.get(m)},
+                                         vis / "contact_precision.png"))
     stems = record_stems([v[0] for v in fd.views])
     for stem, (sid, xyz, ca, seq, conf) in zip(stems, fd.views):
         row = next(r for r in ev.rows if r["id"] == sid)
@@ -442,13 +631,23 @@ def write_results(ev: Evaluation, output_dir: str | Path, config: dict | None = 
 
 def format_summary(results: dict) -> str:
     """A small text table of the headline metrics for model / prior / neighbour / oracle."""
-    keys = ("mae", "mae_short", "mae_medium", "mae_long", "precision_L5_long", "rmsd", "tm_score", "gdt_ts", "lddt")
-    lines = [f"{'':10}" + "".join(f"{k:>18}" for k in keys)]
+    keys = ("mae", "mae_short", "mae_medium", "mae_long", "precision_L5_long", "precision_L5_long_cb", "rmsd",
+            "tm_score", "gdt_ts", "lddt")
+    lines = [f"{'':10}" + "".join(f"{k:>21}" for k in keys)]
     for m in TABLE_ORDER:
         if not results.get(m):
             continue
         vals = [results[m].get(k) for k in keys]
-        lines.append(f"{m:10}" + "".join(f"{v:18.3f}" if v is not None else f"{'n/a':>18}" for v in vals))
+        lines.append(f"{m:10}" + "".join(f"{v:21.3f}" if v is not None else f"{'n/a':>21}" for v in vals))
+    lines.append("contacts: precision_* against Ca-Ca < 8 A, precision_*_cb against Cb-Cb < 8 A (Ca for Gly); "
+                 "both ranked by the predicted Ca distances/probabilities")
+    conf = (results.get("model") or {}).get("confidence")
+    if conf:
+        f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(f"confidence: per-residue vs true lDDT-Ca Pearson {f(conf.get('residue_lddt_pearson'))}, "
+                     f"Spearman {f(conf.get('residue_lddt_spearman'))}; pair error classes ECE "
+                     f"{f(conf.get('pair_ece'))}; pTM mean {f(conf.get('ptm_mean'))}, Pearson with TM "
+                     f"{f(conf.get('ptm_pearson'))}")
     nb = results.get(NEIGHBOUR)
     if nb:
         ident = nb.get("identity")
@@ -486,6 +685,9 @@ def add_model_arguments(parser) -> None:
     g.add_argument("--experiments_root", default="experiments", help="root directory of experiment records")
     add_prediction_arguments(g, "reconstruction used for model, prior and oracle")
     g.add_argument("--no_figures", action="store_true", help="skip the figures and HTML views")
+    g.add_argument("--workers", type=int, default=1,
+                   help="processes scoring proteins (reconstruction, metrics) while the model's forward pass runs "
+                        "in the main process; 1 = score in the main process. Results are identical for any N")
     g.add_argument("--train_data", default=None,
                    help="training split searched for each chain's nearest neighbour (dataset JSON or .json.gz; "
                         "None = train_data of the run's training_config.json; a missing file there skips the "
@@ -558,6 +760,8 @@ def run_model_mode(args) -> int:
         raise EvaluationInputError(f"--num_samples must be ≥ 1, got {args.num_samples}")
     if args.batch_size < 1:
         raise EvaluationInputError(f"--batch_size must be ≥ 1, got {args.batch_size}")
+    if getattr(args, "workers", 1) < 1:
+        raise EvaluationInputError(f"--workers must be ≥ 1, got {args.workers}")
     run_dir = Path(args.model_path)
     if not run_dir.is_dir():
         raise EvaluationInputError(f"run directory {run_dir} does not exist; pass the --output_dir of train_distmat.py")
@@ -595,10 +799,11 @@ def run_model_mode(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ev = evaluate_run(run, samples, method=args.mds_method, batch_size=args.batch_size,
                       pdb_dir=(out / "pdbs") if args.save_pdbs else None, run_dir=run_dir,
-                      progress=not getattr(args, "quiet", False), neighbours=neighbours)
+                      progress=not getattr(args, "quiet", False), neighbours=neighbours,
+                      workers=getattr(args, "workers", 1))
     ev.neighbour_info = neighbour_info
     config = {"model_path": str(run_dir), "test_data": str(args.test_data), "num_samples": args.num_samples,
-              "mds_method": args.mds_method, "n_in_split": len(data.samples),
+              "mds_method": args.mds_method, "n_in_split": len(data.samples), "workers": getattr(args, "workers", 1),
               **run_description(run.config), "max_len": getattr(run, "max_len", None),
               "git_commit": run.config.get("git_commit"), "max_steps": run.config.get("max_steps")}
     results = write_results(ev, out, config)

@@ -23,7 +23,8 @@ native residue the prediction lacks — a NaN row of ``pred_xyz`` — scores 0, 
 * ``gdt``: residues present in both within each cutoff, divided by the native's present residue count
   (or ``norm_length``).
 * ``lddt_ca``: every native pair (both native Cα present, within 15 Å); a pair with a residue the
-  prediction lacks counts as not preserved at any threshold.
+  prediction lacks counts as not preserved at any threshold. ``lddt_ca_per_residue``: the same pairs,
+  averaged per residue (the target a per-residue confidence should predict).
 """
 
 from __future__ import annotations
@@ -327,13 +328,9 @@ def gdt(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = No
     return out
 
 
-def lddt_ca(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None,
-            *, radius: float = LDDT_RADIUS, thresholds: tuple[float, ...] = LDDT_THRESHOLDS) -> float:
-    """lDDT on Cα over the NATIVE's residues: native pairs i ≠ j (both Cα present in ``true_xyz`` and
-    inside ``mask``) within ``radius`` Å; mean over ``thresholds`` of the fraction with
-    |d_pred − d_true| < threshold, pooled over all pairs. A pair involving a residue the prediction lacks
-    (NaN row of ``pred_xyz``) is not preserved (CASP / OpenStructure). Superposition-free; mirror-invariant.
-    NaN when the native has no such pair."""
+def _lddt_preserved(pred_xyz, true_xyz, mask, radius, thresholds):
+    """(native residue mask [L], pair selection [n, n], preserved fraction per pair [n, n]) over the
+    native's present residues; see :func:`lddt_ca`. None when the native has fewer than 2 residues."""
     a = np.asarray(pred_xyz, dtype=np.float64)
     b = np.asarray(true_xyz, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 2 or a.shape[1] != 3:
@@ -343,17 +340,49 @@ def lddt_ca(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None 
         native &= np.asarray(mask, dtype=bool)
     a, b = a[native], b[native]
     if len(b) < 2:
-        return float("nan")
+        return None
     dt = distance_matrix(b)
     sel = (dt < radius) & ~np.eye(len(b), dtype=bool)
-    if not sel.any():
-        return float("nan")
     have = np.isfinite(a).all(axis=1)
     dp = np.full_like(dt, np.inf)           # a pair with a missing predicted residue never passes
     if have.any():
         dp[np.ix_(have, have)] = distance_matrix(a[have])
-    err = np.abs(dp - dt)[sel]
-    return float(np.mean([(err < t).mean() for t in thresholds]))
+    err = np.abs(dp - dt)
+    frac = np.mean([err < t for t in thresholds], axis=0)
+    return native, sel, frac
+
+
+def lddt_ca(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None,
+            *, radius: float = LDDT_RADIUS, thresholds: tuple[float, ...] = LDDT_THRESHOLDS) -> float:
+    """lDDT on Cα over the NATIVE's residues: native pairs i ≠ j (both Cα present in ``true_xyz`` and
+    inside ``mask``) within ``radius`` Å; mean over ``thresholds`` of the fraction with
+    |d_pred − d_true| < threshold, pooled over all pairs. A pair involving a residue the prediction lacks
+    (NaN row of ``pred_xyz``) is not preserved (CASP / OpenStructure). Superposition-free; mirror-invariant.
+    NaN when the native has no such pair."""
+    got = _lddt_preserved(pred_xyz, true_xyz, mask, radius, thresholds)
+    if got is None or not got[1].any():
+        return float("nan")
+    _, sel, frac = got
+    return float(frac[sel].mean())
+
+
+def lddt_ca_per_residue(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None,
+                        *, radius: float = LDDT_RADIUS,
+                        thresholds: tuple[float, ...] = LDDT_THRESHOLDS) -> np.ndarray:
+    """Per-residue lDDT-Cα [L] in [0, 1]: for residue i, the pairs (i, j) of :func:`lddt_ca` (native
+    within ``radius`` Å), mean over ``thresholds`` of the fraction preserved (AlphaFold's pLDDT target,
+    on Cα). NaN for a residue outside the native (no Cα or outside ``mask``) or without such a pair."""
+    L = len(np.asarray(true_xyz))
+    out = np.full(L, np.nan)
+    got = _lddt_preserved(pred_xyz, true_xyz, mask, radius, thresholds)
+    if got is None:
+        return out
+    native, sel, frac = got
+    n = sel.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per = np.where(n > 0, (frac * sel).sum(axis=1) / n, np.nan)
+    out[native] = per
+    return out
 
 
 def structure_metrics(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None,

@@ -513,6 +513,7 @@ class DistancePrediction:
     residue_confidence: np.ndarray   # [L] in [0, 1]
     distogram_probs: np.ndarray | None = None   # [L, L, n_bins]
     bin_edges: np.ndarray | None = None         # [n_bins - 1] Å
+    pair_error_probs: np.ndarray | None = None  # [L, L, 5] P(|pred - true| in each ERROR_EDGES class); None: no classes
 
 
 class LoadedRun:

@@ -175,6 +175,77 @@ def metrics_vs_length(lengths: np.ndarray, metrics: Mapping[str, Mapping[str, np
     return _save(fig, path)
 
 
+def confidence_calibration(conf: Mapping, ptm: np.ndarray, tm: np.ndarray, path: str | Path) -> Path:
+    """Three panels from the ``confidence`` block of eval_results.json (``confidence.ConfidenceStats.summary``):
+    binned per-residue confidence vs mean true per-residue lDDT-Cα, the pair error classes' reliability
+    (largest class probability vs how often that class is the true one), and pTM vs true TM per protein."""
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.2), layout="constrained")
+
+    def f(v):
+        return np.nan if v is None else float(v)
+
+    def rel(ax, block, scale, xlabel, ylabel, title):
+        mc = np.array([f(v) for v in block["mean_confidence"]]) / scale
+        mo = np.array([f(v) for v in block["mean_outcome"]])
+        n = np.asarray(block["count"], float)
+        ax.plot([0, 1], [0, 1], color="0.6", linewidth=1, linestyle="--", label="perfect calibration")
+        ok = n > 0
+        ax.plot(mc[ok], mo[ok], "o-", label="binned")
+        for x, y, c in zip(mc[ok], mo[ok], n[ok]):
+            ax.annotate(f"{int(c)}", (x, y), fontsize=6, xytext=(2, -8), textcoords="offset points")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8, loc="upper left")
+
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    rel(axes[0], conf["residue_reliability"], 100.0, "per-residue confidence / 100 (B-factor)",
+        "mean true per-residue lDDT-Cα",
+        f"Residue confidence: Pearson {fmt(conf.get('residue_lddt_pearson'))}, "
+        f"Spearman {fmt(conf.get('residue_lddt_spearman'))}")
+    rel(axes[1], conf["pair_reliability"], 1.0, "largest pair error-class probability",
+        "fraction where that class is the true one", f"Pair error classes: ECE {fmt(conf.get('pair_ece'))}")
+    ax = axes[2]
+    ptm, tm = np.asarray(ptm, float), np.asarray(tm, float)
+    ok = np.isfinite(ptm) & np.isfinite(tm)
+    if ok.any():
+        ax.scatter(ptm[ok], tm[ok], s=12, alpha=0.6)
+        ax.plot([0, 1], [0, 1], color="0.6", linewidth=1, linestyle="--")
+    else:
+        ax.text(0.5, 0.5, "no pTM (the head predicts no pair error classes)", ha="center", va="center",
+                transform=ax.transAxes, fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted TM-score (pTM)")
+    ax.set_ylabel("true TM-score (hand chosen without the native)")
+    ax.set_title(f"pTM vs TM: Pearson {fmt(conf.get('ptm_pearson'))}", fontsize=10)
+    return _save(fig, path)
+
+
+def contact_precision(blocks: Mapping[str, Mapping], path: str | Path) -> Path:
+    """Top-L/5 and top-L contact precision per separation range and method, against Cα–Cα < 8 Å (solid)
+    and Cβ–Cβ < 8 Å, Cα for glycine (hatched). ``blocks``: {method: eval_results block}."""
+    ranges = ("short", "medium", "long")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    methods = [m for m, b in blocks.items() if b]
+    width = 0.8 / max(2 * len(methods), 1)
+    for ax, k in zip(axes, ("L5", "L")):
+        for mi, m in enumerate(methods):
+            for di, (suffix, hatch, lab) in enumerate((("", None, "Cα"), ("_cb", "//", "Cβ"))):
+                vals = [blocks[m].get(f"precision_{k}_{r}{suffix}") for r in ranges]
+                x = np.arange(len(ranges)) + (2 * mi + di) * width - 0.4 + width / 2
+                ax.bar(x, [np.nan if v is None else v for v in vals], width, hatch=hatch,
+                       color=f"C{mi}", alpha=0.9 if di == 0 else 0.55, label=f"{m} ({lab} truth)")
+        ax.set_xticks(np.arange(len(ranges)), ranges)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"precision of the top {k.replace('L5', 'L/5')} pairs")
+        ax.set_title(f"Contacts (< 8 Å), top {k.replace('L5', 'L/5')}: Cα vs Cβ truth", fontsize=10)
+    axes[1].legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
 def read_train_log(path: str | Path) -> list[dict]:
     """Rows of a JSON-lines training log; a torn last line (training still writing) is skipped."""
     rows = []

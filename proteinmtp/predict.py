@@ -328,7 +328,10 @@ def predict_structures(run: LoadedRun, sequences: Sequence[str], *, method: str 
 
 def structure_remarks(sp: StructurePrediction, *, run_dir: str | Path = "", model_name: str = "",
                       record_id: str = "") -> list[str]:
-    """REMARK text for an output structure: model, run, record, hand chosen, mean confidence."""
+    """REMARK text for an output structure: model, run, record, hand chosen, mean confidence, predicted
+    TM-score (``confidence.predicted_tm``, when the model predicts pair error classes)."""
+    from proteinmtp.confidence import predicted_tm
+
     rem = []
     if record_id:
         rem.append(f"RECORD {record_id}")
@@ -338,6 +341,9 @@ def structure_remarks(sp: StructurePrediction, *, run_dir: str | Path = "", mode
     rem.append(f"HAND {sp.hand.upper()} (HELIX-HANDEDNESS SCORE {float(sp.info.get('hand_score', 0.0)):+.2f}; "
                "MDS CANNOT TELL MIRROR IMAGES APART)")
     rem.append(f"MEAN CONFIDENCE {sp.mean_confidence:.1f} (0-100)")
+    ptm = predicted_tm(getattr(sp.distances, "pair_error_probs", None))
+    if ptm is not None:
+        rem.append(f"PREDICTED TM-SCORE {ptm:.3f} (PTM FROM PAIR DISTANCE ERRORS; BLIND TO THE HAND)")
     if "stress_rmse" in sp.info:
         rem.append(f"DISTANCE FIT RMSE {sp.info['stress_rmse']:.2f} A")
     return rem
@@ -368,8 +374,12 @@ def save_distogram(path: str | Path, sp: StructurePrediction) -> Path:
     """Save distogram and confidences as .npz (atomic).
 
     Arrays: dist [L, L] Å, distogram_probs [L, L, n_bins] float16 (if the model has a distogram), bin_edges
-    [n_bins - 1] Å, contact_prob [L, L], pair_confidence [L, L] 0–1, residue_confidence [L] 0–1, sequence.
+    [n_bins - 1] Å, contact_prob [L, L], pair_confidence [L, L] 0–1, residue_confidence [L] 0–1, sequence;
+    when the model predicts pair error classes also pair_error_probs [L, L, 5] float16 (|pred − true| <
+    0.5, 1, 2, 4, ≥ 4 Å) and ptm (a scalar, ``confidence.predicted_tm``).
     """
+    from proteinmtp.confidence import predicted_tm
+
     dp = sp.distances
     arrays: dict[str, np.ndarray] = {
         "sequence": np.array(sp.sequence),
@@ -382,6 +392,9 @@ def save_distogram(path: str | Path, sp: StructurePrediction) -> Path:
         arrays["distogram_probs"] = np.asarray(dp.distogram_probs, dtype=np.float16)  # halves the file
     if getattr(dp, "bin_edges", None) is not None:
         arrays["bin_edges"] = np.asarray(dp.bin_edges, dtype=np.float32)
+    if getattr(dp, "pair_error_probs", None) is not None:
+        arrays["pair_error_probs"] = np.asarray(dp.pair_error_probs, dtype=np.float16)
+        arrays["ptm"] = np.array(predicted_tm(dp.pair_error_probs), dtype=np.float64)
     path = Path(path)
     with atomic_open(path, "wb") as fh:
         np.savez_compressed(fh, **arrays)

@@ -188,7 +188,8 @@ class CoordinateHead(nn.Module):
         """Outputs of batch item ``b`` (first L residues): the keys of ``DistanceHead.predict_numpy``.
 
         ``dist`` is the exact distance matrix of the predicted coordinates (zero diagonal, symmetric);
-        ``distogram_probs`` and ``bin_edges`` are None (no distogram).
+        ``distogram_probs``, ``bin_edges`` and ``pair_error_probs`` are None (no distogram, no pair error
+        classes).
         """
         dist = coords_to_dist(out["xyz"][b, :L].double(), eps=0.0)
         dist = 0.5 * (dist + dist.T)
@@ -198,7 +199,7 @@ class CoordinateHead(nn.Module):
         pconf = torch.sqrt(rconf[:, None] * rconf[None, :])
         return {"dist": dist.cpu().numpy(), "contact_prob": contact.float().cpu().numpy(),
                 "pair_confidence": pconf.float().cpu().numpy(), "residue_confidence": rconf.float().cpu().numpy(),
-                "distogram_probs": None, "bin_edges": None}
+                "distogram_probs": None, "bin_edges": None, "pair_error_probs": None}
 
 
 __all__ = ["CoordinateHead", "coords_to_dist", "kabsch_rmsd", "mds_from_dist", "COORD_SCALE", "RMSD_WEIGHT"]

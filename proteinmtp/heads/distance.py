@@ -188,7 +188,11 @@ class DistanceHead(nn.Module):
     # -- inference -------------------------------------------------------------------------------------
     def predict_numpy(self, out: dict[str, torch.Tensor], b: int, L: int,
                       stats: tuple[float, float]) -> dict[str, np.ndarray]:
-        """Outputs of batch item ``b`` (first L residues) as NumPy arrays in Å / probabilities."""
+        """Outputs of batch item ``b`` (first L residues) as NumPy arrays in Å / probabilities.
+
+        ``pair_error_probs`` [L, L, 5]: probabilities of the error classes |predicted − true distance| <
+        0.5, 1, 2, 4 Å and ≥ 4 Å (``ERROR_EDGES``); ``pair_confidence`` is their expected ``ERROR_SCORES``.
+        """
         mu, sd = stats
         dn = out["dist_norm"][b, :L, :L].float()
         dist = torch.exp(dn * sd + mu)
@@ -199,12 +203,13 @@ class DistanceHead(nn.Module):
         # P(d < 8 Å): bins entirely below the cutoff (edges <= cutoff) -> bins 0..k-1
         k = int((edges <= CONTACT_CUTOFF + 1e-6).sum().item())
         contact = probs[..., :k].sum(-1)
-        pconf = torch.softmax(out["pair_conf_logits"][b, :L, :L].float(), -1) @ torch.tensor(
-            ERROR_SCORES, device=probs.device)
+        perr = torch.softmax(out["pair_conf_logits"][b, :L, :L].float(), -1)        # [L, L, 5], symmetric
+        pconf = perr @ torch.tensor(ERROR_SCORES, device=probs.device)
         rconf = torch.sigmoid(out["residue_conf_logits"][b, :L].float())
         return {"dist": dist.cpu().numpy().astype(np.float64), "contact_prob": contact.cpu().numpy(),
                 "pair_confidence": pconf.cpu().numpy(), "residue_confidence": rconf.cpu().numpy(),
-                "distogram_probs": probs.cpu().numpy(), "bin_edges": edges.cpu().numpy()}
+                "distogram_probs": probs.cpu().numpy(), "bin_edges": edges.cpu().numpy(),
+                "pair_error_probs": perr.cpu().numpy()}
 
 
 __all__ = ["DistanceHead", "ChannelLayerNorm", "ResidualConvBlock", "AxialAttention"]
