@@ -56,9 +56,11 @@ REQUIRED_KEYS = ("mae", "rmse", "pearson", "mae_short", "mae_medium", "mae_long"
 LENGTH_BINS: tuple[tuple[str, int, int | None], ...] = (
     ("<100", 0, 100), ("100-199", 100, 200), ("200-299", 200, 300), (">=300", 300, None))
 MIRROR_KEY = "diagnostic_tm_score_best_of_mirrors"
+CB_MIN_FRACTION = 0.5   # a chain gets Cβ contact scores when at least this fraction of its Cα residues has a Cβ
 CONTACT_DEFINITIONS = {
     "precision_*": "true contact: Ca-Ca distance < 8 A",
-    "precision_*_cb": "true contact: Cb-Cb distance < 8 A (Ca for glycine; CASP), pairs with both Cb",
+    "precision_*_cb": "true contact: Cb-Cb distance < 8 A (Ca for glycine; CASP), over the residues with a Cb "
+                      "(L = their number), for chains where at least half the residues with a Ca have one",
     "ranking": "the same scores rank the pairs for both definitions: the model's P(Ca-Ca < 8 A), the "
                "baselines' Ca distances (no method predicts Cb)",
 }
@@ -117,8 +119,9 @@ def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.n
     Contacts are counted two ways: ``precision_*`` against Cα–Cα < 8 Å (the quantity predicted) and
     ``precision_*_cb`` against Cβ–Cβ < 8 Å, Cα for glycine (CASP's definition; ``true_cb_dist``, default
     from ``sample.cb``; absent when the sample has no Cβ). The same scores rank the pairs for both (the
-    model predicts Cα distances); the top-L counts use the residues with a Cα, pairs without both Cβ are
-    left out of the Cβ ranking.
+    model predicts Cα distances); the Cβ scores are over the residues with a Cβ (L = their number) and
+    only for a chain where at least ``CB_MIN_FRACTION`` of the residues with a Cα have one (Cα-only
+    entries have none; their mean is over the chains that have).
     """
     from proteinmtp.geometry import mirror
     from proteinmtp.metrics import contact_metrics, distance_metrics, structure_metrics, tm_score
@@ -130,8 +133,10 @@ def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.n
     out.update(distance_metrics(pred_dist, true, mask))
     out.update(contact_metrics(contact_score, true, mask, higher_is_contact=higher_is_contact))
     if true_cb is not None:
-        cb = contact_metrics(contact_score, true_cb, mask, higher_is_contact=higher_is_contact)
-        out.update({f"{k}_cb": v for k, v in cb.items()})
+        has_cb = mask & (np.isfinite(true_cb).sum(axis=1) > 1)   # a residue with a Cβ has finite distances
+        if has_cb.sum() >= CB_MIN_FRACTION * mask.sum():
+            cb = contact_metrics(contact_score, true_cb, has_cb, higher_is_contact=higher_is_contact)
+            out.update({f"{k}_cb": v for k, v in cb.items()})
     ca = np.asarray(sample.ca, dtype=np.float64)[mask]
     x = np.asarray(xyz, dtype=np.float64)[mask]
     s = structure_metrics(x, ca)
