@@ -219,3 +219,54 @@ def test_bad_input(case, tiny_run, tmp_path, repo_root):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr and expect in lines[0], r.stderr
     assert not out.exists() and not (tmp_path / "exp").exists()
+
+
+def test_confidence_block_and_summary(evaluated):
+    res = evaluated["results"]
+    conf = res["model"]["confidence"]
+    for k in ("residue_lddt_pearson", "residue_lddt_spearman", "pair_ece", "ptm_pearson"):
+        assert k in conf
+    assert -1 <= conf["residue_lddt_pearson"] <= 1 and 0 <= conf["pair_ece"] <= 1
+    assert conf["n_residues"] == sum(int(r["n_present"]) for r in evaluated["rows"].values())
+    ptms = [float(r["model_ptm"]) for r in evaluated["rows"].values()]
+    assert all(0 < p <= 1 for p in ptms) and res["model"]["ptm"] == pytest.approx(np.mean(ptms), rel=1e-5)
+    assert "confidence: per-residue vs true lDDT-Ca Pearson" in format_summary(res)
+    assert "Cb-Cb < 8 A" in format_summary(res) and "precision_*_cb" in res["contact_definitions"]
+    assert (evaluated["out"] / "visualizations" / "confidence.png").is_file()
+    assert (evaluated["out"] / "visualizations" / "contact_precision.png").is_file()
+    # the model PDB's REMARK carries the same pTM as the results
+    pdb = (evaluated["out"] / "pdbs" / "1LCD_A_model.pdb").read_text()
+    line = next(ln for ln in pdb.splitlines() if "PREDICTED TM-SCORE" in ln)
+    assert f"{float(evaluated['rows']['1LCD:A']['model_ptm']):.3f}" in line
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_results(tiny_run):
+    """--workers 2 (a process pool, results merged in order) gives exactly the results of one process."""
+    from proteinmtp.model import load_run
+
+    run = load_run(tiny_run["run_dir"])
+    test = list(load_dataset(tiny_run["test_data"]).samples)
+    one = summarize(evaluate_run(run, test, progress=False, workers=1))
+    two_ev = evaluate_run(run, test, progress=False, workers=2)
+    assert [r["id"] for r in two_ev.rows] == [s.id for s in test if s.id != "2XHE:B"]
+    assert summarize(two_ev) == one
+
+
+def test_figure_data_is_bounded_and_order_free(tiny_run):
+    """FigureData keeps the pair samples of at most max_sample_proteins proteins: the same ones whatever
+    the number of proteins merged after them, and sums over every protein."""
+    from proteinmtp.evaluation import FigureData
+
+    s = next(x for x in load_dataset(tiny_run["test_data"]).samples if x.id == "1LCD:A")
+    true = s.distances()
+    fd = FigureData(max_sample_proteins=4)
+    contribs = [fd.contribution(i, s, {"model": true + i}, np.asarray(s.ca), np.zeros(len(true))) for i in range(12)]
+    for c in contribs:
+        fd.merge(c)
+    assert len(fd.samples) == 4 and len(fd.heatmaps) == 3
+    keys = sorted((c["key"], c["index"]) for c in contribs)[:4]
+    assert sorted((k, i) for k, i, *_ in fd.samples) == keys
+    n = len(true) * (len(true) - 1) // 2
+    assert fd.sep_count.sum() == 12 * n
+    assert fd.mae_by_separation()["model"][1:].mean() == pytest.approx(np.mean(range(12)))
