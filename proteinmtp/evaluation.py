@@ -55,6 +55,8 @@ REQUIRED_KEYS = ("mae", "rmse", "pearson", "mae_short", "mae_medium", "mae_long"
 # Length bins (residues, [lo, hi)); label → bounds.
 LENGTH_BINS: tuple[tuple[str, int, int | None], ...] = (
     ("<100", 0, 100), ("100-199", 100, 200), ("200-299", 200, 300), (">=300", 300, None))
+# Keys of the model block's confidence block: docs/contracts.md#evaluation-output-eval_resultsjson.
+CONFIDENCE_KEYS = ("residue_lddt_pearson", "residue_lddt_spearman", "pair_ece", "ptm_pearson")
 MIRROR_KEY = "diagnostic_tm_score_best_of_mirrors"
 CB_MIN_FRACTION = 0.5   # a chain gets Cβ contact scores when at least this fraction of its Cα residues has a Cβ
 CONTACT_DEFINITIONS = {

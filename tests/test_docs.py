@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from proteinmtp.evaluation import REQUIRED_KEYS
+from proteinmtp.evaluation import CONFIDENCE_KEYS, REQUIRED_KEYS
 
 
 def _slug(heading: str) -> str:
@@ -16,6 +16,8 @@ def test_required_keys_match_the_code(repo_root):
     text = (repo_root / "docs" / "contracts.md").read_text()
     block = text.split("<!-- required-keys -->")[1].split("<!-- /required-keys -->")[0]
     assert tuple(re.findall(r"`([a-zA-Z0-9_]+)`", block)) == REQUIRED_KEYS
+    block = text.split("<!-- confidence-keys -->")[1].split("<!-- /confidence-keys -->")[0]
+    assert tuple(re.findall(r"`([a-zA-Z0-9_]+)`", block)) == CONFIDENCE_KEYS
 
 
 def test_every_citation_of_the_contracts_resolves(repo_root):

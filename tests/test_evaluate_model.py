@@ -224,7 +224,9 @@ def test_bad_input(case, tiny_run, tmp_path, repo_root):
 def test_confidence_block_and_summary(evaluated):
     res = evaluated["results"]
     conf = res["model"]["confidence"]
-    for k in ("residue_lddt_pearson", "residue_lddt_spearman", "pair_ece", "ptm_pearson"):
+    from proteinmtp.evaluation import CONFIDENCE_KEYS
+
+    for k in CONFIDENCE_KEYS:
         assert k in conf
     assert -1 <= conf["residue_lddt_pearson"] <= 1 and 0 <= conf["pair_ece"] <= 1
     assert conf["n_residues"] == sum(int(r["n_present"]) for r in evaluated["rows"].values())
