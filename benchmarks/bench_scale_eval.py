@@ -98,6 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--code_dir", default=str(REPO),
                     help="repository whose evaluate_distmat_model.py is measured (e.g. an older checkout)")
     ap.add_argument("--work_dir", default="build/bench_scale_eval", help="scratch directory (subsets, outputs, logs)")
+    ap.add_argument("--mds_method", default="refine", choices=("classical", "refine"),
+                    help="reconstruction of the evaluation (classical: MDS only, far cheaper; memory is what is measured)")
     ap.add_argument("--quick", action="store_true", help="counts 10,20,40 (smoke run)")
     ap.add_argument("--out", default="benchmarks/results/scale_eval.json", help="JSON output path")
     args = ap.parse_args(argv)
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
             out = work / f"eval_{n}_w{w}"
             cmd = [str(code / "evaluate_distmat_model.py"), "--model_path", str(run), "--test_data", str(subset),
                    "--output_dir", str(out), "--experiments_root", str(work / "experiments"), "--no_neighbour",
-                   "--quiet"]
+                   "--quiet", "--mds_method", args.mds_method]
             if w != 1:
                 cmd += ["--workers", str(w)]
             m = measure([sys.executable, *cmd], work / f"eval_{n}_w{w}.log", env=env)
@@ -155,7 +157,8 @@ def main(argv=None) -> int:
     write_json(Path(args.out), {"conditions": {"model": "tiny (5 steps)" if not args.model_path else Path(args.model_path).name,
                                                "data": Path(args.data).name,
                                                "code": "this checkout" if same else Path(args.code_dir).name,
-                                               "threads_per_process": 1, "neighbour": False, "figures": True},
+                                               "threads_per_process": 1, "neighbour": False, "figures": True,
+                                               "mds_method": args.mds_method},
                                 "rows": rows, "slopes": slopes})
     print(f"wrote {args.out}")
     return 0
