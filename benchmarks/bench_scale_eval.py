@@ -119,6 +119,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.data} has only {len(pool)} chains of 30-300 residues; fewer than {max(counts)}")
     code = Path(args.code_dir).resolve()
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    same = Path(args.code_dir).resolve() == REPO
+    conditions = {"model": "tiny (5 steps)" if not args.model_path else Path(args.model_path).name,
+                  "data": Path(args.data).name, "code": "this checkout" if same else Path(args.code_dir).name,
+                  "threads_per_process": 1, "neighbour": False, "figures": True, "mds_method": args.mds_method}
     rows = []
     for n in counts:
         subset = work / f"subset_{n}.json"
@@ -136,6 +140,7 @@ def main(argv=None) -> int:
                 raise SystemExit(f"evaluation of {n} proteins failed (rc {m['rc']}); see {work}/eval_{n}_w{w}.log")
             res = json.loads((out / "eval_results.json").read_text())
             rows.append({"n_proteins": n, "n_evaluated": res["n_proteins"], "residues": residues, "workers": w, **m})
+            write_json(Path(args.out), {"conditions": conditions, "rows": rows, "complete": False})  # so far
             print(f"n={n} workers={w}: {m['seconds']:.1f} s, peak RSS {m['peak_rss_mb_max_process']:.0f} MB "
                   f"(largest process), tree {m['peak_rss_mb_tree'] or float('nan'):.0f} MB", flush=True)
     slopes = {}
@@ -153,13 +158,7 @@ def main(argv=None) -> int:
         print(f"| {r['n_proteins']} | {r['residues']} | {r['workers']} | {r['seconds']:.1f} | "
               f"{r['peak_rss_mb_max_process']:.0f} | {tree} |")
     print("slopes: " + ", ".join(f"{k} = {v:.3g}" for k, v in slopes.items()))
-    same = Path(args.code_dir).resolve() == REPO
-    write_json(Path(args.out), {"conditions": {"model": "tiny (5 steps)" if not args.model_path else Path(args.model_path).name,
-                                               "data": Path(args.data).name,
-                                               "code": "this checkout" if same else Path(args.code_dir).name,
-                                               "threads_per_process": 1, "neighbour": False, "figures": True,
-                                               "mds_method": args.mds_method},
-                                "rows": rows, "slopes": slopes})
+    write_json(Path(args.out), {"conditions": conditions, "rows": rows, "slopes": slopes, "complete": True})
     print(f"wrote {args.out}")
     return 0
 
