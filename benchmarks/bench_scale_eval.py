@@ -6,9 +6,11 @@ read in a fresh intermediate process so runs do not mask each other) and, with p
 sum over the evaluation's process tree (main + workers) sampled every 0.1 s. Seconds: wall clock of
 the whole command (model load included). The model is ``--model_path``, or (default) a tiny
 random-initialised backbone (``python -m proteinmtp.tiny``) trained 5 steps on the first chains of
-``--train_data``: memory and time of the evaluation, not of a good model. Chains are taken in split
-order among those of 30–300 residues, so every N evaluates a prefix of the same list. Growth per
-protein is the least-squares slope of peak RSS over N.
+``--train_data``: memory and time of the evaluation, not of a good model. The N proteins are the first
+``--distinct`` chains of 30–``--max_len`` residues of the split (in split order) repeated under new ids,
+so every N has the same longest chain and the same per-protein work: what changes is only the number of
+proteins (peak RSS is otherwise set by the longest chain's forward pass and search). Growth per protein
+is the least-squares slope of peak RSS over N.
 
     python benchmarks/bench_scale_eval.py [--quick] [--out benchmarks/results/scale_eval.json]
 """
@@ -94,6 +96,8 @@ def main(argv=None) -> int:
                     help="split the tiny model trains on (ignored with --model_path)")
     ap.add_argument("--model_path", default=None, help="run directory to evaluate (default: a tiny model, see above)")
     ap.add_argument("--counts", default="25,50,100,200", help="numbers of proteins, comma-separated")
+    ap.add_argument("--distinct", type=int, default=25, help="distinct chains, repeated to make up each count")
+    ap.add_argument("--max_len", type=int, default=300, help="longest chain taken (residues)")
     ap.add_argument("--workers", default="1", help="--workers values of the evaluation, comma-separated")
     ap.add_argument("--code_dir", default=str(REPO),
                     help="repository whose evaluate_distmat_model.py is measured (e.g. an older checkout)")
@@ -114,15 +118,20 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     run = Path(args.model_path).resolve() if args.model_path else tiny_run(work, args.train_data)
     data = load_dataset(args.data)
-    pool = [s for s in data.samples if 30 <= len(s.sequence) <= 300]
-    if len(pool) < max(counts):
-        raise SystemExit(f"{args.data} has only {len(pool)} chains of 30-300 residues; fewer than {max(counts)}")
+    import dataclasses
+
+    base = [s for s in data.samples if 30 <= len(s.sequence) <= args.max_len][: args.distinct]
+    if len(base) < args.distinct:
+        raise SystemExit(f"{args.data} has only {len(base)} chains of 30-{args.max_len} residues")
+    pool = [dataclasses.replace(base[i % len(base)], id=f"{base[i % len(base)].id}#{i // len(base)}")
+            for i in range(max(counts))]
     code = Path(args.code_dir).resolve()
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     same = Path(args.code_dir).resolve() == REPO
     conditions = {"model": "tiny (5 steps)" if not args.model_path else Path(args.model_path).name,
                   "data": Path(args.data).name, "code": "this checkout" if same else Path(args.code_dir).name,
-                  "threads_per_process": 1, "neighbour": False, "figures": True, "mds_method": args.mds_method}
+                  "threads_per_process": 1, "neighbour": False, "figures": True, "mds_method": args.mds_method,
+                  "distinct_chains": args.distinct, "max_len": args.max_len}
     rows = []
     for n in counts:
         subset = work / f"subset_{n}.json"

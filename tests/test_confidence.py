@@ -157,7 +157,7 @@ def test_distance_head_pair_error_probs():
     from proteinmtp.heads.distance import DistanceHead
 
     torch.manual_seed(0)
-    head = DistanceHead(12, HeadConfig(pair_dim=8, single_dim=8, dilations=(1,))).eval()
+    head = DistanceHead(12, HeadConfig(pair_dim=8, single_dim=8, dilations=(1,), prior_input=False)).eval()
     for p in head.pair_conf.parameters():
         torch.nn.init.normal_(p, std=0.5)
     L = 9
