@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     worst = max(r["max_abs_diff"] for r in rows)
     print(f"threads: 1; seconds per call = mean over {rows[0]['n_decoys']} decoys of the best of {repeat}; "
           f"largest |new - today| = {worst:.1e}")
-    write_json(Path(args.out), {"conditions": {"threads": 1, "repeat": repeat, "seed": args.seed, "data": args.data,
+    write_json(Path(args.out), {"conditions": {"threads": 1, "repeat": repeat, "seed": args.seed, "data": Path(args.data).name,
                                                "numpy": np.__version__, "tmtools": getattr(tmtools, "__version__", "?")},
                                 "rows": rows, "per_decoy": per_decoy, "max_abs_diff": worst})
     print(f"wrote {args.out}")

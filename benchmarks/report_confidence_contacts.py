@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     conf = res["model"]["confidence"]
     out: dict = {"conditions": {"n_proteins": res["n_proteins"], "test_data": Path(res["config"]["test_data"]).name,
                                 "num_samples": res["config"].get("num_samples"),
-                                "model_name": res["config"].get("model_name"), "mds_method": res["config"]["mds_method"],
+                                "model_name": "/".join(Path(str(res["config"].get("model_name"))).parts[-2:]), "mds_method": res["config"]["mds_method"],
                                 "bootstrap": args.bootstrap, "seed": args.seed},
                  "confidence": {k: v for k, v in conf.items() if not k.endswith("reliability")}}
     ptm, tm = _col(rows, "model_ptm"), _col(rows, "model_tm_score")
