@@ -8,7 +8,8 @@ A head is an ``nn.Module`` built as ``Head(in_dim, HeadConfig)`` with
 * ``loss(out, dist [B, L, L] Å, valid [B, L, L] bool, stats=(log_dist_mean, log_dist_std),
   long_range_weight) -> dict`` with key ``loss`` (the total) and one key per term;
 * ``predict_numpy(out, b, L, stats) -> dict`` with keys dist, contact_prob, pair_confidence,
-  residue_confidence, distogram_probs, bin_edges (NumPy, Å / probabilities) used at inference.
+  residue_confidence, distogram_probs, bin_edges, pair_error_probs (NumPy, Å / probabilities; None where a
+  head does not predict one) used at inference.
 
 Heads are looked up by name in ``proteinmtp.heads.REGISTRY`` (config ``head_type``).
 """
