@@ -292,6 +292,7 @@ def _not_regular(path: str) -> tuple[str, str] | None:
 
 def read_input(item: tuple[str, str]) -> FileResult:
     """Read one collected input (worker function; picklable in and out)."""
+    from proteinmtp.secondary import chain_ss8
     from proteinmtp.structure import BINARY_CIF_REASON, StructureReadError, read_structure
 
     kind, path = item
@@ -309,7 +310,7 @@ def read_input(item: tuple[str, str]) -> FileResult:
     except Exception as e:  # a parser bug must not stop a 10,000-file build; it is reported
         return FileResult(path, [], error=f"unexpected {type(e).__name__}: {e}", error_kind="unreadable")
     samples = [Sample(id=c.id, sequence=c.sequence, ca=c.ca, residue_ids=list(c.residue_ids), source=c.source,
-                      split="", cb=c.cb, breaks=list(c.breaks)) for c in chains]
+                      split="", cb=c.cb, breaks=list(c.breaks), ss8=chain_ss8(c)) for c in chains]
     return FileResult(path, samples, notes=notes)
 
 

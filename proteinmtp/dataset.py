@@ -7,7 +7,13 @@ File layout (``train.json``, ``val.json``, ``test.json``; optionally ``.json.gz`
      "global_stats": {... computed on the TRAIN split only, see compute_global_stats ...},
      "samples": [{"id": "1A2K_r_u:A", "sequence": "MKT...", "ca": [[x, y, z] | null, ...],
                   "residue_ids": ["1", "2", "2A", ...], "source": "...", "split": "train",
-                  "cb": [[x, y, z] | null, ...], "breaks": [...], "cluster": "..."}, ...]}
+                  "cb": [[x, y, z] | null, ...], "breaks": [...], "cluster": "...",
+                  "ss8": "--HHHHT-EE?..."}, ...]}
+
+``ss8`` (optional; datasets without it load, and then carry no secondary-structure labels) is the
+per-residue DSSP 8-state string of the chain (length L): H G I E B T S, ``-`` for loop/other, ``?`` where the
+residue lacks one of N, CA, C, O and has no state (see proteinmtp.secondary); :meth:`Sample.ss3` reduces it
+to H/E/C.
 
 Building such files from structure files is ``proteinmtp.builder`` (``create_distmat_data.py``).
 Coordinates (Å) are stored, never distance matrices: the file grows with L, not L².
@@ -62,6 +68,7 @@ class Sample:
     cb: np.ndarray | None = None  # [L, 3] float64 Å (Cα for Gly), NaN where missing
     breaks: list[int] = field(default_factory=list)  # i with |Cα(i+1) - Cα(i)| > 4.2 Å
     cluster: str | None = None   # id of the sequence cluster's representative
+    ss8: str | None = None       # [L] DSSP 8-state letters (HGIEBTS-, ? = no state); None = not computed
 
     def __len__(self) -> int:
         return len(self.sequence)
@@ -69,6 +76,12 @@ class Sample:
     def mask(self) -> np.ndarray:
         """[L] bool, True where the Cα is present."""
         return ~np.isnan(self.ca).any(axis=1)
+
+    def ss3(self) -> str | None:
+        """[L] 3-state string of ``ss8`` (H,G,I→H; E,B→E; others→C; ``?`` stays); None without ss8."""
+        from proteinmtp.secondary import ss8_to_ss3
+
+        return None if self.ss8 is None else ss8_to_ss3(self.ss8)
 
     def distances(self) -> np.ndarray:
         """[L, L] Å Cα–Cα distances; NaN where either Cα is missing; diagonal 0 (also for missing Cα)."""
@@ -90,6 +103,8 @@ class Sample:
         d["breaks"] = [int(b) for b in self.breaks]
         if self.cluster is not None:
             d["cluster"] = self.cluster
+        if self.ss8 is not None:
+            d["ss8"] = self.ss8
         return d
 
     @classmethod
@@ -105,6 +120,14 @@ class Sample:
             )
         cb = _coords_from_json(d["cb"], f"{where}: sample {d['id']!r} 'cb'") if d.get("cb") is not None else None
         rids = [str(r) for r in d.get("residue_ids") or range(1, len(seq) + 1)]
+        ss8 = d.get("ss8")
+        if ss8 is not None:
+            from proteinmtp.secondary import check_ss8
+
+            try:
+                check_ss8(ss8, len(seq))
+            except ValueError as e:
+                raise DatasetFormatError(f"{where}: sample {d['id']!r} 'ss8': {e}") from None
         return cls(
             id=str(d["id"]),
             sequence=seq,
@@ -115,6 +138,7 @@ class Sample:
             cb=cb,
             breaks=[int(b) for b in d.get("breaks", [])],
             cluster=d.get("cluster"),
+            ss8=ss8,
         )
 
 

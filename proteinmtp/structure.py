@@ -9,6 +9,8 @@ For every protein chain of the FIRST model we keep the modelled residues, in fil
     ca           [L, 3] float64 Å, NaN row where the residue has no Cα atom
     cb           [L, 3] float64 Å, Cβ (Cα for Gly), NaN where missing
     residue_ids  author residue number + insertion code, as strings ("52", "52A")
+    backbone     [L, 4, 3] float64 Å, atoms N, CA, C, O (NaN where missing; same altloc as the Cα): the
+                 input of the DSSP assignment (proteinmtp.secondary), not stored in datasets
     breaks       indices i with |Cα(i+1) - Cα(i)| > 4.2 Å (recorded, never closed)
 
 Alternate locations: per residue, the altloc with the highest summed occupancy is kept (ties: the
@@ -72,6 +74,7 @@ class Chain:
     residue_ids: tuple[str, ...]   # [L] author number + insertion code
     source: str                    # the file path as given
     breaks: tuple[int, ...]        # i such that |Cα(i+1) - Cα(i)| > 4.2 Å
+    backbone: np.ndarray | None = None  # [L, 4, 3] float64 Å, N/CA/C/O (NaN where missing), for DSSP
 
     def __len__(self) -> int:
         return len(self.sequence)
@@ -338,17 +341,22 @@ def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Cha
         ids = []
         ca_rows: list[tuple[float, float, float]] = []
         cb_rows: list[tuple[float, float, float]] = []
+        bb_rows: list[tuple[tuple[float, float, float], ...]] = []
         for res in residues:
             code = one_letter(res.name)
             if has_altloc:
                 alt = _pick_altloc(res)
                 xyz = _atom_xyz(res, "CA", alt)
                 xyz_b = _atom_xyz(res, "CB", alt) if code != "G" else xyz
+                others = [_atom_xyz(res, a, alt) for a in ("N", "C", "O")]
             else:
                 xyz = _first_xyz(res, "CA")
                 xyz_b = _first_xyz(res, "CB") if code != "G" else xyz
+                others = [_first_xyz(res, a) for a in ("N", "C", "O")]
             ca_rows.append(_NAN3 if xyz is None else xyz)
             cb_rows.append(_NAN3 if xyz_b is None else xyz_b)
+            n_, c_, o_ = (_NAN3 if a is None else a for a in others)
+            bb_rows.append((n_, ca_rows[-1], c_, o_))
             seq.append(code)
             seqid = res.seqid
             ids.append(f"{seqid.num}{seqid.icode}" if seqid.icode != " " else str(seqid.num))
@@ -364,6 +372,7 @@ def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Cha
                 residue_ids=tuple(ids),
                 source=source,
                 breaks=chain_breaks(ca),
+                backbone=np.array(bb_rows, dtype=np.float64).reshape(-1, 4, 3),
             )
         )
     return chains
