@@ -472,6 +472,11 @@ def _main(argv, locks: list[int]) -> int:
         take_lock(run_dir, locks)        # before reading anything there (a new directory: when it is made)
 
     train, gs, train_ds, val_samples = load_data(args)
+    if args.ss_weight > 0 and not any(getattr(s, "ss8", None) for s in train.samples):
+        # a dataset built before DSSP labels: no secondary-structure head (an untrained one would be noise)
+        print(f"{args.train_data} has no ss8 (DSSP) labels: training without the secondary-structure head "
+              "(--ss_weight 0); rebuild the dataset with create_distmat_data.py to train it", file=sys.stderr)
+        args.ss_weight = 0.0
     old, resume, done, complete = resume_state(args, run_dir, is_main)
     if complete:
         return 0

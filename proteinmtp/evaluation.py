@@ -307,6 +307,7 @@ class Evaluation:
     figures: FigureData = field(default_factory=FigureData)
     neighbour_info: dict | None = None
     confidence: ConfidenceStats = field(default_factory=lambda: _new_confidence_stats())
+    ss: list[tuple[str, str]] = field(default_factory=list)   # (true, predicted) ss8 per chain: secondary.ss_block
 
 
 def _new_confidence_stats():
@@ -333,7 +334,7 @@ def score_protein(task: _Task) -> dict:
     """One protein: rebuild the model's structure from its predicted distances (as ``infer_distmat.py``
     does), score it and the baselines, the confidence statistics and the figure contribution; write its
     PDBs when asked. Returns {"row", "figure", "confidence"} (small: no L x L matrix beyond the first
-    proteins' heatmaps)."""
+    proteins' heatmaps), and "ss" (the (true, predicted) ss8 pair, ``secondary.eval_pairs``)."""
     from proteinmtp.confidence import ConfidenceStats, predicted_tm
     from proteinmtp.metrics import lddt_ca_per_residue
     from proteinmtp.predict import structure_from_distances, write_structure
@@ -371,7 +372,9 @@ def score_protein(task: _Task) -> dict:
         nums = [r for r, ok in zip(sample.residue_ids, mask) if ok] if sample.residue_ids else None
         write_pdb(d / f"{stem}_native.pdb", ca[mask], "".join(c for c, ok in zip(sample.sequence, mask) if ok),
                   residue_numbers=nums, model_name="native", method="experimental", remarks=[f"NATIVE {sample.id}"])
-    return {"row": row, "figure": fig, "confidence": conf}
+    from proteinmtp.secondary import eval_pairs
+
+    return {"row": row, "figure": fig, "confidence": conf, "ss": eval_pairs(sample, dp)}
 
 
 def _worker_init() -> None:
@@ -441,6 +444,7 @@ def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "re
         ev.rows.append(res["row"])
         ev.figures.merge(res["figure"])
         ev.confidence.merge(res["confidence"])
+        ev.ss.extend(res.get("ss", []))
         bar.update(1)
 
     def tasks():
@@ -529,6 +533,10 @@ def summarize(ev: Evaluation) -> dict:
     if NEIGHBOUR not in methods:
         out[NEIGHBOUR] = None
     out["neighbour_search"] = ev.neighbour_info or {"status": "skipped", "reason": "no neighbours were given"}
+    if out.get("model") is not None:
+        from proteinmtp.secondary import ss_block
+
+        out["model"]["ss"] = ss_block(ev.ss)   # q3, q8, q3_majority; None without SS head or labels
     out["n_proteins"] = len(rows)
     out["contact_definitions"] = CONTACT_DEFINITIONS
     out["length_bins"] = {label: [lo, hi] for label, lo, hi in LENGTH_BINS}
@@ -665,6 +673,10 @@ def format_summary(results: dict) -> str:
     elif NEIGHBOUR in results:
         reason = (results.get("neighbour_search") or {}).get("reason", "not computed")
         lines.append(f"neighbour: skipped ({reason})")
+    ss = (results.get("model") or {}).get("ss")
+    if ss:
+        lines.append(f"secondary structure (DSSP, held-out): Q3 {ss['q3']:.3f} (majority class "
+                     f"{ss['q3_majority']:.3f}), Q8 {ss['q8']:.3f} over {ss['n_residues']} residues")
     lines.append(f"n_proteins = {results['n_proteins']}" +
                  (f" (skipped {len(results['skipped'])})" if results.get("skipped") else ""))
     return "\n".join(lines)

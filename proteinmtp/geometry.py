@@ -341,13 +341,17 @@ def mirror(xyz: np.ndarray) -> np.ndarray:
     return out
 
 
-def hand_evidence(xyz: np.ndarray, breaks: Sequence[int] = ()) -> dict:
-    """Counts of Cα pseudo-dihedrals in the windows the hand rule reads (see ``choose_hand``)."""
+def hand_evidence(xyz: np.ndarray, breaks: Sequence[int] = (), only: np.ndarray | None = None) -> dict:
+    """Counts of Cα pseudo-dihedrals in the windows the hand rule reads (see ``choose_hand``); with
+    ``only`` [L] bool, just the quadruples i..i+3 whose four residues are all True."""
     phi = ca_dihedrals(np.asarray(xyz, dtype=np.float64))
     ok = np.isfinite(phi)
     if len(breaks) and len(phi):
         for b in breaks:  # quadruple i..i+3 spans break b if i <= b <= i+2
             ok[max(0, b - 2): b + 1] = False
+    if only is not None and len(phi):
+        sel = np.asarray(only, dtype=bool)
+        ok &= sel[:-3] & sel[1:-2] & sel[2:-1] & sel[3:]
     lo, hi = HELIX_WINDOW
     blo, bhi = STRAND_WINDOW
     ev = {
@@ -361,8 +365,18 @@ def hand_evidence(xyz: np.ndarray, breaks: Sequence[int] = ()) -> dict:
     return ev
 
 
-def choose_hand(xyz: np.ndarray, breaks: Sequence[int] = ()) -> tuple[np.ndarray, dict]:
+MIN_HELIX_QUADRUPLES = 8  # predicted-helical Cα quadruples needed before the hand is read from them alone
+
+
+def choose_hand(xyz: np.ndarray, breaks: Sequence[int] = (), helix: np.ndarray | None = None
+                ) -> tuple[np.ndarray, dict]:
     """Pick the hand of an MDS structure without the native, from Cα pseudo-dihedrals.
+
+    ``helix`` [L] bool (residues the model predicts helical, H/G/I): when at least MIN_HELIX_QUADRUPLES
+    (8, about two helical turns) Cα quadruples lie wholly inside predicted helices, the evidence is read
+    from those quadruples only (right − left helix window: a right-handed helix gives +50°, its mirror
+    −50°); otherwise, or without ``helix``, the all-residue rule below. info ``rule`` says which
+    ("predicted_helices" or "all_residues") and ``n_helix_quadruples`` how many were available.
 
     Native chains put their Cα pseudo-dihedrals (i, i+1, i+2, i+3) in two asymmetric places: α-helices
     near +50° (window +20…+80° holds ~8× more than its mirror −80…−20° on DB5.5 chains) and strands /
@@ -375,11 +389,26 @@ def choose_hand(xyz: np.ndarray, breaks: Sequence[int] = ()) -> tuple[np.ndarray
     noisy predictions without secondary structure (a weak model's output): there it is a coin flip.
     """
     xyz = np.asarray(xyz, dtype=np.float64)
-    ev = hand_evidence(xyz, breaks)
-    tot = ev["n_helix_right"] + ev["n_helix_left"] + ev["n_strand_native"] + ev["n_strand_mirror"]
+    rule, n_quad = "all_residues", 0
+    if helix is not None:
+        sel = np.asarray(helix, dtype=bool)
+        if sel.shape != (len(xyz),):
+            raise ValueError(f"choose_hand: helix mask must have shape [{len(xyz)}], got {sel.shape}")
+        if len(sel) >= 4:
+            n_quad = int((sel[:-3] & sel[1:-2] & sel[2:-1] & sel[3:]).sum())
+        if n_quad >= MIN_HELIX_QUADRUPLES:
+            rule = "predicted_helices"
+    if rule == "predicted_helices":
+        ev = hand_evidence(xyz, breaks, only=helix)
+        ev["evidence"] = float(ev["n_helix_right"] - ev["n_helix_left"])
+        tot = ev["n_helix_right"] + ev["n_helix_left"]
+    else:
+        ev = hand_evidence(xyz, breaks)
+        tot = ev["n_helix_right"] + ev["n_helix_left"] + ev["n_strand_native"] + ev["n_strand_mirror"]
     mirrored = ev["evidence"] < 0
     out = mirror(xyz) if mirrored else xyz.copy()
-    return out, {"mirrored": bool(mirrored), "score": ev["evidence"] / tot if tot else 0.0, **ev}
+    return out, {"mirrored": bool(mirrored), "score": ev["evidence"] / tot if tot else 0.0, **ev,
+                 "rule": rule, "n_helix_quadruples": n_quad}
 
 
 # ----------------------------------------------------------------------------- pipeline

@@ -514,6 +514,7 @@ class DistancePrediction:
     distogram_probs: np.ndarray | None = None   # [L, L, n_bins]
     bin_edges: np.ndarray | None = None         # [n_bins - 1] Å
     pair_error_probs: np.ndarray | None = None  # [L, L, 5] P(|pred - true| in each ERROR_EDGES class); None: no classes
+    ss_probs: np.ndarray | None = None          # [L, 8] secondary-structure probabilities (secondary.SS8 order)
 
 
 class LoadedRun:

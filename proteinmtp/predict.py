@@ -255,6 +255,22 @@ def residue_confidence_100(residue_confidence: np.ndarray) -> np.ndarray:
     return np.clip(100.0 * c, 0.0, 100.0)
 
 
+def predicted_ss8(pred: DistancePrediction) -> str | None:
+    """Most probable DSSP 8-state letter per residue from the model's ``ss_probs`` (None without them)."""
+    probs = getattr(pred, "ss_probs", None)
+    if probs is None:
+        return None
+    from proteinmtp.secondary import probs_to_ss8
+
+    return probs_to_ss8(probs)
+
+
+def predicted_helix_mask(pred: DistancePrediction) -> np.ndarray | None:
+    """[L] bool, residues predicted H/G/I (None when the run has no secondary-structure head)."""
+    ss8 = predicted_ss8(pred)
+    return None if ss8 is None else np.array([c in "HGI" for c in ss8], dtype=bool)
+
+
 def structure_from_distances(pred: DistancePrediction, method: str = "refine",
                              use_confidence: bool = True) -> StructurePrediction:
     """Rebuild coordinates from one ``DistancePrediction`` (MDS → refine weighted by pair confidence → hand)."""
@@ -266,7 +282,14 @@ def structure_from_distances(pred: DistancePrediction, method: str = "refine",
         weights = np.clip(w, 0.0, None)
         if not (weights > 0).any():
             weights = None
-    xyz, info = reconstruct(np.asarray(pred.dist, dtype=np.float64), weights=weights, method=method)
+    helix = predicted_helix_mask(pred)
+    xyz, info = reconstruct(np.asarray(pred.dist, dtype=np.float64), weights=weights, method=method,
+                            hand=helix is None)
+    if helix is not None:  # the hand from the predicted helices' handedness (geometry.choose_hand)
+        from proteinmtp.geometry import choose_hand
+
+        xyz, h = choose_hand(xyz, helix=helix)
+        info.update(mirrored=h["mirrored"], hand_score=h["score"], hand_rule=h["rule"])
     return StructurePrediction(sequence=pred.sequence, ca_xyz=xyz,
                                confidence=residue_confidence_100(pred.residue_confidence),
                                distances=pred, info=info)
@@ -351,11 +374,13 @@ def structure_remarks(sp: StructurePrediction, *, run_dir: str | Path = "", mode
 
 def write_structure(path: str | Path, sp: StructurePrediction, *, fmt: str = "pdb", run_dir: str | Path = "",
                     model_name: str = "", record_id: str = "") -> Path:
-    """Write a Cα-trace PDB or mmCIF (``fmt``), confidence 0–100 in the B-factor column, REMARKs."""
+    """Write a Cα-trace PDB or mmCIF (``fmt``), confidence 0–100 in the B-factor column, REMARKs, and
+    HELIX/SHEET records (mmCIF: _struct_conf/_struct_sheet_range) of the predicted secondary structure when
+    the run has a secondary-structure head."""
     from proteinmtp.structure import write_trace
 
     path = Path(path)
-    write_trace(path, sp.ca_xyz, sp.sequence, fmt=fmt, bfactors=sp.confidence,
+    write_trace(path, sp.ca_xyz, sp.sequence, fmt=fmt, bfactors=sp.confidence, ss8=predicted_ss8(sp.distances),
                 model_name=model_name or "proteinmtp", method=f"{sp.info.get('method', '?')} MDS + hand choice",
                 remarks=structure_remarks(sp, run_dir=run_dir, model_name=model_name, record_id=record_id))
     return path

@@ -166,9 +166,9 @@ def _peptide_ok(backbone: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _bulge_joinable(kind: str, first: dict, second: dict) -> bool:
-    ibi, iei = first["i"][0], first["i"][-1]
+    iei = first["i"][-1]
     jbi, jei = first["j"][0], first["j"][-1]
-    ibj, iej = second["i"][0], second["i"][-1]
+    ibj = second["i"][0]
     jbj, jej = second["j"][0], second["j"][-1]
     # DSSP computes these gaps in unsigned arithmetic: a negative gap (overlap, wrong order) never joins
     if not (0 <= ibj - iei < 6 and iei < ibj):
@@ -351,10 +351,21 @@ def majority_baseline(true: Iterable[str]) -> tuple[str, float]:
     return str(letters[k]), float(counts[k] / len(t))
 
 
-def ss_block(true_ss8: Sequence[str | None], pred_ss8: Sequence[str]) -> dict | None:
-    """The ``ss`` block of eval_results.json: q3, q8, q3_majority (+ q8_majority, counts) over the chains
-    that have true states. None when no chain has any."""
-    pairs = [(t, p) for t, p in zip(true_ss8, pred_ss8, strict=True) if t is not None and set(t) != {NO_STATE}]
+def eval_pairs(sample, pred) -> list[tuple[str, str]]:
+    """``[(true ss8, predicted ss8)]`` of one evaluated chain (a dataset Sample and its DistancePrediction);
+    ``[]`` when the sample has no DSSP labels or the model no SS head."""
+    probs = getattr(pred, "ss_probs", None)
+    true = getattr(sample, "ss8", None)
+    if probs is None or true is None:
+        return []
+    return [(true, probs_to_ss8(probs))]
+
+
+def ss_block(pairs: Sequence[tuple[str, str]]) -> dict | None:
+    """The ``ss`` block of eval_results.json from (true, predicted) ss8 strings per chain: ``q3``, ``q8``,
+    ``q3_majority`` (Q3 of always predicting the test set's most frequent 3-state class), the 8-state
+    majority, and counts, pooled over residues with a true state. None when no chain has any."""
+    pairs = [(t, p) for t, p in pairs if set(t) - {NO_STATE}]
     if not pairs:
         return None
     t8 = [t for t, _ in pairs]
@@ -379,8 +390,8 @@ def ss_block(true_ss8: Sequence[str | None], pred_ss8: Sequence[str]) -> dict | 
 # HELIX / SHEET annotation
 # ---------------------------------------------------------------------------------------------
 
-# PDB helix classes (HELIX record column 39-40): 1 right-handed α, 3 right-handed π, 5 right-handed 3₁₀
-_HELIX_CLASS = {"H": 1, "I": 3, "G": 5}
+# PDB helix classes (HELIX record columns 39-40): 1 right-handed α, 3 right-handed π, 5 right-handed 3₁₀
+_HELIX_CLASS = {"H": "RAlpha", "I": "RPi", "G": "R310"}
 MIN_HELIX = {"H": 4, "G": 3, "I": 5}   # shortest run written as a HELIX record
 MIN_STRAND = 2                          # shortest E run written as a SHEET strand
 
@@ -417,7 +428,7 @@ def annotate_structure(st, ss8: str) -> None:
 
     def address(k: int):
         res = chain[k]
-        return gemmi.AtomAddress(chain.name, res.seqid, res.name)
+        return gemmi.AtomAddress(chain.name, res.seqid, res.name, "CA")
 
     n_sheet = 0
     for letter, i, j in segments(ss8):
@@ -425,7 +436,7 @@ def annotate_structure(st, ss8: str) -> None:
             helix = gemmi.Helix()
             helix.start = address(i)
             helix.end = address(j)
-            helix.pdb_helix_class = gemmi.HelixClass(_HELIX_CLASS[letter])
+            helix.pdb_helix_class = getattr(gemmi.Helix.HelixClass, _HELIX_CLASS[letter])
             helix.length = j - i + 1
             st.helices.append(helix)
         else:

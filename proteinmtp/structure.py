@@ -472,13 +472,15 @@ def trace_string(
     model_name: str = "",
     method: str = "",
     remarks: Sequence[str] = (),
+    ss8: str | None = None,
 ) -> str:
     """PDB (``fmt="pdb"``) or mmCIF (``fmt="cif"``) text of a Cα trace, built by gemmi from one structure.
 
     ca_xyz [L, 3] Å; sequence [L] one-letter codes (X -> UNK); residue_numbers [L] author numbers with an
     optional insertion code ("3A"; default 1..L); bfactors [L] confidence 0-100 written in the B-factor
     column (0 when None). The model name, reconstruction method and ``remarks`` go into REMARK 1 / 250
-    records (PDB) or ``_proteinmtp.*`` items (mmCIF).
+    records (PDB) or ``_proteinmtp.*`` items (mmCIF). ``ss8`` [L] DSSP 8-state letters (predicted) become
+    HELIX/SHEET records (mmCIF: _struct_conf / _struct_sheet_range) via ``secondary.annotate_structure``.
     """
     if fmt not in TRACE_FORMATS:
         raise ValueError(f"output format must be 'pdb' or 'cif', got {fmt!r}")
@@ -486,6 +488,10 @@ def trace_string(
     if fmt == "pdb" and len(chain_id) != 1:
         raise ValueError(f"PDB chain id must be one character, got {chain_id!r}")
     st = _trace_structure(xyz, sequence, numbers, b, chain_id, model_name)
+    if ss8 is not None:
+        from proteinmtp.secondary import annotate_structure, check_ss8
+
+        annotate_structure(st, check_ss8(ss8, len(xyz), "ss8"))
     if fmt == "pdb":
         rem = _remark(1, f"MODEL {model_name or 'unknown'}")
         rem += _remark(1, f"RECONSTRUCTION {method or 'unknown'}")

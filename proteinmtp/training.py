@@ -32,6 +32,7 @@ from transformers import Trainer, TrainerCallback
 
 from proteinmtp.fileio import atomic_write, write_json
 from proteinmtp.geometry import distance_matrix
+from proteinmtp.heads.common import add_ss_loss
 from proteinmtp.model import (
     DistanceModel,
     HeadConfig,
@@ -51,6 +52,7 @@ from proteinmtp.rundir import (
     latest_complete_checkpoint,
     read_json_or_none,
 )
+from proteinmtp.secondary import IGNORE_INDEX, ss8_labels
 
 
 class NonFiniteLossError(RuntimeError):
@@ -126,6 +128,9 @@ class CropDataset(Dataset):
         end = min(w0 + L, start + n)
         item = {"sequence": s.sequence[start:end], "ca": np.asarray(s.ca[start:end], dtype=np.float64),
                 "full_len": full, "start": start}
+        ss8 = getattr(s, "ss8", None)
+        if ss8 is not None:
+            item["ss8"] = ss8[start:end]     # DSSP labels cropped with the sequence
         if self.context_len:
             item["context"], item["context_start"] = s.sequence[w0:w0 + L], w0
         return item
@@ -157,6 +162,12 @@ class DistanceCollator:
             L = len(it["sequence"])
             dist[b, :L, :L] = torch.from_numpy(distance_matrix(it["ca"]).astype(np.float32))
         batch["dist"] = dist
+        if any("ss8" in it for it in items):  # [B, L] SS8 class indices, IGNORE_INDEX at ?, padding, no labels
+            labels = torch.full((len(items), Lmax), IGNORE_INDEX, dtype=torch.long)
+            for b, it in enumerate(items):
+                if "ss8" in it:
+                    labels[b, :len(it["ss8"])] = torch.from_numpy(ss8_labels(it["ss8"]))
+            batch["ss_labels"] = labels
         if self.prior is not None:
             batch["prior_dist"] = prior_distances(
                 self.prior, [(it["full_len"], it["start"], len(it["sequence"])) for it in items], Lmax)
@@ -293,6 +304,8 @@ class DistanceTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
+        head_cfg = getattr(model, "module", model).head.cfg
+        add_ss_loss(outputs, inputs.get("ss_labels"), getattr(head_cfg, "ss_weight", 0.0))
         loss = outputs["loss"]
         if not torch.isfinite(loss).all():
             raise NonFiniteLossError(

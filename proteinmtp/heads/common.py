@@ -9,7 +9,9 @@ A head is an ``nn.Module`` built as ``Head(in_dim, HeadConfig)`` with
   long_range_weight) -> dict`` with key ``loss`` (the total) and one key per term;
 * ``predict_numpy(out, b, L, stats) -> dict`` with keys dist, contact_prob, pair_confidence,
   residue_confidence, distogram_probs, bin_edges, pair_error_probs (NumPy, Å / probabilities; None where a
-  head does not predict one) used at inference.
+  head does not predict one) used at inference, and
+  ss_probs [L, 8] when the head has the secondary-structure classifier (``ss_weight`` > 0: output
+  ``ss_logits`` [B, L, 8]; its loss is added by the trainer from the batch's ``ss_labels``, ``add_ss_loss``).
 
 Heads are looked up by name in ``proteinmtp.heads.REGISTRY`` (config ``head_type``).
 """
@@ -21,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from proteinmtp.config import flag
 
@@ -66,6 +70,13 @@ class HeadConfig:
     max_rel_sep: int = 0                   # clamp |i - j| to this in the relative-position buckets (0 = off)
     long_range_weight: float = field(default=1.0, metadata=flag(
         "loss weight of pairs with |i-j| >= 24", type=float))
+    # per-residue 8-state secondary-structure classifier trained jointly (labels: the dataset's DSSP ss8).
+    # The library default 0 (no SS head) is what a run stored before this field existed reads back as; the
+    # CLI's recipe trains it.
+    ss_weight: float = field(default=0.0, metadata=_flag(
+        "loss weight of the per-residue 8-state secondary-structure (DSSP) classifier trained jointly with "
+        "the distances (cross-entropy, residues without a DSSP state masked); 0 = no SS head. Needs a dataset "
+        "built with ss8 labels", type=float, default=0.5))
 
     def __post_init__(self) -> None:
         if self.head_type != "distance":
@@ -78,6 +89,8 @@ class HeadConfig:
             (self.single_dim >= 1, f"--single_dim must be at least 1, got {self.single_dim}"),
             (math.isfinite(self.long_range_weight) and self.long_range_weight >= 0,
              f"--long_range_weight must be a finite number >= 0, got {self.long_range_weight}"),
+            (math.isfinite(self.ss_weight) and self.ss_weight >= 0,
+             f"--ss_weight must be a finite number >= 0, got {self.ss_weight}"),
             (len(self.dilations) > 0 and min(self.dilations) >= 1,
              f"--dilations must all be at least 1, got {','.join(map(str, self.dilations))!r}"),
         ]
@@ -100,6 +113,52 @@ class HeadConfig:
             d["dilations"] = tuple(d["dilations"])
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class SSClassifier(nn.Module):
+    """Per-residue representation [B, L, D] -> 8-state secondary-structure logits [B, L, 8] (order
+    ``proteinmtp.secondary.SS8``)."""
+
+    def __init__(self, in_dim: int, hidden: int):
+        super().__init__()
+        from proteinmtp.secondary import SS8
+
+        self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, len(SS8)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def ss_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of SS logits [B, L, 8] against labels [B, L] long over residues with a state;
+    labels ``secondary.IGNORE_INDEX`` (no DSSP state, padding, dataset without ss8) are masked. 0 (with a
+    gradient path) when no residue has a label."""
+    from proteinmtp.secondary import IGNORE_INDEX
+
+    labels = labels.to(logits.device).long()
+    keep = labels != IGNORE_INDEX
+    if not bool(keep.any()):
+        return logits.float().sum() * 0.0
+    return F.cross_entropy(logits.float()[keep], labels[keep])
+
+
+def add_ss_loss(out: dict[str, torch.Tensor], labels: torch.Tensor | None, weight: float) -> dict[str, torch.Tensor]:
+    """Add ``weight`` x ``ss_loss`` to ``out["loss"]`` (and report it as ``loss_ss``) when the head has SS
+    logits and the batch has labels; ``out`` otherwise unchanged."""
+    if labels is None or "ss_logits" not in out or "loss" not in out or weight <= 0:
+        return out
+    term = ss_loss(out["ss_logits"], labels)
+    out["loss_ss"] = term
+    out["loss"] = out["loss"] + weight * term
+    return out
+
+
+def ss_probs_numpy(out: dict[str, torch.Tensor], b: int, L: int) -> dict[str, np.ndarray]:
+    """``{"ss_probs": [L, 8]}`` softmax of batch item ``b``'s SS logits; ``{}`` for a head without them."""
+    if "ss_logits" not in out:
+        return {}
+    return {"ss_probs": torch.softmax(out["ss_logits"][b, :L].float(), -1).cpu().numpy()}
 
 
 def relpos_buckets(L: int, clip: int = 32, n_log: int = 5, device=None, max_sep: int = 0) -> torch.Tensor:
@@ -164,4 +223,5 @@ def lddt_like_targets(err: torch.Tensor, dist: torch.Tensor, valid: torch.Tensor
 
 
 __all__ = ["ERROR_EDGES", "ERROR_SCORES", "LDDT_INCLUSION", "LONG_RANGE_MIN_SEP", "HeadConfig", "relpos_buckets",
-           "config_relpos", "pair_weights", "masked_mean", "lddt_like_targets"]
+           "config_relpos", "pair_weights", "masked_mean", "lddt_like_targets", "SSClassifier", "ss_loss",
+           "add_ss_loss", "ss_probs_numpy"]

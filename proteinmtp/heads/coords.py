@@ -39,7 +39,15 @@ from torch import nn
 
 from proteinmtp.constants import CONTACT_CUTOFF
 from proteinmtp.geometry import classical_mds, kabsch
-from proteinmtp.heads.common import HeadConfig, config_relpos, lddt_like_targets, masked_mean, pair_weights
+from proteinmtp.heads.common import (
+    HeadConfig,
+    SSClassifier,
+    config_relpos,
+    lddt_like_targets,
+    masked_mean,
+    pair_weights,
+    ss_probs_numpy,
+)
 
 COORD_SCALE = 10.0      # Å per unit of the output layer (initial coordinates spread over a few Å)
 COORD_LAYERS = 3        # residue-transformer layers
@@ -128,6 +136,7 @@ class CoordinateHead(nn.Module):
         self.out_norm = nn.LayerNorm(s)
         self.to_xyz = nn.Linear(s, 3)
         self.res_conf = nn.Sequential(nn.Linear(s, s), nn.GELU(), nn.Linear(s, 1))
+        self.ss = SSClassifier(s, s) if cfg.ss_weight > 0 else None
 
     def forward(self, feats: torch.Tensor, residue_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """feats [B, L, H], residue_mask [B, L] bool -> {"xyz" [B, L, 3] Å (0 at padding),
@@ -143,7 +152,8 @@ class CoordinateHead(nn.Module):
         z = self.out_norm(x)
         xyz = self.to_xyz(z).float() * COORD_SCALE * residue_mask[..., None]
         dist = coords_to_dist(xyz)
-        return {"xyz": xyz, "dist": dist, "residue_conf_logits": self.res_conf(z).squeeze(-1)}
+        extra = {} if self.ss is None else {"ss_logits": self.ss(z)}                 # [B, L, 8]
+        return {**extra, "xyz": xyz, "dist": dist, "residue_conf_logits": self.res_conf(z).squeeze(-1)}
 
     # -- loss ------------------------------------------------------------------------------------------
     def loss(self, out: dict[str, torch.Tensor], dist: torch.Tensor, valid: torch.Tensor,
@@ -199,7 +209,8 @@ class CoordinateHead(nn.Module):
         pconf = torch.sqrt(rconf[:, None] * rconf[None, :])
         return {"dist": dist.cpu().numpy(), "contact_prob": contact.float().cpu().numpy(),
                 "pair_confidence": pconf.float().cpu().numpy(), "residue_confidence": rconf.float().cpu().numpy(),
-                "distogram_probs": None, "bin_edges": None, "pair_error_probs": None}
+                "distogram_probs": None, "bin_edges": None, "pair_error_probs": None,
+                **ss_probs_numpy(out, b, L)}
 
 
 __all__ = ["CoordinateHead", "coords_to_dist", "kabsch_rmsd", "mds_from_dist", "COORD_SCALE", "RMSD_WEIGHT"]

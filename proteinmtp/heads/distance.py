@@ -23,10 +23,12 @@ from proteinmtp.heads.common import (
     ERROR_EDGES,
     ERROR_SCORES,
     HeadConfig,
+    SSClassifier,
     config_relpos,
     lddt_like_targets,
     masked_mean,
     pair_weights,
+    ss_probs_numpy,
 )
 
 
@@ -110,6 +112,7 @@ class DistanceHead(nn.Module):
         self.regress = nn.Linear(c, 1)
         self.pair_conf = nn.Linear(c, len(ERROR_SCORES))
         self.res_conf = nn.Sequential(nn.Linear(s + c, s), nn.GELU(), nn.Linear(s, 1))
+        self.ss = SSClassifier(s + c, s) if cfg.ss_weight > 0 else None     # same per-residue input as res_conf
         self.register_buffer("bin_edges", torch.tensor(cfg.bin_edges(), dtype=torch.float32), persistent=False)
 
     def forward(self, feats: torch.Tensor, residue_mask: torch.Tensor,
@@ -140,11 +143,13 @@ class DistanceHead(nn.Module):
         x = 0.5 * (x + x.transpose(2, 3))                                        # symmetric pair tensor
         z = self.out_norm(x.permute(0, 2, 3, 1))                                 # [B, L, L, c]
         pooled = (z * pm[..., None]).sum(2) / pm.sum(2).clamp(min=1)[..., None]  # [B, L, c]
-        return {
+        per_residue = torch.cat([s, pooled], -1)                                 # [B, L, s + c]
+        extra = {} if self.ss is None else {"ss_logits": self.ss(per_residue)}   # [B, L, 8]
+        return {**extra,
             "distogram_logits": self.distogram(z),                               # [B, L, L, n_bins]
             "dist_norm": self.regress(z).squeeze(-1) + (0.0 if prior_norm is None else prior_norm),  # [B, L, L]
             "pair_conf_logits": self.pair_conf(z),                               # [B, L, L, 5]
-            "residue_conf_logits": self.res_conf(torch.cat([s, pooled], -1)).squeeze(-1),  # [B, L]
+            "residue_conf_logits": self.res_conf(per_residue).squeeze(-1),          # [B, L]
         }
 
     # -- loss ------------------------------------------------------------------------------------------
@@ -209,7 +214,8 @@ class DistanceHead(nn.Module):
         return {"dist": dist.cpu().numpy().astype(np.float64), "contact_prob": contact.cpu().numpy(),
                 "pair_confidence": pconf.cpu().numpy(), "residue_confidence": rconf.cpu().numpy(),
                 "distogram_probs": probs.cpu().numpy(), "bin_edges": edges.cpu().numpy(),
-                "pair_error_probs": perr.cpu().numpy()}
+                "pair_error_probs": perr.cpu().numpy(),
+                **ss_probs_numpy(out, b, L)}
 
 
 __all__ = ["DistanceHead", "ChannelLayerNorm", "ResidualConvBlock", "AxialAttention"]
