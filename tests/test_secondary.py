@@ -164,12 +164,12 @@ def test_head_outputs_ss_probs_only_with_ss_weight():
 
 def _check_heads(build_head, HeadConfig, feats, mask):
     for head_type in ("distance", "coords"):
-        head = build_head(16, HeadConfig(head_type=head_type, ss_weight=0.5, pair_dim=8, single_dim=16))
+        head = build_head(16, HeadConfig(head_type=head_type, ss_weight=0.5, pair_dim=8, single_dim=16, prior_input=False))
         out = head(feats, mask)
         assert out["ss_logits"].shape == (1, 12, 8)
         p = head.predict_numpy(out, 0, 10, (3.0, 0.5))["ss_probs"]
         assert p.shape == (10, 8) and np.allclose(p.sum(1), 1.0, atol=1e-5)
-        plain = build_head(16, HeadConfig(head_type=head_type, pair_dim=8, single_dim=16))
+        plain = build_head(16, HeadConfig(head_type=head_type, ss_weight=0.0, pair_dim=8, single_dim=16, prior_input=False))
         assert "ss_logits" not in plain(feats, mask)
         assert not any(k.startswith("ss.") for k in plain.state_dict())
 
@@ -271,13 +271,15 @@ def test_old_dataset_without_ss8_loads_and_bad_ss8_is_refused(tmp_path):
 def test_old_run_head_config_reads_as_no_ss_head():
     from dataclasses import asdict
 
+    from proteinmtp.config import cli_flags
     from proteinmtp.heads import HeadConfig
     from proteinmtp.training import comparable_model, config_differences
 
     old = {k: v for k, v in asdict(HeadConfig()).items() if k != "ss_weight"}
     assert HeadConfig.from_dict(old).ss_weight == 0.0
-    cli_default = dict(HeadConfig.cli_flags())["ss_weight"]["default"]
-    assert cli_default > 0
+    assert HeadConfig.from_dict(asdict(HeadConfig())).ss_weight == HeadConfig().ss_weight
+    cli_default = {name: kw for name, _, kw in cli_flags(HeadConfig)}["ss_weight"]["default"]
+    assert cli_default == HeadConfig().ss_weight > 0
     # resuming an old run with today's default is refused as an architecture change, never silent
     spec = {"base_model": "x", "head": old}
     diff = config_differences({"model": comparable_model(spec)},

@@ -71,12 +71,11 @@ class HeadConfig:
     long_range_weight: float = field(default=1.0, metadata=flag(
         "loss weight of pairs with |i-j| >= 24", type=float))
     # per-residue 8-state secondary-structure classifier trained jointly (labels: the dataset's DSSP ss8).
-    # The library default 0 (no SS head) is what a run stored before this field existed reads back as; the
-    # CLI's recipe trains it.
-    ss_weight: float = field(default=0.0, metadata=_flag(
+    # A run stored before this field existed has no SS head: from_dict reads a missing key as 0.
+    ss_weight: float = field(default=0.5, metadata=flag(
         "loss weight of the per-residue 8-state secondary-structure (DSSP) classifier trained jointly with "
-        "the distances (cross-entropy, residues without a DSSP state masked); 0 = no SS head. Needs a dataset "
-        "built with ss8 labels", type=float, default=0.5))
+        "the distances (cross-entropy, residues without a DSSP state masked); 0 = no SS head. A training "
+        "split without ss8 labels trains with 0", type=float))
 
     def __post_init__(self) -> None:
         if self.head_type != "distance":
@@ -108,7 +107,9 @@ class HeadConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> HeadConfig:
-        d = dict(d)
+        """The config of a stored dict; keys added since keep the behaviour of the runs stored before
+        them (``ss_weight`` missing -> 0: no secondary-structure head)."""
+        d = {"ss_weight": 0.0, **d}
         if "dilations" in d:
             d["dilations"] = tuple(d["dilations"])
         known = {f for f in cls.__dataclass_fields__}
