@@ -22,7 +22,9 @@ of it and of its mirror against the native; the old (all-residue) and the new (p
 scored by how often they pick the better hand. Paired differences ss − no_ss: mean per-protein difference
 (arms averaged over their seeds first) with a bootstrap 95 % interval over proteins.
 
-Output: ``--output`` JSON (default benchmarks/results/ss.json) and a Markdown table on stdout.
+Output: ``--output`` JSON (default benchmarks/results/ss.json) and a Markdown table on stdout. Each run's
+per-protein evaluation is cached beside it (``<run>.bench_ss_n<N>_seed<S>.json``) and reused, so runs can
+be evaluated in parallel processes (``--runs`` one each) and aggregated by a last call with all of them.
 """
 
 from __future__ import annotations
@@ -261,6 +263,7 @@ def main(argv=None) -> int:
             subprocess.run(train_command(args, w, seed, out), check=True, stdout=log, stderr=subprocess.STDOUT,
                            cwd=ROOT)
     from proteinmtp.dataset import load_dataset
+    from proteinmtp.fileio import write_json
     from proteinmtp.secondary import ss_block
 
     test = test_subset(args)
@@ -274,12 +277,18 @@ def main(argv=None) -> int:
         if not (out / "head.safetensors").exists():
             print(f"skipping {arm} seed {seed}: no finished run at {out}", flush=True)
             continue
-        print(f"evaluating {arm} seed {seed} ({out}) on {len(test)} chains", flush=True)
-        evals.setdefault(arm, {})[seed] = evaluate(out, test, threads=1)
+        cache = out.parent / f"{out.name}.bench_ss_n{len(test)}_seed{args.test_seed}.json"
+        if cache.is_file():
+            ev = json.loads(cache.read_text())
+            ev["ss_pairs"] = [tuple(x) for x in ev["ss_pairs"]]
+            print(f"reusing {cache}", flush=True)
+        else:
+            print(f"evaluating {arm} seed {seed} ({out}) on {len(test)} chains", flush=True)
+            ev = evaluate(out, test, threads=1)
+            write_json(cache, ev)
+        evals.setdefault(arm, {})[seed] = ev
         res = aggregate(args, test, evals, baseline)
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        from proteinmtp.fileio import write_json
-
         write_json(args.output, res)
     print(table(res))
     return 0
