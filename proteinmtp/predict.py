@@ -363,6 +363,9 @@ def structure_remarks(sp: StructurePrediction, *, run_dir: str | Path = "", mode
         rem.append(f"RUN {Path(run_dir).resolve().name}")
     rem.append(f"HAND {sp.hand.upper()} (HELIX-HANDEDNESS SCORE {float(sp.info.get('hand_score', 0.0)):+.2f}; "
                "MDS CANNOT TELL MIRROR IMAGES APART)")
+    if sp.info.get("hand_rule"):
+        rem.append(f"HAND RULE {str(sp.info['hand_rule']).upper().replace('_', ' ')} (PREDICTED HELICES WHEN "
+                   "AT LEAST 8 HELICAL CA QUADRUPLES, ELSE ALL RESIDUES)")
     rem.append(f"MEAN CONFIDENCE {sp.mean_confidence:.1f} (0-100)")
     ptm = predicted_tm(getattr(sp.distances, "pair_error_probs", None))
     if ptm is not None:

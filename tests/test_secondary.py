@@ -293,3 +293,23 @@ def test_builder_stores_ss8(test_data_dir):
     r = read_input(("structure", str(test_data_dir / "1A8O.pdb.gz")))
     s = r.samples[0]
     assert s.ss8 is not None and len(s.ss8) == len(s.sequence) and "H" in s.ss8
+
+
+def test_structure_from_distances_uses_predicted_helices():
+    from conftest import helix_ca
+
+    from proteinmtp.model import DistancePrediction
+    from proteinmtp.predict import predicted_ss8, structure_from_distances
+
+    xyz = helix_ca(20)
+    L = len(xyz)
+    probs = np.zeros((L, 8))
+    probs[:, 0] = 1.0                                        # all H
+    dp = DistancePrediction(sequence="A" * L, dist=G.distance_matrix(xyz), contact_prob=np.zeros((L, L)),
+                            pair_confidence=np.ones((L, L)), residue_confidence=np.ones(L), ss_probs=probs)
+    assert predicted_ss8(dp) == "H" * L
+    sp = structure_from_distances(dp, method="classical")
+    assert sp.info["hand_rule"] == "predicted_helices"
+    assert G.ca_dihedrals(sp.ca_xyz).mean() > 0              # right-handed kept
+    dp.ss_probs = None
+    assert "hand_rule" not in structure_from_distances(dp, method="classical").info
