@@ -475,7 +475,7 @@ def _main(argv, locks: list[int]) -> int:
     if args.ss_weight > 0 and not any(getattr(s, "ss8", None) for s in train.samples):
         # a dataset built before DSSP labels: no secondary-structure head (an untrained one would be noise)
         print(f"{args.train_data} has no ss8 (DSSP) labels: training without the secondary-structure head "
-              "(--ss_weight 0); rebuild the dataset with create_distmat_data.py to train it", file=sys.stderr)
+              "(--ss_weight 0); rebuild the dataset with create_distmat_data.py to train it", flush=True)
         args.ss_weight = 0.0
     old, resume, done, complete = resume_state(args, run_dir, is_main)
     if complete:
