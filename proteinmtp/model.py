@@ -530,8 +530,16 @@ class LoadedRun:
         self.device = device
 
     @torch.no_grad()
-    def predict(self, sequences: list[str], batch_size: int = 1) -> list[DistancePrediction]:
-        """Predict every sequence (upper-case one-letter codes, 2 <= L <= max_len)."""
+    def predict(self, sequences: list[str], batch_size: int = 1,
+                max_residues2: int | None = None) -> list[DistancePrediction]:
+        """Predict every sequence (upper-case one-letter codes, 2 <= L <= max_len), in input order.
+
+        Forward passes take the sequences sorted by length, at most ``batch_size`` at a time and, with
+        ``max_residues2``, at most that many padded pair positions (batch × longest L²) each
+        (``proteinmtp.predict.length_batches``).
+        """
+        from proteinmtp.predict import length_batches
+
         for s in sequences:
             if not 2 <= len(s) <= self.max_len:
                 why = ""
@@ -542,10 +550,8 @@ class LoadedRun:
                                  f"(2..{self.max_len} residues{why})")
         m = self.model
         stats = (float(m.log_dist_mean), float(m.log_dist_std))
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         results: list[DistancePrediction | None] = [None] * len(sequences)
-        for start in range(0, len(order), max(1, batch_size)):
-            idx = order[start:start + batch_size]
+        for idx in length_batches([len(s) for s in sequences], batch_size, max_residues2):
             batch = m.encoder.collate([sequences[i] for i in idx])
             if getattr(m.head.cfg, "prior_input", False):
                 if self.prior is None:
