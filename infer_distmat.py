@@ -294,6 +294,14 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except KeyboardInterrupt:  # before the second pass (checking the FASTA, loading the weights)
+        print("\ninterrupted before any record was written", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
     notes: list[str] = []
     # 1. Options, the run's config and a first streamed pass over the records: nothing loaded or written.
     try:
@@ -479,8 +487,8 @@ class _Job:
                                            run_dir=str(self.run_dir), model_name=self.model_name,
                                            record_id=rec.id if args.fasta is not None else "",
                                            overwrite=args.overwrite))
+                self.collect(self.pool.results())  # each finished record's row at once (never blocks)
             del preds
-            self.collect(self.pool.results())
 
     def interrupted(self) -> None:
         """Ctrl-C: start nothing new; the records a worker holds finish (their rows written); a second
@@ -505,4 +513,7 @@ def _sigterm(signum, frame):  # noqa: ARG001 - a kill is handled like Ctrl-C: fi
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _sigterm)
+    # SIGINT always means "stop and keep what is finished", even when started with SIGINT ignored (a
+    # background job of a non-interactive shell): the batch then exits 130 as documented
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())
