@@ -471,9 +471,7 @@ class _Job:
         lookahead = 2 * self.pool.workers if self.pool.workers > 1 else None
         args = self.args
         # longest batch first: a budget too large for the device fails at once, and every later (smaller)
-        # batch fits in memory the allocator already holds. Shortest first (each batch a little larger than
-        # the blocks just freed) reached 1.79 GB peak RSS on 2,000 records where longest first stayed at
-        # 1.15 GB (same records and flags; DISCUSSION.md, "Inference at scale")
+        # batch fits in memory the allocator already holds
         batches = length_batches([len(r.sequence) for r in window], args.batch_size, args.max_batch_residues2)
         for idx in reversed(batches):
             # workers keep 2 records each queued while the next forward pass runs; memory stays bounded
