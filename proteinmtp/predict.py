@@ -22,10 +22,10 @@ Choices:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -64,85 +64,143 @@ def clean_sequence(sequence: str, record: str = "sequence") -> str:
     return seq
 
 
+def _fasta_records(lines: Iterable[tuple[int, str]], source: str) -> Iterator[tuple[str, str]]:
+    """(record id, raw sequence) from numbered text lines, one record held at a time (see parse_fasta)."""
+    rid: str | None = None
+    parts: list[str] = []
+    n = 0
+    for lineno, line in lines:
+        line = line.strip()
+        if not line or line.startswith(";"):
+            continue
+        if line.startswith(">"):
+            if rid is not None:
+                yield rid, "".join(parts)
+            n += 1
+            header = line[1:].strip()
+            rid, parts = (header.split()[0] if header else f"record_{n}"), []
+        elif rid is None:
+            raise InputError(f"{source}: line {lineno} has sequence text before the first '>' header; "
+                             "is this a FASTA file?")
+        else:
+            parts.append(line)
+    if rid is None:
+        raise InputError(f"{source}: no FASTA record found (records start with '>')")
+    yield rid, "".join(parts)
+
+
 def parse_fasta(text: str, source: str = "FASTA") -> list[tuple[str, str]]:
     """(record id, raw sequence) pairs of FASTA text; the id is the header up to the first whitespace.
 
     Raises :class:`InputError` when there is no record or sequence text comes before the first ``>``.
     Sequences are NOT checked here (see :func:`clean_sequence`).
     """
-    records: list[tuple[str, list[str]]] = []
-    for lineno, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith(";"):
-            continue
-        if line.startswith(">"):
-            header = line[1:].strip()
-            rid = header.split()[0] if header else f"record_{len(records) + 1}"
-            records.append((rid, []))
-        elif not records:
-            raise InputError(f"{source}: line {lineno} has sequence text before the first '>' header; "
-                             "is this a FASTA file?")
-        else:
-            records[-1][1].append(line)
-    if not records:
-        raise InputError(f"{source}: no FASTA record found (records start with '>')")
-    return [(rid, "".join(parts)) for rid, parts in records]
+    return list(_fasta_records(enumerate(text.removeprefix("\ufeff").splitlines(), 1), source))
 
 
-def decode_text(raw: bytes, source: str, notes: list[str] | None = None) -> str:
-    """Text of a file's bytes: UTF-8 (a leading byte-order mark is dropped), UTF-16 when it starts with a
-    UTF-16 byte-order mark; bytes that are not UTF-8 are read as Latin-1 (every byte is one character, so a
-    stray byte in a header is kept, and one in a sequence gives the usual bad-letter error with its position).
-    The Latin-1 fallback is reported in ``notes`` with the line of the first non-UTF-8 byte."""
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+def _decoded_lines(stream: IO[bytes], source: str, notes: list[str] | None) -> Iterator[tuple[int, str]]:
+    """Numbered text lines of a binary stream. UTF-8 (a leading byte-order mark is dropped); UTF-16 when the
+    stream starts with a UTF-16 byte-order mark; a line that is not UTF-8 is read as Latin-1 (every byte is
+    one character, so a stray byte in a header is kept and one in a sequence gives the usual bad-letter
+    error with its position). The first such line is reported in ``notes``."""
+    import io
+
+    if stream.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+        stream.seek(0)
+        text = io.TextIOWrapper(stream, encoding="utf-16", newline=None)
         try:
-            return raw.decode("utf-16")
+            yield from enumerate(text, 1)
         except UnicodeDecodeError as e:
             raise InputError(f"{source}: starts with a UTF-16 byte-order mark but is not valid UTF-16 ({e})") from None
+        finally:
+            text.detach()
+        return
+    stream.seek(0)
+    warned = False
+    for lineno, raw in enumerate(stream, 1):
+        if lineno == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw.decode("latin-1")
+            if not warned and notes is not None:
+                notes.append(f"{source}: line {lineno} has a byte that is not UTF-8 (0x{raw[e.start]:02x}); "
+                             "lines that are not UTF-8 are read as Latin-1")
+            warned = True
+        yield lineno, line
+
+
+def iter_fasta(path: str | Path, notes: list[str] | None = None) -> Iterator[tuple[str, str]]:
+    """Records of a FASTA file (plain or gzipped), streamed: memory holds one record, never the file.
+
+    Same records as :func:`parse_fasta` of the decoded text (encodings: :func:`_decoded_lines`). InputError
+    if the file cannot be opened, or (when reached) a corrupt gzip stream or a FASTA format error; notes on
+    how it was decoded are appended to ``notes``.
+    """
+    import gzip
+    import zlib
+
     try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        if notes is not None:
-            notes.append(f"{source}: line {line} has a byte that is not UTF-8 (0x{raw[e.start]:02x}); "
-                         "the file was read as Latin-1")
-        return raw.removeprefix(b"\xef\xbb\xbf").decode("latin-1")
+        fh = open(path, "rb")  # noqa: SIM115 - closed below; a generator holds it while records are read
+    except FileNotFoundError:
+        raise InputError(f"FASTA file {path} does not exist") from None
+    except OSError as e:
+        raise InputError(f"cannot read FASTA file {path}: {e}") from None
+    with fh:
+        try:
+            magic = fh.read(2)
+            fh.seek(0)
+            stream: IO[bytes] = gzip.GzipFile(fileobj=fh, mode="rb") if magic == b"\x1f\x8b" else fh
+            yield from _fasta_records(_decoded_lines(stream, str(path), notes), str(path))
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise InputError(f"cannot read FASTA file {path}: truncated or corrupt gzip stream ({e})") from None
+        except OSError as e:
+            raise InputError(f"cannot read FASTA file {path}: {e}") from None
 
 
 def read_fasta(path: str | Path, notes: list[str] | None = None) -> list[tuple[str, str]]:
-    """Records of a FASTA file, plain or gzipped (see :func:`parse_fasta`; encodings: :func:`decode_text`).
-
-    InputError if it cannot be read. Notes on how it was decoded are appended to ``notes``.
-    """
-    from proteinmtp.fileio import read_bytes
-
-    try:
-        raw = read_bytes(path)
-    except FileNotFoundError:
-        raise InputError(f"FASTA file {path} does not exist") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read FASTA file {path}: {e}") from None
-    return parse_fasta(decode_text(raw, str(path), notes), source=str(path))
+    """Every record of a FASTA file as a list (small files; stream large ones with :func:`iter_fasta`)."""
+    return list(iter_fasta(path, notes))
 
 
-def record_stems(record_ids: Sequence[str], notes: list[str] | None = None) -> list[str]:
-    """File-name stems for record ids: unsafe characters → ``_``, at most 100 characters, unique
-    (a repeated stem gets ``_2``, ``_3``, … in input order; compared case-insensitively, so the names are
-    safe on case-insensitive file systems). Each renaming is reported in ``notes`` (record number, id,
-    the record it collides with, the stem used)."""
-    out, seen = [], {}
-    for n, rid in enumerate(record_ids, 1):
+class RecordNamer:
+    """File-name stems for record ids, one call per record in input order (the streaming form of
+    :func:`record_stems`): unsafe characters → ``_``, at most 100 characters, unique (a repeated stem gets
+    ``_2``, ``_3``, … in input order; compared case-insensitively, so the names are safe on
+    case-insensitive file systems). Holds one short entry per stem seen (the names must stay unique over
+    the whole FASTA, and every shard of it names all records the same way)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._seen: dict[str, tuple[int, str]] = {}
+
+    def name(self, rid: str) -> tuple[str, str | None]:
+        """(stem, note): the note says when the id was renamed (record number, the record it collides with)."""
+        self.count += 1
+        n = self.count
         stem = _STEM_RE.sub("_", rid).strip("._")[:MAX_STEM_LEN] or "record"
         cand, k = stem, 1
-        while cand.lower() in seen:
+        while cand.lower() in self._seen:
             k += 1
             cand = f"{stem}_{k}"
-        if k > 1 and notes is not None:
-            first, first_id = seen[stem.lower()]
+        note = None
+        if k > 1:
+            first, first_id = self._seen[stem.lower()]
             same = "repeats the id of" if first_id == rid else "has the same file name as"
-            notes.append(f"record {n} {rid!r} {same} record {first} {first_id!r}; its files are named {cand!r}")
-        seen[cand.lower()] = (n, rid)
-        out.append(cand)
+            note = f"record {n} {rid!r} {same} record {first} {first_id!r}; its files are named {cand!r}"
+        self._seen[cand.lower()] = (n, rid)
+        return cand, note
+
+
+def record_stems(record_ids: Iterable[str], notes: list[str] | None = None) -> list[str]:
+    """File-name stems for record ids (rules: :class:`RecordNamer`). Each renaming is reported in ``notes``."""
+    namer, out = RecordNamer(), []
+    for rid in record_ids:
+        stem, note = namer.name(rid)
+        if note is not None and notes is not None:
+            notes.append(note)
+        out.append(stem)
     return out
 
 
@@ -195,13 +253,16 @@ def add_prediction_arguments(group, mds_help: str) -> None:
                             "you trust)")
 
 
-def resolve_device(device: str) -> str:
-    """``--device``: "auto" is cuda when a GPU is available, else cpu; anything else as given."""
+def resolve_device(device: str, local_rank: int | None = None) -> str:
+    """``--device``: "auto" is cuda when a GPU is available (``cuda:<local_rank>`` for one rank of a
+    multi-process launch, so each rank has its own GPU), else cpu; anything else as given."""
     if device != "auto":
         return device
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return "cuda" if local_rank is None else f"cuda:{local_rank % max(1, torch.cuda.device_count())}"
 
 
 def load_error_message(run_dir: str | Path, err: BaseException) -> str:
@@ -461,3 +522,239 @@ def append_jsonl(path: str | Path, row: dict) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+# ----------------------------------------------------------------------------- at scale: shards, batches, workers
+
+@dataclass(frozen=True)
+class Shard:
+    """Which records of a FASTA this process predicts: record number n (1-based position in the file)
+    belongs to shard ``(n - 1) % count``. Stable: it depends on the position only, never on the content,
+    the lengths or what is already written. ``local_rank``: this process's rank on its node under a
+    multi-process launcher (None otherwise)."""
+
+    index: int = 0
+    count: int = 1
+    local_rank: int | None = None
+
+    def holds(self, number: int) -> bool:
+        return (number - 1) % self.count == self.index
+
+    @property
+    def label(self) -> str:
+        """``shard-I-of-K`` (empty when there is a single shard)."""
+        return "" if self.count == 1 else f"shard-{self.index}-of-{self.count}"
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "")
+    if raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InputError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def resolve_shard(num_shards: int = 1, shard_index: int = 0, environ: Mapping[str, str] | None = None) -> Shard:
+    """The shard of this process, from ``--num_shards K --shard_index I`` and the launcher's environment.
+
+    Under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` W > 1, ``RANK`` R, ``LOCAL_RANK``) each rank
+    takes its share of shard I: shard ``I + K·R`` of ``K·W``, which holds exactly the records n of shard I
+    (``(n-1) % K == I``) with ``((n-1) // K) % W == R``. So a job array of K tasks, each launching W ranks,
+    covers every record once. InputError for an index outside 0..K-1 or a malformed environment.
+    """
+    import os
+
+    env = os.environ if environ is None else environ
+    if num_shards < 1:
+        raise InputError(f"--num_shards must be ≥ 1, got {num_shards}")
+    if not 0 <= shard_index < num_shards:
+        raise InputError(f"--shard_index must be in 0..{num_shards - 1} (--num_shards {num_shards}), got {shard_index}")
+    world = _env_int(env, "WORLD_SIZE", 1)
+    if world <= 1:
+        return Shard(shard_index, num_shards)
+    rank = _env_int(env, "RANK", 0)
+    if not 0 <= rank < world:
+        raise InputError(f"environment: RANK={rank} is outside 0..{world - 1} (WORLD_SIZE={world})")
+    return Shard(shard_index + num_shards * rank, num_shards * world, local_rank=_env_int(env, "LOCAL_RANK", rank))
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_residues2: int | None = None) -> list[list[int]]:
+    """Indices into ``lengths`` grouped into forward passes, shortest first (ties in input order).
+
+    A batch holds at most ``batch_size`` sequences and, with ``max_residues2``, at most that many padded
+    pair positions: (sequences in the batch) × (its longest length)², the size of the [B, L, L] pair
+    tensors the head builds. A sequence that alone exceeds the budget is a batch of its own.
+    """
+    bs = max(1, int(batch_size))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda k: lengths[k]):
+        n = len(cur) + 1
+        if cur and (n > bs or (max_residues2 is not None and n * lengths[i] ** 2 > max_residues2)):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+@dataclass
+class RecordJob:
+    """What a reconstruction worker needs to finish one record: the model's distances (``prediction``,
+    a DistancePrediction or its fields as a dict), the files to write (kind -> path, the structure last)
+    and how (format, method, the REMARKs' run and model)."""
+
+    key: int
+    prediction: object
+    outputs: dict[str, Path]
+    fmt: str = "pdb"
+    method: str = "refine"
+    run_dir: str = ""
+    model_name: str = ""
+    record_id: str = ""
+    overwrite: bool = False
+
+
+def finish_record(job: RecordJob) -> dict:
+    """Rebuild the structure of one record and write its files (each atomically; the structure last, so a
+    structure on disk means the record is finished). Files that exist are kept unless ``job.overwrite``.
+    Returns the reconstruction info (method, seconds, …)."""
+    from types import SimpleNamespace
+
+    pred = job.prediction
+    if isinstance(pred, dict):   # shipped to a worker process as plain fields: no torch import there
+        pred = SimpleNamespace(**pred)
+    sp = structure_from_distances(pred, method=job.method)  # type: ignore[arg-type]
+    for kind, path in job.outputs.items():
+        if path.exists() and not job.overwrite:
+            continue
+        if kind == "distmat":
+            save_distmat(path, sp)
+        elif kind == "distogram":
+            save_distogram(path, sp)
+        else:
+            write_structure(path, sp, fmt=job.fmt, run_dir=job.run_dir, model_name=job.model_name,
+                            record_id=job.record_id)
+    return dict(sp.info)
+
+
+def _worker_init(parent_pid: int) -> None:
+    """A reconstruction worker: Ctrl-C is the parent's to handle (it lets the records in flight finish);
+    on Linux the worker ends when its parent dies (even by SIGKILL); one BLAS thread per worker."""
+    import os
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover
+            pass
+    if os.getppid() != parent_pid:  # the parent is already gone
+        os._exit(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+class WorkerDied(RuntimeError):
+    """A reconstruction worker process ended while it held this record (killed, out of memory, crashed)."""
+
+
+class RecordPool:
+    """Runs :func:`finish_record` for submitted jobs: in this process (``workers`` = 1, at submit time) or in
+    ``workers`` spawned processes, so the next forward pass runs while the CPU reconstructs.
+
+    Results come back as (key, info dict or Exception) in completion order. An exception in a worker fails
+    that record only. A worker process that dies (killed, out of memory) fails the records it and its
+    siblings held with :class:`WorkerDied` (nothing of theirs was written half: files are atomic); the
+    pool starts new processes for the records after. Workers spawn (no fork of a process holding CUDA or
+    model weights) and never import torch.
+    """
+
+    def __init__(self, workers: int = 1):
+        self.workers = max(1, int(workers))
+        self._pending: dict = {}          # future -> key
+        self._ready: list[tuple[int, object]] = []
+        self._ex = None
+
+    def _executor(self):
+        if self._ex is None:
+            import multiprocessing
+            import os
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._ex = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_worker_init, initargs=(os.getpid(),))
+        return self._ex
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def submit(self, job: RecordJob) -> None:
+        if self.workers == 1:
+            try:
+                res: object = finish_record(job)
+            except Exception as e:  # noqa: BLE001 - reported for this record by the caller
+                res = e
+            self._ready.append((job.key, res))
+            return
+        if not isinstance(job.prediction, dict):
+            job.prediction = dict(vars(job.prediction))
+        try:
+            fut = self._executor().submit(finish_record, job)
+        except RuntimeError:  # BrokenProcessPool (a RuntimeError): start fresh processes
+            self._drop_executor()
+            fut = self._executor().submit(finish_record, job)
+        self._pending[fut] = job.key
+
+    def results(self, wait_until: int | None = None) -> Iterator[tuple[int, object]]:
+        """Finished results; with ``wait_until`` n, block until at most n jobs are still in flight."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        while self._ready:
+            yield self._ready.pop(0)
+        while self._pending:
+            done = [f for f in self._pending if f.done()]
+            if not done:
+                if wait_until is None or len(self._pending) <= wait_until:
+                    return
+                done, _ = wait(list(self._pending), return_when=FIRST_COMPLETED)
+            for f in done:
+                key = self._pending.pop(f)
+                try:
+                    res: object = f.result()
+                except BrokenProcessPool as e:
+                    self._drop_executor()
+                    res = WorkerDied(f"the reconstruction worker process died ({e}); rerun to retry this record")
+                except Exception as e:  # noqa: BLE001
+                    res = e
+                yield key, res
+
+    def _drop_executor(self) -> None:
+        if self._ex is not None:
+            self._ex.shutdown(wait=False, cancel_futures=True)
+            self._ex = None
+
+    def cancel_waiting(self) -> int:
+        """Drop the jobs no worker has started (they stay unfinished: a rerun does them); returns how many."""
+        dropped = [f for f in self._pending if f.cancel()]
+        for f in dropped:
+            del self._pending[f]
+        return len(dropped)
+
+    def close(self, wait: bool = True) -> None:
+        if self._ex is not None:
+            self._ex.shutdown(wait=wait, cancel_futures=True)
+            self._ex = None

@@ -153,9 +153,10 @@ def _run_main(tiny_run, *args):
     return _Result(rc, o.getvalue(), e.getvalue())
 
 
-def test_interrupted_batch_keeps_outputs_and_resumes(tiny_run, tmp_path, repo_root):
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_interrupted_batch_keeps_outputs_and_resumes(workers, tiny_run, tmp_path, repo_root):
     """SIGINT after the first structure appears: finished files (and an earlier run's file) stay; a rerun
-    skips them and completes the rest."""
+    skips them and completes the rest; every record is done exactly once over the two runs."""
     import signal
     import time
 
@@ -168,7 +169,8 @@ def test_interrupted_batch_keeps_outputs_and_resumes(tiny_run, tmp_path, repo_ro
     out.mkdir()
     (out / "earlier_run.pdb").write_text("kept\n")
     cmd = [sys.executable, str(repo_root / "infer_distmat.py"), "--model_path", str(tiny_run["run_dir"]),
-           "--fasta", str(fasta), "--output", str(out), "--save_distmat"]
+           "--fasta", str(fasta), "--output", str(out), "--save_distmat", "--workers", str(workers),
+           "--batch_size", "4"]
     proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not list(out.glob("r*.pdb")) and proc.poll() is None and time.time() < deadline:
@@ -254,3 +256,201 @@ def test_fasta_encodings(tiny_run, tmp_path):
     r = _run_main(tiny_run, "--fasta", tmp_path / "latin1.fasta", "--output", out)
     assert r.rc == 0 and (out / "l1.pdb").is_file() and (out / "l2.pdb").is_file()
     assert "line 1" in r.err and "0xfc" in r.err and "Latin-1" in r.err
+
+
+# ----------------------------------------------------------------------------- at scale
+
+AA20 = list("ACDEFGHIKLMNPQRSTVWY")
+
+
+def _random_fasta(path, n, lengths=(8, 30), seed=0):
+    rng = np.random.default_rng(seed)
+    seqs = {f"s{k:03d}": "".join(rng.choice(AA20, int(rng.integers(*lengths)))) for k in range(n)}
+    path.write_text("".join(f">{k}\n{v}\n" for k, v in seqs.items()))
+    return seqs
+
+
+def _rows(out, name="manifest.jsonl"):
+    return [json.loads(line) for line in (out / name).read_text().splitlines()]
+
+
+def test_length_batches_hand_checked():
+    from proteinmtp.predict import length_batches
+
+    lengths = [10, 50, 20, 40, 30]          # sorted: 10 (0), 20 (2), 30 (4), 40 (3), 50 (1)
+    assert length_batches(lengths, 8) == [[0, 2, 4, 3, 1]]
+    assert length_batches(lengths, 2) == [[0, 2], [4, 3], [1]]
+    # budget 3600 residues²: 3 × 30² = 2700 fits, 2 × 40² = 3200 fits, 3 × 40² = 4800 and 2 × 50² do not
+    assert length_batches(lengths, 8, 3600) == [[0, 2, 4], [3], [1]]
+    assert length_batches([30, 30, 30, 40], 8, 3200) == [[0, 1, 2], [3]]       # 3 × 900 ≤ 3200 < 4 × 1600
+    assert length_batches([5, 100, 5], 8, 50) == [[0, 2], [1]]                 # 100² > 50: alone, not dropped
+    assert length_batches([], 4, 100) == []
+
+
+def test_resolve_shard_from_flags_and_launcher_env():
+    from proteinmtp.predict import InputError, resolve_shard
+
+    assert resolve_shard(1, 0, {}).count == 1 and resolve_shard(1, 0, {}).label == ""
+    s = resolve_shard(3, 2, {})
+    assert (s.index, s.count, s.label) == (2, 3, "shard-2-of-3")
+    assert [n for n in range(1, 11) if s.holds(n)] == [3, 6, 9]          # record n -> shard (n - 1) mod K
+    r = resolve_shard(1, 0, {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"})
+    assert (r.index, r.count, r.local_rank) == (1, 2, 1)
+    # job array of K = 2 tasks, each torchrun with W = 3 ranks: the 6 processes cover 1..30 once each,
+    # and the ranks of task I hold exactly task I's records
+    K, W = 2, 3
+    held = {(i, rk): [n for n in range(1, 31) if resolve_shard(K, i, {"WORLD_SIZE": str(W), "RANK": str(rk)}).holds(n)]
+            for i in range(K) for rk in range(W)}
+    assert sorted(n for v in held.values() for n in v) == list(range(1, 31))
+    for i in range(K):
+        assert sorted(n for (ti, _), v in held.items() if ti == i for n in v) == [n for n in range(1, 31)
+                                                                                  if (n - 1) % K == i]
+    for bad, match in (((2, 2, {}), "--shard_index"), ((0, 0, {}), "--num_shards"),
+                       ((1, 0, {"WORLD_SIZE": "x"}), "WORLD_SIZE"), ((1, 0, {"WORLD_SIZE": "2", "RANK": "2"}), "RANK")):
+        with pytest.raises(InputError, match=match):
+            resolve_shard(*bad)
+
+
+def test_iter_fasta_streams_in_constant_memory(tmp_path):
+    """A 1.9 MB FASTA is read record by record: the Python heap never holds more than a few records."""
+    import tracemalloc
+
+    from proteinmtp.predict import iter_fasta
+
+    path = tmp_path / "big.fasta"
+    rec = "".join(AA20) * 5
+    with open(path, "w") as fh:
+        for k in range(15_000):
+            fh.write(f">r{k} some description\n{rec[:60]}\n{rec[60:]}\n")
+    assert path.stat().st_size > 1.8e6
+    tracemalloc.start()
+    n = total = 0
+    last = ""
+    for last, seq in iter_fasta(path):  # noqa: B007 - the last id is checked below
+        n += 1
+        total += len(seq)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert (n, total, last) == (15_000, 15_000 * 100, "r14999")
+    assert peak < 100_000, peak          # bytes: the file is 1.9 MB
+
+
+def test_cli_never_reads_the_fasta_whole(tiny_run, tmp_path, monkeypatch):
+    """The whole-file readers are not used by the CLI (they would raise here), and the look-ahead window
+    bounds what a forward pass is given."""
+    import proteinmtp.fileio
+    import proteinmtp.model
+    import proteinmtp.predict
+
+    def forbidden(*a, **k):
+        raise AssertionError("the FASTA was read whole")
+
+    monkeypatch.setattr(proteinmtp.predict, "read_fasta", forbidden)
+    monkeypatch.setattr(proteinmtp.fileio, "read_bytes", forbidden)
+    seen = []
+    real = proteinmtp.model.LoadedRun.predict
+
+    def spy(self, seqs, *a, **k):
+        seen.append(len(seqs))
+        return real(self, seqs, *a, **k)
+
+    monkeypatch.setattr(proteinmtp.model.LoadedRun, "predict", spy)
+    _random_fasta(tmp_path / "in.fasta", 7)
+    out = tmp_path / "o"
+    r = _run_main(tiny_run, "--fasta", tmp_path / "in.fasta", "--output", out, "--sort_window", "3",
+                  "--mds_method", "classical")
+    assert r.rc == 0, r.err
+    assert len(list(out.glob("*.pdb"))) == 7 and max(seen) <= 3 and sum(seen) == 7
+
+
+def test_shards_by_flag_cover_every_record_once(tiny_run, tmp_path):
+    seqs = _random_fasta(tmp_path / "in.fasta", 8)
+    out = tmp_path / "o"
+    for i in range(3):
+        r = _run_main(tiny_run, "--fasta", tmp_path / "in.fasta", "--output", out, "--num_shards", 3,
+                      "--shard_index", i, "--mds_method", "classical", "--save_distmat")
+        assert r.rc == 0, r.err
+    assert sorted(p.stem for p in out.glob("*.pdb")) == sorted(seqs)
+    assert not (out / "manifest.jsonl").exists()
+    numbers = []
+    for i in range(3):
+        rows = _rows(out, f"manifest.shard-{i}-of-3.jsonl")
+        assert all(row["status"] == "done" and (row["record"] - 1) % 3 == i and row["shard"] == f"shard-{i}-of-3"
+                   for row in rows)
+        numbers += [row["record"] for row in rows]
+    assert sorted(numbers) == list(range(1, 9))              # union = all, no overlap
+    r = _run_main(tiny_run, "--fasta", tmp_path / "in.fasta", "--output", out, "--num_shards", 3,
+                  "--shard_index", 3)
+    assert r.rc == 2 and "--shard_index must be in 0..2" in r.err
+
+
+def test_rank_env_shards_automatically(tiny_run, tmp_path, monkeypatch):
+    """Under torchrun (WORLD_SIZE/RANK set) each rank predicts its share with no flag; more ranks than
+    records leave the extra rank with nothing to do (exit 0)."""
+    seqs = _random_fasta(tmp_path / "in.fasta", 3)
+    out = tmp_path / "o"
+    for rank in range(4):
+        monkeypatch.setenv("WORLD_SIZE", "4")
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        r = _run_main(tiny_run, "--fasta", tmp_path / "in.fasta", "--output", out, "--mds_method", "classical",
+                      "--device", "cpu")
+        assert r.rc == 0, r.err
+        if rank == 3:
+            assert "holds no record" in r.err and not (out / "manifest.shard-3-of-4.jsonl").exists()
+        else:
+            assert [row["record"] for row in _rows(out, f"manifest.shard-{rank}-of-4.jsonl")] == [rank + 1]
+    assert sorted(p.stem for p in out.glob("*.pdb")) == sorted(seqs)
+
+
+def _pdb_xyz(path):
+    return np.array([a.pos.tolist() for r in gemmi.read_structure(str(path))[0][0] for a in r])
+
+
+def test_workers_give_the_same_structures(tiny_run, tmp_path):
+    """--workers 2 (spawned processes) writes the same coordinates and distances as in-process work."""
+    seqs = _random_fasta(tmp_path / "in.fasta", 4, lengths=(20, 60))
+    outs = {}
+    for w in (1, 2):
+        outs[w] = tmp_path / f"w{w}"
+        r = _run_main(tiny_run, "--fasta", tmp_path / "in.fasta", "--output", outs[w], "--workers", w,
+                      "--save_distmat", "--batch_size", 2)
+        assert r.rc == 0, r.err
+        assert sorted(row["id"] for row in _rows(outs[w]) if row["status"] == "done") == sorted(seqs)
+    for stem in seqs:
+        np.testing.assert_array_equal(_pdb_xyz(outs[1] / f"{stem}.pdb"), _pdb_xyz(outs[2] / f"{stem}.pdb"))
+        np.testing.assert_array_equal(np.load(outs[1] / f"{stem}_distmat.npy"),
+                                      np.load(outs[2] / f"{stem}_distmat.npy"))
+
+
+def test_worker_failure_fails_that_record_only(tmp_path):
+    """A record whose reconstruction raises in a worker is reported with its error; the others are written."""
+    from types import SimpleNamespace
+
+    from proteinmtp.predict import RecordJob, RecordPool
+    from tests.conftest import helix_ca
+
+    def job(key, dist):
+        L = len(dist)
+        pred = SimpleNamespace(sequence="A" * L, dist=dist, contact_prob=np.zeros((L, L)),
+                               pair_confidence=np.full((L, L), 0.5), residue_confidence=np.full(L, 0.5),
+                               distogram_probs=None, bin_edges=None)
+        return RecordJob(key, pred, {"structure": tmp_path / f"r{key}.pdb"}, method="classical")
+
+    good = helix_ca(12)
+    d = np.linalg.norm(good[:, None] - good[None], axis=-1)
+    bad = d.copy()
+    bad[0, 1] = -5.0                                          # not a distance matrix
+    pool = RecordPool(2)
+    try:
+        for k, dist in enumerate((d, bad, d)):
+            pool.submit(job(k, dist))
+        res = dict(pool.results(wait_until=0))
+    finally:
+        pool.close()
+    assert sorted(res) == [0, 1, 2] and pool.in_flight == 0
+    assert isinstance(res[1], ValueError) and not (tmp_path / "r1.pdb").exists()
+    for k in (0, 2):
+        assert res[k]["method"] == "classical"
+        xyz = _pdb_xyz(tmp_path / f"r{k}.pdb")
+        np.testing.assert_allclose(np.linalg.norm(xyz[:, None] - xyz[None], axis=-1), d, atol=0.01)

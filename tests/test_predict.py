@@ -107,15 +107,31 @@ def test_write_structure_and_arrays(tmp_path):
         write_structure(tmp_path / "a.xyz", sp, fmt="xyz")
 
 
-def test_decode_text_bom_latin1_utf16():
-    from proteinmtp.predict import decode_text
+def test_iter_fasta_encodings_and_gzip(tmp_path):
+    """BOM, Latin-1 fallback (line reported), UTF-16, gzip: the same records as parse_fasta of the text."""
+    import gzip
 
-    assert decode_text(b"\xef\xbb\xbf>a\nMK\n", "f") == ">a\nMK\n"
+    from proteinmtp.predict import iter_fasta
+
+    def records(raw: bytes, name="f.fa", notes=None):
+        (tmp_path / name).write_bytes(raw)
+        return list(iter_fasta(tmp_path / name, notes))
+
+    assert records(b"\xef\xbb\xbf>a\nMK\n") == [("a", "MK")]
     notes: list[str] = []
-    assert decode_text(b">a\nMK\n>b caf\xe9\nGG\n", "f.fa", notes) == ">a\nMK\n>b caf\u00e9\nGG\n"
-    assert notes == ["f.fa: line 3 has a byte that is not UTF-8 (0xe9); the file was read as Latin-1"]
-    assert decode_text(">u\nMK\n".encode("utf-16"), "f") == ">u\nMK\n"
+    assert records(b">a\nMK\n>b caf\xe9\nGG\n", "l.fa", notes) == [("a", "MK"), ("b", "GG")]
+    assert notes == [f"{tmp_path / 'l.fa'}: line 3 has a byte that is not UTF-8 (0xe9); lines that are not "
+                     "UTF-8 are read as Latin-1"]
+    assert records(">u\nMK\n>v x\nAC\nDE\n".encode("utf-16")) == [("u", "MK"), ("v", "ACDE")]
+    text = ">sp|P1|ONE first\nMKT\nAYI\n\n; comment\n>two\nGG\n>\nCC\n"
+    assert records(gzip.compress(text.encode()), "g.fa.gz") == parse_fasta(text)
     assert parse_fasta("\ufeff>x\nAC\n") == [("x", "AC")]
+    with pytest.raises(InputError, match="truncated or corrupt gzip"):
+        records(gzip.compress(text.encode() * 50)[:-30], "t.fa.gz")
+    with pytest.raises(InputError, match="line 1 has sequence text before"):
+        records(b"MKT\n>a\nAA\n")
+    with pytest.raises(InputError, match="does not exist"):
+        list(iter_fasta(tmp_path / "missing.fa"))
 
 
 def test_help_and_docs_stand_alone(repo_root):
