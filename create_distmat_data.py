@@ -7,7 +7,9 @@ Inputs may be files (PDB/mmCIF, plain or .gz), directories (searched recursively
 text files listing paths (.txt/.list), or seed-era JSON (``protein_coords_data.json``: a list of
 records with ``sequence`` and ``coords``). Chains are filtered, identical sequences kept once, and
 clustered with MMseqs2 so that whole clusters go to one split. Writes DIR/train.json, DIR/val.json,
-DIR/test.json (``.json.gz`` with --compress) and DIR/report.json (every input skipped or partly
+DIR/test.json (``.json.gz`` with --compress), DIR/prior.json (the training split's separation prior,
+fitted once here with the training chains' fingerprint; ``train_distmat.py`` uses it when the chains
+match) and DIR/report.json (every input skipped or partly
 skipped, with the reason, plus the summary printed at the end). report.json is written even when no
 chain can be kept (every file unreadable, or every chain filtered out); the exit status is then 2.
 
@@ -31,12 +33,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from proteinmtp import __version__
-from proteinmtp.builder import BuildConfig, BuildInputError, NothingUsableError, build_dataset
+from proteinmtp.builder import SEARCH_MODES, BuildConfig, BuildInputError, NothingUsableError, build_dataset
 from proteinmtp.constants import DATASET_FORMAT
 from proteinmtp.dataset import save_dataset
-from proteinmtp.fileio import atomic_write
+from proteinmtp.fileio import atomic_write, write_json
+from proteinmtp.prior import SHIPPED_PRIOR_NAME, fit_shipped
 from proteinmtp.shards import save_shards
-from proteinmtp.splits import MMseqsError
+from proteinmtp.splits import AUTO_EXHAUSTIVE_MAX, MMseqsError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,6 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--coverage", type=float, default=d.coverage,
                    help="fraction of the shorter chain an MMseqs2 alignment must cover to link two chains "
                         "(0 = any alignment with E-value <= 1e-3; 0.8 lets shared domains cross splits)")
+    p.add_argument("--search", choices=SEARCH_MODES, default=d.search,
+                   help="MMseqs2 search for clustering: 'exhaustive' aligns every pair (CPU ~ n^2), 'prefilter' "
+                        "uses the k-mer prefilter at sensitivity 7.5 (CPU ~ n^1.1, ~15 s fixed cost; misses a few "
+                        f"weak links, see DISCUSSION.md 'Building at scale'), 'auto' = exhaustive up to "
+                        f"{AUTO_EXHAUSTIVE_MAX} chains, prefilter above")
     p.add_argument("--val_fraction", type=float, default=None,
                    help=f"fraction of unique chains in val, whole clusters (when not given: {d.val_fraction}, or "
                         "from --train_ratio; 0 with --test_fraction 0 puts everything in train)")
@@ -102,6 +110,7 @@ def make_config(args: argparse.Namespace) -> BuildConfig:
     return BuildConfig(
         min_len=args.min_len, max_seq_len=args.max_seq_len, max_missing_ca=args.max_missing_ca,
         max_unknown=args.max_unknown, chains=args.chains, identity=args.identity, coverage=args.coverage,
+        search=args.search,
         val_fraction=d.val_fraction if val is None else val, test_fraction=d.test_fraction if test is None else test,
         max_cluster_share=args.max_cluster_share,
         seed=args.seed, max_samples=args.max_samples, workers=args.workers, threads=args.threads,
@@ -175,11 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             save_shards(out / f"{name}{suffix}", samples, stats, config, shard_mb=args.shard_mb)
         else:
             save_dataset(out / f"{name}{suffix}", samples, stats, config)
+    # the training split's separation prior, fitted once here; train_distmat.py uses it when it matches
+    write_json(out / SHIPPED_PRIOR_NAME, fit_shipped(splits["train"]), indent=None)
     seconds = time.time() - t0
     report = {"config": config, **report}
     atomic_write(out / "report.json", (json.dumps(report, indent=1) + "\n").encode())
     print(format_summary(report["summary"], seconds))
-    print(f"wrote {', '.join(str(out / (n + suffix)) for n in splits)} and {out / 'report.json'}")
+    print(f"wrote {', '.join(str(out / (n + suffix)) for n in splits)}, {out / SHIPPED_PRIOR_NAME} "
+          f"and {out / 'report.json'}")
     return 0
 
 

@@ -462,7 +462,7 @@ def _main(argv, locks: list[int]) -> int:
     from proteinmtp import rundir as R
     from proteinmtp import training as T
     from proteinmtp.model import count_parameters
-    from proteinmtp.prior import SeparationPrior
+    from proteinmtp.prior import SeparationPrior, prior_for_training
     from proteinmtp.rundir import CONFIG_NAME, PRIOR_NAME
 
     run_dir = Path(args.output_dir)
@@ -498,7 +498,10 @@ def _main(argv, locks: list[int]) -> int:
     # --- the whole stored model must match before anything is written ----------------------------
     config = run_config(args, spec, train, train_ds, val_samples, n_train, n_total)
     config_text = json.dumps(config, indent=2, default=str)
-    prior_text = json.dumps(SeparationPrior.fit(train.samples).to_dict())
+    prior, prior_source = prior_for_training(args.train_data, train.samples)   # shipped prior.json or fitted
+    prior_text = json.dumps(prior.to_dict())
+    if is_main:
+        print(prior_source)
     # the exact prior inference will load (prior.json), also fed to the head when it takes the prior as input
     head_prior = SeparationPrior.from_dict(json.loads(prior_text)) if spec.head["prior_input"] else None
     if old is not None:

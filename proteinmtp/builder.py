@@ -30,6 +30,7 @@ SEED_COORD_KEYS = ("ca", "coords", "coordinates", "ca_coords")
 SEED_ID_KEYS = ("id", "name", "pdb_id", "protein_id")
 _LIST_SUFFIXES = (".txt", ".list", ".lst")
 _GLOB_CHARS = set("*?[")
+SEARCH_MODES = ("auto", "exhaustive", "prefilter")
 
 
 class BuildInputError(ValueError):
@@ -56,6 +57,7 @@ class BuildConfig:
     chains: str = ""                   # "A,B" (ids in any file) and/or "1ABC:A" (stem:chain); "" = all
     identity: float = 0.3              # MMseqs2 clustering identity (fraction)
     coverage: float = 0.0              # fraction of the shorter chain an alignment must cover (0 = any)
+    search: str = "auto"               # clustering search: "exhaustive" (every pair), "prefilter" (k-mer), "auto"
     val_fraction: float = 0.1          # fraction of unique chains in val (whole clusters)
     test_fraction: float = 0.1         # fraction of unique chains in test (whole clusters)
     max_cluster_share: float = 0.05    # largest cluster a val/test split takes, as a fraction of its size
@@ -81,6 +83,8 @@ class BuildConfig:
             raise BuildInputError(f"--workers must be >= 1, got {self.workers}")
         if self.max_samples < 0:
             raise BuildInputError(f"--max_samples must be >= 0, got {self.max_samples}")
+        if self.search not in SEARCH_MODES:
+            raise BuildInputError(f"--search must be one of {', '.join(SEARCH_MODES)}, got {self.search!r}")
 
 
 @dataclass
@@ -500,6 +504,7 @@ def _split(kept: list[Sample], cfg: BuildConfig, workdir: str | None) -> tuple[d
         cluster_of = {k: k for k in seqs}  # everything goes to train: no clustering needed
     else:
         cluster_of = cluster_sequences(seqs, identity=cfg.identity, coverage=cfg.coverage, threads=threads,
+                                       exhaustive={"auto": None, "exhaustive": True, "prefilter": False}[cfg.search],
                                        workdir=workdir)
     split_of = assign_splits(cluster_of, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                              seed=cfg.seed, max_cluster_share=cfg.max_cluster_share)
@@ -530,6 +535,7 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
     results = read_inputs(items, workers=cfg.workers, progress=progress)
     rep = _Report()
     kept = _deduplicate(_candidates(results, ids, cfg, rep), cfg, rep)
+    del results  # the chains dropped above need not stay in memory
     file_summary = rep.file_summary(len(items), len(ignored))
     if not kept:
         raise _nothing_usable(rep, file_summary, len(items))

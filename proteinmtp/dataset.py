@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,41 +268,154 @@ def save_dataset(path: str | Path, samples: Iterable[Sample], global_stats: dict
     atomic_write(path, data)
 
 
-def pair_distances(samples: Iterable[Sample]) -> np.ndarray:
-    """All Cα–Cα distances (Å) over pairs i<j with both Cα present, concatenated over samples."""
+def iter_pair_distances(samples: Iterable[Sample]) -> Iterator[np.ndarray]:
+    """Per sample with >= 2 Cα present: its Cα–Cα distances (Å) over pairs i<j with both Cα present."""
     from scipy.spatial.distance import pdist  # condensed i<j distances in C, ~10x faster than triu
 
-    parts = [pdist(s.ca[s.mask()]) for s in samples if int(s.mask().sum()) >= 2]
+    for s in samples:
+        m = s.mask()
+        if int(m.sum()) >= 2:
+            yield pdist(s.ca[m])
+
+
+def pair_distances(samples: Iterable[Sample]) -> np.ndarray:
+    """All Cα–Cα distances (Å) over pairs i<j with both Cα present, concatenated over samples
+    (O(pairs) memory: for small sets; :class:`PairStatistics` streams)."""
+    parts = list(iter_pair_distances(samples))
     return np.concatenate(parts) if parts else np.zeros(0)
+
+
+class RunningMoments:
+    """Count, mean, sum of squared deviations (M2), min and max of a stream of float64 arrays: each array's
+    moments computed in two passes, merged by Chan et al.'s pairwise update (numerically stable)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+        self.min, self.max = np.inf, -np.inf
+
+    def add(self, x: np.ndarray) -> None:
+        nb = len(x)
+        if nb == 0:
+            return
+        mb = float(x.mean())
+        m2b = float(np.square(x - mb).sum())
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean += delta * nb / n
+        self.m2 += m2b + delta * delta * self.n * nb / n
+        self.n = n
+        self.min, self.max = min(self.min, float(x.min())), max(self.max, float(x.max()))
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation (numpy's default ddof=0)."""
+        return float(np.sqrt(self.m2 / self.n)) if self.n else 0.0
+
+
+class PairStatistics:
+    """The global statistics of :func:`compute_global_stats`, accumulated one chain at a time in memory
+    independent of the number of pairs.
+
+    Moments of d and ln d: :class:`RunningMoments` (float64; agree with a pass over all pairs to ~1e-12
+    relative). Median of d: exact while at most ``exact_limit`` pairs have been seen (they are kept);
+    beyond that a fixed histogram of ln d with bins of ``LOG_BIN`` (1e-4, i.e. 0.01 % of the value) from
+    ln(1e-3 Å) to ln(1e5 Å), interpolated within the bin: relative error <= 1e-4 (0.002 Å at 20 Å),
+    deterministic, 1.5 MB whatever the corpus size.
+    """
+
+    LOG_LO, LOG_HI, LOG_BIN = float(np.log(1e-3)), float(np.log(1e5)), 1e-4
+
+    def __init__(self, exact_limit: int = 1 << 20) -> None:
+        self.d, self.logd = RunningMoments(), RunningMoments()
+        self.exact_limit = exact_limit
+        self._exact: list[np.ndarray] | None = []
+        self._n_exact = 0
+        self._hist: np.ndarray | None = None
+        self._pending: list[np.ndarray] = []
+        self._n_pending = 0
+
+    def add(self, d: np.ndarray) -> None:
+        """Add one chain's pair distances (Å)."""
+        d = np.asarray(d, dtype=np.float64)
+        logd = np.log(np.maximum(d, 1e-3))
+        self.d.add(d)
+        self.logd.add(logd)
+        if self._exact is not None:
+            self._exact.append(d)
+            self._n_exact += len(d)
+            if self._n_exact <= self.exact_limit:
+                return
+            logd = np.log(np.maximum(np.concatenate(self._exact), 1e-3))   # switch to the histogram
+            self._exact = None
+        self._pending.append(logd)
+        self._n_pending += len(logd)
+        if self._n_pending >= 1 << 21:
+            self._flush()
+
+    def _flush(self) -> None:
+        nbins = int(np.ceil((self.LOG_HI - self.LOG_LO) / self.LOG_BIN)) + 1
+        if self._hist is None:
+            self._hist = np.zeros(nbins, np.int64)
+        if self._pending:
+            x = np.concatenate(self._pending)
+            idx = np.clip(((x - self.LOG_LO) / self.LOG_BIN).astype(np.int64), 0, nbins - 1)
+            self._hist += np.bincount(idx, minlength=nbins)
+        self._pending, self._n_pending = [], 0
+
+    def median(self) -> float:
+        """Median of d (Å): exact (numpy's) while the pairs were kept, else from the histogram."""
+        return self.quantile(0.5)
+
+    def quantile(self, q: float) -> float:
+        """Quantile q of d (Å), numpy's default ('linear') definition: exact while the pairs were kept,
+        else from the ln-d histogram, linear within the bin holding rank (n - 1) q."""
+        if self._exact is not None:
+            return float(np.quantile(np.concatenate(self._exact), q)) if self._exact else float("nan")
+        self._flush()
+        cum = np.cumsum(self._hist)
+        rank = q * (cum[-1] - 1)
+        b = int(np.searchsorted(cum, rank, side="right"))
+        before = cum[b - 1] if b else 0
+        frac = (rank - before + 0.5) / self._hist[b]
+        return float(np.exp(self.LOG_LO + (b + min(max(frac, 0.0), 1.0)) * self.LOG_BIN))
 
 
 def compute_global_stats(samples: Iterable[Sample]) -> dict:
     """Normalisation statistics over pairs i<j with both Cα present, on TRAIN samples only.
 
-    If any sample carries split == "train", only those are used; samples with an empty split count
-    as train. The model regresses target = (ln d - log_dist_mean) / log_dist_std.
-    Coincident Cα (d = 0) are clipped to 1e-3 Å before the logarithm.
+    Samples whose split is "train" or empty are used (others skipped). The model regresses
+    target = (ln d - log_dist_mean) / log_dist_std. Coincident Cα (d = 0) are clipped to 1e-3 Å before the
+    logarithm. Streamed one chain at a time (:class:`PairStatistics`): memory does not grow with the pairs;
+    the target's moments follow from those of ln d exactly (it is an affine map of ln d).
     """
-    samples = [s for s in samples if s.split in ("train", "")]
-    d = pair_distances(samples)
-    if len(d) == 0:
+    acc = PairStatistics()
+    n_chains = 0
+
+    def train_only():
+        nonlocal n_chains
+        for s in samples:
+            if s.split in ("train", ""):
+                n_chains += 1
+                yield s
+
+    for d in iter_pair_distances(train_only()):
+        acc.add(d)
+    if acc.d.n == 0:
         raise ValueError("compute_global_stats: no training pairs with both Cα present")
-    logd = np.log(np.maximum(d, 1e-3))
-    lm, ls = float(logd.mean()), float(logd.std())
+    lm, ls = acc.logd.mean, acc.logd.std
     ls = ls if ls > 0 else 1.0
-    target = (logd - lm) / ls
     return {
-        "n_chains": len(samples),
-        "n_pairs": int(len(d)),
-        "dist_mean": float(d.mean()),
-        "dist_std": float(d.std()),
-        "dist_min": float(d.min()),
-        "dist_max": float(d.max()),
-        "dist_median": float(np.median(d)),
+        "n_chains": n_chains,
+        "n_pairs": int(acc.d.n),
+        "dist_mean": acc.d.mean,
+        "dist_std": acc.d.std,
+        "dist_min": acc.d.min,
+        "dist_max": acc.d.max,
+        "dist_median": acc.median(),
         "log_dist_mean": lm,
         "log_dist_std": ls,
-        "target_mean": float(target.mean()),
-        "target_std": float(target.std()),
-        "target_min": float(target.min()),
-        "target_max": float(target.max()),
+        "target_mean": (acc.logd.mean - lm) / ls,
+        "target_std": acc.logd.std / ls,
+        "target_min": (acc.logd.min - lm) / ls,
+        "target_max": (acc.logd.max - lm) / ls,
     }

@@ -206,3 +206,59 @@ class SeparationPrior:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not a valid prior JSON ({e})") from e
         return cls.from_dict(d)
+
+
+# ---------------------------------------------------------------------- shipped with the dataset
+SHIPPED_PRIOR_NAME = "prior.json"   # written by create_distmat_data.py beside train.json(.gz)
+
+
+def stored_coords(ca) -> np.ndarray:
+    """[L, 3] Cα as a dataset file stores and loads them: rounded to 1e-3 Å, a row with any NaN all NaN
+    (``proteinmtp.dataset`` JSON), so a prior fitted at build time equals one fitted on the loaded file."""
+    ca = np.round(np.asarray(ca, dtype=np.float64), 3)
+    ca[np.isnan(ca).any(axis=1)] = np.nan
+    return ca
+
+
+def training_fingerprint(samples: Iterable) -> dict:
+    """Provenance of a prior: {"n_chains", "sha256"} over the chains' ids, sequences and stored Cα, in order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    n = 0
+    for s in samples:
+        ca = stored_coords(s.ca)
+        ok = ~np.isnan(ca).any(axis=1)
+        h.update(f"{s.id}\t{s.sequence}\t{len(ca)}\n".encode())
+        h.update(ok.tobytes())
+        h.update(np.where(ok[:, None], ca, 0.0).tobytes())
+        n += 1
+    return {"n_chains": n, "sha256": h.hexdigest()}
+
+
+def fit_shipped(train_samples: Sequence) -> dict:
+    """The prior of a training split, fitted on its coordinates as stored, with its provenance
+    (``training_chains``): the content of the dataset's ``prior.json``."""
+    prior = SeparationPrior.fit(stored_coords(s.ca) for s in train_samples)
+    return {**prior.to_dict(), "training_chains": training_fingerprint(train_samples)}
+
+
+def prior_for_training(train_path: str | Path, train_samples: Sequence) -> tuple[SeparationPrior, str]:
+    """(prior, one line saying where it came from) for training on ``train_samples`` read from
+    ``train_path``: the dataset's shipped ``prior.json`` when it is there, readable, and its
+    ``training_chains`` fingerprint matches these chains; otherwise fitted on them (the same result,
+    computed again)."""
+    path = Path(train_path).parent / SHIPPED_PRIOR_NAME
+    why = f"no {path}"
+    if path.is_file():
+        try:
+            with open(path) as f:
+                d = json.load(f)
+            shipped = SeparationPrior.from_dict(d)
+        except (OSError, ValueError) as e:
+            why = f"{path} unreadable ({e})"
+        else:
+            if d.get("training_chains") == training_fingerprint(train_samples):
+                return shipped, f"separation prior: {path} (shipped with the dataset; its training chains match)"
+            why = f"{path} was fitted on other training chains"
+    return SeparationPrior.fit(train_samples), f"separation prior: fitted on the training split ({why})"

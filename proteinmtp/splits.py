@@ -28,15 +28,16 @@ Example::
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+MAX_SEQS = 100000   # targets per query passed from the prefilter to alignment (MMseqs2 default 300)
+AUTO_EXHAUSTIVE_MAX = 2000   # chains up to which clustering aligns every pair (faster there than the prefilter)
 SEARCH_COLUMNS = ("query", "target", "fident", "alnlen", "qlen", "tlen", "qcov", "tcov", "evalue", "bits")
 
 
@@ -80,82 +81,136 @@ def write_fasta(path: str | Path, seqs: Mapping[str, str]) -> None:
             f.write(f">{key}\n{seq}\n")
 
 
-def search_hits(query: Mapping[str, str], target: Mapping[str, str], *, min_identity: float = 0.0,
-                coverage: float = 0.0, cov_mode: int = 0, evalue: float = 1e-3, sensitivity: float = 7.5,
-                threads: int = 1, exhaustive: bool = True, workdir: str | Path | None = None) -> list[dict]:
-    """``mmseqs easy-search`` of query against target; one dict per hit with SEARCH_COLUMNS keys.
+def _search_args(qf: str, tf: str, out: str, work: str, columns: Sequence[str], *, min_identity: float,
+                 coverage: float, cov_mode: int, evalue: float, sensitivity: float, threads: int,
+                 exhaustive: bool, max_seqs: int) -> list[str]:
+    args = ["easy-search", qf, tf, out, work,
+            "--min-seq-id", str(min_identity), "-c", str(coverage), "--cov-mode", str(cov_mode),
+            "-e", str(evalue), "-s", str(sensitivity), "--threads", str(threads), "-v", "1",
+            "--format-output", ",".join(columns), "--max-seqs", str(max_seqs)]
+    if exhaustive:
+        args += ["--prefilter-mode", "2"]
+    return args
 
-    exhaustive=True aligns every pair (``--prefilter-mode 2``); False uses the k-mer prefilter at
-    ``sensitivity`` (for large sets).
+
+def iter_search_hits(query: Mapping[str, str], target: Mapping[str, str], *, min_identity: float = 0.0,
+                     coverage: float = 0.0, cov_mode: int = 0, evalue: float = 1e-3, sensitivity: float = 7.5,
+                     threads: int = 1, exhaustive: bool = True, max_seqs: int = MAX_SEQS,
+                     workdir: str | Path | None = None) -> Iterator[dict]:
+    """``mmseqs easy-search`` of query against target; yields one dict per hit (SEARCH_COLUMNS keys),
+    read line by line from MMseqs2's tab-separated output, so memory does not grow with the hits.
+
+    exhaustive=True aligns every pair (``--prefilter-mode 2``, CPU ~ n²); False uses the k-mer prefilter
+    at ``sensitivity`` (for large sets). ``max_seqs`` caps the targets per query that the prefilter
+    passes on to alignment.
 
     fident is identical residues / alignment length (MMseqs2 --seq-id-mode 0); qcov/tcov are the
-    fractions of query/target covered. Self hits (same id) are dropped.
+    fractions of query/target covered. Self hits (same id) are dropped. The temporary files go when the
+    generator is exhausted or closed.
     """
     if not query or not target:
-        return []
+        return
     keys = sorted(set(query) | set(target))
-    fwd = {k: f"s{i}" for i, k in enumerate(keys)}
-    back = {v: k for k, v in fwd.items()}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        qf, tf = os.path.join(tmp, "q.fasta"), os.path.join(tmp, "t.fasta")
-        write_fasta(qf, {fwd[k]: query[k] for k in sorted(query)})
-        write_fasta(tf, {fwd[k]: target[k] for k in sorted(target)})
-        out = os.path.join(tmp, "hits.m8")
-        args = ["easy-search", qf, tf, out, os.path.join(tmp, "work"),
-                "--min-seq-id", str(min_identity), "-c", str(coverage), "--cov-mode", str(cov_mode),
-                "-e", str(evalue), "-s", str(sensitivity), "--threads", str(threads), "-v", "1",
-                "--format-output", ",".join(SEARCH_COLUMNS), "--max-seqs", "100000"]
-        if exhaustive:
-            args += ["--prefilter-mode", "2"]
-        run_mmseqs(args)
-        hits = []
+        qf, tf, out = (os.path.join(tmp, n) for n in ("q.fasta", "t.fasta", "hits.m8"))
+        index = {k: i for i, k in enumerate(keys)}
+        write_fasta(qf, {f"s{index[k]}": query[k] for k in sorted(query)})
+        write_fasta(tf, {f"s{index[k]}": target[k] for k in sorted(target)})
+        del index
+        run_mmseqs(_search_args(qf, tf, out, os.path.join(tmp, "work"), SEARCH_COLUMNS, min_identity=min_identity,
+                                coverage=coverage, cov_mode=cov_mode, evalue=evalue, sensitivity=sensitivity,
+                                threads=threads, exhaustive=exhaustive, max_seqs=max_seqs))
         with open(out) as f:
-            for row in csv.reader(f, delimiter="\t"):
-                h = dict(zip(SEARCH_COLUMNS, row))
-                h["query"], h["target"] = back[h["query"]], back[h["target"]]
+            for line in f:
+                row = line.rstrip("\n").split("\t")
+                h: dict = dict(zip(SEARCH_COLUMNS, row))
+                h["query"], h["target"] = keys[int(h["query"][1:])], keys[int(h["target"][1:])]
                 if h["query"] == h["target"]:
                     continue
                 for k in ("fident", "qcov", "tcov", "evalue", "bits"):
                     h[k] = float(h[k])
                 for k in ("alnlen", "qlen", "tlen"):
                     h[k] = int(h[k])
-                hits.append(h)
-    return hits
+                yield h
 
 
-class _UnionFind:
-    def __init__(self, items) -> None:
-        self.parent = {x: x for x in items}
+def search_hits(query: Mapping[str, str], target: Mapping[str, str], **kw) -> list[dict]:
+    """:func:`iter_search_hits` as a list (for small searches; keyword arguments the same)."""
+    return list(iter_search_hits(query, target, **kw))
 
-    def find(self, x: str) -> str:
-        root = x
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[x] != root:
-            self.parent[x], x = root, self.parent[x]
-        return root
 
-    def union(self, a: str, b: str) -> None:
+class UnionFind:
+    """Disjoint sets over 0..n-1 (path halving; the smaller index becomes the root: deterministic)."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> bool:
+        """Join the sets of a and b; True when they were apart."""
         ra, rb = self.find(a), self.find(b)
-        if ra != rb:  # smaller id becomes the root: deterministic
-            ra, rb = min(ra, rb), max(ra, rb)
-            self.parent[rb] = ra
+        if ra == rb:
+            return False
+        if rb < ra:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        return True
+
+
+def union_hit_file(path: str | Path, uf: UnionFind) -> tuple[int, int]:
+    """Stream a MMseqs2 tab-separated hit file whose first two columns are ``s<index>`` query and target
+    names into ``uf``, one line at a time (no list of hits). Returns (hit lines, unions that joined
+    two sets)."""
+    n_lines = n_joins = 0
+    with open(path) as f:
+        for line in f:
+            q, t = line.split("\t", 2)[:2]
+            n_lines += 1
+            n_joins += uf.union(int(q[1:]), int(t[1:]))
+    return n_lines, n_joins
 
 
 def cluster_sequences(seqs: Mapping[str, str], *, identity: float = 0.3, coverage: float = 0.0,
-                      threads: int = 1, workdir: str | Path | None = None) -> dict[str, str]:
+                      threads: int = 1, exhaustive: bool | None = None, sensitivity: float = 7.5,
+                      max_seqs: int = MAX_SEQS, workdir: str | Path | None = None,
+                      stats: dict | None = None) -> dict[str, str]:
     """Cluster sequences: {id: cluster id}, cluster id = smallest member id (deterministic).
 
     Single linkage over all-against-all MMseqs2 hits with identity >= ``identity`` covering
-    >= ``coverage`` of the shorter sequence (E-value <= 1e-3). One sequence needs no MMseqs2 call.
+    >= ``coverage`` of the shorter sequence (E-value <= 1e-3). ``exhaustive=True`` aligns every pair
+    (CPU ~ n², the most sensitive); False uses MMseqs2's k-mer prefilter at ``sensitivity`` 7.5 (CPU ~
+    n^1.1, but a fixed ~15-20 s to build its k-mer index); None (default) chooses exhaustive up to
+    AUTO_EXHAUSTIVE_MAX chains, where it is also the faster one, and the prefilter above. The links the
+    prefilter misses and what that does to the split are measured in ``benchmarks/bench_scale.py``
+    (DISCUSSION.md, "Building at scale"). Hits are streamed from
+    MMseqs2's output file into a union-find over integer indices: memory is O(chains), not O(hits).
+    One sequence needs no MMseqs2 call. ``stats``, when given, receives the hit and union counts.
     """
     if len(seqs) <= 1:
         return {k: k for k in seqs}
-    uf = _UnionFind(sorted(seqs))
-    for h in search_hits(seqs, seqs, min_identity=identity, coverage=coverage, cov_mode=1,
-                         threads=threads, workdir=workdir):
-        uf.union(h["query"], h["target"])
-    return {k: uf.find(k) for k in seqs}
+    keys = sorted(seqs)
+    if exhaustive is None:
+        exhaustive = len(keys) <= AUTO_EXHAUSTIVE_MAX
+    uf = UnionFind(len(keys))
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        fasta, out = os.path.join(tmp, "seqs.fasta"), os.path.join(tmp, "hits.m8")
+        with open(fasta, "w") as f:
+            for i, k in enumerate(keys):
+                f.write(f">s{i}\n{seqs[k]}\n")
+        run_mmseqs(_search_args(fasta, fasta, out, os.path.join(tmp, "work"), ("query", "target"),
+                                min_identity=identity, coverage=coverage, cov_mode=1, evalue=1e-3,
+                                sensitivity=sensitivity, threads=threads, exhaustive=exhaustive,
+                                max_seqs=max_seqs))
+        n_hits, n_joins = union_hit_file(out, uf)
+    if stats is not None:
+        stats.update(hits=n_hits, joins=n_joins, exhaustive=exhaustive)
+    return {k: keys[uf.find(i)] for i, k in enumerate(keys)}
 
 
 def held_out_cluster_cap(want: int, max_cluster_share: float) -> int:

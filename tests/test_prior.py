@@ -83,3 +83,44 @@ def test_save_load_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a valid prior JSON"):
         SeparationPrior.load(tmp_path / "bad.json")
+
+
+def test_shipped_prior_equals_the_fitted_one_and_is_picked(tmp_path):
+    """The builder's prior.json (fitted on the coordinates as stored, here given to 1e-6 Å so that rounding
+    matters) is byte for byte the prior training fits on the loaded split, and prior_for_training picks it
+    only when its training chains match."""
+    import json
+
+    from proteinmtp.dataset import Sample, compute_global_stats, load_dataset, save_dataset
+    from proteinmtp.fileio import write_json
+    from proteinmtp.prior import SHIPPED_PRIOR_NAME, fit_shipped, prior_for_training
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for i, L in enumerate((40, 70, 70, 130, 200, 260, 33)):
+        ca = np.cumsum(rng.normal(0, 2.2, (L, 3)), axis=0) + rng.uniform(-1e-3, 1e-3, (L, 3))
+        ca[rng.random(L) < 0.05] = np.nan
+        samples.append(Sample(id=f"c{i}:A", sequence="A" * L, ca=ca, residue_ids=[str(k) for k in range(L)],
+                              source="x", split="train"))
+    train_path = tmp_path / "train.json.gz"
+    save_dataset(train_path, samples, compute_global_stats(samples), {})
+    loaded = load_dataset(train_path).samples
+    assert not np.array_equal(loaded[0].ca, samples[0].ca, equal_nan=True)   # rounding did change them
+    fitted_on_loaded = json.dumps(SeparationPrior.fit(loaded).to_dict())
+    assert json.dumps(SeparationPrior.fit(samples).to_dict()) != fitted_on_loaded   # hence stored_coords
+
+    prior, why = prior_for_training(train_path, loaded)
+    assert "fitted" in why and "no " in why and json.dumps(prior.to_dict()) == fitted_on_loaded
+    write_json(tmp_path / SHIPPED_PRIOR_NAME, fit_shipped(samples), indent=None)
+    prior, why = prior_for_training(train_path, loaded)
+    assert "shipped" in why
+    assert json.dumps(prior.to_dict()) == fitted_on_loaded          # the run's prior.json: identical text
+    # a shipped prior with a marker value proves which one was returned; other chains -> fitted again
+    d = json.loads((tmp_path / SHIPPED_PRIOR_NAME).read_text())
+    d["power_law"] = [1.0, 0.123]
+    write_json(tmp_path / SHIPPED_PRIOR_NAME, d, indent=None)
+    assert prior_for_training(train_path, loaded)[0].power_law == (1.0, 0.123)
+    prior, why = prior_for_training(train_path, loaded[:-1])
+    assert "other training chains" in why and prior.power_law != (1.0, 0.123)
+    (tmp_path / SHIPPED_PRIOR_NAME).write_text("{broken")
+    assert "unreadable" in prior_for_training(train_path, loaded)[1]
