@@ -29,7 +29,6 @@ Example::
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from proteinmtp.constants import DATASET_FORMAT
-from proteinmtp.fileio import atomic_write, read_bytes
+from proteinmtp.fileio import atomic_open, read_bytes
 from proteinmtp.geometry import distance_matrix
 
 FORMAT_NAME, _, _FORMAT_VERSION = DATASET_FORMAT.partition("/")
@@ -260,12 +259,26 @@ def dataset_to_dict(samples: Iterable[Sample], global_stats: dict, config: dict)
 
 
 def save_dataset(path: str | Path, samples: Iterable[Sample], global_stats: dict, config: dict) -> None:
-    """Write a split file atomically; gzip-compressed when the name ends in .gz (deterministic bytes)."""
-    text = json.dumps(dataset_to_dict(samples, global_stats, config), separators=(",", ":"))
-    data = text.encode()
-    if str(path).endswith(".gz"):
-        data = gzip.compress(data, compresslevel=9, mtime=0)
-    atomic_write(path, data)
+    """Write a split file atomically; gzip-compressed when the name ends in .gz (deterministic bytes).
+
+    Written one sample at a time (the bytes equal ``json.dumps(dataset_to_dict(...))``, gzip level 9,
+    mtime 0), so memory does not hold the whole document as Python objects."""
+    import zlib
+
+    head = json.dumps({"format": DATASET_FORMAT, "config": config, "global_stats": global_stats},
+                      separators=(",", ":"))[:-1] + ',"samples":['
+    gz = str(path).endswith(".gz")
+    with atomic_open(path, "wb") as f:
+        z = zlib.compressobj(9, zlib.DEFLATED, 31) if gz else None   # gzip container, mtime 0, no name
+        def put(text: str) -> None:
+            f.write(z.compress(text.encode()) if z else text.encode())
+
+        put(head)
+        for i, s in enumerate(samples):
+            put(("," if i else "") + json.dumps(s.to_dict(), separators=(",", ":")))
+        put("]}")
+        if z:
+            f.write(z.flush())
 
 
 def iter_pair_distances(samples: Iterable[Sample]) -> Iterator[np.ndarray]:
