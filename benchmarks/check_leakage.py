@@ -26,7 +26,7 @@ from pathlib import Path
 from proteinmtp.builder import BuildConfig
 from proteinmtp.dataset import load_dataset
 from proteinmtp.fileio import atomic_write
-from proteinmtp.splits import search_hits
+from proteinmtp.splits import iter_search_hits
 
 
 def _find(data_dir: Path, name: str) -> Path:
@@ -34,6 +34,10 @@ def _find(data_dir: Path, name: str) -> Path:
         if (data_dir / f"{name}{suffix}").exists():
             return data_dir / f"{name}{suffix}"
     raise SystemExit(f"check_leakage.py: error: no {name}.json[.gz] in {data_dir}")
+
+
+def _severity(h: dict) -> float:
+    return h["fident"] * max(h["qcov"], h["tcov"])
 
 
 def main() -> int:
@@ -54,15 +58,25 @@ def main() -> int:
                     "n_train": len(train), "n_val": len(splits["val"]), "n_test": len(splits["test"])}
     rows = []
     for mode, exhaustive in (("exhaustive", True), ("prefilter_s7.5", False)):
-        hits = [h for h in search_hits(held, train, min_identity=args.identity, threads=args.threads,
-                                       exhaustive=exhaustive) if h["fident"] >= args.identity]
-        crit = [h for h in hits if max(h["qcov"], h["tcov"]) >= args.coverage]
-        for label, hs in (("criterion", crit), ("any_coverage", hits)):
-            leaked = sorted({h["query"] for h in hs})
-            worst = max(hs, key=lambda h: h["fident"] * max(h["qcov"], h["tcov"]), default=None)
-            result[f"{mode}/{label}"] = {"held_out_chains_with_hit": len(leaked), "hits": len(hs),
-                                         "chains": leaked[:50], "worst_hit": worst}
-            rows.append((mode, label, len(leaked), len(hs), worst))
+        # hits streamed (never a list of every hit): per rule, the leaked chains, a count and the worst hit
+        acc = {label: {"chains": set(), "hits": 0, "worst": None} for label in ("criterion", "any_coverage")}
+        for h in iter_search_hits(held, train, min_identity=args.identity, threads=args.threads,
+                                  exhaustive=exhaustive):
+            if h["fident"] < args.identity:
+                continue
+            for label in ("criterion", "any_coverage"):
+                if label == "criterion" and max(h["qcov"], h["tcov"]) < args.coverage:
+                    continue
+                a = acc[label]
+                a["chains"].add(h["query"])
+                a["hits"] += 1
+                if a["worst"] is None or _severity(h) > _severity(a["worst"]):
+                    a["worst"] = h
+        for label, a in acc.items():
+            leaked = sorted(a["chains"])
+            result[f"{mode}/{label}"] = {"held_out_chains_with_hit": len(leaked), "hits": a["hits"],
+                                         "chains": leaked[:50], "worst_hit": a["worst"]}
+            rows.append((mode, label, len(leaked), a["hits"], a["worst"]))
     print(f"{'search':<16} {'rule':<13} {'leaked chains':>13} {'hits':>6}  worst hit (identity, cov shorter, alnlen)")
     for mode, label, n, nh, w in rows:
         ws = f"{w['query']} -> {w['target']} ({w['fident']:.2f}, {max(w['qcov'], w['tcov']):.2f}, {w['alnlen']})" if w else "-"
