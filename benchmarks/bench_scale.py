@@ -75,6 +75,7 @@ def log(msg: str) -> None:
 def _locked(path: Path):
     import fcntl
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(str(path) + ".lock", "w") as lk:
         fcntl.flock(lk, fcntl.LOCK_EX)
         yield
@@ -82,14 +83,17 @@ def _locked(path: Path):
 
 def save_section(out: Path, name: str, value: dict) -> None:
     """Merge one section into the JSON file (read, update, atomic replace; locked against a concurrent run)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     with _locked(out):
-        doc = json.loads(out.read_text()) if out.exists() else {}
-        doc[name] = value
-        doc["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-                          "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        atomic_write(out, (json.dumps(doc, indent=1) + "\n").encode())
+        _save_unlocked(out, name, value)
+
+
+def _save_unlocked(out: Path, name: str, value: dict) -> None:
+    doc = json.loads(out.read_text()) if out.exists() else {}
+    doc[name] = value
+    doc["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                      "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                      "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write(out, (json.dumps(doc, indent=1) + "\n").encode())
 
 
 def build(inputs: list[str], out_dir: Path, threads: int, extra: list[str]) -> dict:
@@ -150,7 +154,7 @@ def mutate_pdb(src: str, dst: Path, rate: float, seed: int) -> None:
                 continue
             lines.append(line)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".tmp")
+    tmp = dst.with_suffix(f".{os.getpid()}.tmp")   # concurrent invocations may write the same copy
     with gzip.open(tmp, "wt", compresslevel=1) as f:
         f.writelines(lines)
     os.replace(tmp, dst)
@@ -191,17 +195,34 @@ def section_synthetic(args) -> dict:
         counts.append(per_file[f])
     log(f"synthetic corpus: {len(paths)} files, ~{total} chains ({time.perf_counter() - t:.0f} s to write)")
     cum = np.cumsum(counts)
-    runs = []
+    out = Path(args.output)
     for size in sorted(args.sizes):
+        if size in _synthetic_runs(out, args) and not args.rerun:
+            log(f"synthetic {size}: in {out} already (--rerun to build it again)")
+            continue
         n_files = int(np.searchsorted(cum, size) + 1)
         lst = root / f"files_{size}.txt"
         atomic_write(lst, "".join(p + "\n" for p in paths[:n_files]))
         r = build([str(lst)], root / f"build_{size}", args.threads, ["--search", "prefilter"])
         r.update(target_chains=size, files=n_files)
         log(f"synthetic {size}: {r}")
-        runs.append(r)
-        save_section(Path(args.output), "synthetic", _growth(args, runs, total))
-    return _growth(args, runs, total)
+        with _locked(out):   # runs of other sizes (earlier, or concurrent invocations) are kept
+            runs = {**_synthetic_runs(out, args), size: r}
+            _save_unlocked(out, "synthetic", _growth(args, [runs[k] for k in sorted(runs)], total))
+    with _locked(out):
+        runs = _synthetic_runs(out, args)
+    return _growth(args, [runs[k] for k in sorted(runs)], total)
+
+
+def _synthetic_runs(out: Path, args) -> dict[int, dict]:
+    """Synthetic builds already recorded in ``out`` with the same corpus parameters, by target size."""
+    if not out.exists():
+        return {}
+    syn = json.loads(out.read_text()).get("synthetic", {})
+    if (syn.get("mutation_rate_per_copy"), syn.get("copies"), syn.get("threads")) != (
+            args.mutation_rate, args.copies, args.threads):
+        return {}
+    return {r["target_chains"]: r for r in syn.get("runs", [])}
 
 
 def _fit_power(n, y) -> tuple[float, float]:
@@ -428,6 +449,8 @@ def main() -> int:
     p.add_argument("--subset", type=int, default=2000, help="chains of the random subset for the links section")
     p.add_argument("--reader_files", type=int, default=1000, help="files timed in the reader section")
     p.add_argument("--threads", type=int, default=1, help="MMseqs2 threads")
+    p.add_argument("--rerun", action="store_true",
+                   help="build synthetic sizes again although the JSON holds them (default: resume, skip them)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of sections: {','.join(SECTIONS)}")
     p.add_argument("--output", default="benchmarks/results/scale.json", help="JSON result file")
     p.add_argument("--quick", action="store_true",
@@ -457,7 +480,8 @@ def main() -> int:
         fn = globals()[f"section_{name}"]
         value = fn(args, files) if name in ("full", "reader") else fn(args)
         value["section_wall_s"] = round(time.perf_counter() - t, 1)
-        save_section(out, name, value)
+        if name != "synthetic":          # synthetic saves each run itself, merged with concurrent ones
+            save_section(out, name, value)
         log(f"section {name} done in {value['section_wall_s']:.0f} s")
     print_table(json.loads(out.read_text()))
     print(f"wrote {out}")
