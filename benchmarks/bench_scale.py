@@ -74,9 +74,12 @@ def log(msg: str) -> None:
 @contextlib.contextmanager
 def _locked(path: Path):
     import fcntl
+    import hashlib
+    import tempfile
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "w") as lk:
+    tag = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    with open(os.path.join(tempfile.gettempdir(), f"bench_scale.{tag}.lock"), "w") as lk:
         fcntl.flock(lk, fcntl.LOCK_EX)
         yield
 
