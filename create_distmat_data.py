@@ -68,8 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(0 = any alignment with E-value <= 1e-3; 0.8 lets shared domains cross splits)")
     p.add_argument("--search", choices=SEARCH_MODES, default=d.search,
                    help="MMseqs2 search for clustering: 'exhaustive' aligns every pair (CPU ~ n^2), 'prefilter' "
-                        "uses the k-mer prefilter at sensitivity 7.5 (CPU ~ n^1.1, ~15 s fixed cost; misses a few "
-                        f"weak links, see DISCUSSION.md 'Building at scale'), 'auto' = exhaustive up to "
+                        "uses the k-mer prefilter at sensitivity 7.5 (CPU ~ n^1.1, ~15 s fixed cost; misses some "
+                        f"links, see DISCUSSION.md 'Building at scale'), 'auto' = exhaustive up to "
                         f"{AUTO_EXHAUSTIVE_MAX} chains, prefilter above")
     p.add_argument("--val_fraction", type=float, default=None,
                    help=f"fraction of unique chains in val, whole clusters (when not given: {d.val_fraction}, or "

@@ -6,10 +6,11 @@ with a list of arguments, never through a shell.
 Clustering (:func:`cluster_sequences`): an all-against-all ``mmseqs easy-search`` keeping alignments with
 identity >= ``identity`` (identical residues / alignment length) and E-value <= 1e-3 that cover >=
 ``coverage`` of the SHORTER chain (``--cov-mode 1``, both directions searched). Up to AUTO_EXHAUSTIVE_MAX
-(2,000) chains the prefilter is switched off (``--prefilter-mode 2``: every pair gets a Smith-Waterman
-alignment, the most sensitive setting, and the fastest one there, because MMseqs2's k-mer index has a
-fixed start-up cost of ~15-20 s); above, the k-mer prefilter at sensitivity 7.5 (CPU ~ n^1.1 instead of
-n²; the links it misses are measured in ``benchmarks/bench_scale.py``). Chains joined by any such hit are
+(10,000) chains the prefilter is switched off (``--prefilter-mode 2``: every pair gets a Smith-Waterman
+alignment, the most sensitive setting; below ~2,500 chains also the fastest, because MMseqs2's k-mer
+index has a fixed start-up cost of ~15-20 s); above, the k-mer prefilter at sensitivity 7.5 (CPU ~ n^1.1
+instead of n²), which misses some links: on the 6,631-chain corpus its clusters left 24 exhaustive
+clusters spanning splits (measured in ``benchmarks/bench_scale.py``; DISCUSSION.md "Building at scale"). Chains joined by any such hit are
 clustered by single linkage (connected components, MMseqs2's ``--cluster-mode 1``), so a short chain that
 copies one domain of a long chain cannot land in another split. The hits are streamed from MMseqs2's
 output file into a union-find over integer indices (memory O(chains), never a list of hits). The
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 MAX_SEQS = 100000   # targets per query passed from the prefilter to alignment (MMseqs2 default 300)
-AUTO_EXHAUSTIVE_MAX = 2000   # chains up to which clustering aligns every pair (faster there than the prefilter)
+AUTO_EXHAUSTIVE_MAX = 10000  # chains up to which clustering aligns every pair (exact; ~12 CPU-min at 10k)
 SEARCH_COLUMNS = ("query", "target", "fident", "alnlen", "qlen", "tlen", "qcov", "tcov", "evalue", "bits")
 
 
@@ -187,8 +188,8 @@ def cluster_sequences(seqs: Mapping[str, str], *, identity: float = 0.3, coverag
     Single linkage over all-against-all MMseqs2 hits with identity >= ``identity`` covering
     >= ``coverage`` of the shorter sequence (E-value <= 1e-3). ``exhaustive=True`` aligns every pair
     (CPU ~ n², the most sensitive); False uses MMseqs2's k-mer prefilter at ``sensitivity`` 7.5 (CPU ~
-    n^1.1, but a fixed ~15-20 s to build its k-mer index); None (default) chooses exhaustive up to
-    AUTO_EXHAUSTIVE_MAX chains, where it is also the faster one, and the prefilter above. The links the
+    n^1.1, but a fixed ~15-20 s to build its k-mer index, and it misses some links); None (default)
+    chooses exhaustive up to AUTO_EXHAUSTIVE_MAX chains and the prefilter above. The links the
     prefilter misses and what that does to the split are measured in ``benchmarks/bench_scale.py``
     (DISCUSSION.md, "Building at scale"). Hits are streamed from
     MMseqs2's output file into a union-find over integer indices: memory is O(chains), not O(hits).
