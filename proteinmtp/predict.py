@@ -21,6 +21,7 @@ Choices:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +32,13 @@ import numpy as np
 
 from proteinmtp.constants import ALLOWED_AA
 from proteinmtp.fileio import atomic_open
+from proteinmtp.geometry import DEFAULT_METHOD
+from proteinmtp.geometry import METHODS as RECONSTRUCTION_METHODS
 
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.model import DistancePrediction, LoadedRun
 
+logger = logging.getLogger(__name__)
 _ALLOWED = frozenset(ALLOWED_AA)
 _STEM_RE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_STEM_LEN = 100
@@ -186,7 +190,7 @@ def run_description(config: dict) -> dict:
 def add_prediction_arguments(group, mds_help: str) -> None:
     """The flags every script that runs a trained model shares (argparse parser or argument group):
     --mds_method, --batch_size, --device, --trust_remote_code."""
-    group.add_argument("--mds_method", choices=("classical", "refine"), default="refine", help=mds_help)
+    group.add_argument("--mds_method", choices=RECONSTRUCTION_METHODS, default=DEFAULT_METHOD, help=mds_help)
     group.add_argument("--batch_size", type=int, default=1, help="sequences per forward pass (≥ 1)")
     group.add_argument("--device", default="auto",
                        help="torch device: auto (cuda if available, else cpu), cpu, cuda:0 …")
@@ -255,9 +259,12 @@ def residue_confidence_100(residue_confidence: np.ndarray) -> np.ndarray:
     return np.clip(100.0 * c, 0.0, 100.0)
 
 
-def structure_from_distances(pred: DistancePrediction, method: str = "refine",
+def structure_from_distances(pred: DistancePrediction, method: str = DEFAULT_METHOD,
                              use_confidence: bool = True) -> StructurePrediction:
-    """Rebuild coordinates from one ``DistancePrediction`` (MDS → refine weighted by pair confidence → hand)."""
+    """Rebuild coordinates from one ``DistancePrediction`` (``geometry.reconstruct``: "refine" = MDS →
+    stress refinement, "distogram" = folding from the distogram, "classical" = MDS only; pair confidence as
+    the weights; hand chosen). "distogram" on a prediction without a distogram (e.g. the coords head) falls
+    back to "refine", logged, and ``info["method"]`` says which ran."""
     from proteinmtp.geometry import reconstruct
 
     weights = None
@@ -266,7 +273,12 @@ def structure_from_distances(pred: DistancePrediction, method: str = "refine",
         weights = np.clip(w, 0.0, None)
         if not (weights > 0).any():
             weights = None
-    xyz, info = reconstruct(np.asarray(pred.dist, dtype=np.float64), weights=weights, method=method)
+    probs, edges = getattr(pred, "distogram_probs", None), getattr(pred, "bin_edges", None)
+    if method == "distogram" and (probs is None or edges is None):
+        logger.info("the prediction has no distogram (a head without one, e.g. coords): reconstructing with "
+                    "'refine' instead of 'distogram'")
+    xyz, info = reconstruct(np.asarray(pred.dist, dtype=np.float64), weights=weights, method=method,
+                            distogram=probs, bin_edges=edges)
     return StructurePrediction(sequence=pred.sequence, ca_xyz=xyz,
                                confidence=residue_confidence_100(pred.residue_confidence),
                                distances=pred, info=info)
