@@ -16,7 +16,9 @@ must have uniformly spaced edges. The potential of pair (i, j) at distance d:
 * cubic Hermite interpolation between knots with Catmull–Rom slopes, slope 0 at both end knots, and
   constant beyond them: C¹, and beyond the overflow knot flat, so the overflow bin restrains only from
   below (d > 22 Å is not pulled back); below c_0 only the clash term acts;
-* probabilities are symmetrised, (p_ij + p_ji) / 2; ε = ``PROB_FLOOR``.
+* probabilities are symmetrised, (p_ij + p_ji) / 2; ε = ``PROB_FLOOR``; before the log 10 % of each pair's
+  mass is spread by a Laplace kernel of 2 Å (``knot_potentials``), so the potential has no flat plateau far
+  from the predicted mass: a pair the distogram puts beyond 22 Å is pushed out from any shorter distance.
 
 Energy (L-BFGS, float32 pair work, float64 sums), with W = Σ_{i<j} w_ij over restrained pairs:
 
@@ -46,7 +48,9 @@ from proteinmtp.geometry import (
     classical_mds,
 )
 
-PROB_FLOOR = 1e-3        # ε added to every bin probability before the log (caps a bin's potential at ~6.2)
+PROB_FLOOR = 1e-4        # ε added to every bin probability before the log
+TAIL_MIX = 0.1           # fraction of each pair's probability spread by a Laplace kernel (no flat plateaus)
+TAIL_SCALE = 2.0         # Å, scale of that kernel
 OVERFLOW_WIDTH = 10.0    # Å over which the overflow bin's probability is read as spread beyond the last edge
 SUM_TOLERANCE = 1e-2     # |Σ_k p_k − 1| allowed per pair (float16 storage rounds to ~1e-3)
 SCOUT_ITER = 40          # L-BFGS iterations per start before the lowest-energy start is polished
@@ -105,13 +109,26 @@ def knot_positions(bin_edges: np.ndarray) -> np.ndarray:
 
 
 def knot_potentials(probs: np.ndarray, bin_edges: np.ndarray, *, overflow_width: float = OVERFLOW_WIDTH,
-                    floor: float = PROB_FLOOR) -> np.ndarray:
-    """−log density at the knots, each pair's minimum subtracted. probs [..., K] -> [..., K] (nats ≥ 0)."""
+                    floor: float = PROB_FLOOR, tail_mix: float = TAIL_MIX, tail_scale: float = TAIL_SCALE
+                    ) -> np.ndarray:
+    """−log density at the knots, each pair's minimum subtracted. probs [..., K] -> [..., K] (nats ≥ 0).
+
+    Before the log, a fraction ``tail_mix`` of each pair's probability is spread over the knots by a Laplace
+    kernel exp(−|c_k − c_l| / ``tail_scale``) (each source bin's mass kept): far from the predicted mass the
+    potential then rises linearly (slope ≈ 1/``tail_scale`` per Å) instead of sitting on the flat floor, so
+    a pair far from where the distogram puts it still feels a force towards it (a pair certain to be in the
+    overflow is pushed out from any d < 22 Å)."""
     e = np.asarray(bin_edges, dtype=np.float64)
     h = float(e[1] - e[0]) if len(e) > 1 else 1.0
-    width = np.full(probs.shape[-1], h)
+    p = np.asarray(probs, dtype=np.float64)
+    if tail_mix > 0:
+        c = knot_positions(e)
+        kern = np.exp(-np.abs(c[:, None] - c[None, :]) / tail_scale)         # [K_from, K_to]
+        kern /= kern.sum(axis=1, keepdims=True)
+        p = (1.0 - tail_mix) * p + tail_mix * (p.astype(np.float32) @ kern.astype(np.float32))
+    width = np.full(p.shape[-1], h)
     width[-1] = overflow_width
-    u = -np.log((np.asarray(probs, dtype=np.float64) + floor) / width)
+    u = -np.log((p + floor) / width)
     return u - u.min(axis=-1, keepdims=True)
 
 
@@ -298,8 +315,8 @@ def fold(
         m = np.asarray(mask, dtype=bool)
         w[~(m & m.T)] = 0.0
     known = np.isfinite(d)
-    if L < 3:
-        xyz = classical_mds(np.where(known, d, CA_CA_BOND))
+    if L < 2:
+        xyz = np.zeros((L, 3))
         return xyz, {"energy": 0.0, "start": "given", "start_energies": {}, "iterations": 0}
     bonds = _bond_pairs(L, breaks)
     fun = DistogramEnergy(knot_potentials(p, e, overflow_width=overflow_width), knot_positions(e), w, bonds,
