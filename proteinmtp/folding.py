@@ -51,10 +51,12 @@ from proteinmtp.geometry import (
 PROB_FLOOR = 1e-4        # ε added to every bin probability before the log
 TAIL_MIX = 0.1           # fraction of each pair's probability spread by a Laplace kernel (no flat plateaus)
 TAIL_SCALE = 2.0         # Å, scale of that kernel
-OVERFLOW_WIDTH = 10.0    # Å over which the overflow bin's probability is read as spread beyond the last edge
+OVERFLOW_WIDTH = 20.0    # Å over which the overflow bin's probability is read as spread beyond the last edge
 SUM_TOLERANCE = 1e-2     # |Σ_k p_k − 1| allowed per pair (float16 storage rounds to ~1e-3)
-SCOUT_ITER = 40          # L-BFGS iterations per start before the lowest-energy start is polished
+SCOUT_ITER = 25          # L-BFGS iterations per start before the lowest-energy start is polished
+MAX_ITER = 200           # L-BFGS iterations in all (scouts included) of the start kept
 START_NAMES = ("given", "expected", "mode")
+DEFAULT_STARTS = ("given", "expected")   # "mode" reached lower energies but worse structures (DISCUSSION.md)
 
 
 # ----------------------------------------------------------------------------- input
@@ -288,9 +290,9 @@ def fold(
     clash_distance: float = CLASH_DISTANCE,
     clash_weight: float = CLASH_WEIGHT,
     overflow_width: float = OVERFLOW_WIDTH,
-    starts: Sequence[str] = START_NAMES,
+    starts: Sequence[str] = DEFAULT_STARTS,
     scout_iter: int = SCOUT_ITER,
-    max_iter: int = 300,
+    max_iter: int = MAX_ITER,
     tol: float = 1e-9,
 ) -> tuple[np.ndarray, dict]:
     """Fold Cα coordinates from a distogram (module docstring). Returns (``xyz`` [L, 3] Å centred, info).

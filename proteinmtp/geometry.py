@@ -5,6 +5,9 @@ Pipeline used by inference (``reconstruct``)::
     dist [L, L] Å ──check_distance_matrix──▶ classical_mds (top-3 eigenpairs) ──▶ refine (stress + bonds
     + clashes, L-BFGS) ──▶ choose_hand (helix handedness) ──▶ ca_xyz [L, 3] Å
 
+``method="distogram"`` replaces MDS + ``refine`` by ``proteinmtp.folding.fold`` (−log p(d) restraints from
+the predicted distogram, several MDS starts); the hand is chosen the same way.
+
 Choices (measured in ``benchmarks/reconstruction_study.py``, written up in DISCUSSION.md):
 
 * Non-symmetric input is symmetrised, ``(D + Dᵀ) / 2``, and the diagonal set to 0; a model's two

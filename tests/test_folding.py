@@ -151,7 +151,9 @@ def test_reconstruct_without_distogram_falls_back_to_refine(caplog):
 
 
 def test_structure_from_distances_uses_the_distogram(test_data_dir, caplog):
-    from types import SimpleNamespace as DistancePrediction   # model.DistancePrediction's fields, without torch
+    from types import (
+        SimpleNamespace as DistancePrediction,  # model.DistancePrediction's fields, without torch
+    )
 
     from proteinmtp.predict import structure_from_distances
 
