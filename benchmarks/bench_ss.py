@@ -114,7 +114,7 @@ def evaluate(run_dir: Path, test: list, threads: int) -> dict:
     t0 = time.time()
     for k, s in enumerate(test):
         dp = run.predict([s.sequence])[0]
-        sp = structure_from_distances(dp)
+        sp = structure_from_distances(dp, hand_rule="predicted_helices")   # the rule under study
         row = score_prediction(np.asarray(dp.dist, float), np.asarray(dp.contact_prob, float), sp.ca_xyz, s)
         row["hand_rule_helices"] = float(sp.info.get("hand_rule") == "predicted_helices")
         rows[s.id] = row

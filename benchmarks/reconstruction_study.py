@@ -8,7 +8,11 @@ For each chain (native Cα trace; residues without Cα dropped, gaps kept as cha
 * noisy distances, σ = 1, 2, 4 Å, two kinds: "uniform" (d + N(0, σ²)) and "growing" (d + N(0, (σ d / d̄)²),
   d̄ the chain's mean distance, so the average σ is the same); symmetric noise, clipped at 1 Å;
 * methods: classical MDS; ``geometry.refine`` (uniform weights, bond + clash terms); the same with
-  1/d² weights (the weighting the issue warns about); scikit-learn SMACOF started from classical MDS.
+  1/d² weights (the weighting the issue warns about); scikit-learn SMACOF started from classical MDS;
+  ``distogram`` (``proteinmtp.folding.fold``, uniform weights) on a distogram synthesised from the noisy
+  distance (``synthetic_distogram``: the posterior a calibrated model would give, a Gaussian centred on the
+  noisy distance with the pair's noise sd, discretised into the model's 42 bins; the noisy distance is
+  also its "given" start).
   Every method's output goes through the same hand rule (``geometry.choose_hand``), and RMSD/TM are
   computed on the hand it picked (lDDT is mirror-invariant).
 Writes benchmarks/results/reconstruction.json and prints a table.
@@ -35,7 +39,9 @@ from proteinmtp.structure import read_structure
 REPO = Path(__file__).resolve().parents[1]
 
 
-METHODS = ("classical", "refine", "refine_inv_d2", "smacof")
+METHODS = ("classical", "refine", "refine_inv_d2", "smacof", "distogram")
+BIN_EDGES = np.linspace(2.0, 22.0, 41)   # the distance head's: 40 bins of 0.5 Å, below 2 Å, overflow > 22 Å
+MIN_SD = 0.05                            # Å, floor of a synthesised distogram's sd (growing noise near d = 0)
 
 
 def load_chains(folder: Path, n: int, min_len: int, max_len: int, seed: int) -> list[dict]:
@@ -77,8 +83,32 @@ def noisy(dist: np.ndarray, sigma: float, kind: str, rng: np.random.Generator) -
     return out
 
 
-def run_method(method: str, d: np.ndarray, breaks: list[int], smacof_iter: int) -> tuple[np.ndarray, float]:
+def noise_sd(d_noisy: np.ndarray, sigma: float, kind: str) -> np.ndarray:
+    """Per-pair noise sd [L, L] Å as a method could know it: σ ("uniform"), or σ d/d̄ ("growing") read from
+    the NOISY distances (d̄ their mean over i < j), floored at ``MIN_SD``."""
+    if kind == "growing":
+        iu = np.triu_indices(len(d_noisy), 1)
+        sd = sigma * d_noisy / d_noisy[iu].mean()
+    else:
+        sd = np.full(d_noisy.shape, float(sigma))
+    return np.maximum(sd, MIN_SD)
+
+
+def synthetic_distogram(d_noisy: np.ndarray, sigma: float, kind: str) -> np.ndarray:
+    """[L, L, 42] distogram: N(d_noisy, noise_sd²) integrated over the bins of ``BIN_EDGES``."""
+    from proteinmtp.folding import gaussian_distogram
+
+    return gaussian_distogram(d_noisy, noise_sd(d_noisy, sigma, kind), BIN_EDGES)
+
+
+def run_method(method: str, d: np.ndarray, breaks: list[int], smacof_iter: int,
+               distogram: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
+    if method == "distogram":
+        from proteinmtp.folding import fold
+
+        x, _ = fold(d, distogram, BIN_EDGES, breaks=breaks)
+        return x, time.perf_counter() - t0
     x = G.classical_mds(d)
     if method == "refine":
         x = G.refine(x, d, breaks=breaks)
@@ -117,6 +147,43 @@ def summarise(rows: list[dict]) -> dict:
         "bond_max_abs_dev_worst": float(np.max([r["bond_max_abs_dev"] for r in rows]))}
 
 
+def run_conditions(chains: list[dict], sigmas, methods, rng: np.random.Generator, smacof_iter: int = 300
+                   ) -> tuple[dict, list[dict]]:
+    """Every (noise kind, σ) × method on every chain; the methods see the same noisy matrix.
+    Returns (table {"<kind>_<σ>": {method: means}}, per-chain rows)."""
+    per_chain: list[dict] = []
+    table: dict = {}
+    for kind, sigma in [(kind, s) for kind in ("uniform", "growing") for s in sigmas]:
+        rows = {m: [] for m in methods}
+        for c in tqdm(chains, desc=f"{kind} σ={sigma:g}", unit="chain", leave=False):
+            d = noisy(G.distance_matrix(c["ca"]), sigma, kind, rng)
+            dg = synthetic_distogram(d, sigma, kind) if "distogram" in methods else None
+            for m in methods:
+                x, secs = run_method(m, d, c["breaks"], smacof_iter, dg)
+                r = score(x, c["ca"], c["breaks"]) | {"seconds": secs}
+                rows[m].append(r)
+                per_chain.append({"id": c["id"], "L": len(c["ca"]), "noise": kind, "sigma": sigma, "method": m, **r})
+        table[f"{kind}_{sigma:g}"] = {m: summarise(rows[m]) for m in methods}
+    return table, per_chain
+
+
+def compare(folder: Path, n_chains: int, sigmas, methods, seed: int, min_len: int = 50, max_len: int = 300) -> dict:
+    """The study restricted to ``methods`` (used by bench_folding.py): table, chain ids and lengths."""
+    chains = load_chains(folder, n_chains, min_len, max_len, seed)
+    table, _ = run_conditions(chains, sigmas, methods, np.random.default_rng(seed))
+    return {"n_chains": len(chains), "ids": [c["id"] for c in chains], "lengths": [len(c["ca"]) for c in chains],
+            "sigmas": list(sigmas), "methods": list(methods), "seed": seed, "table": table}
+
+
+def print_table(table: dict) -> None:
+    print(f"{'noise':>12} {'method':>14} {'RMSD Å':>8} {'TM':>7} {'lDDT':>7} {'hand ok':>8} "
+          f"{'|bond−3.8|':>10} {'max':>6} {'time s':>7}")
+    for cond, t in table.items():
+        for m, s in t.items():
+            print(f"{cond:>12} {m:>14} {s['rmsd']:8.3f} {s['tm_score']:7.4f} {s['lddt']:7.4f} {s['hand_correct']:8.2f} "
+                  f"{s['bond_mean_abs_dev']:10.4f} {s['bond_max_abs_dev']:6.3f} {s['seconds']:7.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -146,19 +213,7 @@ def main() -> None:
         exact.append({"id": c["id"], "rmsd_chosen_hand": M.rmsd(xh, c["ca"]),
                       "rmsd_best_hand": min(M.rmsd(x, c["ca"]), M.rmsd(G.mirror(x), c["ca"]))})
 
-    conditions = [(kind, s) for kind in ("uniform", "growing") for s in a.sigmas]
-    per_chain: list[dict] = []
-    table: dict = {}
-    for kind, sigma in conditions:
-        rows = {m: [] for m in METHODS}
-        for c in tqdm(chains, desc=f"{kind} σ={sigma:g}", unit="chain", leave=False):
-            d = noisy(G.distance_matrix(c["ca"]), sigma, kind, rng)
-            for m in METHODS:
-                x, secs = run_method(m, d, c["breaks"], a.smacof_iter)
-                r = score(x, c["ca"], c["breaks"]) | {"seconds": secs}
-                rows[m].append(r)
-                per_chain.append({"id": c["id"], "L": len(c["ca"]), "noise": kind, "sigma": sigma, "method": m, **r})
-        table[f"{kind}_{sigma:g}"] = {m: summarise(rows[m]) for m in METHODS}
+    table, per_chain = run_conditions(chains, a.sigmas, METHODS, rng, a.smacof_iter)
 
     # the acceptance checks of issue 4
     checks = {
@@ -172,6 +227,8 @@ def main() -> None:
         "refine_worst_bond_dev": max(t["refine"]["bond_max_abs_dev_worst"] for t in table.values()),
         "hand_accuracy_refine_sigma_le_2": float(np.mean([
             r["hand_correct"] for r in per_chain if r["method"] == "refine" and r["sigma"] <= 2])),
+        "distogram_beats_refine_tm": {c: t["distogram"]["tm_score"] > t["refine"]["tm_score"] for c, t in table.items()},
+        "distogram_beats_refine_lddt": {c: t["distogram"]["lddt"] > t["refine"]["lddt"] for c, t in table.items()},
     }
     result = {
         "command": "python benchmarks/reconstruction_study.py " + " ".join(sys.argv[1:]),
@@ -183,12 +240,7 @@ def main() -> None:
     write_json(Path(a.output), result)
 
     print(f"exact distances, classical MDS: max RMSD {checks['exact_rmsd_max']:.2e} Å over {len(exact)} chains")
-    print(f"{'noise':>12} {'method':>14} {'RMSD Å':>8} {'TM':>7} {'lDDT':>7} {'hand ok':>8} "
-          f"{'|bond−3.8|':>10} {'max':>6} {'time s':>7}")
-    for cond, t in table.items():
-        for m, s in t.items():
-            print(f"{cond:>12} {m:>14} {s['rmsd']:8.3f} {s['tm_score']:7.4f} {s['lddt']:7.4f} {s['hand_correct']:8.2f} "
-                  f"{s['bond_mean_abs_dev']:10.4f} {s['bond_max_abs_dev']:6.3f} {s['seconds']:7.3f}")
+    print_table(table)
     for k, v in checks.items():
         print(f"{k}: {v}")
     print(f"total {result['total_seconds']:.0f} s -> {a.output}")

@@ -5,6 +5,9 @@ Pipeline used by inference (``reconstruct``)::
     dist [L, L] Å ──check_distance_matrix──▶ classical_mds (top-3 eigenpairs) ──▶ refine (stress + bonds
     + clashes, L-BFGS) ──▶ choose_hand (helix handedness) ──▶ ca_xyz [L, 3] Å
 
+``method="distogram"`` replaces MDS + ``refine`` by ``proteinmtp.folding.fold`` (−log p(d) restraints from
+the predicted distogram, several MDS starts); the hand is chosen the same way.
+
 Choices (measured in ``benchmarks/reconstruction_study.py``, written up in DISCUSSION.md):
 
 * Non-symmetric input is symmetrised, ``(D + Dᵀ) / 2``, and the diagonal set to 0; a model's two
@@ -413,31 +416,50 @@ def choose_hand(xyz: np.ndarray, breaks: Sequence[int] = (), helix: np.ndarray |
 
 # ----------------------------------------------------------------------------- pipeline
 
+METHODS = ("classical", "refine", "distogram")   # reconstruct(method=...); see its docstring
+DEFAULT_METHOD = "refine"
+
+
 def reconstruct(
     dist: np.ndarray,
     weights: np.ndarray | None = None,
-    method: str = "refine",
+    method: str = DEFAULT_METHOD,
     breaks: Sequence[int] = (),
     *,
     mask: np.ndarray | None = None,
     hand: bool = True,
+    distogram: np.ndarray | None = None,
+    bin_edges: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Distances -> coordinates. ``dist`` [L, L] Å -> (``xyz`` [L, 3] Å, info dict).
 
-    ``method``: "classical" (MDS only) or "refine" (MDS then ``refine``). ``hand``: apply
-    ``choose_hand``. info: method, seconds, mirrored, hand_score, stress_rmse (Å, over weighted
-    known pairs), bond_mean/bond_max_dev (Å). Raises ``ValueError`` on invalid input; the output
-    is always finite.
+    ``method``: "classical" (MDS only), "refine" (MDS then ``refine``) or "distogram"
+    (``proteinmtp.folding.fold``: −log p(d) restraints from ``distogram`` [L, L, n_bins] with
+    ``bin_edges`` [n_bins − 1] Å, weighted by ``weights``, several starts; ``dist`` gives one start).
+    ``hand``: apply ``choose_hand``. info: method, seconds, mirrored, hand_score, stress_rmse (Å, over
+    known pairs, against ``dist``), bond_mean/bond_max_dev (Å); with "distogram" also energy and start.
+    "distogram" without a distogram (a baseline's distances, a head without one) runs "refine", logged, and
+    info["method"] says so. Raises ``ValueError`` on invalid input; the output is always finite.
     """
-    if method not in ("classical", "refine"):
-        raise ValueError(f"reconstruct: method must be 'classical' or 'refine', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"reconstruct: method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if method == "distogram" and (distogram is None or bin_edges is None):
+        logger.info("reconstruct: no distogram given (a baseline, or a head without one): 'refine' instead of "
+                    "'distogram'")
+        method = "refine"
     t0 = time.perf_counter()
     d = check_distance_matrix(dist, mask=mask)
     L = d.shape[0]
-    xyz = classical_mds(d, mask=np.isfinite(d))
-    if method == "refine" and L >= 2:
-        xyz = refine(xyz, d, weights, breaks=breaks, mask=np.isfinite(d))
     info: dict = {"method": method, "mirrored": False, "hand_score": 0.0}
+    if method == "distogram":
+        from proteinmtp.folding import fold
+
+        xyz, finfo = fold(d, distogram, bin_edges, weights, breaks=breaks, mask=np.isfinite(d))
+        info.update({"energy": finfo["energy"], "start": finfo["start"]})
+    else:
+        xyz = classical_mds(d, mask=np.isfinite(d))
+        if method == "refine" and L >= 2:
+            xyz = refine(xyz, d, weights, breaks=breaks, mask=np.isfinite(d))
     if hand:
         xyz, h = choose_hand(xyz, breaks=breaks)
         info["mirrored"], info["hand_score"] = h["mirrored"], h["score"]

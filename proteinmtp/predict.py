@@ -21,6 +21,7 @@ Choices:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +32,15 @@ import numpy as np
 
 from proteinmtp.constants import ALLOWED_AA
 from proteinmtp.fileio import atomic_open
+from proteinmtp.geometry import DEFAULT_METHOD
+from proteinmtp.geometry import METHODS as RECONSTRUCTION_METHODS
 
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.model import DistancePrediction, LoadedRun
 
+logger = logging.getLogger(__name__)
+
+HAND_RULES = ("all_residues", "predicted_helices")   # structure_from_distances(hand_rule=...)
 _ALLOWED = frozenset(ALLOWED_AA)
 _STEM_RE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_STEM_LEN = 100
@@ -244,7 +250,7 @@ def run_description(config: dict) -> dict:
 def add_prediction_arguments(group, mds_help: str) -> None:
     """The flags every script that runs a trained model shares (argparse parser or argument group):
     --mds_method, --batch_size, --device, --trust_remote_code."""
-    group.add_argument("--mds_method", choices=("classical", "refine"), default="refine", help=mds_help)
+    group.add_argument("--mds_method", choices=RECONSTRUCTION_METHODS, default=DEFAULT_METHOD, help=mds_help)
     group.add_argument("--batch_size", type=int, default=1, help="sequences per forward pass (≥ 1)")
     group.add_argument("--device", default="auto",
                        help="torch device: auto (cuda if available, else cpu), cpu, cuda:0 …")
@@ -332,9 +338,18 @@ def predicted_helix_mask(pred: DistancePrediction) -> np.ndarray | None:
     return None if ss8 is None else np.array([c in "HGI" for c in ss8], dtype=bool)
 
 
-def structure_from_distances(pred: DistancePrediction, method: str = "refine",
-                             use_confidence: bool = True) -> StructurePrediction:
-    """Rebuild coordinates from one ``DistancePrediction`` (MDS → refine weighted by pair confidence → hand)."""
+def structure_from_distances(pred: DistancePrediction, method: str = DEFAULT_METHOD,
+                             use_confidence: bool = True, hand_rule: str = "all_residues") -> StructurePrediction:
+    """Rebuild coordinates from one ``DistancePrediction`` (``geometry.reconstruct``: "refine" = MDS →
+    stress refinement, "distogram" = folding from the distogram, "classical" = MDS only; pair confidence as
+    the weights; hand chosen). "distogram" on a prediction without a distogram (e.g. the coords head) falls
+    back to "refine", logged, and ``info["method"]`` says which ran.
+
+    ``hand_rule``: "all_residues" (default: ``geometry.choose_hand`` over every Cα quadruple) or
+    "predicted_helices" (read the hand from the residues the secondary-structure head predicts helical, when
+    there are enough). The default is the measured better one: with today's head (held-out Q3 0.46) the
+    helix rule picked the better hand less often on chains whose two hands differ (0.500 vs 0.577 of 52,
+    DISCUSSION.md "Secondary structure"); ``info["hand_rule"]`` says which rule decided."""
     from proteinmtp.geometry import reconstruct
 
     weights = None
@@ -343,9 +358,16 @@ def structure_from_distances(pred: DistancePrediction, method: str = "refine",
         weights = np.clip(w, 0.0, None)
         if not (weights > 0).any():
             weights = None
-    helix = predicted_helix_mask(pred)
+    probs, edges = getattr(pred, "distogram_probs", None), getattr(pred, "bin_edges", None)
+    if method == "distogram" and (probs is None or edges is None):
+        logger.info("the prediction has no distogram (a head without one, e.g. coords): reconstructing with "
+                    "'refine' instead of 'distogram'")
+    if hand_rule not in HAND_RULES:
+        raise ValueError(f"hand_rule must be one of {', '.join(HAND_RULES)}, got {hand_rule!r}")
+    helix = predicted_helix_mask(pred) if hand_rule == "predicted_helices" else None
     xyz, info = reconstruct(np.asarray(pred.dist, dtype=np.float64), weights=weights, method=method,
-                            hand=helix is None)
+                            distogram=probs, bin_edges=edges, hand=helix is None)
+    info["hand_rule"] = "all_residues"
     if helix is not None:  # the hand from the predicted helices' handedness (geometry.choose_hand)
         from proteinmtp.geometry import choose_hand
 
@@ -425,8 +447,7 @@ def structure_remarks(sp: StructurePrediction, *, run_dir: str | Path = "", mode
     rem.append(f"HAND {sp.hand.upper()} (HELIX-HANDEDNESS SCORE {float(sp.info.get('hand_score', 0.0)):+.2f}; "
                "MDS CANNOT TELL MIRROR IMAGES APART)")
     if sp.info.get("hand_rule"):
-        rem.append(f"HAND RULE {str(sp.info['hand_rule']).upper().replace('_', ' ')} (PREDICTED HELICES WHEN "
-                   "AT LEAST 8 HELICAL CA QUADRUPLES, ELSE ALL RESIDUES)")
+        rem.append(f"HAND RULE {str(sp.info['hand_rule']).upper().replace('_', ' ')}")
     rem.append(f"MEAN CONFIDENCE {sp.mean_confidence:.1f} (0-100)")
     ptm = predicted_tm(getattr(sp.distances, "pair_error_probs", None))
     if ptm is not None:

@@ -308,8 +308,12 @@ def test_structure_from_distances_uses_predicted_helices():
     dp = DistancePrediction(sequence="A" * L, dist=G.distance_matrix(xyz), contact_prob=np.zeros((L, L)),
                             pair_confidence=np.ones((L, L)), residue_confidence=np.ones(L), ss_probs=probs)
     assert predicted_ss8(dp) == "H" * L
-    sp = structure_from_distances(dp, method="classical")
+    sp = structure_from_distances(dp, method="classical", hand_rule="predicted_helices")
     assert sp.info["hand_rule"] == "predicted_helices"
     assert G.ca_dihedrals(sp.ca_xyz).mean() > 0              # right-handed kept
+    assert structure_from_distances(dp, method="classical").info["hand_rule"] == "all_residues"   # the default
     dp.ss_probs = None
-    assert "hand_rule" not in structure_from_distances(dp, method="classical").info
+    sp = structure_from_distances(dp, method="classical", hand_rule="predicted_helices")
+    assert sp.info["hand_rule"] == "all_residues"            # no SS head: the all-residue rule
+    with pytest.raises(ValueError, match="hand_rule"):
+        structure_from_distances(dp, hand_rule="coin")
