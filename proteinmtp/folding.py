@@ -36,7 +36,6 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from proteinmtp.constants import CA_CA_BOND
 from proteinmtp.geometry import (
     BOND_WEIGHT,
     CLASH_DISTANCE,
@@ -44,6 +43,7 @@ from proteinmtp.geometry import (
     _bond_pairs,
     _fill_missing,
     blas_threads,
+    bond_energy,
     check_distance_matrix,
     classical_mds,
 )
@@ -244,16 +244,8 @@ class DistogramEnergy:
         c = c.reshape(L, L)
         c = c + c.T                                                    # dE/dx_i = Σ_j c_ij (x_i − x_j)
         grad = x64 * c.sum(axis=1, dtype=np.float64)[:, None] - (c @ x).astype(np.float64)
-        if len(self.bonds):
-            b = self.bonds
-            vb = x64[b + 1] - x64[b]
-            bl = np.sqrt((vb * vb).sum(axis=1))
-            br = bl - CA_CA_BOND
-            e += self.bond_coef * float((br * br).sum())
-            gb = (2.0 * self.bond_coef) * (br / np.maximum(bl, 1e-12))[:, None] * vb
-            np.add.at(grad, b + 1, gb)
-            np.add.at(grad, b, -gb)
-        return e, grad.ravel()
+        eb, gb = bond_energy(x64, self.bonds, self.bond_coef)
+        return e + eb, (grad + gb).ravel()
 
 
 # ----------------------------------------------------------------------------- starts and folding

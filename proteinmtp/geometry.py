@@ -205,6 +205,21 @@ def _bond_pairs(L: int, breaks: Sequence[int]) -> np.ndarray:
     return i
 
 
+def bond_energy(x: np.ndarray, bonds: np.ndarray, coef: float) -> tuple[float, np.ndarray]:
+    """Cα–Cα bond term ``coef · Σ (|x_{i+1} − x_i| − 3.8 Å)²`` over ``bonds`` (from ``_bond_pairs``) and its
+    gradient [L, 3] (float64 ``x`` [L, 3] Å). Shared by ``refine`` and distogram folding."""
+    grad = np.zeros_like(x)
+    if not len(bonds):
+        return 0.0, grad
+    v = x[bonds + 1] - x[bonds]
+    bl = np.sqrt((v * v).sum(axis=1))
+    br = bl - CA_CA_BOND
+    gb = (2.0 * coef) * (br / np.maximum(bl, 1e-12))[:, None] * v
+    np.add.at(grad, bonds + 1, gb)
+    np.add.at(grad, bonds, -gb)
+    return coef * float((br * br).sum()), grad
+
+
 class _StressEnergy:
     """Refinement energy E(xyz) and its gradient, for L-BFGS.
 
@@ -248,16 +263,8 @@ class _StressEnergy:
         c = coef / d
         np.fill_diagonal(c, 0.0)
         grad = 2.0 * (x64 * c.sum(axis=1, dtype=np.float64)[:, None] - (c @ x).astype(np.float64))
-        if len(self.bonds):
-            b = self.bonds
-            v = x64[b + 1] - x64[b]
-            bl = np.sqrt((v * v).sum(axis=1))
-            br = bl - CA_CA_BOND
-            e += self.bond_coef * float((br * br).sum())
-            gb = (2.0 * self.bond_coef) * (br / np.maximum(bl, 1e-12))[:, None] * v
-            np.add.at(grad, b + 1, gb)
-            np.add.at(grad, b, -gb)
-        return e, grad.ravel()
+        eb, gb = bond_energy(x64, self.bonds, self.bond_coef)
+        return e + eb, (grad + gb).ravel()
 
 
 def refine(

@@ -417,10 +417,13 @@ def test_workers_give_the_same_structures(tiny_run, tmp_path):
                       "--save_distmat", "--batch_size", 2)
         assert r.rc == 0, r.err
         assert sorted(row["id"] for row in _rows(outs[w]) if row["status"] == "done") == sorted(seqs)
+    # The same computation in another process: equal up to floating-point reduction order (inside a long
+    # test session the in-process BLAS/torch thread state differs from a fresh worker's; seen as <= 0.004 Å
+    # after 300 L-BFGS iterations, against 3.8 Å bonds).
     for stem in seqs:
-        np.testing.assert_array_equal(_pdb_xyz(outs[1] / f"{stem}.pdb"), _pdb_xyz(outs[2] / f"{stem}.pdb"))
-        np.testing.assert_array_equal(np.load(outs[1] / f"{stem}_distmat.npy"),
-                                      np.load(outs[2] / f"{stem}_distmat.npy"))
+        np.testing.assert_allclose(_pdb_xyz(outs[1] / f"{stem}.pdb"), _pdb_xyz(outs[2] / f"{stem}.pdb"), atol=0.02)
+        np.testing.assert_allclose(np.load(outs[1] / f"{stem}_distmat.npy"),
+                                   np.load(outs[2] / f"{stem}_distmat.npy"), rtol=1e-4, atol=1e-4)
 
 
 def test_worker_failure_fails_that_record_only(tmp_path):
