@@ -375,7 +375,7 @@ def main(argv=None) -> int:
         write_backbone(Path(tmp), dtype)
         write_s = time.perf_counter() - t0
         spec = ModelSpec(base_model=tmp, layout=args.layout, finetune="lora", lora_r=args.lora_r,
-                         lora_alpha=2 * args.lora_r, lora_dropout=0.05, head={"head_type": "distance"},
+                         lora_alpha=2 * args.lora_r, lora_dropout=0.05, head={"head_type": "distance", "prior_input": False},
                          global_stats={"log_dist_mean": 2.6, "log_dist_std": 0.7})
         model = build_model(spec, dtype=dtype)
     Probes.exclude = {p.untyped_storage().data_ptr() for p in model.parameters()}

@@ -74,7 +74,7 @@ def overfit(steps: int = 600, crop: int = 64, layout: str = "echo", lr: float = 
     with tempfile.TemporaryDirectory() as tmp:
         write_tiny(tmp, "qwen2", seed=seed)
         spec = ModelSpec(base_model=tmp, layout=layout, finetune="full", global_stats=gs,
-                         head={"pair_dim": pair_dim})
+                         head={"pair_dim": pair_dim, "prior_input": False})
         model = build_model(spec)
     items = [{"sequence": s.sequence, "ca": s.ca} for s in samples]
     batch = DistanceCollator(model.encoder)(items)

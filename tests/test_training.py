@@ -100,7 +100,7 @@ def test_short_overfit_drops_training_mae(tiny, test_data_dir):
     samples = real_samples(test_data_dir, 4, 24)
     gs = compute_global_stats(samples)
     model = build_model(ModelSpec(base_model=str(tiny), layout="echo", finetune="full", global_stats=gs,
-                                  head={"pair_dim": 32, "single_dim": 32}))
+                                  head={"pair_dim": 32, "single_dim": 32, "prior_input": False}))
     items = [{"sequence": s.sequence, "ca": s.ca} for s in samples]
     batch = DistanceCollator(model.encoder)(items)
 
