@@ -34,6 +34,7 @@ from pathlib import Path
 
 from proteinmtp import __version__
 from proteinmtp.builder import SEARCH_MODES, BuildConfig, BuildInputError, NothingUsableError, build_dataset
+from proteinmtp.config import HelpFormatter
 from proteinmtp.constants import DATASET_FORMAT
 from proteinmtp.dataset import save_dataset
 from proteinmtp.fileio import atomic_write, write_json
@@ -45,7 +46,7 @@ from proteinmtp.splits import AUTO_EXHAUSTIVE_MAX, MMseqsError
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = BuildConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--input", nargs="+", required=True,
                    help="structure files, directories (recursive), globs, .txt lists of paths, or seed-era JSON; "
                         "files of one name in different folders get ids prefixed with the shortest distinguishing "

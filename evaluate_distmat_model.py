@@ -28,6 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from proteinmtp.config import HelpFormatter
 from proteinmtp.fileio import write_json
 
 
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Evaluate a trained run on a dataset split (model mode), or score predicted structures "
                     "against natives (pair mode).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("pair mode (score structure files)")
     g.add_argument("--pred_pdb", type=str, default=None,

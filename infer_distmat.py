@@ -44,6 +44,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from proteinmtp.config import HelpFormatter
 from proteinmtp.predict import (
     InputError,
     RecordNamer,
@@ -70,7 +71,7 @@ EXT_FORMAT = {".pdb": "pdb", ".ent": "pdb", ".cif": "cif", ".mmcif": "cif"}
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--model_path", required=True, help="run directory written by train_distmat.py")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--sequence", help="one protein sequence (one-letter codes, case-insensitive)")
