@@ -21,7 +21,8 @@ it runs):
              prefiltered MMseqs2 hits at the builder's rule (identity >= 0.3, E <= 1e-3, any coverage): hits
              lost, exhaustive links that cross prefilter clusters, and those that cross the split the
              prefilter clusters give (seed 0, the builder's fractions).
-  leakage    benchmarks/check_leakage.py on the full build (exhaustive search: every held-out x train pair).
+  leakage    benchmarks/check_leakage.py on the full build and on the largest synthetic build (exhaustive
+             search: every held-out x train pair).
   stats      streamed global statistics vs numpy over every training pair held at once.
   reader     proteinmtp's structure reader vs a bare gemmi read of the same --reader_files files.
   sub        benchmarks/bench_scale_{infer,eval,loader}.py --quick --out PATH, when the files exist.
@@ -224,8 +225,10 @@ def _synthetic_runs(out: Path, args) -> dict[int, dict]:
     if not out.exists():
         return {}
     syn = json.loads(out.read_text()).get("synthetic", {})
-    if (syn.get("mutation_rate_per_copy"), syn.get("copies"), syn.get("threads")) != (
-            args.mutation_rate, args.copies, args.threads):
+    from proteinmtp.splits import CLUSTER_KMER
+
+    if (syn.get("mutation_rate_per_copy"), syn.get("copies"), syn.get("threads"), syn.get("search")) != (
+            args.mutation_rate, args.copies, args.threads, f"prefilter -s 7.5 -k {CLUSTER_KMER}"):
         return {}
     return {r["target_chains"]: r for r in syn.get("runs", [])}
 
@@ -236,8 +239,10 @@ def _fit_power(n, y) -> tuple[float, float]:
 
 
 def _growth(args, runs: list[dict], pool_chains: int) -> dict:
+    from proteinmtp.splits import CLUSTER_KMER
+
     out = {"mutation_rate_per_copy": args.mutation_rate, "copies": args.copies, "pool_chains": pool_chains,
-           "search": "prefilter", "threads": args.threads, "runs": runs}
+           "search": f"prefilter -s 7.5 -k {CLUSTER_KMER}", "threads": args.threads, "runs": runs}
     if len(runs) >= 2:
         n = np.array([r["chains"] for r in runs], float)
         fits = {}
@@ -257,7 +262,7 @@ def _edges(seqs: dict[str, str], keys: list[str], exhaustive: bool, threads: int
     """Undirected hit pairs (i < j, unique) of an all-against-all search at the builder's rule, and CPU s."""
     import tempfile
 
-    from proteinmtp.splits import _search_args, run_mmseqs
+    from proteinmtp.splits import CLUSTER_KMER, _search_args, run_mmseqs
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         fasta, out = os.path.join(tmp, "s.fasta"), os.path.join(tmp, "hits.m8")
@@ -267,7 +272,7 @@ def _edges(seqs: dict[str, str], keys: list[str], exhaustive: bool, threads: int
         c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         run_mmseqs(_search_args(fasta, fasta, out, os.path.join(tmp, "w"), ("query", "target"), min_identity=0.3,
                                 coverage=0.0, cov_mode=1, evalue=1e-3, sensitivity=7.5, threads=threads,
-                                exhaustive=exhaustive, max_seqs=100000))
+                                exhaustive=exhaustive, max_seqs=100000, kmer=CLUSTER_KMER))
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         q, t = [], []
         with open(out) as f:
@@ -322,7 +327,9 @@ def section_links(args) -> dict:
     full = load_build(Path(args.work_dir) / "full")
     seqs = {s.id: s.sequence for v in full.values() for s in v}
     work = Path(args.work_dir)
-    out = {"rule": "identity >= 0.3, E <= 1e-3, any coverage; prefilter -s 7.5, --max-seqs 100000"}
+    from proteinmtp.splits import CLUSTER_KMER
+
+    out = {"rule": f"identity >= 0.3, E <= 1e-3, any coverage; prefilter -s 7.5 -k {CLUSTER_KMER}, --max-seqs 100000"}
     if not args.links_subset_only:
         out["full"] = links_lost(seqs, args.threads, work)
         log(f"links, full: {out['full']}")
@@ -334,18 +341,30 @@ def section_links(args) -> dict:
     return out
 
 
-def section_leakage(args) -> dict:
-    res = Path(args.work_dir) / "leakage_full.json"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "check_leakage.py"), "--data_dir",
-           str(Path(args.work_dir) / "full"), "--threads", str(args.threads), "--output", str(res)]
+def _leakage(data_dir: Path, threads: int) -> dict:
+    res = data_dir / "leakage.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "check_leakage.py"), "--data_dir", str(data_dir),
+           "--threads", str(threads), "--output", str(res)]
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     log(proc.stdout[-1500:])
     if not res.exists():
         raise RuntimeError(f"check_leakage.py failed: {proc.stderr[-2000:]}")
     d = json.loads(res.read_text())
     return {"returncode": proc.returncode, "n_train": d["n_train"], "n_held_out": d["n_val"] + d["n_test"],
+            "cpu_s": round(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime, 1),
             **{k: {"held_out_chains_with_hit": v["held_out_chains_with_hit"], "hits": v["hits"]}
                for k, v in d.items() if isinstance(v, dict) and "held_out_chains_with_hit" in v}}
+
+
+def section_leakage(args) -> dict:
+    """check_leakage.py (exhaustive held-out x train) on the full build and the largest synthetic build."""
+    out = {"full": _leakage(Path(args.work_dir) / "full", args.threads)}
+    largest = Path(args.work_dir) / "synthetic" / f"build_{max(args.sizes)}"
+    if (largest / "report.json").exists():
+        out[f"synthetic_{max(args.sizes)}"] = _leakage(largest, args.threads)
+    return out
 
 
 def section_stats(args) -> dict:
@@ -430,10 +449,11 @@ def print_table(doc: dict) -> None:
             rows.append((f"links lost, {name}", f"{x['chains']} chains",
                          f"{x['links_lost']}/{x['links_exhaustive']} ({x['links_lost_pct']} %)",
                          f"{x['exhaustive_links_across_split']} across the split"))
-    if "leakage" in doc:
-        x = doc["leakage"]["exhaustive/criterion"]
-        rows.append(("leakage (exhaustive check)", f"{doc['leakage']['n_held_out']} held out",
-                     f"{x['held_out_chains_with_hit']} chains with a hit", ""))
+    for name, lk in doc.get("leakage", {}).items():
+        if isinstance(lk, dict) and "exhaustive/criterion" in lk:
+            x = lk["exhaustive/criterion"]
+            rows.append((f"leakage, {name}", f"{lk['n_held_out']} held out",
+                         f"{x['held_out_chains_with_hit']} chains with a hit", "exhaustive check"))
     if "reader" in doc:
         x = doc["reader"]
         rows.append(("reader vs bare gemmi", f"{x['files']} files", f"{x['ratio']}x", ""))
