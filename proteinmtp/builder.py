@@ -58,6 +58,7 @@ class BuildConfig:
     identity: float = 0.3              # MMseqs2 clustering identity (fraction)
     coverage: float = 0.0              # fraction of the shorter chain an alignment must cover (0 = any)
     search: str = "auto"               # clustering search: "exhaustive" (every pair), "prefilter" (k-mer), "auto"
+    verify_split: bool = False         # after a prefilter clustering, align held-out x all exhaustively (exact)
     val_fraction: float = 0.1          # fraction of unique chains in val (whole clusters)
     test_fraction: float = 0.1         # fraction of unique chains in test (whole clusters)
     max_cluster_share: float = 0.05    # largest cluster a val/test split takes, as a fraction of its size
@@ -493,27 +494,35 @@ def _nothing_usable(rep: _Report, file_summary: dict, n_inputs: int) -> NothingU
         "check --min_len/--max_seq_len/--max_missing_ca/--chains", report)
 
 
-def _split(kept: list[Sample], cfg: BuildConfig, workdir: str | None) -> tuple[dict[str, list[Sample]], dict]:
-    """MMseqs2 clusters (skipped when everything goes to train) and whole-cluster splits; sets each sample's
-    split and cluster. Returns (splits, cluster_of)."""
-    from proteinmtp.splits import assign_splits, cluster_sequences
+def _split(kept: list[Sample], cfg: BuildConfig, workdir: str | None) -> tuple[dict[str, list[Sample]], dict, dict]:
+    """MMseqs2 clusters (skipped when everything goes to train) and whole-cluster splits, verified with
+    ``cfg.verify_split`` after a prefilter clustering; sets each sample's split and cluster. Returns
+    (splits, cluster_of, clustering report)."""
+    from proteinmtp.splits import assign_splits, cluster_sequences, verify_split
 
     seqs = {s.id: s.sequence for s in kept}
     threads = cfg.threads or cfg.workers
+    info: dict = {}
     if cfg.val_fraction == 0 and cfg.test_fraction == 0:
         cluster_of = {k: k for k in seqs}  # everything goes to train: no clustering needed
     else:
         cluster_of = cluster_sequences(seqs, identity=cfg.identity, coverage=cfg.coverage, threads=threads,
                                        exhaustive={"auto": None, "exhaustive": True, "prefilter": False}[cfg.search],
-                                       workdir=workdir)
+                                       workdir=workdir, stats=info)
     split_of = assign_splits(cluster_of, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                              seed=cfg.seed, max_cluster_share=cfg.max_cluster_share)
+    if info and not info["exhaustive"]:
+        if cfg.verify_split:
+            info["verify"] = {}
+            split_of, cluster_of = verify_split(seqs, split_of, cluster_of, identity=cfg.identity,
+                                                coverage=cfg.coverage, threads=threads, workdir=workdir,
+                                                stats=info["verify"])
     splits: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
     for s in kept:
         s.split = split_of[s.id]
         s.cluster = cluster_of[s.id]
         splits[s.split].append(s)
-    return splits, cluster_of
+    return splits, cluster_of, info
 
 
 def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = True,
@@ -539,7 +548,7 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
     file_summary = rep.file_summary(len(items), len(ignored))
     if not kept:
         raise _nothing_usable(rep, file_summary, len(items))
-    splits, cluster_of = _split(kept, cfg, workdir)
+    splits, cluster_of, clustering = _split(kept, cfg, workdir)
     if not splits["train"]:
         raise BuildInputError("the training split is empty; lower --val_fraction/--test_fraction or add data")
     stats = compute_global_stats(splits["train"])
@@ -551,6 +560,7 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
                        "largest_cluster": max(Counter(s.cluster for s in v).values(), default=0),
                        "residues": int(sum(len(s) for s in v))} for k, v in splits.items()},
         "clusters_total": len(set(cluster_of.values())),
+        "clustering": clustering,
         "length": _length_summary([len(s) for s in kept]),
         "length_by_split": {k: _length_summary([len(s) for s in v]) for k, v in splits.items()},
     }

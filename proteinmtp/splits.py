@@ -8,9 +8,11 @@ identity >= ``identity`` (identical residues / alignment length) and E-value <= 
 ``coverage`` of the SHORTER chain (``--cov-mode 1``, both directions searched). Up to AUTO_EXHAUSTIVE_MAX
 (10,000) chains the prefilter is switched off (``--prefilter-mode 2``: every pair gets a Smith-Waterman
 alignment, the most sensitive setting; below ~2,500 chains also the fastest, because MMseqs2's k-mer
-index has a fixed start-up cost of ~15-20 s); above, the k-mer prefilter at sensitivity 7.5 (CPU ~ n^1.1
-instead of n²), which misses some links: on the 6,631-chain corpus its clusters left 24 exhaustive
-clusters spanning splits (measured in ``benchmarks/bench_scale.py``; DISCUSSION.md "Building at scale"). Chains joined by any such hit are
+index has a fixed start-up cost of ~15-20 s); above, the k-mer prefilter at sensitivity 7.5 with 5-mers
+(CPU ~ n^1.1 instead of n²), which misses some links: on the 6,631-chain corpus 311 of the 106,279
+exhaustive links (0.29 %; MMseqs2's default k-mer length misses 3,342, 3.1 %). :func:`verify_split` then
+makes the split exact at a fifth of the exhaustive cost (measured in ``benchmarks/bench_scale.py``;
+DISCUSSION.md "Building at scale"). Chains joined by any such hit are
 clustered by single linkage (connected components, MMseqs2's ``--cluster-mode 1``), so a short chain that
 copies one domain of a long chain cannot land in another split. The hits are streamed from MMseqs2's
 output file into a union-find over integer indices (memory O(chains), never a list of hits). The
@@ -217,6 +219,47 @@ def cluster_sequences(seqs: Mapping[str, str], *, identity: float = 0.3, coverag
     if stats is not None:
         stats.update(hits=n_hits, joins=n_joins, exhaustive=exhaustive)
     return {k: keys[uf.find(i)] for i, k in enumerate(keys)}
+
+
+def verify_split(seqs: Mapping[str, str], split_of: Mapping[str, str], cluster_of: Mapping[str, str], *,
+                 identity: float = 0.3, coverage: float = 0.0, threads: int = 1,
+                 workdir: str | Path | None = None, stats: dict | None = None) -> tuple[dict, dict]:
+    """Make a split leakage-free at the clustering rule whatever search made its clusters.
+
+    Aligns every held-out (val/test) chain against every chain, exhaustively (``--prefilter-mode 2``; CPU
+    ~ held-out x all, a fifth of an exhaustive all-against-all clustering at the default fractions), with
+    the clustering rule (identity >= ``identity``, E <= 1e-3, covering >= ``coverage`` of the shorter
+    chain). The clusters are joined by those hits (single linkage); a joined cluster whose members sit in
+    more than one split goes to train whole. Every hit of a held-out chain was searched, so afterwards no
+    held-out chain has a hit outside its own split (the check ``benchmarks/check_leakage.py`` makes).
+    Returns (split_of, cluster_of), new dicts; ``stats`` receives the counts.
+    """
+    keys = sorted(cluster_of)
+    index = {k: i for i, k in enumerate(keys)}
+    uf = UnionFind(len(keys))
+    for k in keys:
+        uf.union(index[k], index[cluster_of[k]])
+    held = {k: seqs[k] for k in keys if split_of[k] != "train"}
+    n_hits = n_across = 0
+    for h in iter_search_hits(held, {k: seqs[k] for k in keys}, min_identity=identity, coverage=coverage,
+                              cov_mode=1, evalue=1e-3, threads=threads, exhaustive=True, workdir=workdir):
+        n_hits += 1
+        n_across += split_of[h["query"]] != split_of[h["target"]]
+        uf.union(index[h["query"]], index[h["target"]])
+    root_splits: dict[int, set[str]] = {}
+    for k in keys:
+        root_splits.setdefault(uf.find(index[k]), set()).add(split_of[k])
+    new_split, new_cluster, moved = {}, {}, set()
+    for k in keys:
+        root = uf.find(index[k])
+        new_cluster[k] = keys[root]
+        new_split[k] = split_of[k] if len(root_splits[root]) == 1 else "train"
+        if new_split[k] != split_of[k]:
+            moved.add(k)
+    if stats is not None:
+        stats.update(held_out_chains=len(held), hits=n_hits, hits_across_splits=n_across,
+                     chains_moved_to_train=len(moved), clusters_moved=len({new_cluster[k] for k in moved}))
+    return new_split, new_cluster
 
 
 def held_out_cluster_cap(want: int, max_cluster_share: float) -> int:

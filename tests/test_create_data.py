@@ -263,6 +263,27 @@ def test_split_build_is_deterministic(tmp_path: Path, test_data_dir: Path) -> No
     assert {s.split for n in splits for s in splits[n].samples} == {"train", "val", "test"}
 
 
+@pytest.mark.slow
+def test_prefilter_build_with_verify_split_reports_and_is_leakage_free(tmp_path: Path, test_data_dir: Path) -> None:
+    """--search prefilter --verify_split: the report says which search ran and what the exhaustive check did,
+    the summary line says it, and no held-out chain has an exhaustive hit in another split (checked here
+    with an independent all-against-all exhaustive search, not the builder's own)."""
+    from proteinmtp.splits import iter_search_hits
+
+    out = tmp_path / "pv"
+    r = run_cli("--input", str(test_data_dir), "--output_dir", str(out), "--val_fraction", "0.2",
+                "--test_fraction", "0.2", "--seed", "3", "--search", "prefilter", "--verify_split")
+    assert r.returncode == 0, r.stderr
+    cl = json.loads((out / "report.json").read_text())["summary"]["clustering"]
+    assert cl["exhaustive"] is False and cl["verify"]["held_out_chains"] > 0
+    assert "split verified exhaustively" in r.stdout
+    samples = [s for n in ("train", "val", "test") for s in load_dataset(out / f"{n}.json").samples]
+    split = {s.id: s.split for s in samples}
+    seqs = {s.id: s.sequence for s in samples}
+    for h in iter_search_hits(seqs, seqs, min_identity=0.3, cov_mode=1, exhaustive=True):
+        assert split[h["query"]] == split[h["target"]], h
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -137,3 +137,29 @@ def test_prefiltered_clustering_keeps_a_planted_homolog_pair_together() -> None:
     stats: dict = {}
     _check_planted(cluster_sequences(_planted(np.random.default_rng(1)), exhaustive=False, stats=stats))
     assert not stats["exhaustive"] and stats["joins"] == 1
+
+
+def test_verify_split_moves_a_leaking_cluster_to_train_and_keeps_the_rest() -> None:
+    """A split made from clusters that missed the planted homolog pair (each chain its own cluster, homA in
+    test, homB in train, as a prefilter miss would leave them): verify_split's exhaustive search finds the
+    pair, joins the two clusters and moves them to train; every unrelated chain keeps its split."""
+    import numpy as np
+
+    from proteinmtp.splits import verify_split
+
+    seqs = _planted(np.random.default_rng(1))
+    cluster_of = {k: k for k in seqs}
+    split_of = {k: ("test" if i % 3 == 0 else "val" if i % 3 == 1 else "train") for i, k in enumerate(sorted(seqs))}
+    split_of.update(homA="test", homB="train")
+    stats: dict = {}
+    new_split, new_cluster = verify_split(seqs, split_of, cluster_of, stats=stats)
+    assert new_split["homA"] == new_split["homB"] == "train"
+    assert new_cluster["homA"] == new_cluster["homB"] == "homA"
+    assert {k: v for k, v in new_split.items() if not k.startswith("hom")} == \
+        {k: v for k, v in split_of.items() if not k.startswith("hom")}
+    assert stats["chains_moved_to_train"] == 1 and stats["clusters_moved"] == 1
+    assert stats["hits_across_splits"] == 1          # homA (test) -> homB (train); homB is not a query
+    assert stats["held_out_chains"] == sum(v != "train" for v in split_of.values())
+    # a split that is already clean comes back unchanged
+    clean_split, _ = verify_split(seqs, new_split, new_cluster)
+    assert clean_split == new_split
