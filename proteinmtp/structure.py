@@ -1,7 +1,8 @@
 """Reading protein chains from PDB/mmCIF files (plain or gzipped) and writing Cα-trace PDB/mmCIF.
 
-Reading goes through gemmi (a bare gemmi read is ~25x faster than Bio.PDB on these files).
-For every protein chain of the FIRST model we keep the modelled residues, in file order:
+Reading goes through gemmi (a bare gemmi read is ~25x faster than Bio.PDB on these files); the atoms
+of the first model are then taken as numpy columns (gemmi.FlatStructure), not residue by residue in
+Python. For every protein chain of the FIRST model we keep the modelled residues, in file order:
 
     sequence     one letter per residue: the 20 standard amino acids; modified residues such as
                  MSE -> M, SEP -> S, MLY -> K where gemmi's residue table knows the parent; anything
@@ -28,8 +29,9 @@ from __future__ import annotations
 
 import functools
 import io
+import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -172,8 +174,12 @@ _PDB_ATOM = re.compile(r"^(?:ATOM  |HETATM)", re.M)
 _PDB_ALTLOC = re.compile(r"\n(?:ATOM  |HETATM).{10}[^ ]")  # "\n" anchor: 5x faster than re.M "^"
 
 
-def _parse(path: Path, notes: list[str] | None = None) -> tuple[gemmi.Structure, bool]:
-    """Parse with gemmi; returns (structure, whether any atom has an alternate location)."""
+def _parse(path: Path, notes: list[str] | None = None) -> tuple[gemmi.Structure, Callable[[], bool]]:
+    """Parse with gemmi; returns (structure, whether the file marks alternate locations).
+
+    The second is a function: it scans the whole text (PDB: column 17 of the ATOM/HETATM records; mmCIF:
+    _atom_site.label_alt_id), and the reader needs it only for files whose first model has altloc atoms.
+    """
     text = _read_text(path)
     try:
         if _looks_like_cif(path, text):
@@ -182,13 +188,17 @@ def _parse(path: Path, notes: list[str] | None = None) -> tuple[gemmi.Structure,
                 raise StructureReadError(f"{path}: mmCIF file has no data block")
             block = doc.sole_block() if len(doc) == 1 else doc[0]
             _check_cif_atom_site(path, block)
-            has_altloc = any(v not in (".", "?") for v in block.find_values("_atom_site.label_alt_id"))
+            def has_altloc() -> bool:
+                return not set(block.find_values("_atom_site.label_alt_id")) <= {".", "?"}
+
             st = gemmi.make_structure_from_block(block)
         else:
             if _PDB_ATOM.search(text) is None:
                 raise StructureReadError(f"{path}: no ATOM/HETATM records; not a PDB file")
             _check_pdb_last_line(path, text)
-            has_altloc = _PDB_ALTLOC.search("\n" + text[:80]) is not None or _PDB_ALTLOC.search(text) is not None
+            def has_altloc() -> bool:
+                return _PDB_ALTLOC.search("\n" + text[:80]) is not None or _PDB_ALTLOC.search(text) is not None
+
             try:
                 st = gemmi.read_pdb_string(text)
             except RuntimeError as e:
@@ -215,19 +225,22 @@ def _check_cif_atom_site(path: Path, block: gemmi.cif.Block) -> None:
     if len(table) == 0:
         raise StructureReadError(f"{path}: mmCIF block has no _atom_site coordinates")
     groups = list(block.find_values("_atom_site.group_PDB"))
-    for row, value in enumerate(groups, start=1):
-        if value not in ("ATOM", "HETATM"):
-            raise StructureReadError(
-                f"{path}: invalid mmCIF: _atom_site row {row} has group_PDB {value!r} "
-                "(expected ATOM or HETATM)"
-            )
-    for row, xyz in enumerate(table, start=1):
-        try:
-            float(xyz[0]), float(xyz[1]), float(xyz[2])
-        except ValueError:
-            raise StructureReadError(
-                f"{path}: invalid mmCIF: _atom_site row {row} has non-numeric coordinates {list(xyz)}"
-            ) from None
+    if not set(groups) <= {"ATOM", "HETATM"}:
+        row, value = next((row, v) for row, v in enumerate(groups, start=1) if v not in ("ATOM", "HETATM"))
+        raise StructureReadError(
+            f"{path}: invalid mmCIF: _atom_site row {row} has group_PDB {value!r} (expected ATOM or HETATM)"
+        )
+    try:
+        np.array([list(table.column(k)) for k in range(3)], dtype=np.float64)  # float() of every value
+    except ValueError:
+        for row, xyz in enumerate(table, start=1):
+            try:
+                float(xyz[0]), float(xyz[1]), float(xyz[2])
+            except ValueError:
+                raise StructureReadError(
+                    f"{path}: invalid mmCIF: _atom_site row {row} has non-numeric coordinates {list(xyz)}"
+                ) from None
+        raise
 
 
 def _check_pdb_last_line(path: Path, text: str) -> None:
@@ -257,7 +270,8 @@ def _name_code(name: str) -> int:
     return int.from_bytes(name.encode().ljust(8, b"\0"), "little")
 
 
-_KIND_CODES = np.array([_name_code(n) for n in _KINDS], dtype=np.uint64)
+_KIND_SORTED = np.sort(np.array([_name_code(n) for n in _KINDS], dtype=np.uint64))
+_KIND_ORDER = np.array([next(k for n, k in _KINDS.items() if _name_code(n) == c) for c in _KIND_SORTED.tolist()])
 
 
 @dataclass
@@ -300,14 +314,13 @@ def _flat_atoms(model: gemmi.Model, st: gemmi.Structure) -> _Atoms:
     first = np.flatnonzero(new)
     if len(first) != sum(sizes):
         return _walked_atoms(model)
-    codes, res_name = np.unique(name[first], return_inverse=True)
+    codes = np.unique(name[first])
     atom = fs.atom_names.view(np.uint64).ravel()
-    kind = np.full(len(atom), -1, dtype=np.int8)
-    for k, code in enumerate(_KIND_CODES):
-        kind[atom == code] = k
+    i = np.searchsorted(_KIND_SORTED, atom) % len(_KIND_SORTED)
+    kind = np.where(_KIND_SORTED[i] == atom, _KIND_ORDER[i], -1).astype(np.int8)
     return _Atoms(
         pos=fs.pos, occ=fs.occ, altloc=fs.altlocs.view(np.uint8), kind=kind,
-        res_start=np.append(first, len(name)), res_name=res_name,
+        res_start=np.append(first, len(name)), res_name=np.searchsorted(codes, name[first]),
         names=[int(c).to_bytes(8, "little").rstrip(b"\0").decode() for c in codes],
         resnum=resnum[first], icode=icode[first], entity=fs.entity_type[first],
         chain_start=np.cumsum([0, *sizes]),
@@ -354,7 +367,9 @@ def _first_per_group(*keys: np.ndarray) -> np.ndarray:
     """Positions (in lexsort order of ``keys``, last key primary) of the first row of each primary group."""
     order = np.lexsort(keys)
     g = keys[-1][order]
-    return order[np.r_[True, g[1:] != g[:-1]]]
+    first = np.ones(len(g), dtype=bool)
+    first[1:] = g[1:] != g[:-1]
+    return order[first]
 
 
 def _chosen_altloc(at: _Atoms, res_of: np.ndarray) -> np.ndarray:
@@ -384,7 +399,11 @@ def _picked_atoms(at: _Atoms, res_of: np.ndarray, has_altloc: bool) -> np.ndarra
         occ = np.where(preferred, 0.0, -at.occ[idx].astype(np.float64))
         best = _first_per_group(idx, occ, ~preferred, res * 8 + kind)
     else:
-        best = _first_per_group(idx, res * 8 + kind)
+        key = res * 8 + kind
+        order = np.argsort(key, kind="stable")  # first atom of each (residue, name)
+        first = np.ones(len(key), dtype=bool)
+        first[1:] = key[order][1:] != key[order][:-1]
+        best = order[first]
     out = np.full((len(at.res_name), len(_KINDS)), -1, dtype=np.int64)
     out[res[best], kind[best]] = idx[best]
     return out
@@ -396,19 +415,22 @@ def _one_per_position(sel: np.ndarray, at: _Atoms, ca_occ: np.ndarray) -> np.nda
     same = (num[1:] == num[:-1]) & (ic[1:] == ic[:-1])
     if not same.any():
         return sel
-    group = np.cumsum(np.r_[True, ~same])
+    group = np.concatenate(([0], np.cumsum(~same)))
     keep = _first_per_group(np.arange(len(sel)), -ca_occ[sel], group)
     return sel[np.sort(keep)]
 
 
+_ICODE_SUFFIX = np.array(["" if c == ord(" ") else chr(c) for c in range(256)])  # blank insertion code: none
+
+
 def _residue_ids(num: np.ndarray, icode: np.ndarray) -> tuple[str, ...]:
-    """"52", "52A": author number and insertion code (a blank code is left out; gemmi's none number is "None")."""
-    ids = num.astype(np.str_)
-    ids[num == _NO_NUM] = "None"
+    """"52", "52A": author number and insertion code (gemmi's "no number" reads "None", as str(None))."""
+    ids = list(map(str, num.tolist()))
+    for i in np.flatnonzero(num == _NO_NUM).tolist():
+        ids[i] = "None"
     if (icode != ord(" ")).any():
-        codes, inv = np.unique(icode, return_inverse=True)
-        ids = np.strings.add(ids, np.array(["" if c == ord(" ") else chr(c) for c in codes])[inv])
-    return tuple(ids.tolist())
+        return tuple(map(operator.add, ids, _ICODE_SUFFIX[icode].tolist()))
+    return tuple(ids)
 
 
 def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Chain]:
@@ -443,9 +465,11 @@ def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Cha
     ca_atoms = np.flatnonzero(at.kind == _KINDS["CA"])
     has_ca = np.zeros(n_res, dtype=bool)
     has_ca[res_of[ca_atoms]] = True
-    ca_occ = np.full(n_res, -np.inf)
-    np.maximum.at(ca_occ, res_of[ca_atoms], at.occ[ca_atoms].astype(np.float64))
-    ca_occ[~has_ca] = -1.0
+    ca_occ = np.full(n_res, -1.0)  # max Cα occupancy, -1 without Cα
+    if len(ca_atoms):
+        r = res_of[ca_atoms]
+        first = np.flatnonzero(np.concatenate(([True], r[1:] != r[:-1])))  # Cα atoms come residue by residue
+        ca_occ[r[first]] = np.maximum.reduceat(at.occ[ca_atoms].astype(np.float64), first)
     # amino acid: by gemmi's residue table; a name it does not know counts if the residue has a Cα
     known = np.array([{True: 1, False: 0, None: -1}[_tabulated_amino_acid(n)] for n in at.names], dtype=np.int8)
     amino = (known[at.res_name] == 1) | ((known[at.res_name] == -1) & has_ca)
@@ -462,15 +486,16 @@ def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Cha
             by_name.setdefault(names[i], []).append(sel)
     if not by_name:
         return []
-    picked = _picked_atoms(at, res_of, has_altloc)
-    pos = np.vstack([at.pos, np.full((1, 3), np.nan)])  # index -1 (missing atom) -> NaN row
+    # without altloc atoms in the first model both rules of _picked_atoms agree: skip the scan for marks
+    picked = _picked_atoms(at, res_of, bool(at.altloc.any()) and has_altloc())
     chains: list[Chain] = []
     for name, parts in by_name.items():
         sel = np.concatenate(parts)
         atoms = picked[sel]
         gly = letters[sel] == ord("G")
         atoms[gly, _KINDS["CB"]] = atoms[gly, _KINDS["CA"]]  # Gly: Cβ := Cα
-        xyz = pos[atoms]  # [L, 5, 3]
+        xyz = at.pos[atoms]  # [L, 5, 3]
+        xyz[atoms < 0] = np.nan  # missing atom (index -1)
         ca = np.ascontiguousarray(xyz[:, _KINDS["CA"]])
         chains.append(
             Chain(
