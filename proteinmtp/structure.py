@@ -399,7 +399,11 @@ def _picked_atoms(at: _Atoms, res_of: np.ndarray, has_altloc: bool) -> np.ndarra
         occ = np.where(preferred, 0.0, -at.occ[idx].astype(np.float64))
         best = _first_per_group(idx, occ, ~preferred, res * 8 + kind)
     else:
-        key = res * 8 + kind
+        key = res * len(_KINDS) + kind
+        out = np.full(len(at.res_name) * len(_KINDS), -1, dtype=np.int64)
+        if len(key) and np.bincount(key).max() == 1:  # each name once per residue: nothing to choose
+            out[key] = idx
+            return out.reshape(-1, len(_KINDS))
         order = np.argsort(key, kind="stable")  # first atom of each (residue, name)
         first = np.ones(len(key), dtype=bool)
         first[1:] = key[order][1:] != key[order][:-1]
