@@ -24,7 +24,8 @@ def read_bytes(path: str | Path) -> bytes:
 
     Raises OSError when the file cannot be opened and ValueError for a truncated or corrupt gzip stream.
     """
-    raw = Path(path).read_bytes()
+    with open(path, "rb") as fh:
+        raw = fh.read()
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)

@@ -302,28 +302,106 @@ def test_write_rejects_nonfinite(tmp_path: Path, bad: float) -> None:
         pdb_string(_trace(5), "AAAA")
 
 
-def test_altloc_b_wins_when_more_occupied(tmp_path: Path) -> None:
-    """Synthetic: conformer B (occupancy 0.7) beats A (0.3) for CA and CB; 'first altloc' would pick A."""
-    lines = [
-        "ATOM      1  N   SER A   1       0.000   0.000   0.000  1.00 10.00           N",
-        "ATOM      2  CA ASER A   1       1.000   0.000   0.000  0.30 10.00           C",
-        "ATOM      3  CA BSER A   1       1.500   0.500   0.000  0.70 10.00           C",
-        "ATOM      4  CB ASER A   1       1.000   1.000   0.000  0.30 10.00           C",
-        "ATOM      5  CB BSER A   1       2.000   1.500   0.000  0.70 10.00           C",
-        "ATOM      6  N   GLY A   2       2.000   3.000   0.000  1.00 10.00           N",
-        "ATOM      7  CA  GLY A   2       3.000   3.500   0.000  1.00 10.00           C",
-        # microheterogeneity: residue 3 modelled as ALA (0.4) and VAL (0.6)
-        "ATOM      8  CA AALA A   3       6.000   4.000   0.000  0.40 10.00           C",
-        "ATOM      9  CA BVAL A   3       6.500   4.000   0.000  0.60 10.00           C",
-        "END",
+HAND_WRITTEN_PDB = [
+    # chain A, first part
+    "ATOM      1  N   MET A   1       0.000   0.000   0.000  1.00 10.00           N",
+    "ATOM      2  CA  MET A   1       1.000   0.000   0.000  1.00 10.00           C",
+    "ATOM      3  C   MET A   1       2.000   0.000   0.000  1.00 10.00           C",
+    "ATOM      4  O   MET A   1       2.000   1.000   0.000  1.00 10.00           O",
+    "ATOM      5  CB  MET A   1       1.000  -1.000   0.000  1.00 10.00           C",
+    "ATOM      6  N   SER A   2       3.000   0.000   0.000  1.00 10.00           N",
+    "ATOM      7  CA ASER A   2       4.000   0.000   0.000  0.30 10.00           C",
+    "ATOM      8  CA BSER A   2       4.000   0.500   0.000  0.70 10.00           C",
+    "ATOM      9  CB ASER A   2       4.000  -1.000   0.000  0.30 10.00           C",
+    "ATOM     10  CB BSER A   2       4.500  -1.000   0.000  0.70 10.00           C",
+    "ATOM     11  C   SER A   2       5.000   0.000   0.000  1.00 10.00           C",
+    "ATOM     12  O   SER A   2       5.000   1.000   0.000  1.00 10.00           O",
+    "ATOM     13  N   GLY A   3       6.000   0.000   0.000  1.00 10.00           N",
+    "ATOM     14  CA  GLY A   3       7.000   0.000   0.000  1.00 10.00           C",
+    "ATOM     15  C   GLY A   3       8.000   0.000   0.000  1.00 10.00           C",
+    "ATOM     16  O   GLY A   3       8.000   1.000   0.000  1.00 10.00           O",
+    "ATOM     17  N  AALA A   4       9.000   0.000   0.000  0.40 10.00           N",
+    "ATOM     18  CA AALA A   4      10.000   0.000   0.000  0.40 10.00           C",
+    "ATOM     19  C  AALA A   4      11.000   0.000   0.000  0.40 10.00           C",
+    "ATOM     20  O  AALA A   4      11.000   1.000   0.000  0.40 10.00           O",
+    "ATOM     21  CB AALA A   4      10.000  -1.000   0.000  0.40 10.00           C",
+    "ATOM     22  N  BVAL A   4       9.000   0.200   0.000  0.60 10.00           N",
+    "ATOM     23  CA BVAL A   4      10.000   0.200   0.000  0.60 10.00           C",
+    "ATOM     24  C  BVAL A   4      11.000   0.200   0.000  0.60 10.00           C",
+    "ATOM     25  O  BVAL A   4      11.000   1.200   0.000  0.60 10.00           O",
+    "ATOM     26  CB BVAL A   4      10.000  -1.200   0.000  0.60 10.00           C",
+    "HETATM   27  N   XYZ A   5      12.000   0.000   0.000  1.00 10.00           N",
+    "HETATM   28  CA  XYZ A   5      13.000   0.000   0.000  1.00 10.00           C",
+    "HETATM   29  C   XYZ A   5      14.000   0.000   0.000  1.00 10.00           C",
+    "ATOM     30  N   LYS A   5A     15.000   0.000   0.000  1.00 10.00           N",
+    "ATOM     31  CA  LYS A   5A     16.000   0.000   0.000  1.00 10.00           C",
+    "ATOM     32  C   LYS A   5A     17.000   0.000   0.000  1.00 10.00           C",
+    # chain B
+    "ATOM     33  N   ALA B   1       0.000   5.000   0.000  1.00 10.00           N",
+    "ATOM     34  CA  ALA B   1       1.000   5.000   0.000  1.00 10.00           C",
+    "ATOM     35  C   ALA B   1       2.000   5.000   0.000  1.00 10.00           C",
+    "ATOM     36  O   ALA B   1       2.000   6.000   0.000  1.00 10.00           O",
+    "ATOM     37  CB  ALA B   1       1.000   4.000   0.000  1.00 10.00           C",
+    # chain A again (no TER records: a second polymer part of A)
+    "ATOM     38  N   TRP A  20      30.000   0.000   0.000  1.00 10.00           N",
+    "ATOM     39  CA  TRP A  20      31.000   0.000   0.000  1.00 10.00           C",
+    "ATOM     40  C   TRP A  20      32.000   0.000   0.000  1.00 10.00           C",
+    "ATOM     41  O   TRP A  20      32.000   1.000   0.000  1.00 10.00           O",
+    "ATOM     42  CB  TRP A  20      31.000  -1.000   0.000  1.00 10.00           C",
+    # a ligand and a water
+    "HETATM   43  C1  LG1 A  50      40.000   0.000   0.000  1.00 10.00           C",
+    "HETATM   44  O   HOH A 101      50.000   0.000   0.000  1.00 10.00           O",
+]
+
+
+def test_hand_written_chain_exact(tmp_path: Path) -> None:
+    """Every extraction rule on a small PDB text, expected values read off the lines above by hand.
+
+    SER 2: altloc B (0.7) beats A (0.3) for CA and CB (a "first altloc" rule would pick A); GLY 3: Cβ := Cα;
+    4: microheterogeneity ALA (0.4) / VAL (0.6) keeps VAL with all its atoms; XYZ 5 (HETATM, unknown to
+    gemmi's table) counts for its Cα and is X; XYZ 5 and LYS 5A have no O; chain A resumes after chain B
+    (TRP 20) and is merged; the ligand LG1 and the water are skipped.
+    """
+    (tmp_path / "hand.pdb").write_text("\n".join(HAND_WRITTEN_PDB) + "\nEND\n")
+    a, b = read_structure(tmp_path / "hand.pdb")
+    assert (a.id, a.chain_id, b.id, b.chain_id) == ("hand:A", "A", "hand:B", "B")
+    assert a.sequence == "MSGVXKW"
+    assert a.residue_ids == ("1", "2", "3", "4", "5", "5A", "20")
+    nan = [np.nan] * 3
+    backbone = [  # N, CA, C, O
+        [[0, 0, 0], [1, 0, 0], [2, 0, 0], [2, 1, 0]],
+        [[3, 0, 0], [4, 0.5, 0], [5, 0, 0], [5, 1, 0]],
+        [[6, 0, 0], [7, 0, 0], [8, 0, 0], [8, 1, 0]],
+        [[9, 0.2, 0], [10, 0.2, 0], [11, 0.2, 0], [11, 1.2, 0]],
+        [[12, 0, 0], [13, 0, 0], [14, 0, 0], nan],
+        [[15, 0, 0], [16, 0, 0], [17, 0, 0], nan],
+        [[30, 0, 0], [31, 0, 0], [32, 0, 0], [32, 1, 0]],
     ]
-    (tmp_path / "alt.pdb").write_text("\n".join(lines) + "\n")
-    (chain,) = read_structure(tmp_path / "alt.pdb")
-    assert chain.sequence == "SGV"
-    np.testing.assert_allclose(chain.ca[0], [1.5, 0.5, 0.0])
-    np.testing.assert_allclose(chain.cb[0], [2.0, 1.5, 0.0])
-    np.testing.assert_allclose(chain.cb[1], chain.ca[1])  # Gly: Cβ := Cα
-    np.testing.assert_allclose(chain.ca[2], [6.5, 4.0, 0.0])
+    np.testing.assert_array_equal(a.backbone, np.array(backbone, dtype=float))
+    np.testing.assert_array_equal(a.ca, a.backbone[:, 1])
+    cb = [[1, -1, 0], [4.5, -1, 0], [7, 0, 0], [10, -1.2, 0], nan, nan, [31, -1, 0]]
+    np.testing.assert_array_equal(a.cb, np.array(cb, dtype=float))
+    assert a.breaks == (5,)  # 5A -> 20: 15 Å
+    assert (b.sequence, b.residue_ids, b.breaks) == ("A", ("1",), ())
+    np.testing.assert_array_equal(b.backbone[0], [[0, 5, 0], [1, 5, 0], [2, 5, 0], [2, 6, 0]])
+    np.testing.assert_array_equal(b.cb, [[1, 4, 0]])
+
+
+def test_residues_told_apart_by_segment_id(tmp_path: Path) -> None:
+    """Two ALA 2 residues that differ only in the segment id (columns 73-76) stay two residues in gemmi;
+    at one number they are resolved like microheterogeneity: the higher Cα occupancy (segment S2) wins."""
+    lines = [
+        "ATOM      1  CA  MET A   1       1.000   0.000   0.000  1.00 10.00      S1   C",
+        "ATOM      2  CA  ALA A   2       4.000   0.000   0.000  0.40 10.00      S1   C",
+        "ATOM      3  CB  ALA A   2       4.000   1.000   0.000  0.40 10.00      S1   C",
+        "ATOM      4  CA  ALA A   2       4.000   0.500   0.000  0.60 10.00      S2   C",
+        "ATOM      5  CB  ALA A   2       4.000   1.500   0.000  0.60 10.00      S2   C",
+    ]
+    (tmp_path / "seg.pdb").write_text("\n".join(lines) + "\nEND\n")
+    (chain,) = read_structure(tmp_path / "seg.pdb")
+    assert chain.sequence == "MA" and chain.residue_ids == ("1", "2")
+    np.testing.assert_array_equal(chain.ca, [[1, 0, 0], [4, 0.5, 0]])
+    np.testing.assert_array_equal(chain.cb, [[np.nan] * 3, [4, 1.5, 0]])
 
 
 def test_db55_junk_columns_and_blank_chain(test_data_dir: Path) -> None:
