@@ -18,15 +18,19 @@ it runs):
              prefilter; growth exponent of CPU time in chains (log-log least squares), peak RSS, and the
              extrapolation to 200k chains. Needs the `full` build (it gives each file's chain count).
   links      on the full build's chains and on a random --subset of them: all-against-all exhaustive vs
-             prefiltered MMseqs2 hits at the builder's rule (identity >= 0.3, E <= 1e-3, any coverage): hits
-             lost, exhaustive links that cross prefilter clusters, and those that cross the split the
+             prefiltered MMseqs2 hits at the builder's rule (identity >= 0.3, E <= 1e-3, any coverage), for
+             the prefilter at -s 7.5 / 8.5 with MMseqs2's k-mer length and with 5-mers (the builder's):
+             hits lost, exhaustive links that cross prefilter clusters, and those that cross the split the
              prefilter clusters give (seed 0, the builder's fractions).
   leakage    benchmarks/check_leakage.py on the full build and on the largest synthetic build (exhaustive
              search: every held-out x train pair).
   stats      streamed global statistics vs numpy over every training pair held at once.
   reader     proteinmtp's structure reader vs a bare gemmi read of the same --reader_files files, a
              random sample of the corpus (random.Random(0).shuffle of the sorted list).
-  sub        benchmarks/bench_scale_{infer,eval,loader}.py --quick --out PATH, when the files exist.
+  sub        benchmarks/bench_scale_{infer,eval,loader}.py --out PATH at their own defaults (with --quick when
+             this run is --quick): inference of 2,000 records, kill + rerun, 2 shards; evaluation memory
+             against the number of proteins; loader memory per residue and per rank with 2 ranks. Their
+             defaults read the full corpus build at build/full (create_distmat_data.py on the corpus).
 
 Thread counts: MMseqs2 --threads (default 1), builder --workers 1; OMP/MKL threads as in the environment
 (recorded). Timings on shared cores: compare CPU seconds, and only within one run.
@@ -260,11 +264,12 @@ def _growth(args, runs: list[dict], pool_chains: int) -> dict:
     return out
 
 
-def _edges(seqs: dict[str, str], keys: list[str], exhaustive: bool, threads: int, workdir: Path) -> tuple:
+def _edges(seqs: dict[str, str], keys: list[str], exhaustive: bool, threads: int, workdir: Path,
+           sensitivity: float = 7.5, kmer: int = 0) -> tuple:
     """Undirected hit pairs (i < j, unique) of an all-against-all search at the builder's rule, and CPU s."""
     import tempfile
 
-    from proteinmtp.splits import CLUSTER_KMER, _search_args, run_mmseqs
+    from proteinmtp.splits import _search_args, run_mmseqs
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         fasta, out = os.path.join(tmp, "s.fasta"), os.path.join(tmp, "hits.m8")
@@ -273,8 +278,8 @@ def _edges(seqs: dict[str, str], keys: list[str], exhaustive: bool, threads: int
                 f.write(f">s{i}\n{seqs[k]}\n")
         c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         run_mmseqs(_search_args(fasta, fasta, out, os.path.join(tmp, "w"), ("query", "target"), min_identity=0.3,
-                                coverage=0.0, cov_mode=1, evalue=1e-3, sensitivity=7.5, threads=threads,
-                                exhaustive=exhaustive, max_seqs=100000, kmer=CLUSTER_KMER))
+                                coverage=0.0, cov_mode=1, evalue=1e-3, sensitivity=sensitivity, threads=threads,
+                                exhaustive=exhaustive, max_seqs=100000, kmer=kmer))
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         q, t = [], []
         with open(out) as f:
@@ -297,32 +302,44 @@ def _roots(n: int, code: np.ndarray) -> np.ndarray:
     return np.array([uf.find(i) for i in range(n)])
 
 
-def links_lost(seqs: dict[str, str], threads: int, workdir: Path) -> dict:
+def links_lost(seqs: dict[str, str], threads: int, workdir: Path, settings: list[tuple[float, int]]) -> dict:
+    """One exhaustive all-against-all search against prefilter searches at (sensitivity, k-mer length; 0 =
+    MMseqs2's choice) settings: links each loses, and what the split its clusters give (seed 0, the builder's
+    fractions) leaves linked across splits by exhaustive links."""
     from proteinmtp.builder import BuildConfig
     from proteinmtp.splits import assign_splits
 
     keys = sorted(seqs)
     n = len(keys)
     ex, cpu_ex = _edges(seqs, keys, True, threads, workdir)
-    pf, cpu_pf = _edges(seqs, keys, False, threads, workdir)
-    lost = np.setdiff1d(ex, pf)
-    r_ex, r_pf = _roots(n, ex), _roots(n, pf)
-    cross = r_pf[ex // n] != r_pf[ex % n]
+    r_ex = _roots(n, ex)
+    out = {"chains": n, "cpu_exhaustive_s": round(cpu_ex, 1), "links_exhaustive": int(len(ex)),
+           "clusters_exhaustive": int(len(set(r_ex.tolist()))), "prefilter": {}}
     cfg = BuildConfig()
-    split = assign_splits({k: keys[r_pf[i]] for i, k in enumerate(keys)}, val_fraction=cfg.val_fraction,
-                          test_fraction=cfg.test_fraction, seed=0, max_cluster_share=cfg.max_cluster_share)
-    sp = np.array([split[k] for k in keys])
-    leak = sp[ex // n] != sp[ex % n]
-    leaked_chains = {keys[i] for c in ex[leak].tolist() for i in (c // n, c % n) if sp[i] != "train"}
-    return {"chains": n, "cpu_exhaustive_s": round(cpu_ex, 1), "cpu_prefilter_s": round(cpu_pf, 1),
-            "links_exhaustive": int(len(ex)), "links_prefilter": int(len(pf)),
-            "links_only_prefilter": int(len(np.setdiff1d(pf, ex))),
+    for sens, kmer in settings:
+        pf, cpu_pf = _edges(seqs, keys, False, threads, workdir, sensitivity=sens, kmer=kmer)
+        lost = np.setdiff1d(ex, pf)
+        r_pf = _roots(n, pf)
+        cross = r_pf[ex // n] != r_pf[ex % n]
+        split = assign_splits({k: keys[r_pf[i]] for i, k in enumerate(keys)}, val_fraction=cfg.val_fraction,
+                              test_fraction=cfg.test_fraction, seed=0, max_cluster_share=cfg.max_cluster_share)
+        sp = np.array([split[k] for k in keys])
+        leak = sp[ex // n] != sp[ex % n]
+        to_train = leak & ((sp[ex // n] == "train") | (sp[ex % n] == "train"))
+        leaked = {i for c in ex[leak].tolist() for i in (c // n, c % n) if sp[i] != "train"}
+        leaked_train = {i for c in ex[to_train].tolist() for i in (c // n, c % n) if sp[i] != "train"}
+        name = f"-s {sens}" + (f" -k {kmer}" if kmer else "")
+        out["prefilter"][name] = {
+            "cpu_s": round(cpu_pf, 1), "links": int(len(pf)), "links_only_prefilter": int(len(np.setdiff1d(pf, ex))),
             "links_lost": int(len(lost)), "links_lost_pct": round(100 * len(lost) / max(len(ex), 1), 2),
-            "clusters_exhaustive": int(len(set(r_ex.tolist()))), "clusters_prefilter": int(len(set(r_pf.tolist()))),
+            "clusters": int(len(set(r_pf.tolist()))),
             "exhaustive_links_across_prefilter_clusters": int(cross.sum()),
             "exhaustive_links_across_split": int(leak.sum()),
-            "held_out_chains_with_exhaustive_link_to_other_split": len(leaked_chains),
+            "held_out_chains_with_exhaustive_link_to_other_split": len(leaked),
+            "held_out_chains_with_exhaustive_link_to_train": len(leaked_train),
             "held_out_chains": int((sp != "train").sum())}
+        log(f"links, {n} chains, {name}: {out['prefilter'][name]}")
+    return out
 
 
 def section_links(args) -> dict:
@@ -331,14 +348,15 @@ def section_links(args) -> dict:
     work = Path(args.work_dir)
     from proteinmtp.splits import CLUSTER_KMER
 
-    out = {"rule": f"identity >= 0.3, E <= 1e-3, any coverage; prefilter -s 7.5 -k {CLUSTER_KMER}, --max-seqs 100000"}
+    out = {"rule": "identity >= 0.3, E <= 1e-3, any coverage; --max-seqs 100000",
+           "builder_prefilter": f"-s 7.5 -k {CLUSTER_KMER}"}
     if not args.links_subset_only:
-        out["full"] = links_lost(seqs, args.threads, work)
+        out["full"] = links_lost(seqs, args.threads, work, [(7.5, 0), (7.5, CLUSTER_KMER), (8.5, 0), (8.5, CLUSTER_KMER)])
         log(f"links, full: {out['full']}")
         save_section(Path(args.output), "links", out)
     keys = sorted(seqs)
     pick = np.random.default_rng(0).choice(len(keys), size=min(args.subset, len(keys)), replace=False)
-    out["subset"] = links_lost({keys[i]: seqs[keys[i]] for i in pick}, args.threads, work)
+    out["subset"] = links_lost({keys[i]: seqs[keys[i]] for i in pick}, args.threads, work, [(7.5, 0), (7.5, CLUSTER_KMER)])
     log(f"links, subset: {out['subset']}")
     return out
 
@@ -422,7 +440,8 @@ def section_sub(args) -> dict:
             continue
         res = Path(args.work_dir) / f"{name}.json"
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(script), "--quick", "--out", str(res)], cwd=REPO,
+        quick = ["--quick"] if args.quick else []
+        proc = subprocess.run([sys.executable, str(script), *quick, "--out", str(res)], cwd=REPO,
                               capture_output=True, text=True, check=False)
         entry = {"returncode": proc.returncode, "seconds": round(time.perf_counter() - t, 1)}
         if res.exists():
@@ -452,10 +471,10 @@ def print_table(doc: dict) -> None:
                      f"200k: {doc['synthetic']['peak_rss_builder_at_200k_gb']} GB builder"))
     for name in ("full", "subset"):
         x = doc.get("links", {}).get(name)
-        if x:
-            rows.append((f"links lost, {name}", f"{x['chains']} chains",
-                         f"{x['links_lost']}/{x['links_exhaustive']} ({x['links_lost_pct']} %)",
-                         f"{x['exhaustive_links_across_split']} across the split"))
+        for setting, y in (x or {}).get("prefilter", {}).items():
+            rows.append((f"links lost, {name}, {setting}", f"{x['chains']} chains",
+                         f"{y['links_lost']}/{x['links_exhaustive']} ({y['links_lost_pct']} %)",
+                         f"{y['held_out_chains_with_exhaustive_link_to_train']} held out linked to train"))
     for name, lk in doc.get("leakage", {}).items():
         if isinstance(lk, dict) and "exhaustive/criterion" in lk:
             x = lk["exhaustive/criterion"]
