@@ -24,6 +24,8 @@ it runs):
              prefilter clusters give (seed 0, the builder's fractions).
   leakage    benchmarks/check_leakage.py on the full build and on the largest synthetic build (exhaustive
              search: every held-out x train pair).
+  verified   the full corpus built with --search prefilter --verify_split: its time and memory, what the
+             verification moved, and check_leakage.py on it (exhaustive; 0 leaked chains expected).
   stats      streamed global statistics vs numpy over every training pair held at once.
   reader     proteinmtp's structure reader vs a bare gemmi read of the same --reader_files files, a
              random sample of the corpus (random.Random(0).shuffle of the sorted list).
@@ -56,7 +58,7 @@ import numpy as np
 from proteinmtp.fileio import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("full", "synthetic", "links", "leakage", "stats", "reader", "sub")
+SECTIONS = ("full", "synthetic", "links", "leakage", "verified", "stats", "reader", "sub")
 AMINO3 = ("ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU", "LYS", "MET", "PHE",
           "PRO", "SER", "THR", "TRP", "TYR", "VAL")
 SUB_BENCHES = ("bench_scale_infer", "bench_scale_eval", "bench_scale_loader")
@@ -387,6 +389,16 @@ def section_leakage(args) -> dict:
     return out
 
 
+def section_verified(args, files: list[str]) -> dict:
+    out_dir = Path(args.work_dir) / "full_verified"
+    r = build(files if args.quick else [args.structures], out_dir, args.threads,
+              ["--search", "prefilter", "--verify_split"])
+    r["verify"] = json.loads((out_dir / "report.json").read_text())["summary"]["clustering"]["verify"]
+    r["leakage"] = _leakage(out_dir, args.threads)
+    log(f"verified full corpus: {r}")
+    return r
+
+
 def section_stats(args) -> dict:
     from proteinmtp.dataset import compute_global_stats, pair_distances
 
@@ -480,6 +492,11 @@ def print_table(doc: dict) -> None:
             x = lk["exhaustive/criterion"]
             rows.append((f"leakage, {name}", f"{lk['n_held_out']} held out",
                          f"{x['held_out_chains_with_hit']} chains with a hit", "exhaustive check"))
+    if "verified" in doc:
+        x = doc["verified"]
+        rows.append(("full corpus, --verify_split", f"{x['chains']} chains", f"{x['cpu_total_s']:.0f} CPU-s, "
+                     f"{x['verify']['chains_moved_to_train']} chains moved", f"leakage check: "
+                     f"{x['leakage']['exhaustive/criterion']['held_out_chains_with_hit']} chains with a hit"))
     if "reader" in doc:
         x = doc["reader"]
         rows.append(("reader vs bare gemmi", f"{x['files']} files", f"{x['ratio']}x", ""))
@@ -523,7 +540,7 @@ def main() -> int:
     if bad:
         p.error(f"unknown section(s) {bad}; choose from {SECTIONS}")
     files = structure_files(Path(args.structures), 300 if args.quick else 0)
-    if not files and ({"full", "reader"} & set(sections)):
+    if not files and ({"full", "verified", "reader"} & set(sections)):
         p.error(f"no structure files under {args.structures}")
     out = Path(args.output)
     for name in SECTIONS:
@@ -532,7 +549,7 @@ def main() -> int:
         log(f"section {name} ...")
         t = time.perf_counter()
         fn = globals()[f"section_{name}"]
-        value = fn(args, files) if name in ("full", "reader") else fn(args)
+        value = fn(args, files) if name in ("full", "verified", "reader") else fn(args)
         value["section_wall_s"] = round(time.perf_counter() - t, 1)
         if name != "synthetic":          # synthetic saves each run itself, merged with concurrent ones
             save_section(out, name, value)
