@@ -69,8 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(0 = any alignment with E-value <= 1e-3; 0.8 lets shared domains cross splits)")
     p.add_argument("--search", choices=SEARCH_MODES, default=d.search,
                    help="MMseqs2 search for clustering: 'exhaustive' aligns every pair (CPU ~ n^2), 'prefilter' "
-                        "uses the k-mer prefilter at sensitivity 7.5 with 5-mers (CPU ~ n^1.1, ~15 s fixed cost; misses "
-                        f"0.3 %% of links, see DISCUSSION.md 'Building at scale'), 'auto' = exhaustive up to "
+                        "uses the k-mer prefilter at sensitivity 7.5 (CPU ~ n^1.1, ~15 s fixed cost; misses "
+                        f"~3 %% of links, see DISCUSSION.md 'Building at scale'), 'auto' = exhaustive up to "
                         f"{AUTO_EXHAUSTIVE_MAX} chains, prefilter above")
     p.add_argument("--verify_split", action="store_true",
                    help="after a prefilter clustering, align every val/test chain against every chain (exhaustive, "
@@ -144,7 +144,7 @@ def format_summary(summary: dict, seconds: float) -> str:
         lines.append(f"  split verified exhaustively: {v['hits_across_splits']} held-out hits across splits, "
                      f"{v['chains_moved_to_train']} chains ({v['clusters_moved']} clusters) moved to train")
     elif cl and not cl["exhaustive"]:
-        lines.append("  note: the prefilter misses a few links (0.29 % on a 6,631-chain corpus), so a held-out "
+        lines.append("  note: the prefilter misses some links (3.1 % on a 6,631-chain corpus), so a held-out "
                      "chain may keep a hit in train; --verify_split makes the split exact")
     for name, v in s["splits"].items():
         lines.append(f"  {name:<5} {v['chains']:6d} chains {v['clusters']:6d} clusters {v['residues']:8d} residues"

@@ -19,7 +19,7 @@ it runs):
              extrapolation to 200k chains. Needs the `full` build (it gives each file's chain count).
   links      on the full build's chains and on a random --subset of them: all-against-all exhaustive vs
              prefiltered MMseqs2 hits at the builder's rule (identity >= 0.3, E <= 1e-3, any coverage), for
-             the prefilter at -s 7.5 / 8.5 with MMseqs2's k-mer length and with 5-mers (the builder's):
+             the prefilter at -s 7.5 / 8.5 with MMseqs2's k-mer length (the builder's) and with 5-mers:
              hits lost, exhaustive links that cross prefilter clusters, and those that cross the split the
              prefilter clusters give (seed 0, the builder's fractions).
   leakage    benchmarks/check_leakage.py on the full build and on the largest synthetic build (exhaustive
@@ -228,15 +228,21 @@ def section_synthetic(args) -> dict:
     return _growth(args, [runs[k] for k in sorted(runs)], total)
 
 
+def _prefilter_name(sensitivity: float = 7.5, kmer: int | None = None) -> str:
+    """'-s 7.5' or '-s 7.5 -k 5'; kmer None = the builder's (splits.CLUSTER_KMER; 0 = MMseqs2's choice)."""
+    from proteinmtp.splits import CLUSTER_KMER
+
+    kmer = CLUSTER_KMER if kmer is None else kmer
+    return f"-s {sensitivity}" + (f" -k {kmer}" if kmer else "")
+
+
 def _synthetic_runs(out: Path, args) -> dict[int, dict]:
     """Synthetic builds already recorded in ``out`` with the same corpus parameters, by target size."""
     if not out.exists():
         return {}
     syn = json.loads(out.read_text()).get("synthetic", {})
-    from proteinmtp.splits import CLUSTER_KMER
-
     if (syn.get("mutation_rate_per_copy"), syn.get("copies"), syn.get("threads"), syn.get("search")) != (
-            args.mutation_rate, args.copies, args.threads, f"prefilter -s 7.5 -k {CLUSTER_KMER}"):
+            args.mutation_rate, args.copies, args.threads, f"prefilter {_prefilter_name()}"):
         return {}
     return {r["target_chains"]: r for r in syn.get("runs", [])}
 
@@ -247,10 +253,8 @@ def _fit_power(n, y) -> tuple[float, float]:
 
 
 def _growth(args, runs: list[dict], pool_chains: int) -> dict:
-    from proteinmtp.splits import CLUSTER_KMER
-
     out = {"mutation_rate_per_copy": args.mutation_rate, "copies": args.copies, "pool_chains": pool_chains,
-           "search": f"prefilter -s 7.5 -k {CLUSTER_KMER}", "threads": args.threads, "runs": runs}
+           "search": f"prefilter {_prefilter_name()}", "threads": args.threads, "runs": runs}
     if len(runs) >= 2:
         n = np.array([r["chains"] for r in runs], float)
         fits = {}
@@ -330,7 +334,7 @@ def links_lost(seqs: dict[str, str], threads: int, workdir: Path, settings: list
         to_train = leak & ((sp[ex // n] == "train") | (sp[ex % n] == "train"))
         leaked = {i for c in ex[leak].tolist() for i in (c // n, c % n) if sp[i] != "train"}
         leaked_train = {i for c in ex[to_train].tolist() for i in (c // n, c % n) if sp[i] != "train"}
-        name = f"-s {sens}" + (f" -k {kmer}" if kmer else "")
+        name = _prefilter_name(sens, kmer)
         out["prefilter"][name] = {
             "cpu_s": round(cpu_pf, 1), "links": int(len(pf)), "links_only_prefilter": int(len(np.setdiff1d(pf, ex))),
             "links_lost": int(len(lost)), "links_lost_pct": round(100 * len(lost) / max(len(ex), 1), 2),
@@ -348,17 +352,15 @@ def section_links(args) -> dict:
     full = load_build(Path(args.work_dir) / "full")
     seqs = {s.id: s.sequence for v in full.values() for s in v}
     work = Path(args.work_dir)
-    from proteinmtp.splits import CLUSTER_KMER
-
     out = {"rule": "identity >= 0.3, E <= 1e-3, any coverage; --max-seqs 100000",
-           "builder_prefilter": f"-s 7.5 -k {CLUSTER_KMER}"}
+           "builder_prefilter": _prefilter_name()}
     if not args.links_subset_only:
-        out["full"] = links_lost(seqs, args.threads, work, [(7.5, 0), (7.5, CLUSTER_KMER), (8.5, 0), (8.5, CLUSTER_KMER)])
+        out["full"] = links_lost(seqs, args.threads, work, [(7.5, 0), (7.5, 5), (8.5, 0), (8.5, 5)])
         log(f"links, full: {out['full']}")
         save_section(Path(args.output), "links", out)
     keys = sorted(seqs)
     pick = np.random.default_rng(0).choice(len(keys), size=min(args.subset, len(keys)), replace=False)
-    out["subset"] = links_lost({keys[i]: seqs[keys[i]] for i in pick}, args.threads, work, [(7.5, 0), (7.5, CLUSTER_KMER)])
+    out["subset"] = links_lost({keys[i]: seqs[keys[i]] for i in pick}, args.threads, work, [(7.5, 0), (7.5, 5)])
     log(f"links, subset: {out['subset']}")
     return out
 

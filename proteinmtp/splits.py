@@ -8,11 +8,11 @@ identity >= ``identity`` (identical residues / alignment length) and E-value <= 
 ``coverage`` of the SHORTER chain (``--cov-mode 1``, both directions searched). Up to AUTO_EXHAUSTIVE_MAX
 (10,000) chains the prefilter is switched off (``--prefilter-mode 2``: every pair gets a Smith-Waterman
 alignment, the most sensitive setting; below ~2,500 chains also the fastest, because MMseqs2's k-mer
-index has a fixed start-up cost of ~15-20 s); above, the k-mer prefilter at sensitivity 7.5 with 5-mers
-(CPU ~ n^1.1 instead of n²), which misses some links: on the 6,631-chain corpus 311 of the 106,279
-exhaustive links (0.29 %; MMseqs2's default k-mer length misses 3,342, 3.1 %). :func:`verify_split` then
-makes the split exact at a fifth of the exhaustive cost (measured in ``benchmarks/bench_scale.py``;
-DISCUSSION.md "Building at scale"). Chains joined by any such hit are
+index has a fixed start-up cost of ~15-20 s); above, the k-mer prefilter at sensitivity 7.5 (CPU ~ n^1.1
+instead of n²), which misses some links: on the 6,631-chain corpus 3,342 of the 106,279 exhaustive links
+(3.1 %; 5-mers miss 311 but their CPU grows as n^1.5). :func:`verify_split` then makes the split exact at a
+fifth of the exhaustive cost (measured in ``benchmarks/bench_scale.py``; DISCUSSION.md "Building at
+scale"). Chains joined by any such hit are
 clustered by single linkage (connected components, MMseqs2's ``--cluster-mode 1``), so a short chain that
 copies one domain of a long chain cannot land in another split. The hits are streamed from MMseqs2's
 output file into a union-find over integer indices (memory O(chains), never a list of hits). The
@@ -42,7 +42,9 @@ from pathlib import Path
 import numpy as np
 
 MAX_SEQS = 100000   # targets per query passed from the prefilter to alignment (MMseqs2 default 300)
-CLUSTER_KMER = 5      # prefilter k-mer length for clustering: 5 loses 0.29 % of the exhaustive links, 6 3.1 %
+# prefilter k-mer length for clustering; 0 = MMseqs2's choice (6 or 7 by database size). 5-mers lose 10x fewer
+# links (0.29 % vs 3.1 % of the exhaustive ones at 6,631 chains) but their CPU grew as n^1.5 (synthetic corpus).
+CLUSTER_KMER = 0
 AUTO_EXHAUSTIVE_MAX = 10000  # chains up to which clustering aligns every pair (exact; ~12 CPU-min at 10k)
 SEARCH_COLUMNS = ("query", "target", "fident", "alnlen", "qlen", "tlen", "qcov", "tcov", "evalue", "bits")
 
