@@ -75,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verify_split", action="store_true",
                    help="after a prefilter clustering, align every val/test chain against every chain (exhaustive, "
                         "CPU ~ held-out x all = about a fifth of --search exhaustive) and move clusters with a hit "
-                        "across splits to train: the split is then leakage-free at any size (default: off)")
+                        "across splits to train: the split is then leakage-free at any size; nothing to do after an "
+                        "exhaustive clustering, which is exact already (default: off)")
     p.add_argument("--val_fraction", type=float, default=None,
                    help=f"fraction of unique chains in val, whole clusters (when not given: {d.val_fraction}, or "
                         "from --train_ratio; 0 with --test_fraction 0 puts everything in train)")

@@ -511,12 +511,11 @@ def _split(kept: list[Sample], cfg: BuildConfig, workdir: str | None) -> tuple[d
                                        workdir=workdir, stats=info)
     split_of = assign_splits(cluster_of, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                              seed=cfg.seed, max_cluster_share=cfg.max_cluster_share)
-    if info and not info["exhaustive"]:
-        if cfg.verify_split:
-            info["verify"] = {}
-            split_of, cluster_of = verify_split(seqs, split_of, cluster_of, identity=cfg.identity,
-                                                coverage=cfg.coverage, threads=threads, workdir=workdir,
-                                                stats=info["verify"])
+    if cfg.verify_split and info and not info["exhaustive"]:  # an exhaustive clustering is exact already
+        info["verify"] = {}
+        split_of, cluster_of = verify_split(seqs, split_of, cluster_of, identity=cfg.identity,
+                                            coverage=cfg.coverage, threads=threads, workdir=workdir,
+                                            stats=info["verify"])
     splits: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
     for s in kept:
         s.split = split_of[s.id]
