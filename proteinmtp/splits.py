@@ -243,7 +243,7 @@ def verify_split(seqs: Mapping[str, str], split_of: Mapping[str, str], cluster_o
         uf.union(index[k], index[cluster_of[k]])
     held = {k: seqs[k] for k in keys if split_of[k] != "train"}
     n_hits = n_across = 0
-    for h in iter_search_hits(held, {k: seqs[k] for k in keys}, min_identity=identity, coverage=coverage,
+    for h in iter_search_hits(held, seqs, min_identity=identity, coverage=coverage,
                               cov_mode=1, evalue=1e-3, threads=threads, exhaustive=True, workdir=workdir):
         n_hits += 1
         n_across += split_of[h["query"]] != split_of[h["target"]]

@@ -448,9 +448,9 @@ def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Cha
     source = str(path)
     path = Path(path)
     st, has_altloc = _parse(path, notes)
+    del st[1:]  # only the first model is read: later models need no entity set-up
     st.setup_entities()
     stem = structure_stem(path)
-    del st[1:]
     model = st[0]
     names = [chain.name for chain in model]
     spans: list[tuple[int, int, bool]] = []  # (chain index, polymer length, protein polymer type)

@@ -35,6 +35,20 @@ def helix_ca(L: int, radius: float = 2.3, rise: float = 1.5, turn_deg: float = 1
     return np.stack([radius * np.cos(a), radius * np.sin(a), rise * t], axis=1)
 
 
+def ca_atom_array(ca: np.ndarray):
+    """A biotite AtomArray of Cα atoms (ALA, chain A, residues 1..L) at ``ca``: the reference programs' input."""
+    import biotite.structure as bs
+
+    arr = bs.AtomArray(len(ca))
+    arr.coord = ca
+    arr.atom_name[:] = "CA"
+    arr.element[:] = "C"
+    arr.res_id = np.arange(1, len(ca) + 1)
+    arr.res_name[:] = "ALA"
+    arr.chain_id[:] = "A"
+    return arr
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> Path:
     """A tiny random Qwen2-style backbone directory (hidden 32, 2 layers, 2 heads; proteinmtp.tiny), shared

@@ -125,17 +125,12 @@ def test_summary_ptm_pearson():
 
 def test_lddt_per_residue_matches_biotite(test_data_dir):
     import biotite.structure as bs
+    from conftest import ca_atom_array
 
     z = np.load(test_data_dir / "geometry" / "alpha_196.npz")
     ca = z["ca"].astype(np.float64)
     L = len(ca)
-    ref = bs.AtomArray(L)
-    ref.coord = ca
-    ref.atom_name[:] = "CA"
-    ref.element[:] = "C"
-    ref.res_id = np.arange(1, L + 1)
-    ref.res_name[:] = "ALA"
-    ref.chain_id[:] = "A"
+    ref = ca_atom_array(ca)
     dec = ca + np.random.default_rng(2).normal(scale=1.5, size=ca.shape)
     expected = np.asarray(bs.lddt(ref, dec, aggregation="residue"))
     got = M.lddt_ca_per_residue(dec, ca)

@@ -83,16 +83,10 @@ def test_rmsd_matches_reference_kabsch(test_data_dir):
 @pytest.mark.parametrize("name,sigma", [("alpha_196", 1.0), ("mixed_339", 2.5), ("beta_200", 4.0)])
 def test_lddt_matches_biotite(test_data_dir, name, sigma):
     import biotite.structure as bs
+    from conftest import ca_atom_array
 
     ca, _ = _load(test_data_dir, name)
-    L = len(ca)
-    ref = bs.AtomArray(L)
-    ref.coord = ca
-    ref.atom_name[:] = "CA"
-    ref.element[:] = "C"
-    ref.res_id = np.arange(1, L + 1)
-    ref.res_name[:] = "ALA"
-    ref.chain_id[:] = "A"
+    ref = ca_atom_array(ca)
     dec = ca + np.random.default_rng(1).normal(scale=sigma, size=ca.shape)
     expected = float(bs.lddt(ref, dec))
     assert M.lddt_ca(dec, ca) == pytest.approx(expected, abs=0.01)
