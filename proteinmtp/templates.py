@@ -500,7 +500,37 @@ def stack_features(feats: Sequence[dict[str, np.ndarray]], L_pad: int) -> dict[s
     return out
 
 
+@dataclass
+class TemplateProvider:
+    """Features of the chains of one split, for a collator: the database, every chain's searched pool
+    (``search_templates``), the selection options, K and the distogram bins.
+
+    ``features(id, sequence, crop, training, rng)`` selects (training rules only when ``training``) and
+    builds the features of rows/columns ``crop`` of the whole chain; ValueError when the chain was not
+    searched or was searched for another sequence (search again).
+    """
+
+    db: TemplateDatabase
+    found: dict[str, TemplateHits]
+    options: TemplateOptions = field(default_factory=TemplateOptions)
+    k: int = DEFAULT_K
+    bin_edges: np.ndarray = field(default_factory=lambda: DEFAULT_BIN_EDGES.copy())
+
+    def features(self, chain_id: str, sequence: str, crop: tuple[int, int] | None = None, *,
+                 training: bool = False, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+        rec = self.found.get(chain_id)
+        if rec is None or rec.query_sequence != sequence:
+            why = "was not searched" if rec is None else "was searched for another sequence"
+            raise ValueError(f"templates: chain {chain_id!r} {why} in {self.db.path}; run search_templates "
+                             "for this split")
+        if rec.fingerprint != self.db.fingerprint:
+            raise ValueError(f"templates: the hits of {chain_id!r} were found in another database than "
+                             f"{self.db.path} (fingerprint differs); search again")
+        hits = self.options.select(rec, self.k, training=training, rng=rng)
+        return template_features(sequence, hits, self.db, self.k, bin_edges=self.bin_edges, crop=crop)
+
+
 __all__ = ["TemplateError", "TemplateOptions", "TemplateDatabase", "TemplateHit", "TemplateHits",
            "database_fingerprint", "align_template", "pool_hits", "search_templates", "select_templates", "empty_features",
-           "template_features", "crop_features", "stack_features", "DEFAULT_K", "DEFAULT_MAX_HITS",
+           "template_features", "crop_features", "stack_features", "TemplateProvider", "DEFAULT_K", "DEFAULT_MAX_HITS",
            "IDENTITY_CEILINGS", "DEFAULT_BIN_EDGES", "GAP", "TEMPLATE_HITS_FORMAT"]

@@ -373,3 +373,21 @@ def test_options_select_applies_training_rules_only_in_training(antibody_queries
     assert any(h.target_cluster == q.cluster for h in at_eval)
     assert all(h.target_cluster != q.cluster for h in opts.select(train_found[q.id], 4, training=True, rng=rng))
     assert T.TemplateOptions(template_dropout=1.0).select(train_found[q.id], 4, training=True, rng=rng) == []
+
+
+def test_provider_builds_the_crop_of_the_selected_templates(demo, train_db):
+    q = demo["test"].samples[0]
+    found = T.search_templates([q], train_db)
+    prov = T.TemplateProvider(train_db, found, k=3)
+    f = prov.features(q.id, q.sequence, (10, 60))
+    ref = T.template_features(q.sequence, T.select_templates(found[q.id], 3), train_db, k=3, crop=(10, 60))
+    for key in ref:
+        np.testing.assert_array_equal(f[key], ref[key], err_msg=key)
+    assert f["dist_bin"].shape == (3, 50, 50)
+    with pytest.raises(ValueError, match="was not searched"):
+        prov.features("other:A", q.sequence)
+    with pytest.raises(ValueError, match="another sequence"):
+        prov.features(q.id, q.sequence[:-1])
+    stale = T.TemplateProvider(replace(train_db, fingerprint="f" * 64), found, k=3)
+    with pytest.raises(ValueError, match="fingerprint"):
+        stale.features(q.id, q.sequence)

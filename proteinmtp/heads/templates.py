@@ -18,16 +18,33 @@ cover the pair (weights pair_mask x template_mask) -> Linear(w, c). Where no tem
 hit, padding template slots, an unaligned residue) a learned "no template" vector of width w stands in
 before the output projection. A masked template slot changes nothing (tested).
 
-Cost: K·L²·w·(4w)·2 multiply-adds per block; K = 4, L = 256, w = 32: about 2 GFLOP per block.
+Cost: 4·K·L²·w² multiply-adds per block (K = 4, L = 256, w = 32: 1.1e9); measured beside the distance head
+in ``benchmarks/bench_templates.py``.
 
-Wiring into ``heads.distance.DistanceHead`` (not done yet: these lines, plus the collator's ``template_*`` fields)::
+Wiring (not done yet: ``heads/distance.py``, ``training.py`` and ``model.py`` are being refactored).
+``HeadConfig`` gains this class's three flag fields (``templates``, ``template_dim``, ``template_layers``;
+``from_dict`` reads a missing ``templates`` as 0, as ``from_head`` does), then in ``heads/distance.py``::
 
-    # HeadConfig: templates: int = 4; template_dim: int = 32; template_layers: int = 2 (flag fields, as here)
-    # __init__:
-    self.templates = TemplatePairEmbedding(TemplateEmbedConfig.from_head(cfg), c) if cfg.templates > 0 else None
-    # forward(self, feats, residue_mask, prior_norm=None, templates: dict | None = None), after the prior term:
+    # DistanceHead.__init__:
+    tcfg = TemplateEmbedConfig.from_head(cfg)
+    self.templates = TemplatePairEmbedding(tcfg, c) if tcfg.templates > 0 else None
+    # DistanceHead.forward(self, feats, residue_mask, prior_norm=None, templates=None), after the prior term:
     if self.templates is not None:
-        z = z + self.templates(**templates)          # templates = the batch's template_* tensors, unprefixed
+        z = z + self.templates(**templates)      # templates: the batch's "templates" dict
+
+and in the collator (``training.DistanceCollator.__call__``; ``CropDataset`` items also carry ``"id"`` and
+``"full_sequence"``)::
+
+    if self.templates is not None:               # a proteinmtp.templates.TemplateProvider
+        feats = [self.templates.features(it["id"], it["full_sequence"], (it["start"], it["start"] + len(it["sequence"])),
+                                         training=self.training, rng=self.rng) for it in items]
+        batch["templates"] = template_tensors(stack_features(feats, Lmax))
+
+Collator fields: one key ``templates`` holding the dict above (``dist_bin`` [B, K, L, L] long, ``pair_mask``
+[B, K, L, L] bool, ``aligned``/``identical``/``similar`` [B, K, L] bool, ``aatype`` [B, K, L] long,
+``identity``/``coverage`` [B, K] float, ``template_mask`` [B, K] bool, ``dist_A`` [B, K, L, L] float, unused
+here); Hugging Face's Trainer moves a nested dict of tensors to the device (``_prepare_input``). ``DistanceModel.forward`` passes
+``templates`` through to the head; inference builds the same dict for one chain (``crop=None``).
 """
 
 from __future__ import annotations
