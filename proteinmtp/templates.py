@@ -160,15 +160,22 @@ class TemplateDatabase:
         return len(self.samples)
 
     @classmethod
-    def load(cls, path: str | Path, *, allow_held_out: bool = False) -> TemplateDatabase:
+    def load(cls, path: str | Path, *, allow_held_out: bool = False,
+             expect_fingerprint: str | None = None) -> TemplateDatabase:
         """Read a dataset as a template database. TemplateError (one line: the file, what is wrong, what to
-        pass) for a missing or corrupt file, or, unless ``allow_held_out``, one holding val/test chains."""
+        pass) for a missing or corrupt file, one whose files' SHA-256 is not ``expect_fingerprint`` (the one a
+        run recorded: the database moved or changed), or, unless ``allow_held_out``, one holding val/test
+        chains."""
         from proteinmtp.dataset import DatasetFormatError, load_dataset
 
         if not Path(path).exists():
-            raise TemplateError(f"{path}: template database not found; pass --template_db with a dataset "
-                                "that create_distmat_data.py built (e.g. DIR/train.json.gz)")
+            raise TemplateError(f"{path}: template database not found (moved?); pass --template_db with a "
+                                "dataset that create_distmat_data.py built (e.g. DIR/train.json.gz)")
         fp = database_fingerprint(path)
+        if expect_fingerprint is not None and fp != expect_fingerprint:
+            raise TemplateError(f"{path}: template database changed since it was recorded (SHA-256 "
+                                f"{fp[:12]}..., recorded {expect_fingerprint[:12]}...); pass --template_db with "
+                                "the recorded database, or --templates 0 to predict without templates")
         try:
             ds = load_dataset(path)
         except DatasetFormatError as e:
@@ -306,7 +313,8 @@ def search_templates(queries: Sequence, db: TemplateDatabase, *, max_hits: int =
     """Every query's pool of template hits in ``db`` (module docstring): {query id: TemplateHits}.
 
     ``queries``: objects with ``id``, ``sequence`` and optionally ``cluster`` (dataset Samples); ids must be
-    unique. With ``cache_dir``, cached chains are read and only the others searched (one MMseqs2 call).
+    unique. ``exhaustive`` None aligns every pair when the uncached queries x database pairs are at most
+    ``neighbour.EXHAUSTIVE_MAX_PAIRS``, else uses the k-mer prefilter. With ``cache_dir``, cached chains are read and only the others searched (one MMseqs2 call).
     ``stats`` receives n_queries, n_cached, n_searched, n_with_hit, search_seconds, seconds.
     ValueError for duplicate ids; MMseqsError when MMseqs2 is missing or fails.
     """

@@ -391,3 +391,16 @@ def test_provider_builds_the_crop_of_the_selected_templates(demo, train_db):
     stale = T.TemplateProvider(replace(train_db, fingerprint="f" * 64), found, k=3)
     with pytest.raises(ValueError, match="fingerprint"):
         stale.features(q.id, q.sequence)
+
+
+def test_moved_or_changed_database_is_one_clear_line(tmp_path, demo):
+    path = _db_file(tmp_path, demo["train"].samples[:10])
+    fp = T.TemplateDatabase.load(path).fingerprint
+    assert T.TemplateDatabase.load(path, expect_fingerprint=fp).fingerprint == fp
+    _db_file(tmp_path, demo["train"].samples[:9])
+    with pytest.raises(T.TemplateError) as e:
+        T.TemplateDatabase.load(path, expect_fingerprint=fp)
+    assert "\n" not in str(e.value) and "changed" in str(e.value) and "--template_db" in str(e.value)
+    path.rename(tmp_path / "elsewhere.json")
+    with pytest.raises(T.TemplateError, match="not found .*--template_db"):
+        T.TemplateDatabase.load(path, expect_fingerprint=fp)
