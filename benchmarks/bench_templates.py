@@ -62,6 +62,15 @@ KEYS = ("mae", "mae_long", "precision_L5_long", "tm_score", "lddt")
 BINS = (("no hit", None, None), ("<20%", 0.0, 0.2), ("20-30%", 0.2, 0.3), (">=30%", 0.3, 1.01))
 
 
+def label(path: str | Path) -> str:
+    """A path as the results record it: relative to the repository, else only its last two parts."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(REPO).as_posix()
+    except ValueError:
+        return "<outside the repository>/" + "/".join(p.parts[-2:])
+
+
 def identity_bin(ident: float | None) -> str:
     if ident is None:
         return "no hit"
@@ -145,11 +154,11 @@ def identities_seen(train, test_found, train_found, k: int) -> dict:
     return out
 
 
-def timed_search(queries, db, repeats: int = 1) -> dict:
+def timed_search(queries, db) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         st = {}
         t0 = time.perf_counter()
-        T.search_templates(queries, db, cache_dir=cache, stats=st)
+        found = T.search_templates(queries, db, cache_dir=cache, stats=st)
         cold = time.perf_counter() - t0
         st2 = {}
         t0 = time.perf_counter()
@@ -158,7 +167,10 @@ def timed_search(queries, db, repeats: int = 1) -> dict:
     return {"n_queries": len(queries), "n_database": len(db), "threads": 1, "cold_seconds": round(cold, 3),
             "mmseqs_seconds": st["search_seconds"], "cached_seconds": round(warm, 4),
             "cold_seconds_per_query": round(cold / max(len(queries), 1), 4), "n_with_hit": st["n_with_hit"],
-            "n_cached_second_call": st2["n_cached"]}
+            "n_cached_second_call": st2["n_cached"],
+            "best_template_identity": {b: sum(identity_bin(hits[0].identity if hits else None) == b
+                                              for hits in (T.select_templates(r, T.DEFAULT_K) for r in found.values()))
+                                       for b, _, _ in BINS}}
 
 
 def feature_cost(query, db, found, k: int, repeats: int) -> dict:
@@ -169,8 +181,9 @@ def feature_cost(query, db, found, k: int, repeats: int) -> dict:
         t0 = time.perf_counter()
         T.template_features(query.sequence, hits, db, k=k, crop=(0, L))
         best = min(best, time.perf_counter() - t0)
-    return {"query": query.id, "residues": L, "k": k, "n_templates": len(hits), "seconds": round(best, 5),
-            "threads": 1}
+    aligned = sum(int((h.alignment()[0] < L).sum()) for h in hits)
+    return {"query": query.id, "residues": L, "k": k, "n_templates": len(hits),
+            "aligned_residues_all_templates": aligned, "seconds": round(best, 5), "threads": 1}
 
 
 def embedding_cost(L: int, k: int, repeats: int) -> dict:
@@ -217,6 +230,7 @@ def main(argv=None) -> int:
     p.add_argument("--train", default=str(DEMO / "train.json.gz"), help="template database (a training split)")
     p.add_argument("--test", default=str(DEMO / "test.json.gz"), help="queries for the copy baselines")
     p.add_argument("--db", default=None, help="a ~5k-chain dataset to time the search against (optional)")
+    p.add_argument("--db_note", default="", help="how --db was built (recorded with the results)")
     p.add_argument("--n_queries", type=int, default=100, help="queries (from the demo splits) searched against --db")
     p.add_argument("--k", type=int, default=T.DEFAULT_K, help="templates per chain K")
     p.add_argument("--quick", action="store_true", help="no structure reconstruction; fewer timing repeats")
@@ -227,7 +241,7 @@ def main(argv=None) -> int:
     db = T.TemplateDatabase.load(args.train)
     train = load_dataset(args.train).samples
     test = load_dataset(args.test).samples
-    results: dict = {"train": args.train, "test": args.test, "k": args.k, "threads": 1}
+    results: dict = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()], "train": label(args.train), "test": label(args.test), "k": args.k, "threads": 1}
 
     results["search_test_vs_train"] = timed_search(test, db)
     results["search_train_vs_train"] = timed_search(train, db)
@@ -250,7 +264,7 @@ def main(argv=None) -> int:
         one = min(pool, key=lambda s: abs(len(s.sequence) - 256))
         single = [timed_search([one], big) for _ in range(2 if args.quick else 3)]
         one_found = T.search_templates([one], big)[one.id]
-        results["db"] = {"path": args.db, "n_chains": len(big), "fingerprint": fp,
+        results["db"] = {"path": label(args.db), "note": args.db_note, "n_chains": len(big), "fingerprint": fp,
                          "fingerprint_seconds": round(t_fp, 3), "load_seconds_incl_fingerprint": round(t_load, 3),
                          "search_queries": timed_search(queries, big),
                          "search_one_chain": {"query": one.id, "residues": len(one.sequence),
@@ -295,6 +309,11 @@ def main(argv=None) -> int:
               f"({s['cold_seconds_per_query']:.3f} s each, {s['n_with_hit']} with a hit); one "
               f"{d['search_one_chain']['residues']}-residue chain {d['search_one_chain']['cold_seconds']} s; its "
               f"features {d['features_one_chain']['seconds']:.4f} s")
+        print("    the queries' best template identity: " + "  ".join(
+            f"{b} {n}" for b, n in s["best_template_identity"].items()))
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average (1, 5, 15 min) at start {results['load_average_at_start']}, at end "
+          f"{results['load_average_at_end']} (on a shared machine the timings vary with it)")
     write_json(args.output, results)
     print(f"wrote {args.output}")
     return 0

@@ -83,6 +83,7 @@ from proteinmtp.fileio import atomic_write, read_bytes
 TEMPLATE_HITS_FORMAT = "proteinmtp-template-hits/1"
 DEFAULT_K = 4
 DEFAULT_MAX_HITS = 8
+DEFAULT_MAX_IDENTITY = 0.95                        # selection's identity ceiling (TemplateOptions)
 IDENTITY_CEILINGS = (0.3, 0.5, 0.7, 0.9, 0.95)     # pool rankings (module docstring, step 2)
 DEFAULT_BIN_EDGES = np.linspace(2.0, 22.0, 41)     # = heads.HeadConfig().bin_edges() (tested)
 GAP = len(ALLOWED_AA)                              # aatype of a query residue aligned to nothing
@@ -102,7 +103,7 @@ class TemplateOptions:
     distribution inference does; ``template_drop_own_cluster`` and ``template_dropout`` only in training.
     """
 
-    template_max_identity: float = field(default=0.95, metadata=flag(
+    template_max_identity: float = field(default=DEFAULT_MAX_IDENTITY, metadata=flag(
         "drop template hits whose identity (MMseqs2 fident, identical residues / alignment length) is above "
         "this fraction; identical sequences are always dropped", type=float))
     template_drop_own_cluster: float = field(default=0.5, metadata=flag(
@@ -383,7 +384,7 @@ def search_templates(queries: Sequence, db: TemplateDatabase, *, max_hits: int =
 # ----------------------------------------------------------------------------------------------------
 # selection
 # ----------------------------------------------------------------------------------------------------
-def select_templates(found: TemplateHits, k: int = DEFAULT_K, *, max_identity: float = 0.95,
+def select_templates(found: TemplateHits, k: int = DEFAULT_K, *, max_identity: float = DEFAULT_MAX_IDENTITY,
                      drop_own_cluster: float = 0.0, dropout: float = 0.0,
                      rng: np.random.Generator | None = None) -> list[TemplateHit]:
     """Up to ``k`` hits of ``found``, best by bit score, none above ``max_identity``; with probability
@@ -540,5 +541,5 @@ class TemplateProvider:
 
 __all__ = ["TemplateError", "TemplateOptions", "TemplateDatabase", "TemplateHit", "TemplateHits",
            "database_fingerprint", "align_template", "pool_hits", "search_templates", "select_templates", "empty_features",
-           "template_features", "crop_features", "stack_features", "TemplateProvider", "DEFAULT_K", "DEFAULT_MAX_HITS",
+           "template_features", "crop_features", "stack_features", "TemplateProvider", "DEFAULT_K", "DEFAULT_MAX_HITS", "DEFAULT_MAX_IDENTITY",
            "IDENTITY_CEILINGS", "DEFAULT_BIN_EDGES", "GAP", "TEMPLATE_HITS_FORMAT"]
