@@ -72,6 +72,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     m = p.add_argument_group("model")
     m.add_argument("--trust_remote_code", action="store_true", help="allow the backbone's own Python code")
     add_flags(m, HeadConfig)                         # the head's flags: one source, proteinmtp.heads.HeadConfig
+    # --templates: 4 for a new run, the stored value for a resumed one (a run stored before templates: 0)
+    p.set_defaults(templates=None)
+    tm = p.add_argument_group("templates (homologous structures as input; distance head only)")
+    from proteinmtp.templates import TemplateOptions
+
+    tm.add_argument("--template_db", default=None,
+                    help="template database: a dataset create_distmat_data.py built (JSON or shards) holding "
+                         "training chains only (default: --train_data, the run's own training split); recorded "
+                         "in the run by absolute path and SHA-256")
+    add_flags(tm, TemplateOptions)
     f = p.add_argument_group("backbone and fine-tuning")
     add_flags(f, ModelSpec)                          # the backbone's flags: one source, proteinmtp.model.ModelSpec
     f.add_argument("--use_4bit", action="store_true", help="QLoRA: NF4 4-bit backbone (CUDA + bitsandbytes only)")
@@ -115,7 +125,25 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "; a record of another run is never reused: the first free <NAME>_2, _3, ... is taken, "
                         "while this run, resumed, keeps its record (default: no record)")
     t.add_argument("--no_tqdm", action="store_true", help="no progress bar on the console")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.templates is None:
+        args.templates = stored_templates(Path(args.output_dir))
+    return args
+
+
+def stored_templates(run_dir: Path) -> int:
+    """The default of --templates: the stored run's K when resuming (0 for a run stored before templates),
+    else ``HeadConfig().templates`` (4)."""
+    from proteinmtp import rundir as R
+    from proteinmtp.heads import HeadConfig
+
+    try:
+        old = R.read_run_config(run_dir, missing_ok=True) if run_dir.is_dir() else None
+    except R.RunLoadError:
+        old = None                                   # resume_state reports it
+    if old is None:
+        return HeadConfig().templates
+    return int(HeadConfig.from_dict((old.get("model") or {}).get("head") or {}).templates)
 
 
 def fail(msg: str) -> None:
@@ -229,9 +257,32 @@ def check_args(args: argparse.Namespace) -> tuple[int, ...]:
         fail(f"--dilations must all be at least 1, got {args.dilations!r}")
     try:
         head_config(args, dilations).validate()
+        template_options(args).validate()
     except ValueError as e:
         fail(str(e))
     return dilations
+
+
+def template_options(args: argparse.Namespace):
+    from proteinmtp.config import from_args
+    from proteinmtp.templates import TemplateOptions
+
+    return TemplateOptions(**from_args(args, TemplateOptions))
+
+
+def template_database(args: argparse.Namespace, global_stats: dict):
+    """The template database (None with --templates 0 or the coordinate head), checked: one line and exit for
+    a missing or corrupt database, held-out chains in it, or another build's training split."""
+    from proteinmtp.templates import TemplateDatabase, TemplateError
+
+    if args.templates == 0 or args.head_type != "distance":
+        return None
+    try:
+        db = TemplateDatabase.load(args.template_db or args.train_data)
+        db.check_statistics(global_stats)
+    except TemplateError as e:
+        fail(str(e))
+    return db
 
 
 def head_config(args: argparse.Namespace, dilations: tuple[int, ...]):
@@ -385,9 +436,14 @@ def refuse_model_changes(run_dir: Path, old: dict, config: dict, n_train_chains:
     # runs written before long_range_weight joined HeadConfig stored it among the flags only
     old_model["head"] = {"long_range_weight": (old.get("args") or {}).get("long_range_weight", 1.0),
                          **(old_model.get("head") or {})}
-    diff = T.config_differences({"model": T.comparable_model(old_model),
+    def tdb(c: dict) -> dict:   # the template database by content (its path may move with --train_data)
+        t = c.get("templates") or {}
+        return {k: v for k, v in t.items() if k != "path"}
+
+    diff = T.config_differences({"model": T.comparable_model(old_model), "templates": tdb(old),
                                  **{k: old[k] for k in ("n_train_chains",) if k in old}},
-                                {"model": T.comparable_model(config["model"]), "n_train_chains": n_train_chains})
+                                {"model": T.comparable_model(config["model"]), "n_train_chains": n_train_chains,
+                                 "templates": tdb(config)})
     old_prior = R.read_json_or_none(run_dir / R.PRIOR_NAME)
     if old_prior is not None and old_prior != json.loads(prior_text):
         diff.append("prior.json: the training split's separation prior differs")
@@ -472,6 +528,7 @@ def _main(argv, locks: list[int]) -> int:
         take_lock(run_dir, locks)        # before reading anything there (a new directory: when it is made)
 
     train, gs, train_ds, val_samples = load_data(args)
+    template_db = template_database(args, gs)
     if args.ss_weight > 0 and not any(getattr(s, "ss8", None) for s in train.samples):
         # a dataset built before DSSP labels: no secondary-structure head (an untrained one would be noise)
         print(f"{args.train_data} has no ss8 (DSSP) labels: training without the secondary-structure head "
@@ -497,6 +554,8 @@ def _main(argv, locks: list[int]) -> int:
 
     # --- the whole stored model must match before anything is written ----------------------------
     config = run_config(args, spec, train, train_ds, val_samples, n_train, n_total)
+    if template_db is not None:
+        config["templates"] = {**template_db.record(), "k": args.templates, **asdict(template_options(args))}
     config_text = json.dumps(config, indent=2, default=str)
     prior, prior_source = prior_for_training(args.train_data, train.samples)   # shipped prior.json or fitted
     prior_text = json.dumps(prior.to_dict())
@@ -510,6 +569,18 @@ def _main(argv, locks: list[int]) -> int:
     if is_main:
         write_run_dir(run_dir, locks, {CONFIG_NAME: config_text, PRIOR_NAME: prior_text}, tokenizer)
     record = experiment_recorder(args, run_dir, is_main)
+    templates = None
+    if template_db is not None:
+        from proteinmtp.templates import provider_for
+
+        st: dict = {}
+        templates = provider_for(template_db, [*train_ds.samples, *val_samples], args.templates,
+                                 template_options(args), bin_edges=model.head.cfg.bin_edges(),
+                                 cache_dir=run_dir / "template_cache", stats=st)
+        if is_main:
+            print(f"templates: K={args.templates} from {template_db.path} ({len(template_db)} chains); "
+                  f"{st['n_with_hit']} of {st['n_queries']} training/validation chains have a hit "
+                  f"({st['n_cached']} cached, search {st['search_seconds']:.1f} s)", file=sys.stderr)
 
     # --- trainer ------------------------------------------------------------------------------------
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -520,7 +591,8 @@ def _main(argv, locks: list[int]) -> int:
         callbacks.append(limit)
     trainer = T.DistanceTrainer(
         model=model, args=training_arguments(args, run_dir, bool(val_samples)), train_dataset=train_ds,
-        data_collator=T.DistanceCollator(model.encoder, prior=head_prior, feature_cache=feature_cache),
+        data_collator=T.DistanceCollator(model.encoder, prior=head_prior, feature_cache=feature_cache,
+                                         templates=templates),
         eval_dataset=T.CropDataset(val_samples, spec.max_len, random_crop=False) if val_samples else None,
         callbacks=callbacks, head_learning_rate=args.head_learning_rate, val_samples=val_samples,
         max_eval_len=spec.max_len, save_base_backbone=save_base_backbone,

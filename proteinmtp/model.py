@@ -184,20 +184,22 @@ class DistanceModel(nn.Module):
         return self.mix_layers(self.backbone_hidden(input_ids, attention_mask, token_kind, residue_pos))
 
     def forward(self, input_ids=None, attention_mask=None, token_kind=None, residue_pos=None, residue_mask=None,
-                dist=None, prior_dist=None, features=None, **_):
+                dist=None, prior_dist=None, features=None, templates=None, **_):
         """``features`` (from ``proteinmtp.features.FeatureCache``: ``backbone_hidden``'s shape, padded) replaces
-        the backbone pass; then the token tensors are not needed."""
+        the backbone pass; then the token tensors are not needed. ``templates``: the batch's template
+        features (``heads.templates``; None = no template), for a head trained with them."""
         if features is not None:
             feats = self.mix_layers(features)
         else:
             feats = self.residue_features(input_ids, attention_mask, token_kind, residue_pos)
+        extra = {"templates": templates} if templates is not None or getattr(self.head, "templates", None) else {}
         if getattr(self.head.cfg, "prior_input", False):
             if prior_dist is None:
                 raise ValueError("this model takes the separation prior as input: the batch needs prior_dist")
             prior_norm = (torch.log(prior_dist.float().clamp(min=1.0)) - self.log_dist_mean) / self.log_dist_std
-            out = self.head(feats, residue_mask, prior_norm)
+            out = self.head(feats, residue_mask, prior_norm, **extra)
         else:
-            out = self.head(feats, residue_mask)
+            out = self.head(feats, residue_mask, **extra)
         if dist is not None:
             L = residue_mask.shape[1]
             eye = torch.eye(L, dtype=torch.bool, device=dist.device)

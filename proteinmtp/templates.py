@@ -156,6 +156,8 @@ class TemplateDatabase:
     path: str
     fingerprint: str
     samples: Sequence               # proteinmtp.dataset.Sample, in file order (a hit's ``target`` indexes it)
+    global_stats: dict = field(default_factory=dict)    # the dataset's normalisation statistics
+    config: dict = field(default_factory=dict)          # how create_distmat_data.py built it
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -187,7 +189,34 @@ class TemplateDatabase:
                                 f"sample(s) are held out (e.g. {held[0].id!r}, split {held[0].split!r}); pass "
                                 "the training split (train.json.gz) or a dataset built with --val_fraction 0 "
                                 "--test_fraction 0")
-        return cls(str(path), fp, list(ds.samples))
+        return cls(str(path), fp, list(ds.samples), dict(ds.global_stats or {}), dict(ds.config or {}))
+
+    def check_statistics(self, global_stats: dict) -> None:
+        """TemplateError when this database is the training split of another dataset build: its
+        normalisation statistics (``log_dist_mean``/``log_dist_std``, computed on a build's training split
+        and stored in each of its splits) differ from a run's ``global_stats`` while it was built with held-out
+        splits, so its chains may be that run's validation or test chains. A database built whole
+        (``--val_fraction 0 --test_fraction 0``: a user's own structures) has its own statistics and passes."""
+        keys = ("log_dist_mean", "log_dist_std")
+        mine = [self.global_stats.get(k) for k in keys]
+        theirs = [global_stats.get(k) for k in keys]
+        if None in mine:
+            raise TemplateError(f"{self.path}: template database has no normalisation statistics "
+                                "(global_stats log_dist_mean/log_dist_std); rebuild it with create_distmat_data.py")
+        same = None not in theirs and all(abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
+                                          for a, b in zip(mine, theirs))
+        held_out = float(self.config.get("val_fraction", 0) or 0) + float(self.config.get("test_fraction", 0) or 0)
+        if not same and held_out > 0:
+            raise TemplateError(
+                f"{self.path}: template database was built with other normalisation statistics (log_dist_mean "
+                f"{float(mine[0]):.6f}, the run's {theirs[0] if theirs[0] is None else round(float(theirs[0]), 6)}): "
+                "it is the training split of another dataset build, whose chains may be this run's held-out "
+                "chains; pass this run's training split, or a database built with --val_fraction 0 "
+                "--test_fraction 0")
+
+    def record(self) -> dict:
+        """What a run stores about its database: absolute path, SHA-256 of its files, chain count."""
+        return {"path": str(Path(self.path).resolve()), "fingerprint": self.fingerprint, "n_chains": len(self)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -539,7 +568,16 @@ class TemplateProvider:
         return template_features(sequence, hits, self.db, self.k, bin_edges=self.bin_edges, crop=crop)
 
 
-__all__ = ["TemplateError", "TemplateOptions", "TemplateDatabase", "TemplateHit", "TemplateHits",
+def provider_for(db: TemplateDatabase, samples: Sequence, k: int, options: TemplateOptions | None = None, *,
+                 bin_edges: np.ndarray = DEFAULT_BIN_EDGES, cache_dir: str | Path | None = None,
+                 threads: int = 1, stats: dict | None = None) -> TemplateProvider:
+    """A :class:`TemplateProvider` for ``samples`` (every chain a collator or predictor will ask about;
+    unique ids): their hits searched in ``db`` (cached under ``cache_dir``), selected with ``options``."""
+    found = search_templates(list(samples), db, cache_dir=cache_dir, threads=threads, stats=stats)
+    return TemplateProvider(db, found, options or TemplateOptions(), int(k), np.asarray(bin_edges).copy())
+
+
+__all__ = ["TemplateError", "provider_for", "TemplateOptions", "TemplateDatabase", "TemplateHit", "TemplateHits",
            "database_fingerprint", "align_template", "pool_hits", "search_templates", "select_templates", "empty_features",
            "template_features", "crop_features", "stack_features", "TemplateProvider", "DEFAULT_K", "DEFAULT_MAX_HITS", "DEFAULT_MAX_IDENTITY",
            "IDENTITY_CEILINGS", "DEFAULT_BIN_EDGES", "GAP", "TEMPLATE_HITS_FORMAT"]

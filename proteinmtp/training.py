@@ -127,7 +127,7 @@ class CropDataset(Dataset):
         start += w0
         end = min(w0 + L, start + n)
         item = {"sequence": s.sequence[start:end], "ca": np.asarray(s.ca[start:end], dtype=np.float64),
-                "full_len": full, "start": start}
+                "full_len": full, "start": start, "id": s.id, "full_sequence": s.sequence}
         ss8 = getattr(s, "ss8", None)
         if ss8 is not None:
             item["ss8"] = ss8[start:end]     # DSSP labels cropped with the sequence
@@ -142,12 +142,26 @@ class DistanceCollator:
     With a ``feature_cache`` (proteinmtp.features.FeatureCache) the batch carries the crops' cached backbone
     features instead of token tensors: the rows of the item's ``context`` (default: the crop itself)
     that the crop covers.
+
+    With ``templates`` (a ``proteinmtp.templates.TemplateProvider`` holding the searched hits of every
+    chain it will see) the batch gains ``templates``: the crops' template features
+    (``heads.templates.template_tensors``). ``training`` applies the provider's training-only rules (own
+    cluster dropped, template dropout), drawn from a generator seeded by the torch stream (so a resumed run
+    and DataLoader workers draw as the crops do); ``evaluation()`` is the same collator without them.
     """
 
-    def __init__(self, encoder, prior=None, feature_cache=None):
+    def __init__(self, encoder, prior=None, feature_cache=None, templates=None, training: bool = True):
         self.encoder = encoder
         self.prior = prior   # SeparationPrior: adds prior_dist [B, L, L] Å for heads with prior_input
         self.feature_cache = feature_cache
+        self.templates = templates
+        self.training = training
+
+    def evaluation(self) -> DistanceCollator:
+        """This collator for evaluation: templates selected without the training-only rules."""
+        if not self.training:
+            return self
+        return DistanceCollator(self.encoder, self.prior, self.feature_cache, self.templates, training=False)
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         if self.feature_cache is not None:
@@ -171,7 +185,21 @@ class DistanceCollator:
         if self.prior is not None:
             batch["prior_dist"] = prior_distances(
                 self.prior, [(it["full_len"], it["start"], len(it["sequence"])) for it in items], Lmax)
+        if self.templates is not None:
+            from proteinmtp.heads.templates import template_tensors
+            from proteinmtp.templates import stack_features
+
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)))) if self.training else None
+            feats = [self.templates.features(it["id"], it["full_sequence"],
+                                             (it["start"], it["start"] + len(it["sequence"])),
+                                             training=self.training, rng=rng) for it in items]
+            batch["templates"] = template_tensors(stack_features(feats, Lmax))
         return batch
+
+
+def batch_to(batch: dict, device) -> dict:
+    """A collated batch on ``device`` (nested dicts of tensors, e.g. ``templates``, included)."""
+    return {k: batch_to(v, device) if isinstance(v, dict) else v.to(device) for k, v in batch.items()}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -232,6 +260,8 @@ def evaluate_sums(model: DistanceModel, samples, max_len: int, collate: Distance
 
     was_training = model.training
     model.eval()
+    if hasattr(collate, "evaluation"):
+        collate = collate.evaluation()          # no template dropout / own-cluster drop in evaluation
     ds = CropDataset(samples, max_len, random_crop=False)
     stats = (float(model.log_dist_mean), float(model.log_dist_std))
     sums: dict[str, float] = defaultdict(float)
@@ -239,7 +269,7 @@ def evaluate_sums(model: DistanceModel, samples, max_len: int, collate: Distance
     order = np.argsort(np.minimum(sample_lengths(ds.samples), max_len), kind="stable").tolist()   # crop lengths
     for start in range(0, len(order), batch_size):
         items = [ds[i] for i in order[start:start + batch_size]]
-        batch = {k: v.to(device) for k, v in collate(items).items()}
+        batch = batch_to(collate(items), device)
         out = model(**batch)
         row = {"loss": float(out["loss"])}
         for b, it in enumerate(items):

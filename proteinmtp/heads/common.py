@@ -27,6 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from proteinmtp.config import flag
+from proteinmtp.heads.templates import TemplateEmbedConfig
+
+_TEMPLATE_FIELDS = TemplateEmbedConfig.__dataclass_fields__     # one definition of the template flags
 
 # Pair-confidence classes: |predicted - true distance| in Å, and the lDDT-like score of each class.
 ERROR_EDGES = (0.5, 1.0, 2.0, 4.0)
@@ -76,10 +79,19 @@ class HeadConfig:
         "loss weight of the per-residue 8-state secondary-structure (DSSP) classifier trained jointly with "
         "the distances (cross-entropy, residues without a DSSP state masked); 0 = no SS head. A training "
         "split without ss8 labels trains with 0", type=float))
+    # homologous templates (heads.templates; distance head only). A run stored before these fields existed
+    # has none: from_dict reads a missing ``templates`` as 0.
+    templates: int = field(default=_TEMPLATE_FIELDS["templates"].default,
+                           metadata=_TEMPLATE_FIELDS["templates"].metadata)
+    template_dim: int = field(default=_TEMPLATE_FIELDS["template_dim"].default,
+                              metadata=_TEMPLATE_FIELDS["template_dim"].metadata)
+    template_layers: int = field(default=_TEMPLATE_FIELDS["template_layers"].default,
+                                 metadata=_TEMPLATE_FIELDS["template_layers"].metadata)
 
     def __post_init__(self) -> None:
         if self.head_type != "distance":
             self.prior_input = False       # only the distance head takes the prior (its pair features)
+            self.templates = 0             # ... and templates (the coordinate head has no pair tensor)
 
     def validate(self) -> None:
         """ValueError (naming the flag) for values no head can be built or trained with."""
@@ -96,6 +108,7 @@ class HeadConfig:
         for ok, msg in rules:
             if not ok:
                 raise ValueError(msg)
+        TemplateEmbedConfig.from_head(self).validate()
 
     def bin_edges(self) -> np.ndarray:
         """Distogram bin edges [n_bins - 1] Å."""
@@ -108,8 +121,10 @@ class HeadConfig:
     @classmethod
     def from_dict(cls, d: dict) -> HeadConfig:
         """The config of a stored dict; keys added since keep the behaviour of the runs stored before
-        them (``ss_weight`` missing -> 0: no secondary-structure head)."""
-        d = {"ss_weight": 0.0, **d}
+        them (``ss_weight`` missing -> 0: no secondary-structure head; ``templates`` missing -> 0: no
+        template embedding)."""
+        # TODO(migrate): move these defaults into rundir.migrate(config) once the run-directory owner lands it
+        d = {"ss_weight": 0.0, "templates": 0, **d}
         if "dilations" in d:
             d["dilations"] = tuple(d["dilations"])
         known = {f for f in cls.__dataclass_fields__}

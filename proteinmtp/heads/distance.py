@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from proteinmtp.constants import CONTACT_CUTOFF
+from proteinmtp.heads.templates import TemplateEmbedConfig, TemplatePairEmbedding
 from proteinmtp.heads.common import (
     ERROR_EDGES,
     ERROR_SCORES,
@@ -104,6 +105,8 @@ class DistanceHead(nn.Module):
         self.prod_out = nn.Linear(c, c)
         self.relpos = nn.Embedding(cfg.n_relpos(), c)
         self.prior_proj = nn.Linear(1, c) if cfg.prior_input else None
+        tcfg = TemplateEmbedConfig.from_head(cfg)
+        self.templates = TemplatePairEmbedding(tcfg, c) if tcfg.templates > 0 else None
         self.blocks = nn.ModuleList(ResidualConvBlock(c, d, cfg.dropout) for d in cfg.dilations)
         self.axial = nn.ModuleList(AxialAttention(c, cfg.axial_heads) for _ in cfg.dilations) \
             if cfg.axial_attention else None
@@ -116,8 +119,13 @@ class DistanceHead(nn.Module):
         self.register_buffer("bin_edges", torch.tensor(cfg.bin_edges(), dtype=torch.float32), persistent=False)
 
     def forward(self, feats: torch.Tensor, residue_mask: torch.Tensor,
-                prior_norm: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                prior_norm: torch.Tensor | None = None,
+                templates: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """feats [B, L, H] float, residue_mask [B, L] bool -> dict of symmetric outputs (see module doc).
+
+        With ``cfg.templates`` > 0, ``templates`` is the batch's template features (``heads.templates``, K =
+        ``cfg.templates`` slots); None is the no-template path (every pair gets the learned "no template"
+        term, exactly what K empty slots give). A head without templates refuses them.
 
         With ``cfg.prior_input``, ``prior_norm`` [B, L, L] is the separation prior's normalised log-distance
         for each pair (it knows the whole chain's length, which a crop or a causal layout cannot see): it
@@ -133,6 +141,16 @@ class DistanceHead(nn.Module):
             if prior_norm is None:
                 raise ValueError("this head takes the separation prior as input (prior_input): pass prior_dist")
             z = z + self.prior_proj(prior_norm[..., None].to(z.dtype))
+        if self.templates is not None:
+            if templates is None:
+                z = z + self.templates.no_template_term().to(z.dtype)
+            else:
+                k = templates["template_mask"].shape[1]
+                if k != self.cfg.templates:
+                    raise ValueError(f"this head takes {self.cfg.templates} template slots, the batch has {k}")
+                z = z + self.templates(**templates).to(z.dtype)
+        elif templates is not None:
+            raise ValueError("this head has no template embedding (trained with --templates 0): pass no templates")
         pm = (rm[:, :, None] * rm[:, None, :])                                   # [B, L, L]
         m = pm[:, None]
         x = z.permute(0, 3, 1, 2) * m                                            # [B, c, L, L]

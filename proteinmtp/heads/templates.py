@@ -21,8 +21,7 @@ before the output projection. A masked template slot changes nothing (tested).
 Cost: 4·K·L²·w² multiply-adds per block (K = 4, L = 256, w = 32: 1.1e9); measured beside the distance head
 in ``benchmarks/bench_templates.py``.
 
-Wiring (not done yet: ``heads/distance.py``, ``training.py`` and ``model.py`` are being refactored).
-``HeadConfig`` gains this class's three flag fields (``templates``, ``template_dim``, ``template_layers``;
+Wiring (done as below). ``HeadConfig`` gains this class's three flag fields (``templates``, ``template_dim``, ``template_layers``;
 ``from_dict`` reads a missing ``templates`` as 0, as ``from_head`` does), then in ``heads/distance.py``::
 
     # DistanceHead.__init__:
@@ -68,7 +67,9 @@ class TemplateEmbedConfig:
     templates are wired into the distance head). The distogram bins default to the distance head's."""
 
     templates: int = field(default=4, metadata=flag(
-        "template slots K per chain (the best K hits of the template search); 0 = no templates"))
+        "template slots K per chain (the best K hits of the template search); 0 = no templates. "
+        "train_distmat.py: default 4 for a new run, a resumed run keeps its own (0 for a run stored before "
+        "templates)"))
     template_dim: int = field(default=32, metadata=flag("width w of the per-template pair features"))
     template_layers: int = field(default=2, metadata=flag("residual pointwise blocks of the template stack"))
     n_bins: int = 42                       # as HeadConfig: 41 edges 2..22 Å -> 40 bins of 0.5 Å, below, overflow
@@ -143,6 +144,11 @@ class TemplatePairEmbedding(nn.Module):
         mean = (x * pmf[..., None]).sum(1) / weight.clamp(min=1)[..., None]             # [B, L, L, w]
         agg = torch.where((weight > 0)[..., None], mean, self.no_template.to(dtype))
         return self.out(agg)
+
+    def no_template_term(self) -> torch.Tensor:
+        """[pair_dim]: what ``forward`` gives every pair when no template covers it (no hit, dropout,
+        ``--templates 0`` at inference), without building the [B, K, L, L, w] features."""
+        return self.out(self.no_template)
 
 
 def template_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
