@@ -517,12 +517,48 @@ class DistancePrediction:
     bin_edges: np.ndarray | None = None         # [n_bins - 1] Å
     pair_error_probs: np.ndarray | None = None  # [L, L, 5] P(|pred - true| in each ERROR_EDGES class); None: no classes
     ss_probs: np.ndarray | None = None          # [L, 8] secondary-structure probabilities (secondary.SS8 order)
+    templates: list[dict] | None = None         # templates used, best first (templates.describe_hits); [] = no
+                                                # hit; None = the run uses no templates (or they were turned off)
+
+
+class RunTemplates:
+    """The templates a loaded run predicts with: its database (``templates.TemplateDatabase``), how many
+    templates per chain (at most the head's K slots) and the selection options it trained with (the
+    evaluation rules: identity ceiling only). ``features`` searches sequences (once each per process) and
+    builds their whole-chain features and the hits used."""
+
+    def __init__(self, db, k_slots: int, k_use: int, options):
+        self.db, self.k_slots, self.k_use, self.options = db, int(k_slots), int(k_use), options
+        self._hits: dict[str, list] = {}
+
+    def hits(self, sequences: list[str]) -> list[list]:
+        """The selected hits of every sequence (searched in one MMseqs2 call for the new ones)."""
+        from proteinmtp.templates import query_id, search_templates
+
+        new = sorted({s for s in sequences if s not in self._hits})
+        if new:
+            from types import SimpleNamespace
+
+            found = search_templates([SimpleNamespace(id=query_id(s), sequence=s, cluster=None) for s in new], self.db)
+            for s in new:
+                self._hits[s] = self.options.select(found[query_id(s)], self.k_use)
+        return [self._hits[s] for s in sequences]
+
+    def features(self, sequences: list[str], bin_edges: np.ndarray) -> tuple[list[dict], list[list]]:
+        from proteinmtp.templates import template_features
+
+        hits = self.hits(sequences)
+        return [template_features(s, h, self.db, self.k_slots, bin_edges=bin_edges)
+                for s, h in zip(sequences, hits)], hits
 
 
 class LoadedRun:
-    """A trained run ready for inference. ``predict`` de-normalises with the run's saved global_stats."""
+    """A trained run ready for inference. ``predict`` de-normalises with the run's saved global_stats and,
+    for a run trained with templates, searches its template database (``templates``; None = off)."""
 
-    def __init__(self, model: DistanceModel, config: dict, prior=None, device: str = "cpu"):
+    def __init__(self, model: DistanceModel, config: dict, prior=None, device: str = "cpu",
+                 templates: RunTemplates | None = None):
+        self.templates = templates
         self.model = model.eval()
         self.config = config
         self.spec = model.spec
@@ -557,6 +593,8 @@ class LoadedRun:
                                  f"(2..{self.max_len} residues{why})")
         m = self.model
         stats = (float(m.log_dist_mean), float(m.log_dist_std))
+        tfeats, thits = (self.templates.features(sequences, m.head.cfg.bin_edges()) if self.templates is not None
+                         else (None, None))
         on_cpu = str(self.device).startswith("cpu") and torch.backends.mkldnn.is_available()
         with torch.backends.mkldnn.flags(enabled=False) if on_cpu else contextlib.nullcontext():
             results: list[DistancePrediction | None] = [None] * len(sequences)
@@ -567,16 +605,71 @@ class LoadedRun:
                         raise RunLoadError("this run takes the separation prior as input but its prior.json is missing")
                     batch["prior_dist"] = prior_distances(self.prior, [(len(sequences[i]), 0, len(sequences[i]))
                                                                        for i in idx], batch["residue_mask"].shape[1])
-                batch = {k: v.to(self.device) for k, v in batch.items()}
+                if tfeats is not None:
+                    from proteinmtp.heads.templates import template_tensors
+                    from proteinmtp.templates import stack_features
+
+                    batch["templates"] = template_tensors(stack_features([tfeats[i] for i in idx],
+                                                                         batch["residue_mask"].shape[1]))
+                batch = {k: ({kk: vv.to(self.device) for kk, vv in v.items()} if isinstance(v, dict)
+                             else v.to(self.device)) for k, v in batch.items()}
                 out = m(**batch)
                 for b, i in enumerate(idx):
                     arrs = m.head.predict_numpy(out, b, len(sequences[i]), stats)
-                    results[i] = DistancePrediction(sequence=sequences[i], **arrs)
+                    used = None
+                    if thits is not None:
+                        from proteinmtp.templates import describe_hits
+
+                        used = describe_hits(thits[i])
+                    results[i] = DistancePrediction(sequence=sequences[i], templates=used, **arrs)
         return results  # type: ignore[return-value]
 
 
-def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: bool = False) -> LoadedRun:
-    """Load a run directory (or one of its checkpoint-<step>/ directories) for inference.
+def run_templates(cfg: dict, head_cfg: HeadConfig, template_db: str | None = None,
+                  templates: int | None = None) -> RunTemplates | None:
+    """The templates a run predicts with (None: trained without, or ``templates`` 0 turns them off).
+
+    The database is the one the run recorded (training_config.json "templates": absolute path + SHA-256),
+    which must be there unchanged, or ``template_db`` (then checked like a training database: training chains
+    only, not another build's training split). ``templates`` (default: the head's K) uses fewer.
+    RunLoadError (one line: what to pass) otherwise.
+    """
+    from proteinmtp.templates import TemplateDatabase, TemplateError, TemplateOptions
+
+    k_slots = int(head_cfg.templates)
+    rec = cfg.get("templates") or {}
+    if templates is not None and templates < 0:
+        raise RunLoadError(f"--templates must be at least 0, got {templates}")
+    if k_slots == 0:
+        if templates:
+            raise RunLoadError(f"this run was trained without templates; --templates {templates} needs a run "
+                               "trained with them (pass --templates 0 or leave it out)")
+        return None
+    if templates == 0:
+        return None
+    if templates is not None and templates > k_slots:
+        raise RunLoadError(f"--templates {templates}: this run's head takes at most {k_slots} templates")
+    known = set(TemplateOptions.__dataclass_fields__)
+    options = TemplateOptions(**{k: v for k, v in rec.items() if k in known})
+    try:
+        if template_db is not None:
+            db = TemplateDatabase.load(template_db)
+            db.check_statistics(cfg.get("global_stats") or {})
+        else:
+            if not rec.get("path") or not rec.get("fingerprint"):
+                raise RunLoadError("the run's training_config.json records no template database; pass "
+                                   "--template_db (a dataset of training chains) or --templates 0")
+            db = TemplateDatabase.load(rec["path"], expect_fingerprint=rec["fingerprint"])
+    except TemplateError as e:
+        raise RunLoadError(str(e)) from None
+    return RunTemplates(db, k_slots, k_slots if templates is None else templates, options)
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: bool = False,
+             template_db: str | None = None, templates: int | None = None) -> LoadedRun:
+    """Load a run directory (or one of its checkpoint-<step>/ directories) for inference; a run trained with
+    templates reads its recorded database (``run_templates``: ``template_db`` overrides it, ``templates``
+    0 turns them off).
 
     Raises RunLoadError with a clear message if the directory is missing or corrupt.
     """
@@ -586,6 +679,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: boo
     if not (run / HEAD_WEIGHTS).is_file():
         raise RunLoadError(f"{run} has no {HEAD_WEIGHTS}: the run did not finish saving (use a checkpoint-<step>/)")
     spec = ModelSpec.from_dict(cfg["model"])
+    tmpl = run_templates(cfg, HeadConfig.from_dict(spec.head or {}), template_db, templates)   # before the weights
     if cfg["model"].get("trust_remote_code") and not trust_remote_code:
         raise RunLoadError(f"{run} was trained with --trust_remote_code; load it with --trust_remote_code (only if you trust that code)")
     backbone_path = None
@@ -632,7 +726,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: boo
                            "a baseline for this head)", prior_path, e)
             prior = None
     model.to(device)
-    return LoadedRun(model, cfg, prior=prior, device=device)
+    return LoadedRun(model, cfg, prior=prior, device=device, templates=tmpl)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -643,6 +737,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 __all__ = ["HeadConfig", "ModelSpec", "DistanceModel", "DistancePrediction",
-           "LoadedRun", "RunLoadError", "build_model", "load_run", "save_weights", "load_weights_into",
+           "LoadedRun", "RunTemplates", "run_templates", "RunLoadError", "build_model", "load_run", "save_weights", "load_weights_into",
            "count_parameters", "prior_distances", "backbone_max_tokens"]
 

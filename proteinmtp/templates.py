@@ -577,7 +577,19 @@ def provider_for(db: TemplateDatabase, samples: Sequence, k: int, options: Templ
     return TemplateProvider(db, found, options or TemplateOptions(), int(k), np.asarray(bin_edges).copy())
 
 
-__all__ = ["TemplateError", "provider_for", "TemplateOptions", "TemplateDatabase", "TemplateHit", "TemplateHits",
+def query_id(sequence: str) -> str:
+    """The id a sequence without one is searched under (``query:`` + 16 hex digits of its SHA-256)."""
+    return "query:" + hashlib.sha256(sequence.encode()).hexdigest()[:16]
+
+
+def describe_hits(hits: Sequence[TemplateHit]) -> list[dict]:
+    """The templates a prediction used, best first: [{"id", "identity", "coverage", "evalue", "bits"}]
+    (what a REMARK or a per-protein CSV row names)."""
+    return [{"id": h.target_id, "identity": round(float(h.identity), 4), "coverage": round(float(h.coverage), 4),
+             "evalue": float(h.evalue), "bits": float(h.bits)} for h in hits]
+
+
+__all__ = ["TemplateError", "provider_for", "query_id", "describe_hits", "TemplateOptions", "TemplateDatabase", "TemplateHit", "TemplateHits",
            "database_fingerprint", "align_template", "pool_hits", "search_templates", "select_templates", "empty_features",
            "template_features", "crop_features", "stack_features", "TemplateProvider", "DEFAULT_K", "DEFAULT_MAX_HITS", "DEFAULT_MAX_IDENTITY",
            "IDENTITY_CEILINGS", "DEFAULT_BIN_EDGES", "GAP", "TEMPLATE_HITS_FORMAT"]

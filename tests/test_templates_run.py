@@ -1,0 +1,221 @@
+"""Templates wired into the model, the collator and train_distmat.py: a few steps with templates from a
+training split on the tiny backbone, save / reload / predict, resume compares the template spec, bad input
+is one line. Data: short chains of the bundled demo dataset (real structures)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from proteinmtp import templates as TP
+from proteinmtp.dataset import compute_global_stats, load_dataset, save_dataset
+from proteinmtp.heads import HeadConfig, build_head
+from proteinmtp.heads.templates import template_tensors
+
+
+@pytest.fixture(scope="module")
+def small(demo_dir, tmp_path_factory):
+    """train.json (40 short demo training chains) and val.json (4 short demo test chains, split val)."""
+    root = tmp_path_factory.mktemp("tmpl_data")
+    train = [s for s in load_dataset(demo_dir / "dataset" / "train.json.gz").samples if len(s.sequence) <= 140][:40]
+    val = [s for s in load_dataset(demo_dir / "dataset" / "test.json.gz").samples if len(s.sequence) <= 140][:4]
+    for s in val:
+        s.split = "val"
+    stats = compute_global_stats(train)
+    cfg = {"val_fraction": 0.1, "test_fraction": 0.1}
+    save_dataset(root / "train.json", train, stats, cfg)
+    save_dataset(root / "val.json", val, stats, cfg)
+    return {"root": root, "train": root / "train.json", "val": root / "val.json", "stats": stats, "cfg": cfg,
+            "val_samples": val, "train_samples": train}
+
+
+def _argv(tiny, small, out, *extra):
+    return ["--train_data", str(small["train"]), "--val_data", str(small["val"]), "--model_name", str(tiny),
+            "--finetune", "full", "--output_dir", str(out), "--max_steps", "3", "--logging_steps", "1",
+            "--save_steps", "3", "--eval_steps", "3", "--pair_dim", "8", "--single_dim", "16", "--dilations", "1",
+            "--max_seq_len", "48", "--warmup_steps", "1", "--template_dim", "8", "--template_layers", "1",
+            "--no_tqdm", "--ss_weight", "0", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, small, tmp_path_factory):
+    """3 steps with templates (K=2) from the training split; the trained model kept in memory."""
+    import train_distmat
+
+    out = tmp_path_factory.mktemp("tmpl_run") / "run"
+    kept = {}
+    original = train_distmat.train_and_save
+
+    def keep(args, trainer, *rest):
+        rc = original(args, trainer, *rest)
+        kept["model"] = trainer.accelerator.unwrap_model(trainer.model)
+        return rc
+
+    train_distmat.train_and_save = keep
+    try:
+        assert train_distmat.main(_argv(tiny, small, out, "--templates", "2")) == 0
+    finally:
+        train_distmat.train_and_save = original
+    return {"run": out, "model": kept["model"]}
+
+
+def test_training_records_the_database_and_spec(trained, small):
+    cfg = json.loads((trained["run"] / "training_config.json").read_text())
+    rec = cfg["templates"]
+    assert rec["path"] == str(small["train"].resolve())
+    assert rec["fingerprint"] == TP.database_fingerprint(small["train"])
+    assert rec["n_chains"] == 40 and rec["k"] == 2
+    assert cfg["model"]["head"]["templates"] == 2 and cfg["model"]["head"]["template_dim"] == 8
+    # the search was cached per chain in the run: training + validation chains
+    cached = list((trained["run"] / "template_cache").rglob("*.json"))
+    assert len(cached) == 44
+
+
+def test_saved_run_predicts_what_the_trained_model_predicts(trained, small):
+    """Round trip: the weights and template features of the reloaded run give the in-memory model's outputs."""
+    from proteinmtp.model import LoadedRun, load_run
+
+    run = load_run(trained["run"])
+    assert run.templates is not None and run.templates.db.fingerprint == TP.database_fingerprint(small["train"])
+    seqs = [s.sequence for s in small["val_samples"]]
+    mem = LoadedRun(trained["model"], run.config, prior=run.prior, templates=run.templates)
+    a, b = run.predict(seqs), mem.predict(seqs)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x.dist, y.dist, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(x.residue_confidence, y.residue_confidence, rtol=0, atol=1e-6)
+        assert x.templates == y.templates
+    # templates are really used: some chain has one, and turning them off changes that chain's prediction
+    used = [i for i, p in enumerate(a) if p.templates]
+    assert used, "no held-out chain found a template"
+    off = load_run(trained["run"], templates=0).predict([seqs[used[0]]])[0]
+    assert off.templates is None
+    assert np.abs(off.dist - a[used[0]].dist).max() > 1e-4
+    # the REMARK data: id, identity, coverage of real database chains
+    ids = {s.id for s in small["train_samples"]}
+    for t in a[used[0]].templates:
+        assert t["id"] in ids and 0 < t["identity"] <= 1 and 0 < t["coverage"] <= 1
+
+
+def test_resume_compares_the_template_spec(trained, tiny, small, capsys):
+    import train_distmat
+
+    run = trained["run"]
+    for extra in (("--templates", "3"), ("--templates", "2", "--template_dim", "16"),
+                  ("--templates", "2", "--template_dropout", "0.5")):
+        with pytest.raises(SystemExit) as e:
+            train_distmat.main(_argv(tiny, small, run, "--max_steps", "5", *extra))
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "different settings" in err and "templat" in err, err
+    # a resumed run keeps its own K without --templates (the default 4 is for new runs only)
+    assert train_distmat.parse_args(_argv(tiny, small, run)).templates == 2
+
+
+def test_resume_refuses_a_changed_database(tiny, small, tmp_path, capsys):
+    import train_distmat
+
+    db = tmp_path / "db.json"
+    shutil.copy(small["train"], db)
+    run = tmp_path / "run"
+    assert train_distmat.main(_argv(tiny, small, run, "--templates", "1", "--template_db", str(db),
+                                    "--max_steps", "1", "--save_steps", "1")) == 0
+    capsys.readouterr()
+    ds = load_dataset(db)
+    save_dataset(db, ds.samples[:-1], ds.global_stats, ds.config)        # the database changed
+    with pytest.raises(SystemExit):
+        train_distmat.main(_argv(tiny, small, run, "--templates", "1", "--template_db", str(db), "--max_steps", "2",
+                                 "--save_steps", "1"))
+    err = capsys.readouterr().err
+    assert "templates.fingerprint" in err and "templates.n_chains" in err, err
+
+
+@pytest.mark.parametrize("case", ["negative_k", "missing_db", "corrupt_db", "held_out_db", "other_build"])
+def test_bad_template_input_is_one_line_and_no_output(case, tiny, small, tmp_path, capsys):
+    import train_distmat
+
+    extra = {"negative_k": ["--templates", "-1"],
+             "missing_db": ["--template_db", str(tmp_path / "nope.json")],
+             "corrupt_db": ["--template_db", str(tmp_path / "bad.json")],
+             "held_out_db": ["--template_db", str(small["val"])],
+             "other_build": ["--template_db", str(tmp_path / "other.json")]}[case]
+    (tmp_path / "bad.json").write_text('{"format": "proteinmtp-dataset/1", "samp')
+    other = small["train_samples"][:10]
+    save_dataset(tmp_path / "other.json", other, compute_global_stats(other), small["cfg"])
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        train_distmat.main(_argv(tiny, small, out, *extra))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    want = {"negative_k": "--templates must be at least 0", "missing_db": "not found",
+            "corrupt_db": "bad.json", "held_out_db": "held out", "other_build": "other normalisation statistics"}
+    assert want[case] in err[0], err
+    assert not out.exists()
+
+
+def test_own_database_built_whole_is_accepted(small, tmp_path):
+    """A user's own structures (built with no held-out split) have their own statistics and are accepted."""
+    own = small["train_samples"][:10]
+    save_dataset(tmp_path / "own.json", own, compute_global_stats(own), {"val_fraction": 0.0, "test_fraction": 0.0})
+    TP.TemplateDatabase.load(tmp_path / "own.json").check_statistics(small["stats"])
+
+
+def test_old_runs_read_as_no_templates(tmp_path):
+    import train_distmat
+
+    assert HeadConfig.from_dict({"pair_dim": 8}).templates == 0
+    assert HeadConfig().templates == 4
+    assert HeadConfig(head_type="coords").templates == 0          # the coordinate head has no pair tensor
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "training_config.json").write_text(json.dumps({"model": {"head": {"pair_dim": 8}}, "args": {}}))
+    assert train_distmat.stored_templates(run) == 0
+    assert train_distmat.stored_templates(tmp_path / "new") == 4
+
+
+def test_no_template_path_is_exactly_empty_slots():
+    """templates=None gives what K template slots without a template give; a K mismatch is refused."""
+    torch.manual_seed(0)
+    cfg = HeadConfig(pair_dim=8, single_dim=16, dilations=(1,), templates=2, template_dim=8, template_layers=1,
+                     prior_input=False, ss_weight=0)
+    head = build_head(12, cfg).eval()
+    feats, mask = torch.randn(2, 9, 12), torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 6:] = False
+    empty = template_tensors(TP.stack_features([TP.empty_features(9, 2), TP.empty_features(6, 2)], 9))
+    a, b = head(feats, mask), head(feats, mask, templates=empty)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="template slots"):
+        head(feats, mask, templates=template_tensors(TP.stack_features([TP.empty_features(9, 3)] * 2, 9)))
+    plain = build_head(12, HeadConfig(pair_dim=8, single_dim=16, dilations=(1,), templates=0, prior_input=False))
+    with pytest.raises(ValueError, match="no template embedding"):
+        plain(feats, mask, templates=empty)
+
+
+def test_collator_training_rules_only_in_training(small):
+    """Template dropout 1 empties every training batch; the evaluation collator keeps the templates."""
+    from proteinmtp.training import CropDataset, DistanceCollator
+
+    class Enc:
+        def collate(self, seqs):
+            L = max(map(len, seqs))
+            return {"residue_mask": torch.zeros(len(seqs), L, dtype=torch.bool)}
+
+    db = TP.TemplateDatabase.load(small["train"])
+    queries = small["train_samples"][:6]
+    prov = TP.provider_for(db, queries, 2, TP.TemplateOptions(template_dropout=1.0))
+    items = [CropDataset(queries, 30, random_crop=False)[i] for i in range(6)]
+    train_b = DistanceCollator(Enc(), templates=prov)(items)["templates"]
+    eval_b = DistanceCollator(Enc(), templates=prov).evaluation()(items)["templates"]
+    assert train_b["template_mask"].shape == (6, 2) and not train_b["template_mask"].any()
+    assert eval_b["template_mask"].any()
+    # each crop's features are the crop's block of the whole chain's
+    it = items[0]
+    whole = prov.features(it["id"], it["full_sequence"])
+    crop = TP.crop_features(whole, it["start"], it["start"] + len(it["sequence"]))
+    n = len(it["sequence"])
+    np.testing.assert_array_equal(eval_b["dist_bin"][0, :, :n, :n].numpy(), crop["dist_bin"])
