@@ -224,6 +224,120 @@ def embedding_cost(L: int, k: int, repeats: int) -> dict:
             "ratio_to_distance_head": ratios}
 
 
+def _demo_model(backbone: str, k: int, stats: dict):
+    """The demo recipe's model (full fine-tuning of ``backbone``, direct layout, crops 128 / 256) with K slots."""
+    from dataclasses import asdict
+
+    from proteinmtp.heads import HeadConfig
+    from proteinmtp.model import ModelSpec, build_model
+
+    spec = ModelSpec(base_model=backbone, layout="direct", finetune="full", global_stats=dict(stats),
+                     head=asdict(HeadConfig(max_rel_sep=255, templates=k)))
+    return build_model(spec)
+
+
+def step_cost(train_path: str, backbone: str, k: int, steps: int, db_path: str | None = None) -> dict:
+    """Seconds of a demo-recipe training step (crops of 128, a quarter 256; batch 1; AdamW) split into the
+    collator (template features included, search cached) and forward + backward + optimizer step, with K
+    templates and without (K = 0, same crops); torch on 1 thread. ``feature_share``: the template features'
+    part of a step with templates; ``embedding_share``: the template embedding's (the rest of the extra)."""
+    import torch
+
+    from proteinmtp.prior import SeparationPrior, prior_for_training
+    from proteinmtp.training import CropDataset, DistanceCollator
+
+    torch.set_num_threads(1)
+    ds = load_dataset(train_path)
+    db = T.TemplateDatabase.load(db_path or train_path)
+    prov = T.provider_for(db, ds.samples, k, T.TemplateOptions())
+    prior, _ = prior_for_training(train_path, ds.samples)
+    prior = SeparationPrior.from_dict(prior.to_dict())
+    out = {"k": k, "steps": steps, "torch_threads": 1, "database_chains": len(db)}
+    for arm, kk in (("with_templates", k), ("without", 0)):
+        torch.manual_seed(0)
+        model = _demo_model(backbone, kk, ds.global_stats).train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        crops = CropDataset(ds.samples, 128, random_crop=True, long_len=256, long_fraction=0.25)
+        coll = DistanceCollator(model.encoder, prior=prior, templates=prov if kk else None)
+        base = DistanceCollator(model.encoder, prior=prior)
+        t_feat, t_coll, t_step = [], [], []
+        torch.manual_seed(1)
+        order = torch.randperm(len(crops))[:steps + 2].tolist()
+        for n, i in enumerate(order):
+            items = [crops[i]]
+            t0 = time.perf_counter()
+            batch = coll(items)
+            t1 = time.perf_counter()
+            base(items)
+            t2 = time.perf_counter()
+            opt.zero_grad()
+            model(**batch)["loss"].backward()
+            opt.step()
+            t3 = time.perf_counter()
+            if n >= 2:                                      # two warm-up steps
+                t_coll.append(t1 - t0)
+                t_feat.append(max(0.0, (t1 - t0) - (t2 - t1)))
+                t_step.append(t3 - t2)
+        out[arm] = {"collate_seconds": round(float(np.mean(t_coll)), 4),
+                    "template_feature_seconds": round(float(np.mean(t_feat)), 4) if kk else 0.0,
+                    "forward_backward_optimizer_seconds": round(float(np.mean(t_step)), 4),
+                    "step_seconds": round(float(np.mean(t_coll) + np.mean(t_step)), 4)}
+    w, wo = out["with_templates"], out["without"]
+    out["feature_share"] = round(w["template_feature_seconds"] / w["step_seconds"], 4)
+    out["embedding_share"] = round((w["forward_backward_optimizer_seconds"] - wo["forward_backward_optimizer_seconds"])
+                                   / w["step_seconds"], 4)
+    out["step_ratio_with_vs_without"] = round(w["step_seconds"] / wo["step_seconds"], 3)
+    return out
+
+
+def inference_cost(db_path: str, backbone: str, stats: dict, k: int, L: int = 256, repeats: int = 3) -> dict:
+    """What templates add to predicting one ``L``-residue chain (a real demo chain cut to L) against the
+    database at ``db_path``, 1 thread: the search (MMseqs2, cold: no cache), the features, and the model's
+    forward with K templates minus without; beside the forward without templates."""
+    import torch
+
+    from proteinmtp.heads.templates import template_tensors
+    from proteinmtp.model import RunTemplates
+
+    torch.set_num_threads(1)
+    pool = [s for split in ("test", "val", "train") for s in load_dataset(DEMO / f"{split}.json.gz").samples]
+    one = min((s for s in pool if len(s.sequence) >= L), key=lambda s: len(s.sequence))
+    seq = one.sequence[:L]
+    t0 = time.perf_counter()
+    db = T.TemplateDatabase.load(db_path)
+    t_load = time.perf_counter() - t0
+    search, feat = [], []
+    for _ in range(repeats):
+        rt = RunTemplates(db, k, k, T.TemplateOptions())            # a fresh one: no in-memory cache
+        t0 = time.perf_counter()
+        hits = rt.hits([seq])[0]
+        t1 = time.perf_counter()
+        f = T.template_features(seq, hits, db, k)
+        t2 = time.perf_counter()
+        search.append(t1 - t0)
+        feat.append(t2 - t1)
+    model = _demo_model(backbone, k, stats).eval()
+    batch = model.encoder.collate([seq])
+    batch["prior_dist"] = torch.full((1, L, L), 10.0)          # any prior: only the timing counts
+    tb = template_tensors(T.stack_features([f], L))
+    fw = {}
+    with torch.no_grad():
+        for arm, extra in (("with_templates", {"templates": tb}), ("without", {})):
+            model(**batch, **extra)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model(**batch, **extra)
+                times.append(time.perf_counter() - t0)
+            fw[arm] = float(np.median(times))
+    added = float(np.median(search)) + float(np.median(feat)) + fw["with_templates"] - fw["without"]
+    return {"query": one.id, "residues": L, "k": k, "n_templates": len(hits), "database_chains": len(db),
+            "database_load_seconds": round(t_load, 3), "search_seconds": round(float(np.median(search)), 4),
+            "feature_seconds": round(float(np.median(feat)), 4),
+            "forward_seconds": {a: round(v, 4) for a, v in fw.items()},
+            "added_seconds_per_chain": round(added, 4), "target_seconds": 1.0, "torch_threads": 1}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -236,7 +350,14 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="no structure reconstruction; fewer timing repeats")
     p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "templates.json"),
                    help="result JSON")
+    p.add_argument("--cost_only", action="store_true",
+                   help="only the training-step and inference cost (merged into an existing --output)")
+    p.add_argument("--backbone", default=None,
+                   help="backbone directory for the step/inference cost (default: a fresh proteinmtp.tiny one)")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps per arm for the step cost")
     args = p.parse_args(argv)
+    if args.cost_only:
+        return cost_only(args)
     repeats = 2 if args.quick else 5
     db = T.TemplateDatabase.load(args.train)
     train = load_dataset(args.train).samples
@@ -316,6 +437,42 @@ def main(argv=None) -> int:
           f"{results['load_average_at_end']} (on a shared machine the timings vary with it)")
     write_json(args.output, results)
     print(f"wrote {args.output}")
+    return 0
+
+
+def cost_only(args) -> int:
+    """Training-step share and inference cost (``step_cost``, ``inference_cost``) into ``args.output``."""
+    import json
+
+    backbone = args.backbone
+    tmp = None
+    if backbone is None:
+        from proteinmtp.tiny import write_tiny
+
+        tmp = tempfile.TemporaryDirectory()
+        backbone = tmp.name
+        write_tiny(backbone)
+    results = json.loads(Path(args.output).read_text()) if Path(args.output).is_file() else {}
+    la0 = [round(x, 2) for x in os.getloadavg()]
+    sc = step_cost(args.train, backbone, args.k, args.steps)
+    stats = load_dataset(args.train).global_stats
+    ic = inference_cost(args.db, backbone, stats, args.k) if args.db else None
+    results["training_step"] = {**sc, "train": label(args.train), "load_average": [la0, [round(x, 2) for x in os.getloadavg()]]}
+    print(f"training step (demo recipe, batch 1, 1 thread, K = {sc['k']}, {sc['steps']} steps per arm): with "
+          f"templates {sc['with_templates']['step_seconds']:.3f} s, without {sc['without']['step_seconds']:.3f} s "
+          f"(x{sc['step_ratio_with_vs_without']}); template features {sc['feature_share']:.1%} of a step, the "
+          f"template embedding {sc['embedding_share']:.1%} (target: features <= 20 %)")
+    if ic is not None:
+        results["inference"] = {**ic, "db": label(args.db)}
+        print(f"inference, one {ic['residues']}-residue chain, K = {ic['k']}, {ic['database_chains']}-chain "
+              f"database, 1 thread: search {ic['search_seconds']:.3f} s + features {ic['feature_seconds']:.3f} s "
+              f"+ embedding {ic['forward_seconds']['with_templates'] - ic['forward_seconds']['without']:.3f} s = "
+              f"{ic['added_seconds_per_chain']:.3f} s added (target <= 1 s; forward without templates "
+              f"{ic['forward_seconds']['without']:.3f} s; database load {ic['database_load_seconds']:.2f} s once)")
+    write_json(args.output, results)
+    print(f"wrote {args.output}")
+    if tmp is not None:
+        tmp.cleanup()
     return 0
 
 

@@ -553,10 +553,13 @@ class TemplateProvider:
     options: TemplateOptions = field(default_factory=TemplateOptions)
     k: int = DEFAULT_K
     bin_edges: np.ndarray = field(default_factory=lambda: DEFAULT_BIN_EDGES.copy())
+    by_sequence: dict[str, TemplateHits] = field(default_factory=dict)   # searched by sequence (query_id)
 
     def features(self, chain_id: str, sequence: str, crop: tuple[int, int] | None = None, *,
                  training: bool = False, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
         rec = self.found.get(chain_id)
+        if (rec is None or rec.query_sequence != sequence) and sequence in self.by_sequence:
+            rec = self.by_sequence[sequence]
         if rec is None or rec.query_sequence != sequence:
             why = "was not searched" if rec is None else "was searched for another sequence"
             raise ValueError(f"templates: chain {chain_id!r} {why} in {self.db.path}; run search_templates "
@@ -572,9 +575,19 @@ def provider_for(db: TemplateDatabase, samples: Sequence, k: int, options: Templ
                  bin_edges: np.ndarray = DEFAULT_BIN_EDGES, cache_dir: str | Path | None = None,
                  threads: int = 1, stats: dict | None = None) -> TemplateProvider:
     """A :class:`TemplateProvider` for ``samples`` (every chain a collator or predictor will ask about;
-    unique ids): their hits searched in ``db`` (cached under ``cache_dir``), selected with ``options``."""
-    found = search_templates(list(samples), db, cache_dir=cache_dir, threads=threads, stats=stats)
-    return TemplateProvider(db, found, options or TemplateOptions(), int(k), np.asarray(bin_edges).copy())
+    an id given twice must name one sequence): their hits searched in ``db`` (cached under ``cache_dir``), selected with ``options``."""
+    from types import SimpleNamespace
+
+    unique: dict[str, object] = {}
+    for s in samples:      # a chain in both the training and the validation data is searched once; an id that
+        seen = unique.setdefault(s.id, s)     # names another sequence there is searched under that sequence's
+        if seen.sequence != s.sequence:      # query_id (found again through ``TemplateProvider.by_sequence``)
+            q = SimpleNamespace(id=query_id(s.sequence), sequence=s.sequence, cluster=getattr(s, "cluster", None))
+            unique.setdefault(q.id, q)
+    found = search_templates(list(unique.values()), db, cache_dir=cache_dir, threads=threads, stats=stats)
+    by_seq = {rec.query_sequence: rec for key, rec in found.items() if key.startswith("query:")}
+    return TemplateProvider(db, found, options or TemplateOptions(), int(k), np.asarray(bin_edges).copy(),
+                            by_sequence=by_seq)
 
 
 def query_id(sequence: str) -> str:

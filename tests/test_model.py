@@ -25,7 +25,7 @@ def dist_of(ca: np.ndarray) -> torch.Tensor:
 
 
 def small_head() -> HeadConfig:
-    return HeadConfig(pair_dim=16, single_dim=16, dilations=(1, 2), prior_input=False)
+    return HeadConfig(pair_dim=16, single_dim=16, dilations=(1, 2), prior_input=False, templates=0)   # no template database here
 
 
 def test_relpos_buckets_by_hand():

@@ -362,7 +362,11 @@ def test_options_are_flags_with_defaults_and_checked():
         TemplateEmbedConfig(template_dim=0).validate()
     np.testing.assert_array_equal(TemplateEmbedConfig().bin_edges(), HeadConfig().bin_edges())
     np.testing.assert_array_equal(T.DEFAULT_BIN_EDGES, HeadConfig().bin_edges())
-    assert TemplateEmbedConfig.from_head(HeadConfig()).templates == 0     # a head stored before templates
+    from types import SimpleNamespace
+
+    old_head = SimpleNamespace(pair_dim=64, n_bins=42)                     # a head config without the fields
+    assert TemplateEmbedConfig.from_head(old_head).templates == 0
+    assert TemplateEmbedConfig.from_head(HeadConfig(templates=3)).templates == 3
 
 
 def test_options_select_applies_training_rules_only_in_training(antibody_queries, train_found):

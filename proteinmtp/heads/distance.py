@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from proteinmtp.constants import CONTACT_CUTOFF
-from proteinmtp.heads.templates import TemplateEmbedConfig, TemplatePairEmbedding
 from proteinmtp.heads.common import (
     ERROR_EDGES,
     ERROR_SCORES,
@@ -31,6 +30,7 @@ from proteinmtp.heads.common import (
     pair_weights,
     ss_probs_numpy,
 )
+from proteinmtp.heads.templates import TemplateEmbedConfig, TemplatePairEmbedding
 
 
 class ChannelLayerNorm(nn.Module):
