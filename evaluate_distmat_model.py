@@ -19,7 +19,7 @@ nothing aligns, not two columns). With --pairs every good line is scored; each f
 on stderr, and the exit status is 1 when any line failed. Scores are over the native's residues (a native
 residue missing from the prediction scores 0; see ``proteinmtp.scoring``).
 
-The logic lives in ``proteinmtp.scoring`` (pair mode) and ``proteinmtp.evaluation`` (model mode).
+The logic lives in ``proteinmtp.scoring`` (pair mode) and ``proteinmtp.eval_cli`` (model mode).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_json", type=str, default=None,
                    help="pair mode: where to write the scores (JSON: 'pairs', 'mean', 'failed' lines with reasons)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
-    from proteinmtp.evaluation import add_model_arguments
+    from proteinmtp.eval_cli import add_model_arguments
 
     add_model_arguments(p)
     return p
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if model_mode and pair_mode:
         parser.error("give either --model_path/--test_data (model mode) or --pred_pdb/--native_pdb/--pairs")
     if model_mode:
-        from proteinmtp.evaluation import EvaluationInputError, run_model_mode
+        from proteinmtp.eval_cli import EvaluationInputError, run_model_mode
 
         try:
             return run_model_mode(args)

@@ -16,6 +16,7 @@ Heads live in ``proteinmtp.heads`` (one module each, looked up by ``head.head_ty
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from proteinmtp.batching import length_batches
 from proteinmtp.config import flag
 from proteinmtp.fileio import atomic_write
 from proteinmtp.heads import HeadConfig, build_head
@@ -537,14 +539,10 @@ class LoadedRun:
 
         Forward passes take the sequences sorted by length, at most ``batch_size`` at a time and, with
         ``max_residues2``, at most that many padded pair positions (batch × longest L²) each
-        (``proteinmtp.predict.length_batches``). On CPU oneDNN (mkldnn) is off here: it keeps state for
+        (``proteinmtp.batching.length_batches``). On CPU oneDNN (mkldnn) is off here: it keeps state for
         every input shape it sees, so over many records of different lengths the process grew (tiny run,
         120 batches of random L 50–400: RSS 505 → 1,138 MB with it, flat ≈ 500–680 MB without).
         """
-        import contextlib
-
-        from proteinmtp.predict import length_batches
-
         for s in sequences:
             if not 2 <= len(s) <= self.max_len:
                 why = ""

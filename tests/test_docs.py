@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from proteinmtp.evaluation import CONFIDENCE_KEYS, REQUIRED_KEYS
+from proteinmtp.eval_report import CONFIDENCE_KEYS, REQUIRED_KEYS
 
 
 def _slug(heading: str) -> str:

@@ -13,16 +13,10 @@ import pytest
 import evaluate_distmat_model
 import infer_distmat
 from proteinmtp.dataset import load_dataset
-from proteinmtp.evaluation import (
-    MIRROR_KEY,
-    REQUIRED_KEYS,
-    Evaluation,
-    EvaluationInputError,
-    evaluate_run,
-    format_summary,
-    run_neighbours,
-    summarize,
-)
+from proteinmtp.eval_cli import EvaluationInputError, run_neighbours
+from proteinmtp.eval_report import REQUIRED_KEYS, format_summary, summarize
+from proteinmtp.eval_scoring import MIRROR_KEY
+from proteinmtp.evaluation import Evaluation, evaluate_run
 from proteinmtp.prior import SeparationPrior
 from tests.test_plots import png_size
 
@@ -224,7 +218,7 @@ def test_bad_input(case, tiny_run, tmp_path, repo_root):
 def test_confidence_block_and_summary(evaluated):
     res = evaluated["results"]
     conf = res["model"]["confidence"]
-    from proteinmtp.evaluation import CONFIDENCE_KEYS
+    from proteinmtp.eval_report import CONFIDENCE_KEYS
 
     for k in CONFIDENCE_KEYS:
         assert k in conf
@@ -258,7 +252,7 @@ def test_workers_give_the_same_results(tiny_run):
 def test_figure_data_is_bounded_and_order_free(tiny_run):
     """FigureData keeps the pair samples of at most max_sample_proteins proteins: the same ones whatever
     the number of proteins merged after them, and sums over every protein."""
-    from proteinmtp.evaluation import FigureData
+    from proteinmtp.eval_figures import FigureData
 
     s = next(x for x in load_dataset(tiny_run["test_data"]).samples if x.id == "1LCD:A")
     true = s.distances()

@@ -275,7 +275,7 @@ def _rows(out, name="manifest.jsonl"):
 
 
 def test_length_batches_hand_checked():
-    from proteinmtp.predict import length_batches
+    from proteinmtp.batching import length_batches
 
     lengths = [10, 50, 20, 40, 30]          # sorted: 10 (0), 20 (2), 30 (4), 40 (3), 50 (1)
     assert length_batches(lengths, 8) == [[0, 2, 4, 3, 1]]
@@ -288,7 +288,8 @@ def test_length_batches_hand_checked():
 
 
 def test_resolve_shard_from_flags_and_launcher_env():
-    from proteinmtp.predict import InputError, resolve_shard
+    from proteinmtp.fasta import InputError
+    from proteinmtp.sharding import resolve_shard
 
     assert resolve_shard(1, 0, {}).count == 1 and resolve_shard(1, 0, {}).label == ""
     s = resolve_shard(3, 2, {})
@@ -315,7 +316,7 @@ def test_iter_fasta_streams_in_constant_memory(tmp_path):
     """A 1.9 MB FASTA is read record by record: the Python heap never holds more than a few records."""
     import tracemalloc
 
-    from proteinmtp.predict import iter_fasta
+    from proteinmtp.fasta import iter_fasta
 
     path = tmp_path / "big.fasta"
     rec = "".join(AA20) * 5
@@ -338,14 +339,14 @@ def test_iter_fasta_streams_in_constant_memory(tmp_path):
 def test_cli_never_reads_the_fasta_whole(tiny_run, tmp_path, monkeypatch):
     """The whole-file readers are not used by the CLI (they would raise here), and the look-ahead window
     bounds what a forward pass is given."""
+    import proteinmtp.fasta
     import proteinmtp.fileio
     import proteinmtp.model
-    import proteinmtp.predict
 
     def forbidden(*a, **k):
         raise AssertionError("the FASTA was read whole")
 
-    monkeypatch.setattr(proteinmtp.predict, "read_fasta", forbidden)
+    monkeypatch.setattr(proteinmtp.fasta, "read_fasta", forbidden)
     monkeypatch.setattr(proteinmtp.fileio, "read_bytes", forbidden)
     seen = []
     real = proteinmtp.model.LoadedRun.predict
@@ -430,7 +431,8 @@ def test_worker_failure_fails_that_record_only(tmp_path):
     """A record whose reconstruction raises in a worker is reported with its error; the others are written."""
     from types import SimpleNamespace
 
-    from proteinmtp.predict import RecordJob, RecordPool
+    from proteinmtp.inference import RecordJob, finish_record
+    from proteinmtp.pool import WorkerPool
     from tests.conftest import helix_ca
 
     def job(key, dist):
@@ -444,10 +446,10 @@ def test_worker_failure_fails_that_record_only(tmp_path):
     d = np.linalg.norm(good[:, None] - good[None], axis=-1)
     bad = d.copy()
     bad[0, 1] = -5.0                                          # not a distance matrix
-    pool = RecordPool(2)
+    pool = WorkerPool(finish_record, 2)
     try:
         for k, dist in enumerate((d, bad, d)):
-            pool.submit(job(k, dist))
+            pool.submit(k, job(k, dist))
         res = dict(pool.results(wait_until=0))
     finally:
         pool.close()

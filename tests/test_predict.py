@@ -6,20 +6,11 @@ import gemmi
 import numpy as np
 import pytest
 
+from proteinmtp.fasta import InputError, check_lengths, clean_sequence, parse_fasta, record_stems
 from proteinmtp.metrics import structure_metrics
 from proteinmtp.model import DistancePrediction
-from proteinmtp.predict import (
-    InputError,
-    check_lengths,
-    clean_sequence,
-    parse_fasta,
-    record_stems,
-    residue_confidence_100,
-    save_distmat,
-    save_distogram,
-    structure_from_distances,
-    write_structure,
-)
+from proteinmtp.predict import residue_confidence_100, structure_from_distances
+from proteinmtp.writers import save_distmat, save_distogram, write_structure
 from tests.conftest import helix_ca
 
 
@@ -111,7 +102,7 @@ def test_iter_fasta_encodings_and_gzip(tmp_path):
     """BOM, Latin-1 fallback (line reported), UTF-16, gzip: the same records as parse_fasta of the text."""
     import gzip
 
-    from proteinmtp.predict import iter_fasta
+    from proteinmtp.fasta import iter_fasta
 
     def records(raw: bytes, name="f.fa", notes=None):
         (tmp_path / name).write_bytes(raw)
@@ -144,7 +135,7 @@ def test_help_and_docs_stand_alone(repo_root):
     import evaluate_distmat_model
     import infer_distmat
 
-    for name in ("proteinmtp.predict", "proteinmtp.metrics", "proteinmtp.scoring", "proteinmtp.structure",
+    for name in ("proteinmtp.predict", "proteinmtp.fasta", "proteinmtp.inference", "proteinmtp.metrics", "proteinmtp.scoring", "proteinmtp.structure",
                  "proteinmtp.dataset", "infer_distmat", "evaluate_distmat_model", "create_distmat_data"):
         src = (repo_root / (name.replace(".", "/") + ".py")).read_text()
         assert "design.md" not in src and "../shared" not in src, name
