@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from proteinmtp import runs
-from proteinmtp.dataset import load_dataset
 from proteinmtp.eval_report import CSV_FILE, RESULTS_FILE, format_summary, write_figures, write_results
-from proteinmtp.evaluation import evaluate_run
+from proteinmtp.evaluation import evaluate_run, nothing_to_score, skip_reason
 from proteinmtp.neighbour import find_neighbours
 from proteinmtp.runcli import (
     add_prediction_arguments,
@@ -20,6 +19,7 @@ from proteinmtp.runcli import (
     resolve_device,
     run_description,
 )
+from proteinmtp.shards import open_dataset
 from proteinmtp.splits import MMseqsError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +31,8 @@ def add_model_arguments(parser) -> None:
     """Flags of the model-evaluation mode of evaluate_distmat_model.py."""
     g = parser.add_argument_group("model evaluation (--model_path + --test_data)")
     g.add_argument("--model_path", help="run directory written by train_distmat.py")
-    g.add_argument("--test_data", help="dataset split to evaluate on (JSON or .json.gz from create_distmat_data.py)")
+    g.add_argument("--test_data", help="dataset split to evaluate on, from create_distmat_data.py: a JSON / .json.gz file or a sharded "
+                        "binary directory (*.shards, --format binary), read as training reads it")
     g.add_argument("--num_samples", type=int, default=None,
                    help="evaluate only the first N proteins of the split (None = all)")
     g.add_argument("--output_dir", default=None,
@@ -51,7 +52,7 @@ def add_model_arguments(parser) -> None:
                    help="processes scoring proteins (reconstruction, metrics) while the model's forward pass runs "
                         "in the main process; 1 = score in the main process. Results are identical for any N")
     g.add_argument("--train_data", default=None,
-                   help="training split searched for each chain's nearest neighbour (dataset JSON or .json.gz; "
+                   help="training split searched for each chain's nearest neighbour (JSON, .json.gz or a *.shards directory; "
                         "None = train_data of the run's training_config.json; a missing file there skips the "
                         "neighbour with a warning, a missing file given here is an error)")
     g.add_argument("--no_neighbour", action="store_true",
@@ -60,6 +61,13 @@ def add_model_arguments(parser) -> None:
 
 class EvaluationInputError(ValueError):
     """Bad arguments or input files for the model evaluation (reported as one line)."""
+
+
+def open_split(path: str | Path):
+    """A dataset split exactly as training opens it: JSON (.json / .json.gz) or a sharded binary directory
+    (``*.shards``, from ``create_distmat_data.py --format binary``). The one call site of the dataset front
+    door here (``shards.open_dataset`` today)."""
+    return open_dataset(path)
 
 
 def run_neighbours(args, run_config: dict, samples: Sequence[Sample]) -> tuple[NeighbourSet | None, dict]:
@@ -83,12 +91,12 @@ def run_neighbours(args, run_config: dict, samples: Sequence[Sample]) -> tuple[N
     if not path:
         return skip("the run's training_config.json names no train_data; pass --train_data")
     where = "--train_data" if explicit else "train_data in the run's training_config.json"
-    if not Path(path).is_file():
+    if not Path(path).exists():
         if explicit:
             raise EvaluationInputError(f"--train_data {path} does not exist")
         return skip(f"training data {path} ({where}) not found; pass --train_data")
     try:
-        train = load_dataset(path)
+        train = open_split(path)
     except (ValueError, OSError) as e:
         msg = f"cannot read training data {path} ({where}): {e}".splitlines()[0]
         if explicit:
@@ -119,10 +127,10 @@ def run_model_mode(args) -> int:
     run_dir = Path(args.model_path)
     if not run_dir.is_dir():
         raise EvaluationInputError(f"run directory {run_dir} does not exist; pass the --output_dir of train_distmat.py")
-    if not Path(args.test_data).is_file():
+    if not Path(args.test_data).exists():
         raise EvaluationInputError(f"test data {args.test_data} does not exist")
     try:
-        data = load_dataset(args.test_data)
+        data = open_split(args.test_data)
     except (ValueError, OSError) as e:
         raise EvaluationInputError(f"cannot read test data {args.test_data}: {e}".splitlines()[0]) from None
     samples = list(data.samples)[: args.num_samples] if args.num_samples else list(data.samples)
@@ -138,6 +146,9 @@ def run_model_mode(args) -> int:
         raise EvaluationInputError(load_error_message(run_dir, e)) from None
     if getattr(run, "prior", None) is None:
         raise EvaluationInputError(f"run {run_dir} has no prior.json (the separation prior); retrain it")
+    if all(skip_reason(s, getattr(run, "max_len", None)) is not None for s in samples):
+        skipped = {s.id: skip_reason(s, getattr(run, "max_len", None)) for s in samples}
+        raise EvaluationInputError(f"{args.test_data}: {nothing_to_score(skipped)}; nothing written")
     neighbours, neighbour_info = run_neighbours(args, run.config, samples)
 
     # The record: EXPERIMENTS_ROOT/<date>_<name>/ when named; else OUTPUT_DIR itself; else <date>_<run name>.

@@ -16,6 +16,7 @@ from proteinmtp.constants import SEPARATION_RANGES
 from proteinmtp.eval_scoring import LENGTH_BINS, METHODS, MIRROR_KEY, NEIGHBOUR
 from proteinmtp.fasta import record_stems
 from proteinmtp.fileio import atomic_write, write_json
+from proteinmtp.metric_registry import HEADLINE_KEYS, REQUIRED_KEYS, ranged
 from proteinmtp.rundir import TRAIN_JSONL
 from proteinmtp.runs import replace_written
 from proteinmtp.secondary import ss_block
@@ -25,9 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.evaluation import Evaluation
 
 TABLE_ORDER = ("model", "prior", NEIGHBOUR, "oracle")
-# Keys every method block of eval_results.json holds (means over proteins): docs/contracts.md#evaluation-output-eval_resultsjson.
-REQUIRED_KEYS = ("mae", "rmse", "pearson", "mae_short", "mae_medium", "mae_long", "precision_L_long",
-                 "precision_L5_long", "rmsd", "tm_score", "gdt_ts", "lddt")
 # Keys of the model block's confidence block: docs/contracts.md#evaluation-output-eval_resultsjson.
 CONFIDENCE_KEYS = ("residue_lddt_pearson", "residue_lddt_spearman", "pair_ece", "ptm_pearson")
 CONTACT_DEFINITIONS = {
@@ -76,12 +74,8 @@ def summarize(ev: Evaluation) -> dict:
         block = _mean_block(rows, method) if rows else {k: None for k in REQUIRED_KEYS} | {"n_proteins": 0}
         by_range = {}
         for r in SEPARATION_RANGES:
-            sub = {k: block.get(f"{k}_{r}") for k in ("mae", "rmse", "pearson", "spearman")}
-            sub.update({k: block.get(f"{k}_{r}") for k in ("precision_L", "precision_L2", "precision_L5")
-                        if f"{k}_{r}" in block})
-            sub = {k: v for k, v in sub.items() if f"{k}_{r}" in block}
-            sub.update({f"{k}_cb": block[f"{k}_{r}_cb"] for k in ("precision_L", "precision_L2", "precision_L5")
-                        if f"{k}_{r}_cb" in block})
+            sub = {m.name: block[f"{m.name}_{r}"] for m in ranged(r) if f"{m.name}_{r}" in block}
+            sub.update({f"{m.name}_cb": block[f"{m.name}_{r}_cb"] for m in ranged(r) if f"{m.name}_{r}_cb" in block})
             by_range[r] = sub
         block["by_range"] = by_range
         by_len = {}
@@ -208,8 +202,7 @@ def write_results(ev: Evaluation, output_dir: str | Path, config: dict | None = 
 
 def format_summary(results: dict) -> str:
     """A small text table of the headline metrics for model / prior / neighbour / oracle."""
-    keys = ("mae", "mae_short", "mae_medium", "mae_long", "precision_L5_long", "precision_L5_long_cb", "rmsd",
-            "tm_score", "gdt_ts", "lddt")
+    keys = HEADLINE_KEYS
     lines = [f"{'':10}" + "".join(f"{k:>21}" for k in keys)]
     for m in TABLE_ORDER:
         if not results.get(m):

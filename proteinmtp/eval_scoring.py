@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from proteinmtp.geometry import chain_breaks, distance_matrix, mirror, reconstruct
-from proteinmtp.metrics import contact_metrics, distance_metrics, structure_metrics, tm_score
+from proteinmtp.metric_registry import contact_scores, distance_scores, structure_scores
+from proteinmtp.metrics import tm_score
 
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.dataset import Sample
@@ -71,7 +72,7 @@ def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.n
 
     pred_dist [L, L] Å; contact_score [L, L] (probability, or a distance with ``higher_is_contact=False``);
     xyz [L, 3] Å reconstructed coordinates (rows of residues without a native Cα are ignored).
-    Returns distance, contact and structure metrics plus the mirror diagnostic (MIRROR_KEY) and
+    Returns the registered metrics (``metric_registry``: distance, contact, structure) plus the mirror diagnostic (MIRROR_KEY) and
     ``hand_correct`` (1.0 when the chosen hand scores at least as well as its mirror).
 
     Contacts are counted two ways: ``precision_*`` against Cα–Cα < 8 Å (the quantity predicted) and
@@ -85,16 +86,15 @@ def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.n
     true = sample.distances() if true_dist is None else true_dist
     true_cb = cb_distances(sample) if true_cb_dist is None else true_cb_dist
     out: dict[str, float] = {}
-    out.update(distance_metrics(pred_dist, true, mask))
-    out.update(contact_metrics(contact_score, true, mask, higher_is_contact=higher_is_contact))
+    out.update(distance_scores(pred_dist, contact_score, true, mask, higher_is_contact=higher_is_contact))
     if true_cb is not None:
         has_cb = mask & (np.isfinite(true_cb).sum(axis=1) > 1)   # a residue with a Cβ has finite distances
         if has_cb.sum() >= CB_MIN_FRACTION * mask.sum():
-            cb = contact_metrics(contact_score, true_cb, has_cb, higher_is_contact=higher_is_contact)
+            cb = contact_scores(contact_score, true_cb, has_cb, higher_is_contact=higher_is_contact)
             out.update({f"{k}_cb": v for k, v in cb.items()})
     ca = np.asarray(sample.ca, dtype=np.float64)[mask]
     x = np.asarray(xyz, dtype=np.float64)[mask]
-    s = structure_metrics(x, ca)
+    s = structure_scores(x, ca)
     out.update(s)
     tm_m = float(tm_score(mirror(x), ca))
     out["tm_score_mirror"] = tm_m

@@ -120,6 +120,28 @@ def score_protein(task: _Task) -> dict:
     return {"row": row, "figure": fig, "confidence": conf, "ss": eval_pairs(sample, dp)}
 
 
+class NothingToScore(ValueError):
+    """No protein of the evaluated set can be scored (each one's reason in the message)."""
+
+
+def skip_reason(sample: Sample, max_len: int | None) -> str | None:
+    """Why the evaluation skips ``sample`` (longer than the run's ``max_len``, fewer than 2 residues with a
+    Cα); None when it is scored."""
+    n_present = int(sample.mask().sum())
+    if max_len and len(sample.sequence) > max_len:
+        return f"length {len(sample.sequence)} > model maximum {max_len}"
+    if n_present < 2:
+        return f"only {n_present} residue(s) with a Cα"
+    return None
+
+
+def nothing_to_score(skipped: dict[str, str], shown: int = 3) -> str:
+    """One line: no protein can be scored, with the first ``shown`` proteins' reasons."""
+    first = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:shown])
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"no protein can be scored ({len(skipped)} skipped: {first}{more})"
+
+
 def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "refine", batch_size: int = 1,
                  prior: SeparationPrior | None = None, progress: bool = True, pdb_dir: str | Path | None = None,
                  figures: FigureData | None = None, run_dir: str | Path = "",
@@ -137,7 +159,8 @@ def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "re
     reusable for every run evaluated on the same samples (the run's own prior fills unaligned pairs);
     ValueError before any prediction when a sample has no neighbour record or another sequence.
     ``prior`` defaults to ``run.prior`` (the run's prior.json). Proteins longer than ``run.max_len`` or
-    with fewer than 2 residues with a Cα are skipped and listed. With ``pdb_dir``, the model's structure
+    with fewer than 2 residues with a Cα are skipped and listed (:func:`skip_reason`); :class:`NothingToScore`
+    when every sample is. With ``pdb_dir``, the model's structure
     (confidence in the B-factor column) and the native Cα trace are written as <id>_model.pdb and
     <id>_native.pdb. The first failure (in completion order; a dead worker: ``pool.WorkerDied``) is
     raised, and the proteins no worker started are dropped.
@@ -151,13 +174,13 @@ def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "re
     max_len = getattr(run, "max_len", None)
     todo: list[Sample] = []
     for s in samples:
-        n_present = int(s.mask().sum())
-        if max_len and len(s.sequence) > max_len:
-            ev.skipped[s.id] = f"length {len(s.sequence)} > model maximum {max_len}"
-        elif n_present < 2:
-            ev.skipped[s.id] = f"only {n_present} residue(s) with a Cα"
-        else:
+        why = skip_reason(s, max_len)
+        if why is None:
             todo.append(s)
+        else:
+            ev.skipped[s.id] = why
+    if samples and not todo:
+        raise NothingToScore(nothing_to_score(ev.skipped))
     nb_of = {s.id: neighbours.for_sample(s) for s in todo} if neighbours is not None else None
     if neighbours is not None:
         ev.neighbour_info = {"status": "ok", **neighbours.info}

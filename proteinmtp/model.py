@@ -519,6 +519,19 @@ class DistancePrediction:
     ss_probs: np.ndarray | None = None          # [L, 8] secondary-structure probabilities (secondary.SS8 order)
 
 
+@contextlib.contextmanager
+def onednn_disabled():
+    """oneDNN (mkldnn) off inside the block, back as it was after. Only the ``enabled`` flag is touched:
+    ``torch.backends.mkldnn.flags(enabled=False)`` also sets ``allow_tf32``, and on a torch build without
+    Intel GPU support that set alone warns "TF32 acceleration on top of oneDNN is available for Intel GPUs"."""
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = was
+
+
 class LoadedRun:
     """A trained run ready for inference. ``predict`` de-normalises with the run's saved global_stats."""
 
@@ -554,7 +567,7 @@ class LoadedRun:
         m = self.model
         stats = (float(m.log_dist_mean), float(m.log_dist_std))
         on_cpu = str(self.device).startswith("cpu") and torch.backends.mkldnn.is_available()
-        with torch.backends.mkldnn.flags(enabled=False) if on_cpu else contextlib.nullcontext():
+        with onednn_disabled() if on_cpu else contextlib.nullcontext():
             results: list[DistancePrediction | None] = [None] * len(sequences)
             for idx in length_batches([len(s) for s in sequences], batch_size, max_residues2):
                 batch = m.encoder.collate([sequences[i] for i in idx])

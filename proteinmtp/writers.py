@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from proteinmtp.confidence import predicted_tm
 from proteinmtp.constants import STANDARD_AA
 from proteinmtp.fileio import atomic_open
 from proteinmtp.predict import StructurePrediction, predicted_ss8
@@ -20,8 +21,6 @@ def structure_remarks(sp: StructurePrediction, *, run_dir: str | Path = "", mode
                       record_id: str = "") -> list[str]:
     """REMARK text for an output structure: model, run, record, hand chosen, mean confidence, predicted
     TM-score (``confidence.predicted_tm``, when the model predicts pair error classes)."""
-    from proteinmtp.confidence import predicted_tm  # imports torch (through heads): only when writing
-
     rem = []
     if record_id:
         rem.append(f"RECORD {record_id}")
@@ -70,8 +69,6 @@ def save_distogram(path: str | Path, sp: StructurePrediction) -> Path:
     when the model predicts pair error classes also pair_error_probs [L, L, 5] float16 (|pred − true| <
     0.5, 1, 2, 4, ≥ 4 Å) and ptm (a scalar, ``confidence.predicted_tm``).
     """
-    from proteinmtp.confidence import predicted_tm  # imports torch (through heads): only when writing
-
     dp = sp.distances
     arrays: dict[str, np.ndarray] = {
         "sequence": np.array(sp.sequence),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from proteinmtp.eval_report import CONFIDENCE_KEYS, REQUIRED_KEYS
+from proteinmtp.eval_report import CONFIDENCE_KEYS
+from proteinmtp.metric_registry import REQUIRED_KEYS
 
 
 def _slug(heading: str) -> str:
