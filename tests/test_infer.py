@@ -153,10 +153,13 @@ def _run_main(tiny_run, *args):
     return _Result(rc, o.getvalue(), e.getvalue())
 
 
-@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
-def test_interrupted_batch_keeps_outputs_and_resumes(workers, tiny_run, tmp_path, repo_root):
-    """SIGINT after the first structure appears: finished files (and an earlier run's file) stay; a rerun
-    skips them and completes the rest; every record is done exactly once over the two runs."""
+@pytest.mark.parametrize("workers,sig", [(1, "SIGINT"), (1, "SIGTERM"),
+                                         pytest.param(2, "SIGINT", marks=pytest.mark.slow),
+                                         pytest.param(2, "SIGTERM", marks=pytest.mark.slow)])
+def test_interrupted_batch_keeps_outputs_and_resumes(workers, sig, tiny_run, tmp_path, repo_root):
+    """SIGINT or SIGTERM (a scheduler's stop) after the first structure appears: exit 130, finished files
+    (and an earlier run's file) stay; a rerun skips them and completes the rest; every record is done
+    exactly once over the two runs."""
     import signal
     import time
 
@@ -176,7 +179,7 @@ def test_interrupted_batch_keeps_outputs_and_resumes(workers, tiny_run, tmp_path
     while not list(out.glob("r*.pdb")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, "the batch ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "resume" in err
@@ -459,3 +462,17 @@ def test_worker_failure_fails_that_record_only(tmp_path):
         assert res[k]["method"] == "classical"
         xyz = _pdb_xyz(tmp_path / f"r{k}.pdb")
         np.testing.assert_allclose(np.linalg.norm(xyz[:, None] - xyz[None], axis=-1), d, atol=0.01)
+
+
+def test_mds_method_distogram_through_the_cli(tiny_run, tmp_path):
+    """--mds_method distogram folds from the model's distogram: the REMARK names it, and the Cα trace keeps
+    3.8 Å bonds (the folding's bond term)."""
+    out = tmp_path / "d.pdb"
+    r = _run_main(tiny_run, "--sequence", "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "--output", out,
+                  "--mds_method", "distogram")
+    assert r.rc == 0, r.err
+    text = out.read_text()
+    assert "RECONSTRUCTION DISTOGRAM MDS" in text.upper()
+    xyz = _pdb_xyz(out)
+    assert len(xyz) == 33
+    np.testing.assert_allclose(np.linalg.norm(np.diff(xyz, axis=0), axis=1), 3.8, atol=0.3)
