@@ -4,7 +4,7 @@ Model mode: evaluate a trained run on a dataset split, beside the separation pri
 neighbour (``--train_data``, default the run's training split; ``--no_neighbour`` skips it) and the oracle
 (eval_results.json, eval_per_protein.csv, visualizations/, experiments/<date>_<name>/ record)::
 
-    python evaluate_distmat_model.py --model_path runs/demo --test_data data/demo/test.json --output_dir eval/
+    python evaluate_distmat_model.py --model_path runs/demo --test_data data/demo/dataset/test.json.gz --output_dir eval/
 
 Pair mode: score any predicted structure (this project's, AlphaFold's, ESMFold's …) against a native;
 residues are matched by a global sequence alignment of the chains (identity when equal)::

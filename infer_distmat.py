@@ -48,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_distogram", action="store_true",
                    help="also save distogram probabilities, bin edges (Å), contact probability and pair/residue "
                         "confidence as <name>_distogram.npz")
-    add_prediction_arguments(p, "classical MDS only, or MDS then refinement against the predicted distances "
-                                "(weighted by pair confidence, with Cα–Cα bond and clash terms)")
+    add_prediction_arguments(p, "how coordinates are rebuilt from the prediction")
     p.set_defaults(batch_size=DEFAULT_BATCH_SIZE)
     scale = p.add_argument_group("scale (large FASTA files, several processes or GPUs)")
     scale.add_argument("--max_batch_residues2", type=int, default=DEFAULT_MAX_BATCH_RESIDUES2, metavar="N",

@@ -34,10 +34,16 @@ def run_description(config: dict) -> dict:
             "head_type": head.get("head_type") or args.get("head_type")}
 
 
+METHOD_HELP = ("classical (MDS only), refine (MDS, then refinement against the predicted distances weighted by "
+               "pair confidence, with Cα–Cα bond and clash terms) or distogram (folding from the predicted "
+               "distogram; a head without one uses refine)")
+
+
 def add_prediction_arguments(group, mds_help: str) -> None:
     """The flags every script that runs a trained model shares (argparse parser or argument group):
     --mds_method, --batch_size, --device, --trust_remote_code."""
-    group.add_argument("--mds_method", choices=RECONSTRUCTION_METHODS, default=DEFAULT_METHOD, help=mds_help)
+    group.add_argument("--mds_method", choices=RECONSTRUCTION_METHODS, default=DEFAULT_METHOD,
+                       help=f"{mds_help}: {METHOD_HELP}")
     group.add_argument("--batch_size", type=int, default=1, help="sequences per forward pass (≥ 1)")
     group.add_argument("--device", default="auto",
                        help="torch device: auto (cuda if available, else cpu), cpu, cuda:0 …")
