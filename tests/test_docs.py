@@ -55,8 +55,8 @@ def _parsers():
         seen: list = []
         real = argparse.ArgumentParser.parse_args
 
-        def capture(self, *a, **k):
-            seen.append(self)
+        def capture(self, *a, _seen=seen, **k):
+            _seen.append(self)
             raise SystemExit(0)
 
         argparse.ArgumentParser.parse_args = capture
