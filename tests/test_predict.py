@@ -137,8 +137,8 @@ def test_help_and_docs_stand_alone(repo_root):
     import contextlib
     import importlib
     import importlib.util
-    import re
     import io
+    import re
 
     import create_distmat_data
     import evaluate_distmat_model
