@@ -378,3 +378,21 @@ def test_mds_method_distogram_through_the_cli(tiny_run, tmp_path):
     assert res["config"]["mds_method"] == "distogram" and res["n_proteins"] == 1
     assert "RECONSTRUCTION DISTOGRAM MDS" in (out / "pdbs" / "1LCD_A_model.pdb").read_text().upper()
     assert 0.0 < res["model"]["tm_score"] <= 1.0
+
+
+def test_a_sharded_binary_test_set_evaluates_as_its_json(tiny_run, tmp_path):
+    """--test_data DIR.shards (create_distmat_data.py --format binary) is opened as training opens it and
+    gives the results of the same split as JSON."""
+    from proteinmtp.shards import convert
+
+    shards = convert(tiny_run["test_data"], tmp_path / "test.shards")
+    results = {}
+    for name, data in (("json", tiny_run["test_data"]), ("shards", shards)):
+        out = tmp_path / name
+        rc = evaluate_distmat_model.main(["--model_path", str(tiny_run["run_dir"]), "--test_data", str(data),
+                                          "--output_dir", str(out), "--no_figures", "--no_neighbour", "--quiet",
+                                          "--experiments_root", str(tmp_path / "exp")])
+        assert rc == 0
+        results[name] = json.loads((out / "eval_results.json").read_text())
+        results[name]["config"].pop("test_data")
+    assert results["shards"] == results["json"] and results["json"]["n_proteins"] == 3
