@@ -32,7 +32,7 @@ from pathlib import Path
 from proteinmtp.config import HelpFormatter
 from proteinmtp.eval_cli import EvaluationInputError, add_model_arguments, run_model_mode
 from proteinmtp.fileio import write_json
-from proteinmtp.metric_registry import PAIR_METRICS
+from proteinmtp.metric_registry import pair_metrics
 from proteinmtp.scoring import mean_scores, read_pairs_tsv, score_files, score_pairs
 
 
@@ -88,7 +88,7 @@ def run_pair_mode(args: argparse.Namespace) -> dict:
     if not args.quiet:
         m = result["mean"]
         if result["pairs"]:
-            scores = "  ".join(f"{s.label} {m[s.name]:.{s.digits}f}{s.unit}" for s in PAIR_METRICS)
+            scores = "  ".join(f"{s.label} {m[s.name]:.{s.digits}f}{s.unit}" for s in pair_metrics())
             print(f"{len(result['pairs'])} pair(s): n_aligned {m['n_aligned']:.1f}  identity {m['identity']:.3f}  "
                   f"aligned fraction {m['aligned_fraction']:.3f}  {scores}  -> {args.output_json}")
         else:

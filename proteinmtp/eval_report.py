@@ -16,7 +16,7 @@ from proteinmtp.constants import SEPARATION_RANGES
 from proteinmtp.eval_scoring import LENGTH_BINS, METHODS, MIRROR_KEY, NEIGHBOUR
 from proteinmtp.fasta import record_stems
 from proteinmtp.fileio import atomic_write, write_json
-from proteinmtp.metric_registry import HEADLINE_KEYS, REQUIRED_KEYS, ranged
+from proteinmtp.metric_registry import keys, ranged
 from proteinmtp.rundir import TRAIN_JSONL
 from proteinmtp.runs import replace_written
 from proteinmtp.secondary import ss_block
@@ -71,7 +71,7 @@ def summarize(ev: Evaluation) -> dict:
     methods = _methods(rows)
     out: dict = {}
     for method in methods:
-        block = _mean_block(rows, method) if rows else {k: None for k in REQUIRED_KEYS} | {"n_proteins": 0}
+        block = _mean_block(rows, method) if rows else {k: None for k in keys("required")} | {"n_proteins": 0}
         by_range = {}
         for r in SEPARATION_RANGES:
             sub = {m.name: block[f"{m.name}_{r}"] for m in ranged(r) if f"{m.name}_{r}" in block}
@@ -202,12 +202,12 @@ def write_results(ev: Evaluation, output_dir: str | Path, config: dict | None = 
 
 def format_summary(results: dict) -> str:
     """A small text table of the headline metrics for model / prior / neighbour / oracle."""
-    keys = HEADLINE_KEYS
-    lines = [f"{'':10}" + "".join(f"{k:>21}" for k in keys)]
+    headline = keys("headline")
+    lines = [f"{'':10}" + "".join(f"{k:>21}" for k in headline)]
     for m in TABLE_ORDER:
         if not results.get(m):
             continue
-        vals = [results[m].get(k) for k in keys]
+        vals = [results[m].get(k) for k in headline]
         lines.append(f"{m:10}" + "".join(f"{v:21.3f}" if v is not None else f"{'n/a':>21}" for v in vals))
     lines.append("contacts: precision_* against Ca-Ca < 8 A, precision_*_cb against Cb-Cb < 8 A (Ca for Gly); "
                  "both ranked by the predicted Ca distances/probabilities")

@@ -98,15 +98,19 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
-def _keys(what: str) -> tuple[str, ...]:
+def keys(what: str) -> tuple[str, ...]:
+    """The keys of every metric's ``what`` ("required", "headline" or "training"), in registry order."""
     return tuple(k for m in METRICS for k in getattr(m, what))
 
 
-REQUIRED_KEYS = _keys("required")     # every method block of eval_results.json
-HEADLINE_KEYS = _keys("headline")     # the console table's columns
-TRAINING_KEYS = _keys("training")     # in-training evaluation
-PAIR_METRICS = tuple(m for m in METRICS if m.pairs)
-PAIR_KEYS = tuple(m.name for m in PAIR_METRICS)
+def pair_metrics() -> tuple[Metric, ...]:
+    """The metrics pair-mode scoring reports, in registry order."""
+    return tuple(m for m in METRICS if m.pairs)
+
+
+# Consumers call the functions (read at use, so the registry is the only list); these name today's sets.
+REQUIRED_KEYS = keys("required")     # every method block of eval_results.json (docs/contracts.md lists them)
+TRAINING_KEYS = keys("training")     # in-training evaluation (training.EVAL_KEYS, fixed at import)
 
 
 def functions(kind: str, *, pairs: bool = False) -> tuple[Callable[..., dict], ...]:

@@ -29,10 +29,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from proteinmtp.metric_registry import PAIR_KEYS, structure_scores
+from proteinmtp.metric_registry import pair_metrics, structure_scores
 from proteinmtp.structure import Chain, read_structure
 
-SCORE_KEYS = PAIR_KEYS   # the registry's pair-mode metrics
 # Below either, the chains are taken as unrelated and the pair is refused (unless allow_mismatch): a score of
 # a prediction against another protein's native means nothing.
 MIN_IDENTITY = 0.3            # identical residues / aligned residue pairs
@@ -211,7 +210,7 @@ def mean_scores(rows: Iterable[dict]) -> dict:
     """Mean of n_aligned, identity, aligned_fraction and each score over rows (NaN-safe; None when no row has the value)."""
     rows = list(rows)
     out: dict = {"n_pairs": len(rows)}
-    for k in ("n_aligned", "identity", "aligned_fraction", *SCORE_KEYS):
+    for k in ("n_aligned", "identity", "aligned_fraction", *(m.name for m in pair_metrics())):
         vals = np.array([r[k] for r in rows if r.get(k) is not None], dtype=np.float64)
         out[k] = float(np.nanmean(vals)) if len(vals) and np.isfinite(vals).any() else None
     return out
