@@ -14,7 +14,8 @@ import evaluate_distmat_model
 import infer_distmat
 from proteinmtp.dataset import load_dataset
 from proteinmtp.eval_cli import EvaluationInputError, run_neighbours
-from proteinmtp.eval_report import REQUIRED_KEYS, format_summary, summarize
+from proteinmtp.eval_report import format_summary, summarize
+from proteinmtp.metric_registry import REQUIRED_KEYS
 from proteinmtp.eval_scoring import MIRROR_KEY
 from proteinmtp.evaluation import Evaluation, evaluate_run
 from proteinmtp.prior import SeparationPrior
