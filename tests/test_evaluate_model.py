@@ -15,9 +15,9 @@ import infer_distmat
 from proteinmtp.dataset import load_dataset
 from proteinmtp.eval_cli import EvaluationInputError, run_neighbours
 from proteinmtp.eval_report import format_summary, summarize
-from proteinmtp.metric_registry import REQUIRED_KEYS
 from proteinmtp.eval_scoring import MIRROR_KEY
 from proteinmtp.evaluation import Evaluation, evaluate_run
+from proteinmtp.metric_registry import REQUIRED_KEYS
 from proteinmtp.prior import SeparationPrior
 from tests.test_plots import png_size
 
