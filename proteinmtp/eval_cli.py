@@ -141,7 +141,8 @@ def run_model_mode(args) -> int:
 
     quiet_transformers()
     try:
-        run = load_run(run_dir, device=device, trust_remote_code=args.trust_remote_code)
+        run = load_run(run_dir, device=device, trust_remote_code=args.trust_remote_code,
+                       template_db=args.template_db, templates=args.templates)
     except Exception as e:  # noqa: BLE001 - any failure to load is reported as one line
         raise EvaluationInputError(load_error_message(run_dir, e)) from None
     if getattr(run, "prior", None) is None:

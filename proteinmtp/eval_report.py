@@ -25,7 +25,9 @@ from proteinmtp.viewer import write_viewer_html
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.evaluation import Evaluation
 
-TABLE_ORDER = ("model", "prior", NEIGHBOUR, "oracle")
+NO_TEMPLATES = "model_no_templates"     # a run trained with templates, predicting without them
+TABLE_ORDER = ("model", NO_TEMPLATES, "prior", NEIGHBOUR, "oracle")
+TEMPLATE_COLUMNS = ("n_templates", "template_id", "template_identity", "template_coverage")
 # Keys of the model block's confidence block: docs/contracts.md#evaluation-output-eval_resultsjson.
 CONFIDENCE_KEYS = ("residue_lddt_pearson", "residue_lddt_spearman", "pair_ece", "ptm_pearson")
 CONTACT_DEFINITIONS = {
@@ -86,16 +88,24 @@ def summarize(ev: Evaluation) -> dict:
         block["by_length"] = by_len
         if method == NEIGHBOUR:
             block["n_without_hit"] = sum(1 for r in rows if not r.get("neighbour_id"))
-        if method == "model":
-            col = lambda k: np.array([np.nan if r["model"].get(k) is None else r["model"][k]  # noqa: E731
-                                      for r in rows], dtype=np.float64)
-            block["confidence"] = ev.confidence.summary(col("ptm"), col("tm_score"), col(MIRROR_KEY))
+        if method in ("model", NO_TEMPLATES):
+            col = lambda k, m=method: np.array([np.nan if r[m].get(k) is None else r[m][k]  # noqa: E731
+                                                for r in rows], dtype=np.float64)
+            stats = ev.confidence if method == "model" else ev.confidence_no_templates
+            block["confidence"] = stats.summary(col("ptm"), col("tm_score"), col(MIRROR_KEY))
         out[method] = block
     if NEIGHBOUR not in methods:
         out[NEIGHBOUR] = None
     out["neighbour_search"] = ev.neighbour_info or {"status": "skipped", "reason": "no neighbours were given"}
     if out.get("model") is not None:
         out["model"]["ss"] = ss_block(ev.ss)   # q3, q8, q3_majority; None without SS head or labels
+    if out.get(NO_TEMPLATES) is not None:
+        out[NO_TEMPLATES]["ss"] = ss_block(ev.ss_no_templates)
+    if ev.templates is not None:               # the database and how many chains found a template in it
+        hit = [r for r in rows if r.get("n_templates")]
+        ids = [r["template_identity"] for r in hit if r.get("template_identity") is not None]
+        out["templates"] = {**ev.templates, "n_with_hit": len(hit), "n_without_hit": len(rows) - len(hit),
+                            "mean_best_identity": float(np.mean(ids)) if ids else None}
     out["n_proteins"] = len(rows)
     out["contact_definitions"] = CONTACT_DEFINITIONS
     out["length_bins"] = {label: [lo, hi] for label, lo, hi in LENGTH_BINS}
@@ -127,21 +137,23 @@ def per_protein_csv(ev: Evaluation) -> str:
     """CSV text: one row per protein (id, length, n_present, length_bin, [neighbour_id,] then
     <method>_<metric> columns; the neighbour's include neighbour_identity and neighbour_aligned_fraction)."""
     methods = _methods(ev.rows)
-    cols: list[str] = []
+    cols: list[tuple[str, str]] = []           # (method, metric): a method's name may hold "_"
     for method in methods:
         for r in ev.rows:
-            cols.extend(f"{method}_{k}" for k in r[method] if f"{method}_{k}" not in cols)
+            cols.extend((method, k) for k in r[method] if (method, k) not in cols)
     fixed = ["id", "length", "n_present", "length_bin"] + (["neighbour_id"] if NEIGHBOUR in methods else [])
+    fixed += [c for c in TEMPLATE_COLUMNS if ev.rows and all(c in r for r in ev.rows)]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*fixed, *cols])
+    w.writerow([*fixed, *(f"{m}_{k}" for m, k in cols)])
+    fmt = lambda v: "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else (  # noqa: E731
+        f"{v:.6g}" if isinstance(v, float) else v)
     for r in ev.rows:
         vals = []
-        for c in cols:
-            method, key = c.split("_", 1)
+        for method, key in cols:
             v = r[method].get(key)
             vals.append("" if v is None or not math.isfinite(v) else f"{v:.6g}")
-        w.writerow([*(r[c] for c in fixed), *vals])
+        w.writerow([*(fmt(r[c]) for c in fixed), *vals])
     return buf.getvalue()
 
 
@@ -203,12 +215,12 @@ def write_results(ev: Evaluation, output_dir: str | Path, config: dict | None = 
 def format_summary(results: dict) -> str:
     """A small text table of the headline metrics for model / prior / neighbour / oracle."""
     headline = keys("headline")
-    lines = [f"{'':10}" + "".join(f"{k:>21}" for k in headline)]
-    for m in TABLE_ORDER:
-        if not results.get(m):
-            continue
+    shown = [m for m in TABLE_ORDER if results.get(m)]
+    wd = max([10, *(len(m) + 1 for m in shown)])
+    lines = [f"{'':{wd}}" + "".join(f"{k:>21}" for k in headline)]
+    for m in shown:
         vals = [results[m].get(k) for k in headline]
-        lines.append(f"{m:10}" + "".join(f"{v:21.3f}" if v is not None else f"{'n/a':>21}" for v in vals))
+        lines.append(f"{m:{wd}}" + "".join(f"{v:21.3f}" if v is not None else f"{'n/a':>21}" for v in vals))
     lines.append("contacts: precision_* against Ca-Ca < 8 A, precision_*_cb against Cb-Cb < 8 A (Ca for Gly); "
                  "both ranked by the predicted Ca distances/probabilities")
     conf = (results.get("model") or {}).get("confidence")
@@ -228,6 +240,16 @@ def format_summary(results: dict) -> str:
     elif NEIGHBOUR in results:
         reason = (results.get("neighbour_search") or {}).get("reason", "not computed")
         lines.append(f"neighbour: skipped ({reason})")
+    tm = results.get("templates")
+    if tm:
+        ident = tm.get("mean_best_identity")
+        lines.append(f"templates: K={tm.get('k')} from {tm.get('path')}; {tm.get('n_with_hit', 0)} chain(s) with a "
+                     f"template (mean best identity {'n/a' if ident is None else f'{ident:.3f}'}), "
+                     f"{tm.get('n_without_hit', 0)} without a hit (predicted on the no-template path)")
+        conf_nt = (results.get(NO_TEMPLATES) or {}).get("confidence") or {}
+        v = conf_nt.get("residue_lddt_spearman")
+        lines.append(f"model_no_templates: per-residue confidence vs true lDDT-Ca Spearman "
+                     f"{'n/a' if v is None else f'{v:.3f}'}")
     ss = (results.get("model") or {}).get("ss")
     if ss:
         lines.append(f"secondary structure (DSSP, held-out): Q3 {ss['q3']:.3f} (majority class "

@@ -10,6 +10,9 @@ For every protein (chain) of the split, up to four distance matrices are scored 
   Cα distances at locally aligned pairs, the prior's elsewhere, rebuilt like the prior (no pair weights:
   a neighbour has no confidence). Reported when neighbours are given (the CLI computes them from the
   run's training split unless ``--no_neighbour``); the block is null, with the reason, otherwise;
+* ``model_no_templates`` — for a run trained with templates, the same run predicting without them (its
+  no-template path), rebuilt and scored like ``model``; each row also names the best template the model
+  used (``template_id``, ``template_identity``, ``template_coverage``; ``n_templates`` 0: no hit);
 * ``oracle`` — MDS of the true distances (residues with a Cα only): the ceiling of the reconstruction,
   TM ≈ 1 expected.
 
@@ -63,6 +66,9 @@ class Evaluation:
     neighbour_info: dict | None = None
     confidence: ConfidenceStats = field(default_factory=ConfidenceStats)
     ss: list[tuple[str, str]] = field(default_factory=list)   # (true, predicted) ss8 per chain: secondary.ss_block
+    confidence_no_templates: ConfidenceStats = field(default_factory=ConfidenceStats)   # model_no_templates
+    ss_no_templates: list[tuple[str, str]] = field(default_factory=list)
+    templates: dict | None = None    # the run's template database (path, fingerprint, K); None = no templates
 
 
 
@@ -78,6 +84,7 @@ class _Task:
     method: str
     figures: FigureData           # only its parameters are used
     pdb: tuple[Path, str, str, str] | None = None   # (directory, file stem, run directory, model name)
+    prediction_no_templates: object | None = None   # the same run without templates (runs trained with them)
 
 
 def score_protein(task: _Task) -> dict:
@@ -87,6 +94,7 @@ def score_protein(task: _Task) -> dict:
     proteins' heatmaps), and "ss" (the (true, predicted) ss8 pair, ``secondary.eval_pairs``)."""
     sample, dp = task.sample, task.prediction
     sp = structure_from_distances(dp, method=task.method)
+    extra: dict = {}
     L = len(sample.sequence)
     mask = sample.mask()
     row = {"id": sample.id, "length": L, "n_present": int(mask.sum()), "length_bin": length_bin(L)}
@@ -100,6 +108,25 @@ def score_protein(task: _Task) -> dict:
     ptm = predicted_tm(perr)
     if ptm is not None:
         row["model"]["ptm"] = ptm
+    used = getattr(dp, "templates", None)
+    if used is not None:              # the best template the model used (best first); none: no hit
+        best = used[0] if used else {}
+        row.update(n_templates=len(used), template_id=best.get("id", ""),
+                   template_identity=best.get("identity"), template_coverage=best.get("coverage"))
+    nt = task.prediction_no_templates
+    if nt is not None:
+        sp_nt = structure_from_distances(nt, method=task.method)
+        nt_dist = np.asarray(nt.dist, dtype=np.float64)
+        row["model_no_templates"] = score_prediction(nt_dist, np.asarray(nt.contact_prob, float), sp_nt.ca_xyz,
+                                                     sample, true_dist=true, true_cb_dist=true_cb)
+        row["model_no_templates"]["mean_confidence"] = sp_nt.mean_confidence
+        perr_nt = getattr(nt, "pair_error_probs", None)
+        if predicted_tm(perr_nt) is not None:
+            row["model_no_templates"]["ptm"] = predicted_tm(perr_nt)
+        conf_nt = ConfidenceStats()
+        conf_nt.add_protein(task.index, sp_nt.confidence, lddt_ca_per_residue(sp_nt.ca_xyz, np.asarray(
+            sample.ca, dtype=np.float64), sample.mask()), perr_nt, nt_dist, true, sample.mask())
+        extra = {"confidence_no_templates": conf_nt, "ss_no_templates": eval_pairs(sample, nt)}
     scores, preds = score_baselines(sample, task.prior, neighbour=task.neighbour, method=task.method,
                                     true_dist=true, true_cb_dist=true_cb)
     row.update(scores)
@@ -117,7 +144,7 @@ def score_protein(task: _Task) -> dict:
         nums = [r for r, ok in zip(sample.residue_ids, mask) if ok] if sample.residue_ids else None
         write_pdb(d / f"{stem}_native.pdb", ca[mask], "".join(c for c, ok in zip(sample.sequence, mask) if ok),
                   residue_numbers=nums, model_name="native", method="experimental", remarks=[f"NATIVE {sample.id}"])
-    return {"row": row, "figure": fig, "confidence": conf, "ss": eval_pairs(sample, dp)}
+    return {"row": row, "figure": fig, "confidence": conf, "ss": eval_pairs(sample, dp), **extra}
 
 
 class NothingToScore(ValueError):
@@ -196,16 +223,26 @@ def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "re
         ev.figures.merge(res["figure"])
         ev.confidence.merge(res["confidence"])
         ev.ss.extend(res.get("ss", []))
+        if "confidence_no_templates" in res:
+            ev.confidence_no_templates.merge(res["confidence_no_templates"])
+            ev.ss_no_templates.extend(res.get("ss_no_templates", []))
         bar.update(1)
+
+    tmpl = getattr(run, "templates", None)
+    if tmpl is not None:
+        ev.templates = {**tmpl.db.record(), "k": tmpl.k_use}
 
     def tasks():
         bs = max(1, batch_size)
         for start in range(0, len(todo), bs):
             chunk = todo[start:start + bs]
-            for k, dp in enumerate(run.predict([s.sequence for s in chunk], batch_size=len(chunk))):
+            seqs = [s.sequence for s in chunk]
+            nts = run.predict(seqs, batch_size=len(chunk), use_templates=False) if tmpl is not None else None
+            for k, dp in enumerate(run.predict(seqs, batch_size=len(chunk))):
                 i = start + k
                 yield _Task(i, todo[i], dp, prior, None if nb_of is None else nb_of[todo[i].id], method, params,
-                            None if pdb_dir is None else (Path(pdb_dir), stems[i], str(run_dir), model_name))
+                            None if pdb_dir is None else (Path(pdb_dir), stems[i], str(run_dir), model_name),
+                            prediction_no_templates=None if nts is None else nts[k])
 
     pool = WorkerPool(score_protein, workers)
     held: dict[int, dict] = {}   # finished out of order, waiting for an earlier protein

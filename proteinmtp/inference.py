@@ -339,7 +339,8 @@ class _Job:
         quiet_transformers()
         try:
             self.run = load_run(self.run_dir, device=resolve_device(self.args.device, self.shard.local_rank),
-                                trust_remote_code=self.args.trust_remote_code)
+                                trust_remote_code=self.args.trust_remote_code,
+                                template_db=self.args.template_db, templates=self.args.templates)
         except Exception as e:  # noqa: BLE001 - any failure to load is reported as one line
             return load_error_message(self.run_dir, e)
         run_len = getattr(self.run, "max_len", None)

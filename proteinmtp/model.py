@@ -585,7 +585,7 @@ class LoadedRun:
 
     @torch.no_grad()
     def predict(self, sequences: list[str], batch_size: int = 1,
-                max_residues2: int | None = None) -> list[DistancePrediction]:
+                max_residues2: int | None = None, use_templates: bool = True) -> list[DistancePrediction]:
         """Predict every sequence (upper-case one-letter codes, 2 <= L <= max_len), in input order.
 
         Forward passes take the sequences sorted by length, at most ``batch_size`` at a time and, with
@@ -593,6 +593,9 @@ class LoadedRun:
         (``proteinmtp.batching.length_batches``). On CPU oneDNN (mkldnn) is off here: it keeps state for
         every input shape it sees, so over many records of different lengths the process grew (tiny run,
         120 batches of random L 50–400: RSS 505 → 1,138 MB with it, flat ≈ 500–680 MB without).
+
+        A run with templates (``self.templates``) searches its database for the sequences and names the
+        templates used in each prediction's ``templates``; ``use_templates`` False predicts without them.
         """
         for s in sequences:
             if not 2 <= len(s) <= self.max_len:
@@ -604,8 +607,9 @@ class LoadedRun:
                                  f"(2..{self.max_len} residues{why})")
         m = self.model
         stats = (float(m.log_dist_mean), float(m.log_dist_std))
-        tfeats, thits = (self.templates.features(sequences, m.head.cfg.bin_edges()) if self.templates is not None
-                         else (None, None))
+        # use_templates False: the same run on its no-template path (evaluate's model_no_templates)
+        tfeats, thits = (self.templates.features(sequences, m.head.cfg.bin_edges())
+                         if self.templates is not None and use_templates else (None, None))
         on_cpu = str(self.device).startswith("cpu") and torch.backends.mkldnn.is_available()
         with onednn_disabled() if on_cpu else contextlib.nullcontext():
             results: list[DistancePrediction | None] = [None] * len(sequences)

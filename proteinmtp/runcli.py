@@ -41,12 +41,19 @@ METHOD_HELP = ("classical (MDS only), refine (MDS, then refinement against the p
 
 def add_prediction_arguments(group, mds_help: str) -> None:
     """The flags every script that runs a trained model shares (argparse parser or argument group):
-    --mds_method, --batch_size, --device, --trust_remote_code."""
+    --mds_method, --batch_size, --device, --template_db, --templates, --trust_remote_code."""
     group.add_argument("--mds_method", choices=RECONSTRUCTION_METHODS, default=DEFAULT_METHOD,
                        help=f"{mds_help}: {METHOD_HELP}")
     group.add_argument("--batch_size", type=int, default=1, help="sequences per forward pass (≥ 1)")
     group.add_argument("--device", default="auto",
                        help="torch device: auto (cuda if available, else cpu), cpu, cuda:0 …")
+    group.add_argument("--template_db", default=None,
+                       help="template database for a run trained with templates (a dataset of training chains "
+                            "that create_distmat_data.py built); default: the one the run recorded, which must "
+                            "be at its recorded path with its recorded SHA-256")
+    group.add_argument("--templates", type=int, default=None, metavar="K",
+                       help="templates per chain for a run trained with them: 0 = predict without templates, "
+                            "1..the run's K = use at most that many (default: the run's K)")
     group.add_argument("--trust_remote_code", action="store_true",
                        help="allow the backbone's own Python code from its model directory (only for backbones "
                             "you trust)")

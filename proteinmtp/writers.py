@@ -35,9 +35,22 @@ def structure_remarks(sp: StructurePrediction, *, run_dir: str | Path = "", mode
     ptm = predicted_tm(getattr(sp.distances, "pair_error_probs", None))
     if ptm is not None:
         rem.append(f"PREDICTED TM-SCORE {ptm:.3f} (PTM FROM PAIR DISTANCE ERRORS; BLIND TO THE HAND)")
+    rem.extend(template_remarks(getattr(sp.distances, "templates", None)))
     if "stress_rmse" in sp.info:
         rem.append(f"DISTANCE FIT RMSE {sp.info['stress_rmse']:.2f} A")
     return rem
+
+
+def template_remarks(templates: list[dict] | None) -> list[str]:
+    """REMARK text naming the templates a prediction used (``DistancePrediction.templates``: id, identity,
+    coverage, best first); one line when the run's database had no hit; nothing for a run without templates
+    (or with them turned off)."""
+    if templates is None:
+        return []
+    if not templates:
+        return ["TEMPLATES NONE (NO HIT IN THE TEMPLATE DATABASE; PREDICTED ON THE NO-TEMPLATE PATH)"]
+    return [f"TEMPLATE {i} {t['id']} IDENTITY {float(t['identity']):.3f} COVERAGE {float(t['coverage']):.3f}"
+            for i, t in enumerate(templates, 1)]
 
 
 def write_structure(path: str | Path, sp: StructurePrediction, *, fmt: str = "pdb", run_dir: str | Path = "",
