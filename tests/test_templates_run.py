@@ -219,3 +219,127 @@ def test_collator_training_rules_only_in_training(small):
     crop = TP.crop_features(whole, it["start"], it["start"] + len(it["sequence"]))
     n = len(it["sequence"])
     np.testing.assert_array_equal(eval_b["dist_bin"][0, :, :n, :n].numpy(), crop["dist_bin"])
+
+
+# -- inference and evaluation ---------------------------------------------------------------------------
+def _infer(run, out, seq, *extra):
+    import infer_distmat
+
+    return infer_distmat.main(["--model_path", str(run), "--sequence", seq, "--output", str(out), "--device", "cpu",
+                               *extra])
+
+
+def _remarks(path) -> list[str]:
+    return [x[11:].strip() for x in path.read_text().splitlines() if x.startswith("REMARK 250")]
+
+
+@pytest.fixture(scope="module")
+def db_run(tiny, small, tmp_path_factory):
+    """One step with --template_db a copy of the training split (so the test can move or change it)."""
+    import train_distmat
+
+    root = tmp_path_factory.mktemp("db_run")
+    db = root / "db.json"
+    shutil.copy(small["train"], db)
+    assert train_distmat.main(_argv(tiny, small, root / "run", "--templates", "2", "--template_db", str(db),
+                                    "--max_steps", "1", "--save_steps", "1", "--eval_steps", "100")) == 0
+    return {"run": root / "run", "db": db}
+
+
+def test_infer_moved_or_changed_database_is_one_line_saying_what_to_pass(db_run, small, tmp_path, capsys):
+    seq = small["val_samples"][0].sequence
+    db, moved = db_run["db"], tmp_path / "moved.json"
+    shutil.move(db, moved)
+    try:
+        assert _infer(db_run["run"], tmp_path / "a.pdb", seq) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "not found (moved?)" in err[0] and "--template_db" in err[0], err
+        assert not (tmp_path / "a.pdb").exists()
+        # --template_db given at inference: the moved database is used, and the REMARKs name its chains
+        assert _infer(db_run["run"], tmp_path / "b.pdb", seq, "--template_db", str(moved)) == 0
+        rem = _remarks(tmp_path / "b.pdb")
+        named = [r for r in rem if r.startswith("TEMPLATE ")]
+        ids = {s.id for s in small["train_samples"]}
+        assert named and all(r.split()[2] in ids and "IDENTITY" in r and "COVERAGE" in r for r in named), rem
+        # --templates 0: predicted without templates, no TEMPLATE remark
+        assert _infer(db_run["run"], tmp_path / "c.pdb", seq, "--template_db", str(moved), "--templates", "0") == 0
+        assert not any(r.startswith("TEMPLATE") for r in _remarks(tmp_path / "c.pdb"))
+        assert _infer(db_run["run"], tmp_path / "d.pdb", seq, "--template_db", str(small["val"])) == 2
+        assert "held out" in capsys.readouterr().err
+    finally:
+        shutil.move(moved, db)
+    ds = load_dataset(db)
+    save_dataset(tmp_path / "changed.json", ds.samples[1:], ds.global_stats, ds.config)
+    shutil.copy(db, tmp_path / "orig.json")
+    shutil.copy(tmp_path / "changed.json", db)
+    try:
+        capsys.readouterr()
+        assert _infer(db_run["run"], tmp_path / "e.pdb", seq) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "changed since it was recorded" in err[0] and "--template_db" in err[0], err
+        assert not (tmp_path / "e.pdb").exists()
+    finally:
+        shutil.copy(tmp_path / "orig.json", db)
+
+
+def _no_hit_sequence(n: int = 90) -> str:
+    """A GS linker: low complexity, no MMseqs2 hit (a random sequence does hit at E <= 10)."""
+    return ("GS" * n)[:n]
+
+
+def test_no_hit_takes_the_no_template_path(trained, tmp_path):
+    from proteinmtp.model import load_run
+
+    run = load_run(trained["run"])
+    seq = _no_hit_sequence()
+    with_t, = run.predict([seq])
+    assert with_t.templates == []                       # searched, nothing found
+    off, = run.predict([seq], use_templates=False)
+    np.testing.assert_allclose(with_t.dist, off.dist, rtol=1e-5, atol=1e-5)     # float32 summation order
+    assert _infer(trained["run"], tmp_path / "n.pdb", seq) == 0
+    assert any(r.startswith("TEMPLATES NONE") for r in _remarks(tmp_path / "n.pdb"))
+
+
+def test_evaluate_reports_model_no_templates_and_counts_chains_without_hit(trained, small, tmp_path):
+    import csv
+
+    import evaluate_distmat_model
+
+    from proteinmtp.eval_report import NO_TEMPLATES
+
+    import copy
+
+    nohit = copy.deepcopy(small["val_samples"][1])      # the module's samples stay as they are
+    nohit.id, nohit.sequence = "nohit:A", _no_hit_sequence(len(nohit.sequence))
+    test = [copy.deepcopy(small["val_samples"][0]), nohit]
+    for s in test:
+        s.split = "test"
+    save_dataset(tmp_path / "test.json", test, small["stats"], small["cfg"])
+    out = tmp_path / "ev"
+    assert evaluate_distmat_model.main(["--model_path", str(trained["run"]), "--test_data", str(tmp_path / "test.json"),
+                                        "--output_dir", str(out), "--no_figures", "--device", "cpu",
+                                        "--no_neighbour"]) == 0
+    res = json.loads((out / "eval_results.json").read_text())
+    assert set(res[NO_TEMPLATES]) == set(res["model"])
+    assert res["templates"]["n_without_hit"] == 1 and res["templates"]["n_with_hit"] == 1
+    assert res["templates"]["fingerprint"] == TP.database_fingerprint(small["train"])
+    rows = {r["id"]: r for r in csv.DictReader((out / "eval_per_protein.csv").open())}
+    assert rows["nohit:A"]["n_templates"] == "0" and rows["nohit:A"]["template_identity"] == ""
+    hit = rows[test[0].id]
+    assert int(hit["n_templates"]) >= 1 and 0 < float(hit["template_identity"]) <= 1
+    assert "model_no_templates_mae" in hit and "model_mae" in hit
+    # the no-hit chain is predicted the same with and without templates; the chain with one is not
+    assert float(rows["nohit:A"]["model_mae"]) == pytest.approx(float(rows["nohit:A"]["model_no_templates_mae"]),
+                                                               abs=1e-4)
+    assert float(hit["model_mae"]) != pytest.approx(float(hit["model_no_templates_mae"]), abs=1e-6)
+
+
+def test_val_chains_never_enter_the_database(trained, small):
+    """Training searched the training and validation chains against the training split only: every cached
+    hit is a training chain, and no validation chain is a template of anything."""
+    train_ids = {s.id for s in small["train_samples"]}
+    val_ids = {s.id for s in small["val_samples"]}
+    recs = [json.loads(p.read_text()) for p in (trained["run"] / "template_cache").rglob("*.json")]
+    targets = {h["target_id"] for r in recs for h in r["hits"]}
+    assert targets and targets <= train_ids and not targets & val_ids
+    assert {r["query_id"] for r in recs} == train_ids | val_ids
