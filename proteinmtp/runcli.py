@@ -49,11 +49,11 @@ def add_prediction_arguments(group, mds_help: str) -> None:
                        help="torch device: auto (cuda if available, else cpu), cpu, cuda:0 …")
     group.add_argument("--template_db", default=None,
                        help="template database for a run trained with templates (a dataset of training chains "
-                            "that create_distmat_data.py built); default: the one the run recorded, which must "
-                            "be at its recorded path with its recorded SHA-256")
+                            "that create_distmat_data.py built); without it, the one the run recorded, which "
+                            "must be at its recorded path with its recorded SHA-256")
     group.add_argument("--templates", type=int, default=None, metavar="K",
                        help="templates per chain for a run trained with them: 0 = predict without templates, "
-                            "1..the run's K = use at most that many (default: the run's K)")
+                            "1..the run's K = use at most that many; without it, the run's K")
     group.add_argument("--trust_remote_code", action="store_true",
                        help="allow the backbone's own Python code from its model directory (only for backbones "
                             "you trust)")
