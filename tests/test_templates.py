@@ -332,6 +332,38 @@ def test_embedding_shape_symmetry_and_masking():
         torch.testing.assert_close(out[none], emb.out(emb.no_template).expand(int(none.sum()), 5))
 
 
+def _dense_reference(emb, dist_bin, pair_mask, aligned, identical, similar, aatype, identity, coverage,
+                     template_mask, **_):
+    """The embedding written out on the dense [B, K, L, L, w] tensor (the module docstring's formula)."""
+    pm = pair_mask & template_mask[:, :, None, None]
+    pmf = pm.float()
+    res = emb.aatype(aatype.long()) + emb.columns(torch.stack([aligned, identical, similar], -1).float())
+    hit = emb.hit(torch.stack([identity, coverage], -1).float())
+    x = (emb.dist(dist_bin.long()) * pmf[..., None] + emb.pair_mask(pm.long())
+         + res[:, :, :, None] + res[:, :, None, :] + hit[:, :, None, None])
+    for block in emb.blocks:
+        x = block(x)
+    x = emb.norm(x)
+    weight = pmf.sum(1)
+    mean = (x * pmf[..., None]).sum(1) / weight.clamp(min=1)[..., None]
+    return emb.out(torch.where((weight > 0)[..., None], mean, emb.no_template))
+
+
+def test_embedding_on_covered_pairs_equals_the_dense_formula():
+    torch.manual_seed(1)
+    emb = TemplatePairEmbedding(TemplateEmbedConfig(templates=3, template_dim=8, template_layers=2), pair_dim=5)
+    batch = _random_batch()
+    out = emb(**batch)
+    ref = _dense_reference(emb, **batch)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g = torch.autograd.grad(out.square().sum(), list(emb.parameters()), allow_unused=True)
+    g_ref = torch.autograd.grad(ref.square().sum(), list(emb.parameters()), allow_unused=True)
+    for a, b in zip(g, g_ref):
+        if b is None:
+            continue
+        torch.testing.assert_close(a if a is not None else torch.zeros_like(b), b, rtol=1e-4, atol=1e-5)
+
+
 def test_embedding_gradients_reach_every_parameter():
     torch.manual_seed(0)
     emb = TemplatePairEmbedding(TemplateEmbedConfig(templates=3, template_dim=8, template_layers=2), pair_dim=5)

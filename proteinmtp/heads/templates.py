@@ -18,8 +18,9 @@ cover the pair (weights pair_mask x template_mask) -> Linear(w, c). Where no tem
 hit, padding template slots, an unaligned residue) a learned "no template" vector of width w stands in
 before the output projection. A masked template slot changes nothing (tested).
 
-Cost: 4·K·L²·w² multiply-adds per block (K = 4, L = 256, w = 32: 1.1e9); measured beside the distance head
-in ``benchmarks/bench_templates.py``.
+Cost: 4·w² multiply-adds per block and covered (template, pair) entry, at most K·L² of them (K = 4, L = 256,
+w = 32: 1.1e9 when every pair is covered; a template covering half the chain covers a quarter of the
+pairs); measured beside the distance head in ``benchmarks/bench_templates.py``.
 
 Wiring (done as below). ``HeadConfig`` gains this class's three flag fields (``templates``, ``template_dim``, ``template_layers``;
 ``from_dict`` reads a missing ``templates`` as 0, as ``from_head`` does), then in ``heads/distance.py``::
@@ -130,20 +131,26 @@ class TemplatePairEmbedding(nn.Module):
         """The template term [B, L, L, pair_dim] (shapes in the module docstring)."""
         dtype = self.out.weight.dtype
         pm = pair_mask & template_mask[:, :, None, None]                                 # [B, K, L, L]
-        pmf = pm.to(dtype)
+        B, _, L, _ = pm.shape
         res = self.aatype(aatype.long().clamp(0, N_AATYPE - 1)) + self.columns(
             torch.stack([aligned, identical, similar], -1).to(dtype))                   # [B, K, L, w]
         hit = self.hit(torch.stack([identity, coverage], -1).to(dtype))                 # [B, K, w]
-        x = (self.dist(dist_bin.long().clamp(0, self.cfg.n_bins - 1)) * pmf[..., None]
-             + self.pair_mask(pm.long())
-             + res[:, :, :, None] + res[:, :, None, :] + hit[:, :, None, None])         # [B, K, L, L, w]
+        # Only the covered (template, pair) entries enter the mean (weight pair_mask x template_mask), so the
+        # stack runs on those alone: the same numbers as on the dense [B, K, L, L, w] tensor (tested), at
+        # the cost of the covered fraction (about coverage^2 of the pairs).
+        b, k, i, j = pm.nonzero(as_tuple=True)
+        x = (self.dist(dist_bin[b, k, i, j].long().clamp(0, self.cfg.n_bins - 1)) + self.pair_mask.weight[1]
+             + res[b, k, i] + res[b, k, j] + hit[b, k])                                 # [N, w]
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)
-        weight = pmf.sum(1)                                                              # [B, L, L]
-        mean = (x * pmf[..., None]).sum(1) / weight.clamp(min=1)[..., None]             # [B, L, L, w]
-        agg = torch.where((weight > 0)[..., None], mean, self.no_template.to(dtype))
-        return self.out(agg)
+        flat = (b * L + i) * L + j
+        total = torch.zeros(B * L * L, x.shape[-1], dtype=x.dtype, device=x.device).index_add(0, flat, x)
+        weight = torch.zeros(B * L * L, dtype=x.dtype, device=x.device).index_add(
+            0, flat, torch.ones_like(flat, dtype=x.dtype))
+        mean = total / weight.clamp(min=1)[:, None]
+        agg = torch.where((weight > 0)[:, None], mean, self.no_template.to(dtype))
+        return self.out(agg).reshape(B, L, L, -1)
 
     def no_template_term(self) -> torch.Tensor:
         """[pair_dim]: what ``forward`` gives every pair when no template covers it (no hit, dropout,
