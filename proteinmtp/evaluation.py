@@ -231,6 +231,7 @@ def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "re
     tmpl = getattr(run, "templates", None)
     if tmpl is not None:
         ev.templates = {**tmpl.db.record(), "k": tmpl.k_use}
+        tmpl.hits([s.sequence for s in todo])     # one template search for every chain, before the batches
 
     def tasks():
         bs = max(1, batch_size)

@@ -411,6 +411,8 @@ class _Job:
                 return
         lookahead = 2 * self.pool.workers if self.pool.workers > 1 else None
         args = self.args
+        if getattr(self.run, "templates", None) is not None:    # one template search for the whole window
+            self.run.templates.hits([r.sequence for r in window])
         # longest batch first: a budget too large for the device fails at once, and every later (smaller)
         # batch fits in memory the allocator already holds
         batches = length_batches([len(r.sequence) for r in window], args.batch_size, args.max_batch_residues2)
