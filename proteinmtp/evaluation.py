@@ -36,6 +36,7 @@ import numpy as np
 from proteinmtp.constants import SEPARATION_RANGES
 from proteinmtp.fileio import atomic_write, write_json
 from proteinmtp.predict import add_prediction_arguments, resolve_device
+from proteinmtp.reconstruction import DEFAULT_METHOD
 from proteinmtp.rundir import TRAIN_JSONL
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,7 +52,7 @@ TABLE_ORDER = ("model", "prior", NEIGHBOUR, "oracle")
 NEIGHBOUR_EXTRA_KEYS = ("identity", "aligned_fraction")  # per protein; means in the block
 # Keys every method block of eval_results.json holds (means over proteins): docs/contracts.md#evaluation-output-eval_resultsjson.
 REQUIRED_KEYS = ("mae", "rmse", "pearson", "mae_short", "mae_medium", "mae_long", "precision_L_long",
-                 "precision_L5_long", "rmsd", "tm_score", "gdt_ts", "lddt")
+                 "precision_L5_long", "rmsd", "tm_score", "gdt_ts", "lddt", "clashes")
 # Length bins (residues, [lo, hi)); label → bounds.
 LENGTH_BINS: tuple[tuple[str, int, int | None], ...] = (
     ("<100", 0, 100), ("100-199", 100, 200), ("200-299", 200, 300), (">=300", 300, None))
@@ -78,13 +79,14 @@ def length_bin(length: int) -> str:
     raise ValueError(f"length {length} is outside every bin")  # pragma: no cover
 
 
-def oracle_structure(sample: Sample, method: str = "refine") -> np.ndarray:
+def oracle_structure(sample: Sample, method: str = DEFAULT_METHOD) -> np.ndarray:
     """Coordinates [L, 3] Å rebuilt by MDS (+ refinement) from the true distances of the residues with a Cα.
 
     Rows of residues without a Cα are NaN. Chain breaks among the present residues are passed to the
     refinement so no bond is imposed across a gap.
     """
-    from proteinmtp.geometry import chain_breaks, distance_matrix, reconstruct
+    from proteinmtp.geometry import chain_breaks, distance_matrix
+    from proteinmtp.reconstruction import reconstruct
 
     mask = sample.mask()
     ca = np.asarray(sample.ca, dtype=np.float64)
@@ -141,7 +143,7 @@ def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.n
             out.update({f"{k}_cb": v for k, v in cb.items()})
     ca = np.asarray(sample.ca, dtype=np.float64)[mask]
     x = np.asarray(xyz, dtype=np.float64)[mask]
-    s = structure_metrics(x, ca)
+    s = structure_metrics(np.asarray(xyz, dtype=np.float64), np.asarray(sample.ca, dtype=np.float64), mask)
     out.update(s)
     tm_m = float(tm_score(mirror(x), ca))
     out["tm_score_mirror"] = tm_m
@@ -150,7 +152,7 @@ def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.n
     return {k: _num(v) for k, v in out.items() if _is_number(v)}
 
 
-def score_baselines(sample: Sample, prior: SeparationPrior, *, neighbour=None, method: str = "refine",
+def score_baselines(sample: Sample, prior: SeparationPrior, *, neighbour=None, method: str = DEFAULT_METHOD,
                     true_dist: np.ndarray | None = None,
                     true_cb_dist: np.ndarray | None = None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Scores of one chain's reference predictions, each rebuilt with ``method`` and scored by
@@ -159,7 +161,7 @@ def score_baselines(sample: Sample, prior: SeparationPrior, *, neighbour=None, m
 
     Returns ({"prior"|"neighbour"|"oracle": metrics}, {"prior"|"neighbour": [L, L] Å distances}).
     """
-    from proteinmtp.geometry import reconstruct
+    from proteinmtp.reconstruction import reconstruct
 
     true = sample.distances() if true_dist is None else true_dist
     true_cb = cb_distances(sample) if true_cb_dist is None else true_cb_dist
@@ -387,7 +389,7 @@ def _worker_init() -> None:
         pass
 
 
-def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "refine", batch_size: int = 1,
+def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = DEFAULT_METHOD, batch_size: int = 1,
                  prior: SeparationPrior | None = None, progress: bool = True, pdb_dir: str | Path | None = None,
                  figures: FigureData | None = None, run_dir: str | Path = "",
                  neighbours: NeighbourSet | None = None, workers: int = 1) -> Evaluation:

@@ -32,8 +32,7 @@ import numpy as np
 
 from proteinmtp.constants import ALLOWED_AA
 from proteinmtp.fileio import atomic_open
-from proteinmtp.geometry import DEFAULT_METHOD
-from proteinmtp.geometry import METHODS as RECONSTRUCTION_METHODS
+from proteinmtp.reconstruction import DEFAULT_METHOD, method_names
 
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.model import DistancePrediction, LoadedRun
@@ -250,7 +249,7 @@ def run_description(config: dict) -> dict:
 def add_prediction_arguments(group, mds_help: str) -> None:
     """The flags every script that runs a trained model shares (argparse parser or argument group):
     --mds_method, --batch_size, --device, --trust_remote_code."""
-    group.add_argument("--mds_method", choices=RECONSTRUCTION_METHODS, default=DEFAULT_METHOD, help=mds_help)
+    group.add_argument("--mds_method", choices=method_names(), default=DEFAULT_METHOD, help=mds_help)
     group.add_argument("--batch_size", type=int, default=1, help="sequences per forward pass (≥ 1)")
     group.add_argument("--device", default="auto",
                        help="torch device: auto (cuda if available, else cpu), cpu, cuda:0 …")
@@ -340,7 +339,7 @@ def predicted_helix_mask(pred: DistancePrediction) -> np.ndarray | None:
 
 def structure_from_distances(pred: DistancePrediction, method: str = DEFAULT_METHOD,
                              use_confidence: bool = True, hand_rule: str = "all_residues") -> StructurePrediction:
-    """Rebuild coordinates from one ``DistancePrediction`` (``geometry.reconstruct``: "refine" = MDS →
+    """Rebuild coordinates from one ``DistancePrediction`` (``reconstruction.reconstruct``: "refine" = MDS →
     stress refinement, "distogram" = folding from the distogram, "classical" = MDS only; pair confidence as
     the weights; hand chosen). "distogram" on a prediction without a distogram (e.g. the coords head) falls
     back to "refine", logged, and ``info["method"]`` says which ran.
@@ -350,7 +349,7 @@ def structure_from_distances(pred: DistancePrediction, method: str = DEFAULT_MET
     there are enough). The default is the measured better one: with today's head (held-out Q3 0.46) the
     helix rule picked the better hand less often on chains whose two hands differ (0.500 vs 0.577 of 52,
     DISCUSSION.md "Secondary structure"); ``info["hand_rule"]`` says which rule decided."""
-    from proteinmtp.geometry import reconstruct
+    from proteinmtp.reconstruction import reconstruct
 
     weights = None
     if use_confidence and pred.pair_confidence is not None:
@@ -359,9 +358,6 @@ def structure_from_distances(pred: DistancePrediction, method: str = DEFAULT_MET
         if not (weights > 0).any():
             weights = None
     probs, edges = getattr(pred, "distogram_probs", None), getattr(pred, "bin_edges", None)
-    if method == "distogram" and (probs is None or edges is None):
-        logger.info("the prediction has no distogram (a head without one, e.g. coords): reconstructing with "
-                    "'refine' instead of 'distogram'")
     if hand_rule not in HAND_RULES:
         raise ValueError(f"hand_rule must be one of {', '.join(HAND_RULES)}, got {hand_rule!r}")
     helix = predicted_helix_mask(pred) if hand_rule == "predicted_helices" else None
@@ -378,7 +374,7 @@ def structure_from_distances(pred: DistancePrediction, method: str = DEFAULT_MET
                                distances=pred, info=info)
 
 
-def iter_predictions(run: LoadedRun, sequences: Sequence[str], *, method: str = "refine", batch_size: int = 1,
+def iter_predictions(run: LoadedRun, sequences: Sequence[str], *, method: str = DEFAULT_METHOD, batch_size: int = 1,
                      progress: bool = False) -> Iterator[tuple[int, StructurePrediction | Exception]]:
     """Yield (index, prediction) for ``sequences`` (already cleaned) as each structure is ready.
 
@@ -411,7 +407,7 @@ def iter_predictions(run: LoadedRun, sequences: Sequence[str], *, method: str = 
         bar.close()
 
 
-def predict_structures(run: LoadedRun, sequences: Sequence[str], *, method: str = "refine",
+def predict_structures(run: LoadedRun, sequences: Sequence[str], *, method: str = DEFAULT_METHOD,
                        batch_size: int = 1, progress: bool = False,
                        on_result: Callable[[int, StructurePrediction], None] | None = None
                        ) -> list[StructurePrediction]:
@@ -632,7 +628,7 @@ class RecordJob:
     prediction: object
     outputs: dict[str, Path]
     fmt: str = "pdb"
-    method: str = "refine"
+    method: str = DEFAULT_METHOD
     run_dir: str = ""
     model_name: str = ""
     record_id: str = ""
