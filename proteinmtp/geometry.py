@@ -364,6 +364,8 @@ def resolve_clashes(
     bond_weight: float = FINAL_BOND_WEIGHT,
     max_iter: int = FINAL_MAX_ITER,
     tol: float = 1e-9,
+    jitter: float = 0.0,
+    seed: int = 0,
 ) -> np.ndarray:
     """The final, clash-resolving stage: the structure nearest to ``xyz0`` [L, 3] Å in its own distances
     whose bond and clash terms are strong enough to win (L-BFGS). Returns ``xyz`` [L, 3] Å, centred.
@@ -374,7 +376,9 @@ def resolve_clashes(
     segment, ``clash_distance`` for every other non-bonded pair (|i − j| ≥ 2, and i, i+1 across a break).
     The onsets sit above the bounds ``metrics.clash_check`` tests (3.5 Å, 4.2 Å): the terms are soft, and the
     margin absorbs what the stress still pulls. ``reconstruction`` repeats the stage with a stronger
-    ``strength`` until the check passes.
+    ``strength`` until the check passes. ``jitter`` Å (seeded by ``seed``): a random kick of the start, so a
+    repeat does not restart from the minimum where the last round got stuck; a start with coincident points
+    or a flat (planar, straight) one is always kicked by 0.1 Å.
     """
     x0 = np.asarray(xyz0, dtype=np.float64)
     L = len(x0)
@@ -393,8 +397,13 @@ def resolve_clashes(
     onsets = clash_onsets(L, breaks, clash_distance, i2_distance, across_breaks=True)
     fun = _StressEnergy(d, w, bonds, k, onsets, k)
     start = x0
-    if np.min(d + np.eye(L) * 1e9) < 1e-6:   # coincident points have no direction to be pushed apart in
-        start = x0 + np.random.default_rng(0).normal(scale=0.1, size=x0.shape)
+    centred = x0 - x0.mean(axis=0)
+    sv = np.linalg.svd(centred, compute_uv=False) if L >= 3 else np.ones(3)
+    flat = L >= 3 and sv[-1] < 1e-3 * max(sv[0], 1e-12)
+    if jitter > 0 or flat or np.min(d + np.eye(L) * 1e9) < 1e-6:
+        # coincident points have no direction to be pushed apart in, and a flat (or straight) start keeps
+        # every gradient in its plane (line), where atoms cannot pass each other: a seeded 0.1 Å kick
+        start = x0 + np.random.default_rng(seed).normal(scale=max(jitter, 0.1), size=x0.shape)
     with blas_threads(1):
         res = minimize(fun, start.ravel(), jac=True, method="L-BFGS-B",
                        options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-8, "maxcor": 20})

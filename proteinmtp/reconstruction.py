@@ -47,6 +47,7 @@ from proteinmtp.metrics import clash_check
 logger = logging.getLogger(__name__)
 
 FINAL_ROUNDS = 4           # final-stage repeats at most, strength 1, 10, 100, 1000
+ROUND_JITTER = 0.1         # Å, random kick of the start of every repeat (out of the minimum the last one kept)
 GEOMETRY_KEYS = ("clashes", "n_clashes", "n_i2_short", "n_bond_outliers", "min_nonbonded", "min_i2",
                  "max_bond_deviation")   # metrics.clash_check results copied into info["geometry"]
 
@@ -128,14 +129,15 @@ def resolve_method(method: str, inputs: Inputs) -> str:
 def final_stage(xyz: np.ndarray, breaks: Sequence[int] = (), *, rounds: int = FINAL_ROUNDS
                 ) -> tuple[np.ndarray, dict]:
     """The clash-resolving final stage: ``geometry.resolve_clashes`` at strength 1, 10, 100, … (at most
-    ``rounds`` runs), stopping at the first structure ``metrics.clash_check`` passes. Returns (xyz [L, 3] Å,
+    ``rounds`` runs; every repeat starts ``ROUND_JITTER`` Å off where the last one stopped), stopping at the
+    first structure ``metrics.clash_check`` passes. Returns (xyz [L, 3] Å,
     {"final_rounds": runs made, "geometry_ok": bool}); a structure still out of bounds after every round is
     returned as it is, with a warning (the writers flag it)."""
     x = np.asarray(xyz, dtype=np.float64)
     n = 0
     ok = clash_check(x, breaks)["ok"]             # a structure already in bounds is left as it is
     while not ok and n < rounds:
-        x = resolve_clashes(x, breaks, strength=10.0 ** n)
+        x = resolve_clashes(x, breaks, strength=10.0 ** n, jitter=ROUND_JITTER if n else 0.0, seed=n)
         n += 1
         ok = clash_check(x, breaks)["ok"]
     if not ok:
