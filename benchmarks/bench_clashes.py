@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_set(chains, prior, a.seeds)
         result["sets"][label] = {"n_chains": len(chains), "ids": [c["id"] for c in chains],
                                  "table": summarise(rows, a.n_boot, 0), "rows": rows}
+        write_json(Path(a.output), result)   # each finished set is kept, should a later one be interrupted
     pool = [c for chains in sets.values() for c in chains]
     timing_dir = Path(a.timing_structures)
     if timing_dir.is_dir():   # a chain of ≥ 300 residues for the timing

@@ -32,7 +32,7 @@ import numpy as np
 
 from proteinmtp.constants import ALLOWED_AA
 from proteinmtp.fileio import atomic_open
-from proteinmtp.reconstruction import DEFAULT_METHOD, method_names
+from proteinmtp.reconstruction import DEFAULT_METHOD, method_names, methods_help
 
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.model import DistancePrediction, LoadedRun
@@ -249,7 +249,8 @@ def run_description(config: dict) -> dict:
 def add_prediction_arguments(group, mds_help: str) -> None:
     """The flags every script that runs a trained model shares (argparse parser or argument group):
     --mds_method, --batch_size, --device, --trust_remote_code."""
-    group.add_argument("--mds_method", choices=method_names(), default=DEFAULT_METHOD, help=mds_help)
+    group.add_argument("--mds_method", choices=method_names(), default=DEFAULT_METHOD,
+                       help=f"{mds_help}. {methods_help()}; every one ends with the clash-resolving final stage")
     group.add_argument("--batch_size", type=int, default=1, help="sequences per forward pass (≥ 1)")
     group.add_argument("--device", default="auto",
                        help="torch device: auto (cuda if available, else cpu), cpu, cuda:0 …")

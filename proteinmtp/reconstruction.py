@@ -110,6 +110,12 @@ def method_names() -> tuple[str, ...]:
     return tuple(METHODS)
 
 
+def methods_help() -> str:
+    """One line per registered method for a ``--mds_method`` help text: name, what it does, what it needs."""
+    return "; ".join(f"{m.name}: {m.summary}" + (f" (needs the {', '.join(m.needs)}; without it: {m.fallback})"
+                                                  if m.needs else "") for m in METHODS.values())
+
+
 def resolve_method(method: str, inputs: Inputs) -> str:
     """The method that will run for ``method`` given ``inputs``: itself, or its fallback (logged) when an input
     it needs is missing. ``ValueError`` for an unknown name."""

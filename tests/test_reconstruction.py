@@ -174,6 +174,7 @@ def test_registry_is_the_one_list_of_methods(repo_root):
     add_prediction_arguments(ap, "reconstruction")
     action = next(a for a in ap._actions if a.dest == "mds_method")
     assert tuple(action.choices) == R.method_names() and action.default == R.DEFAULT_METHOD
+    assert all(f"{n}: " in action.help for n in R.method_names()) and "needs the distogram" in action.help
     contracts = (repo_root / "docs" / "contracts.md").read_text()
     assert all(f"`{n}`" in contracts for n in R.method_names())
     # the fallback, decided in one place
