@@ -16,7 +16,8 @@ of the registry (``proteinmtp.reconstruction.METHODS``), from four kinds of inpu
 stage existed); "after" is that output through ``reconstruction.final_stage`` (what ``reconstruct`` does by
 default). The hand is chosen without the native (``geometry.choose_hand``) for both. Reported per
 (set, input, method): mean TM, lDDT, RMSD, clashes (non-bonded pairs < 3.5 Å per 100 residues), i, i+2 pairs
-< 4.2 Å and bonds off 3.8 ± 0.1 Å per chain, the fraction of chains within every bound, and the paired
+< 4.2 Å and bonds off 3.8 ± 0.1 Å per chain, the fraction of chains within every bound, the radius of
+gyration over the native's (``rg_ratio``: how compressed a trace is), and the paired
 difference after − before with a bootstrap 95 % interval over chains. Timing: one chain cropped to 300
 residues (the longest available), one BLAS thread, median of ``--repeats``: each method's own time and the final stage's.
 Writes benchmarks/results/clashes.json and prints the tables.
@@ -45,7 +46,7 @@ from proteinmtp.prior import SeparationPrior  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 PRIOR_SD = 3.0     # Å, spread of the prior's synthetic distogram
 ORACLE_SD = 0.5    # Å, spread of the oracle's synthetic distogram
-METRICS = ("tm_score", "lddt", "rmsd", "clashes", "n_i2_short", "n_bond_outliers", "ok")
+METRICS = ("tm_score", "lddt", "rmsd", "clashes", "n_i2_short", "n_bond_outliers", "ok", "rg_ratio")
 
 
 def demo_chains(path: Path, n: int | None) -> list[dict]:
@@ -71,13 +72,18 @@ def inputs(chain: dict, prior: SeparationPrior, seed: int) -> dict[str, tuple[np
     return out
 
 
+def radius_of_gyration(x: np.ndarray) -> float:
+    return float(np.sqrt(((x - x.mean(axis=0)) ** 2).sum(axis=1).mean()))
+
+
 def score(xyz: np.ndarray, chain: dict) -> dict:
     xh, _ = G.choose_hand(xyz, breaks=chain["breaks"])
     c = M.clash_check(xh, chain["breaks"])
     return {"tm_score": M.tm_score(xh, chain["ca"]), "lddt": M.lddt_ca(xh, chain["ca"]),
             "rmsd": M.rmsd(xh, chain["ca"]), "clashes": c["clashes"], "n_i2_short": c["n_i2_short"],
             "n_bond_outliers": c["n_bond_outliers"], "ok": float(c["ok"]),
-            "min_nonbonded": c["min_nonbonded"], "min_i2": c["min_i2"]}
+            "min_nonbonded": c["min_nonbonded"], "min_i2": c["min_i2"],
+            "rg_ratio": radius_of_gyration(xh) / radius_of_gyration(chain["ca"])}
 
 
 def run_set(chains: list[dict], prior: SeparationPrior, seeds: list[int]) -> list[dict]:
@@ -160,7 +166,7 @@ def timing(chain: dict, prior: SeparationPrior, repeats: int, L: int = 300) -> d
 def print_table(label: str, table: dict) -> None:
     print(f"\n{label}: mean per chain, before → after the final stage; diff after − before [95 % CI]")
     print(f"{'input':>9} {'method':>9} {'TM':>15} {'lDDT':>15} {'RMSD Å':>15} {'clash/100':>15} {'i,i+2<4.2':>13} "
-          f"{'bond out':>13} {'ok':>11} {'ΔTM [CI]':>26} {'ΔlDDT [CI]':>26}")
+          f"{'bond out':>13} {'ok':>11} {'Rg/native':>9} {'ΔTM [CI]':>26} {'ΔlDDT [CI]':>26} {'ΔRMSD Å [CI]':>26}")
     for name, t in table.items():
         for m, e in t.items():
             b, a, d = e["before"], e["after"], e["diff"]
@@ -168,7 +174,8 @@ def print_table(label: str, table: dict) -> None:
             print(f"{name:>9} {m:>9} {b['tm_score']:6.4f}→{a['tm_score']:6.4f} {b['lddt']:6.4f}→{a['lddt']:6.4f} "
                   f"{b['rmsd']:6.2f}→{a['rmsd']:6.2f}  {b['clashes']:6.2f}→{a['clashes']:5.2f} "
                   f"{b['n_i2_short']:6.1f}→{a['n_i2_short']:4.1f} {b['n_bond_outliers']:6.1f}→{a['n_bond_outliers']:4.1f} "
-                  f"{b['ok']:4.2f}→{a['ok']:4.2f} {ci('tm_score'):>26} {ci('lddt'):>26}")
+                  f"{b['ok']:4.2f}→{a['ok']:4.2f} {b['rg_ratio']:4.2f}→{a['rg_ratio']:4.2f} {ci('tm_score'):>26} "
+                  f"{ci('lddt'):>26} {ci('rmsd'):>26}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     elif a.n_extra > 0:
         print(f"note: {extra} not found; extra set skipped", file=sys.stderr)
     result: dict = {"command": "python benchmarks/bench_clashes.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                    "config": {k: v for k, v in vars(a).items() if k not in ("output",)}, "sets": {}}
+                    "config": {k: v for k, v in vars(a).items()   # paths are in the command, as given
+                               if k not in ("output", "demo", "structures", "timing_structures")}, "sets": {}}
     for label, chains in sets.items():
         print(f"{label}: {len(chains)} chains, L {min(len(c['ca']) for c in chains)}–"
               f"{max(len(c['ca']) for c in chains)}", file=sys.stderr)
