@@ -105,6 +105,15 @@ def run_set(chains: list[dict], prior: SeparationPrior, seeds: list[int]) -> lis
     return rows
 
 
+def compact(row: dict) -> dict:
+    """A row as stored in the JSON: floats to 4 decimals (seconds to 3), no per-row minima."""
+    out = dict(row)
+    for side in ("before", "after"):
+        out[side] = {k: round(v, 4) for k, v in row[side].items() if not k.startswith("min_")}
+    out["seconds_method"], out["seconds_final"] = round(row["seconds_method"], 3), round(row["seconds_final"], 3)
+    return out
+
+
 def bootstrap_ci(diff: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
@@ -214,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{max(len(c['ca']) for c in chains)}", file=sys.stderr)
         rows = run_set(chains, prior, a.seeds)
         result["sets"][label] = {"n_chains": len(chains), "ids": [c["id"] for c in chains],
-                                 "table": summarise(rows, a.n_boot, 0), "rows": rows}
-        write_json(Path(a.output), result)   # each finished set is kept, should a later one be interrupted
+                                 "table": summarise(rows, a.n_boot, 0), "rows": [compact(r) for r in rows]}
+        write_json(Path(a.output), result, indent=None)   # each finished set is kept, should a later one be interrupted
     pool = [c for chains in sets.values() for c in chains]
     timing_dir = Path(a.timing_structures)
     if timing_dir.is_dir():   # a chain of ≥ 300 residues for the timing
@@ -223,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     longest = max(pool, key=lambda c: len(c["ca"]))
     result["timing"] = timing(longest, prior, a.repeats)
     result["total_seconds"] = time.perf_counter() - t_start
-    write_json(Path(a.output), result)
+    write_json(Path(a.output), result, indent=None)
     for label, s in result["sets"].items():
         print_table(f"{label} ({s['n_chains']} chains, seeds {a.seeds})", s["table"])
     tm = result["timing"]
