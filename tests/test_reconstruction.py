@@ -184,7 +184,7 @@ def test_registry_is_the_one_list_of_methods(repo_root):
     with pytest.raises(ValueError, match="must be one of 'classical', 'refine', 'distogram'"):
         R.resolve_method("smacof", R.Inputs())
     # no literal default left beside the constant
-    for f in ("predict.py", "evaluation.py"):
+    for f in ("predict.py", "evaluation.py", "eval_scoring.py", "inference.py"):
         assert 'method: str = "refine"' not in (repo_root / "proteinmtp" / f).read_text(), f
 
 
