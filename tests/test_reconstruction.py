@@ -162,7 +162,7 @@ def test_registry_is_the_one_list_of_methods(repo_root):
     the default and the contracts all come from it."""
     import argparse
 
-    from proteinmtp.predict import add_prediction_arguments
+    from proteinmtp.runcli import add_prediction_arguments
 
     assert R.method_names() == ("classical", "refine", "distogram")
     assert R.DEFAULT_METHOD in R.METHODS
