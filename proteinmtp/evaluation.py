@@ -589,8 +589,8 @@ def per_protein_csv(ev: Evaluation) -> str:
 def write_figures(ev: Evaluation, vis_dir: str | Path, run_dir: str | Path | None = None) -> list[Path]:
     """Draw the evaluation figures (and training curves when ``run_dir`` has train_log.jsonl) into vis_dir."""
     from proteinmtp import plots
+    from proteinmtp.experiments import replace_written
     from proteinmtp.predict import record_stems
-    from proteinmtp.runs import replace_written
     from proteinmtp.viewer import write_viewer_html
 
     vis = Path(vis_dir)
@@ -771,7 +771,7 @@ def run_model_mode(args) -> int:
     Raises :class:`EvaluationInputError` (one-line message) for a missing/corrupt run directory or
     dataset, before anything is written.
     """
-    from proteinmtp import runs
+    from proteinmtp import experiments as runs
 
     if not args.model_path or not args.test_data:
         raise EvaluationInputError("model evaluation needs both --model_path and --test_data")

@@ -12,7 +12,7 @@ from proteinmtp import rundir as R
 
 
 def test_rundir_imports_without_torch(repo_root):
-    code = "import sys, proteinmtp.rundir, proteinmtp.runs; print('torch' in sys.modules)"
+    code = "import sys, proteinmtp.rundir, proteinmtp.experiments; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
