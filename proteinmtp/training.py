@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import shutil
 import sys
 import time
@@ -57,12 +58,18 @@ class CheckpointSaveError(RuntimeError):
 
 def _write_cause(e: BaseException, where: Path) -> str:
     """The cause of a failed write in words: the OS error's text (File too large, No space left on device),
-    else the writer's message, with the free space of the file system."""
+    also when a writer only quotes its errno; else the writer's message, with the file system's free space."""
     if isinstance(e, OSError) and e.errno:
         return os.strerror(e.errno)
     text = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-    m = re.search(r'message: "([^"]+)"', text)            # safetensors (Rust): IoError(Os { ..., message: ".." })
-    text = m.group(1) if m else text
+    m = re.search(r"os error (\d+)", text)                  # safetensors (Rust): "... (os error 27)"
+    if m:
+        return os.strerror(int(m.group(1)))
+    # torch.save quotes no errno: give the context
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        text += f"; the file size limit (ulimit -f) is {limit} bytes"
     try:
         free = shutil.disk_usage(where if where.is_dir() else where.parent).free
         text += f"; {free / 1e6:.0f} MB free on that file system"
@@ -71,16 +78,17 @@ def _write_cause(e: BaseException, where: Path) -> str:
     return text
 
 
-def _newest_file(directory: Path) -> Path | None:
-    """The most recently written file under ``directory`` (the one a writer without a name failed on)."""
-    files = [p for p in directory.rglob("*") if p.is_file()] if directory.is_dir() else []
-    return max(files, key=lambda p: p.stat().st_mtime_ns) if files else None
-
-
 @contextlib.contextmanager
-def saving(directory: Path, name: str | None):
-    """Turn a failed write under ``directory`` into a CheckpointSaveError naming the file (``name`` inside
-    it; None: the file named by the OS error, else the newest file there) and the cause."""
+def saving(directory: Path, first: str | None):
+    """Turn a failed write under ``directory`` into a CheckpointSaveError naming the file and the cause.
+
+    The file: the one the OS error names; else the newest file under ``directory`` written since the block
+    began (a writer that leaves its partial file: torch.save, json), or for safetensors, which removes its
+    partial file, that file's directory; else ``first`` (the file the block writes first, by an atomic
+    writer that removed its temporary copy). A RuntimeError counts too: torch.save reports a failed write as
+    one ("unexpected pos ...", "iostream error").
+    """
+    t0 = time.time_ns()
     try:
         yield
     except CheckpointSaveError:
@@ -88,10 +96,14 @@ def saving(directory: Path, name: str | None):
     except (OSError, RuntimeError, SafetensorError) as e:
         if isinstance(e, OSError) and getattr(e, "filename", None):
             path = Path(e.filename)
-        elif name is not None:
-            path = directory / name
         else:
-            path = _newest_file(directory) or directory
+            new = [p for p in directory.rglob("*") if p.is_file() and p.stat().st_mtime_ns >= t0] \
+                if directory.is_dir() else []
+            newest = max(new, key=lambda p: p.stat().st_mtime_ns) if new else None
+            if newest is None:
+                path = str(directory / first) if first else f"{directory}/"
+            else:
+                path = f"{newest.parent}/" if isinstance(e, SafetensorError) else str(newest)
         raise CheckpointSaveError(f"cannot write {path}: {_write_cause(e, directory)}") from None
 
 
@@ -382,7 +394,7 @@ class DistanceTrainer(Trainer):
         has no completion marker, so it would never be resumed from; its space is freed)."""
         ckpt = checkpoint_dir(self.args.output_dir, self.state.global_step)
         try:
-            with saving(ckpt, None):
+            with saving(ckpt, HEAD_WEIGHTS):
                 super()._save_checkpoint(model, trial)
         except CheckpointSaveError as e:
             if self.args.should_save:
@@ -394,7 +406,7 @@ class DistanceTrainer(Trainer):
                    "there is no complete checkpoint yet: re-run the same command to start again")) from None
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        with saving(Path(output_dir or self.args.output_dir), None):
+        with saving(Path(output_dir or self.args.output_dir), HEAD_WEIGHTS):
             super().save_model(output_dir, _internal_call)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
