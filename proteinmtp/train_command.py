@@ -465,6 +465,8 @@ def train_and_save(args: argparse.Namespace, trainer, run_dir: Path, resume: Pat
     step = trainer.state.global_step
     if stop.reason not in (None, "time"):
         record()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:           # every rank says where it stopped
+            print(f"rank {os.environ.get('RANK', '0')}: stopped by {stop.reason} at step {step}", file=sys.stderr)
         if is_main:
             print(f"stopped by {stop.reason} at step {step}: {R.checkpoint_dir(run_dir, step)} written; re-run "
                   "the same command to resume from it", file=sys.stderr)

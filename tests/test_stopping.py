@@ -16,7 +16,7 @@ import pytest
 
 from proteinmtp import callbacks as C
 from proteinmtp.rundir import COMPLETE_MARKER, latest_complete_checkpoint
-from tests.test_training import cli_args, data, read_jsonl, run_cli  # noqa: F401  (data: fixture)
+from tests.test_training import cli_args, read_jsonl, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -196,3 +196,51 @@ def test_resume_without_optimizer_state_says_adamw_restarts(tiny, data, tmp_path
     capsys.readouterr()
     assert run_cli(cli_args(tiny, data, run, "--max_steps", "4", "--eval_steps", "100")) == 0
     assert "warning:" not in capsys.readouterr().err
+
+
+def child_pids(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (from /proc)."""
+    kids = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def worker_pid(agent: int, rank: int) -> int:
+    for pid in child_pids(agent):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"train_distmat.py" in cmd and f"RANK={rank}".encode() in env:
+            return pid
+    pytest.fail(f"no rank-{rank} worker under torchrun pid {agent}")
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_at_the_same_step_when_one_gets_the_signal(tiny, data, tmp_path):
+    """torchrun, 2 gloo ranks: SIGTERM to rank 1 alone; the stop flag is all-reduced each step, so rank 0
+    (which writes the checkpoint) stops at the same step and both say so."""
+    run = tmp_path / "ddp"
+    args = cli_args(tiny, data, run, "--max_steps", "100000", "--save_steps", "100000", "--eval_steps", "100000")
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", "29533", str(REPO / "train_distmat.py"), *args], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore_sigint)
+    wait_for(run, proc, lambda rows: any(s >= 2 for s in steps(rows)), timeout=400)
+    os.kill(worker_pid(proc.pid, 1), signal.SIGTERM)
+    rc, err = finish(proc, timeout=240)
+    n = int(latest_complete_checkpoint(run).name.split("-")[1])
+    assert rc != 0 and f"rank 0: stopped by SIGTERM at step {n}" in err and \
+        f"rank 1: stopped by SIGTERM at step {n}" in err, err[-4000:]
+    assert read_jsonl(run / "train_log.jsonl")[-1]["event"] == "interrupted"

@@ -14,43 +14,14 @@ import pytest
 import torch
 
 from proteinmtp import experiments, rundir
-from proteinmtp.dataset import Sample, compute_global_stats, save_dataset
+from proteinmtp.dataset import Sample, compute_global_stats
 from proteinmtp.geometry import distance_matrix
 from proteinmtp.model import ModelSpec, build_model, load_run
 from proteinmtp.rundir import COMPLETE_MARKER, latest_complete_checkpoint
-from proteinmtp.structure import read_structure
 from proteinmtp.training import CropDataset, DistanceCollator
+from tests.conftest import real_samples
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def real_samples(test_data_dir: Path, n: int, crop: int) -> list[Sample]:
-    """First n distinct chains (>= 20 residues) of the committed structures, first ``crop`` residues."""
-    out, seen = [], set()
-    for f in sorted(test_data_dir.glob("*.gz")):
-        try:
-            chains = read_structure(f)
-        except ValueError:
-            continue
-        for c in chains:
-            if len(c.sequence) >= 20 and c.sequence not in seen:
-                seen.add(c.sequence)
-                out.append(Sample(id=c.id, sequence=c.sequence[:crop], ca=c.ca[:crop],
-                                  residue_ids=list(c.residue_ids[:crop]), source=f.name, split="train"))
-    return out[:n]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, test_data_dir):
-    out = tmp_path_factory.mktemp("data")
-    samples = real_samples(test_data_dir, 6, 40)
-    train, val = samples[:4], samples[4:]
-    for s in val:
-        s.split = "val"
-    gs = compute_global_stats(train)
-    save_dataset(out / "train.json", train, gs, {})
-    save_dataset(out / "val.json", val, gs, {})
-    return out
 
 
 def test_crop_is_contiguous_and_collator_pads_with_nan():
@@ -453,3 +424,38 @@ def test_run_from_before_long_range_weight_joined_the_head_config_resumes(tiny, 
     assert "resuming from" in capsys.readouterr().err
     assert run_cli(cli_args(tiny, data, run, "--max_steps", "4", "--long_range_weight", "2")) == 2
     assert "--long_range_weight" in capsys.readouterr().err
+
+
+def test_run_from_before_residue_case_resumes(tiny, data, tmp_path, capsys):
+    """A run written before model.residue_case existed (letters were looked up as written) used to be refused
+    as a changed spec ('' -> 'upper'); migrate() fills the field and it resumes."""
+    run = tmp_path / "run"
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "2", "--eval_steps", "100")) == 0
+    cfg_path = run / "training_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["model"].pop("residue_case") == "upper" and cfg.pop("config_version") == rundir.CONFIG_VERSION
+    cfg_path.write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "3", "--eval_steps", "100")) == 0
+    assert f"resuming from {run / 'checkpoint-2'}" in capsys.readouterr().err
+    stored = json.loads(cfg_path.read_text())
+    assert stored["model"]["residue_case"] == "upper" and stored["config_version"] == rundir.CONFIG_VERSION
+
+
+def test_run_stores_absolute_data_paths(tiny, data, tmp_path, monkeypatch):
+    """--train_data given relative to the working directory: the run stores where it is, absolute and relative
+    to the run, so evaluating from elsewhere finds the neighbour baseline's training set."""
+    import shutil
+
+    work = tmp_path / "work"
+    (work / "d").mkdir(parents=True)
+    for name in ("train.json", "val.json"):
+        shutil.copy(data / name, work / "d" / name)
+    monkeypatch.chdir(work)
+    args = cli_args(tiny, Path("d"), Path("runs/r"), "--max_steps", "1", "--eval_steps", "100")
+    assert run_cli(args) == 0
+    cfg = json.loads((work / "runs" / "r" / "training_config.json").read_text())
+    assert cfg["train_data"] == str(work / "d" / "train.json") and cfg["val_data"] == str(work / "d" / "val.json")
+    assert cfg["train_data_from_run"] == "../../d/train.json" and cfg["args"]["train_data"] == "d/train.json"
+    monkeypatch.chdir(tmp_path)
+    assert rundir.train_data_path(work / "runs" / "r") == work / "d" / "train.json"
