@@ -25,6 +25,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -167,8 +168,10 @@ class SignalStop:
         return None if self.signum is None else 128 + int(self.signum)
 
     def install(self) -> SignalStop:
-        for s in STOP_SIGNALS:
-            self._previous[s] = signal.signal(s, self.handle)
+        """Handle SIGINT and SIGTERM from now on (only the main thread may set handlers: elsewhere, no-op)."""
+        if threading.current_thread() is threading.main_thread():
+            for s in STOP_SIGNALS:
+                self._previous[s] = signal.signal(s, self.handle)
         return self
 
     def uninstall(self) -> None:
