@@ -43,7 +43,7 @@ def test_total_is_the_config_weighted_sum_of_the_named_terms(head_type):
     weights = {"distogram": 2.0, "regression": 0.5, "pair_conf": 0.3, "residue_conf": 0.3, "rmsd": 0.25, "ss": 0.7}
     assert {n: term_weight(n, cfg) for n in names} == {n: weights[n] for n in names}
     expect = sum(weights[n] * got[f"loss_{n}"].item() for n in names)
-    assert float(got["loss"]) == pytest.approx(expect, rel=1e-6)
+    assert got["loss"].item() == pytest.approx(expect, rel=1e-6)
     # a term of weight 0 is neither computed nor reported; no SS labels: no SS term
     zero = head_loss(build_head(8, replace(cfg, regression_weight=0.0)), out, t)
     assert "loss_regression" not in zero
