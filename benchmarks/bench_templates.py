@@ -82,7 +82,7 @@ def filled(f: dict, slot: int, fallback: np.ndarray) -> np.ndarray:
 
 
 def copy_baselines(train, test, db, found, k: int, reconstruct_structures: bool) -> dict:
-    from proteinmtp.evaluation import score_prediction
+    from proteinmtp.eval_scoring import score_prediction
     from proteinmtp.geometry import reconstruct
     from proteinmtp.metrics import distance_metrics
     from proteinmtp.neighbour import find_neighbours
