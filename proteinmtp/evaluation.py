@@ -40,7 +40,7 @@ from proteinmtp.predict import structure_from_distances
 from proteinmtp.reconstruction import DEFAULT_METHOD
 from proteinmtp.runcli import run_description
 from proteinmtp.secondary import eval_pairs
-from proteinmtp.structure import write_pdb
+from proteinmtp.structure_writer import write_pdb
 from proteinmtp.writers import write_structure
 
 if TYPE_CHECKING:  # pragma: no cover

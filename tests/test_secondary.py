@@ -10,7 +10,8 @@ import torch
 
 from proteinmtp import geometry as G
 from proteinmtp import secondary as S
-from proteinmtp.structure import read_structure, trace_string
+from proteinmtp.structure import read_structure
+from proteinmtp.structure_writer import trace_string
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,8 @@ import pytest
 from Bio.Data.PDBData import protein_letters_1to3, protein_letters_3to1_extended
 from Bio.PDB import MMCIFParser, PDBParser
 
-from proteinmtp.structure import (
-    StructureReadError,
-    is_structure_file,
-    mmcif_string,
-    pdb_string,
-    read_structure,
-    structure_stem,
-    write_mmcif,
-    write_pdb,
-)
+from proteinmtp.structure import StructureReadError, is_structure_file, read_structure, structure_stem
+from proteinmtp.structure_writer import mmcif_string, pdb_string, write_mmcif, write_pdb
 
 STANDARD3 = {
     "ALA", "CYS", "ASP", "GLU", "PHE", "GLY", "HIS", "ILE", "LYS", "LEU",
@@ -487,7 +479,7 @@ def test_writer_flags_a_clashing_structure(tmp_path: Path) -> None:
 def test_control_characters_escaped_in_pdb_and_mmcif(tmp_path: Path) -> None:
     """FASTA ids with NUL, \\x01, ESC (a terminal colour sequence), tab, newline and DEL reach the REMARKs and
     mmCIF items escaped: every byte of the file is printable ASCII or a newline, and the text reads back."""
-    from proteinmtp.structure import printable
+    from proteinmtp.structure_writer import printable
 
     nasty = "rec\x00id\x01\x1b[31mred\tx\ny\x7f\u00e9"
     xyz = _zigzag(6)
