@@ -730,7 +730,7 @@ def run_neighbours(args, run_config: dict, samples: Sequence[Sample]) -> tuple[N
     """
     import sys
 
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.dataio import open_dataset
     from proteinmtp.neighbour import find_neighbours
     from proteinmtp.splits import MMseqsError
 
@@ -751,7 +751,7 @@ def run_neighbours(args, run_config: dict, samples: Sequence[Sample]) -> tuple[N
             raise EvaluationInputError(f"--train_data {path} does not exist")
         return skip(f"training data {path} ({where}) not found; pass --train_data")
     try:
-        train = load_dataset(path)
+        train = open_dataset(path)
     except (ValueError, OSError) as e:
         msg = f"cannot read training data {path} ({where}): {e}".splitlines()[0]
         if explicit:
@@ -786,10 +786,10 @@ def run_model_mode(args) -> int:
         raise EvaluationInputError(f"run directory {run_dir} does not exist; pass the --output_dir of train_distmat.py")
     if not Path(args.test_data).is_file():
         raise EvaluationInputError(f"test data {args.test_data} does not exist")
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.dataio import open_dataset
 
     try:
-        data = load_dataset(args.test_data)
+        data = open_dataset(args.test_data)
     except (ValueError, OSError) as e:
         raise EvaluationInputError(f"cannot read test data {args.test_data}: {e}".splitlines()[0]) from None
     samples = list(data.samples)[: args.num_samples] if args.num_samples else list(data.samples)

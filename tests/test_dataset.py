@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from proteinmtp.constants import DATASET_FORMAT
+from proteinmtp.dataio import open_dataset
 from proteinmtp.dataset import (
     GLOBAL_STATS_KEYS,
     DatasetFormatError,
     Sample,
     compute_global_stats,
-    load_dataset,
     save_dataset,
 )
 
@@ -43,7 +43,7 @@ def test_round_trip(tmp_path: Path, name: str) -> None:
     samples = [_sample(6, 1, missing=(0,)), _sample(9, 2)]
     stats = compute_global_stats(samples)
     save_dataset(tmp_path / name, samples, stats, {"identity": 0.3})
-    ds = load_dataset(tmp_path / name)
+    ds = open_dataset(tmp_path / name)
     assert ds.format == DATASET_FORMAT and ds.config == {"identity": 0.3} and ds.global_stats == stats
     for a, b in zip(samples, ds.samples):
         assert (a.id, a.sequence, a.residue_ids, a.split, a.source) == (b.id, b.sequence, b.residue_ids, b.split, b.source)
@@ -90,18 +90,18 @@ def _write(tmp_path: Path, obj, name: str = "x.json") -> Path:
 def test_loader_rejects_newer_and_unknown_format(tmp_path: Path) -> None:
     base = {"config": {}, "global_stats": {}, "samples": []}
     with pytest.raises(DatasetFormatError, match="newer"):
-        load_dataset(_write(tmp_path, {**base, "format": "proteinmtp-dataset/2"}))
+        open_dataset(_write(tmp_path, {**base, "format": "proteinmtp-dataset/2"}))
     with pytest.raises(DatasetFormatError, match="unknown dataset format"):
-        load_dataset(_write(tmp_path, {**base, "format": "someone-else/1"}))
+        open_dataset(_write(tmp_path, {**base, "format": "someone-else/1"}))
     with pytest.raises(DatasetFormatError, match="format"):
-        load_dataset(_write(tmp_path, base))
+        open_dataset(_write(tmp_path, base))
     with pytest.raises(DatasetFormatError, match="seed-era"):
-        load_dataset(_write(tmp_path, [{"sequence": "AA", "coords": [[0, 0, 0], [3.8, 0, 0]]}]))
+        open_dataset(_write(tmp_path, [{"sequence": "AA", "coords": [[0, 0, 0], [3.8, 0, 0]]}]))
     with pytest.raises(DatasetFormatError, match="missing top-level"):
-        load_dataset(_write(tmp_path, {"format": DATASET_FORMAT, "samples": []}))
+        open_dataset(_write(tmp_path, {"format": DATASET_FORMAT, "samples": []}))
     bad = {**base, "format": DATASET_FORMAT, "samples": [{"id": "a:A", "sequence": "AAA", "ca": [[0, 0, 0]]}]}
-    with pytest.raises(DatasetFormatError, match="3 residues but 1"):
-        load_dataset(_write(tmp_path, bad))
+    with pytest.raises(DatasetFormatError, match=r"x.json: sample 0 \('a:A'\): ca: 1 entries for 3 residues"):
+        open_dataset(_write(tmp_path, bad))
 
 
 def test_loader_rejects_truncated(tmp_path: Path) -> None:
@@ -110,11 +110,11 @@ def test_loader_rejects_truncated(tmp_path: Path) -> None:
     raw = (tmp_path / "t.json").read_bytes()
     (tmp_path / "cut.json").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(DatasetFormatError, match="not valid JSON"):
-        load_dataset(tmp_path / "cut.json")
+        open_dataset(tmp_path / "cut.json")
     save_dataset(tmp_path / "t.json.gz", samples, compute_global_stats(samples), {})
     gz = (tmp_path / "t.json.gz").read_bytes()
     (tmp_path / "cut.json.gz").write_bytes(gz[: len(gz) // 2])
     with pytest.raises(DatasetFormatError, match="truncated"):
-        load_dataset(tmp_path / "cut.json.gz")
+        open_dataset(tmp_path / "cut.json.gz")
     with pytest.raises(DatasetFormatError, match="cannot open"):
-        load_dataset(tmp_path / "nope.json")
+        open_dataset(tmp_path / "nope.json")

@@ -12,7 +12,7 @@ import pytest
 
 import evaluate_distmat_model
 import infer_distmat
-from proteinmtp.dataset import load_dataset
+from proteinmtp.dataio import open_dataset
 from proteinmtp.evaluation import (
     MIRROR_KEY,
     REQUIRED_KEYS,
@@ -94,8 +94,8 @@ def test_neighbour_programmatic_no_hit_is_the_prior(tiny_run):
     from proteinmtp.model import load_run
     from proteinmtp.neighbour import Neighbour, NeighbourSet, find_neighbours
 
-    train = load_dataset(tiny_run["train_data"]).samples
-    test = load_dataset(tiny_run["test_data"]).samples[:2]       # 1LCD:A, 1A8O:A (masked)
+    train = open_dataset(tiny_run["train_data"]).samples
+    test = open_dataset(tiny_run["test_data"]).samples[:2]       # 1LCD:A, 1A8O:A (masked)
     nbs = find_neighbours(train, test)
     nbs.by_id["1LCD:A"] = Neighbour("1LCD:A", test[0].sequence)  # as if the search had found nothing
     run = load_run(tiny_run["run_dir"])
@@ -135,7 +135,7 @@ def test_neighbour_without_training_data(tmp_path, capsys):
 
 def test_values_match_independent_computation(evaluated, tiny_run, tmp_path):
     """Model MAE from a separate infer_distmat.py run, prior MAE from prior.json, both by plain NumPy."""
-    data = {s.id: s for s in load_dataset(tiny_run["test_data"]).samples}
+    data = {s.id: s for s in open_dataset(tiny_run["test_data"]).samples}
     s = data["1A8O:A"]
     true = s.distances()
     m = s.mask()
@@ -162,7 +162,7 @@ def test_hand_and_mirror_diagnostic_from_the_written_pdbs(evaluated, tiny_run):
 
     from proteinmtp.metrics import tm_score
 
-    data = {s.id: s for s in load_dataset(tiny_run["test_data"]).samples}
+    data = {s.id: s for s in open_dataset(tiny_run["test_data"]).samples}
     best = []
     for sid, row in evaluated["rows"].items():
         s = data[sid]
@@ -248,7 +248,7 @@ def test_workers_give_the_same_results(tiny_run):
     from proteinmtp.model import load_run
 
     run = load_run(tiny_run["run_dir"])
-    test = list(load_dataset(tiny_run["test_data"]).samples)
+    test = list(open_dataset(tiny_run["test_data"]).samples)
     one = summarize(evaluate_run(run, test, progress=False, workers=1))
     two_ev = evaluate_run(run, test, progress=False, workers=2)
     assert [r["id"] for r in two_ev.rows] == [s.id for s in test if s.id != "2XHE:B"]
@@ -260,7 +260,7 @@ def test_figure_data_is_bounded_and_order_free(tiny_run):
     the number of proteins merged after them, and sums over every protein."""
     from proteinmtp.evaluation import FigureData
 
-    s = next(x for x in load_dataset(tiny_run["test_data"]).samples if x.id == "1LCD:A")
+    s = next(x for x in open_dataset(tiny_run["test_data"]).samples if x.id == "1LCD:A")
     true = s.distances()
     fd = FigureData(max_sample_proteins=4)
     contribs = [fd.contribution(i, s, {"model": true + i}, np.asarray(s.ca), np.zeros(len(true))) for i in range(12)]

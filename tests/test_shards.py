@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from proteinmtp import dataio as D
 from proteinmtp import shards as S
-from proteinmtp.dataset import DatasetFormatError, Sample, compute_global_stats, load_dataset, save_dataset
+from proteinmtp.dataio import open_dataset
+from proteinmtp.dataset import DatasetFormatError, Sample, compute_global_stats, save_dataset
 from proteinmtp.training import CropDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,15 +58,15 @@ def test_json_binary_json_is_exact(tmp_path: Path) -> None:
     samples = _samples()
     stats = compute_global_stats(samples)
     save_dataset(tmp_path / "a.json.gz", samples, stats, {"identity": 0.3})
-    js = load_dataset(tmp_path / "a.json.gz")
-    S.convert(tmp_path / "a.json.gz", tmp_path / "a.shards")
-    bs = load_dataset(tmp_path / "a.shards")                      # detected: a directory
+    js = open_dataset(tmp_path / "a.json.gz")
+    D.convert(tmp_path / "a.json.gz", tmp_path / "a.shards")
+    bs = open_dataset(tmp_path / "a.shards")                      # detected: a directory
     assert bs.global_stats == stats and bs.config == {"identity": 0.3} and len(bs) == len(samples)
     for a, b in zip(js.samples, bs.samples):
         _equal(a, b)
     assert bs.samples[1].cb is None and bs.samples[1].cluster is None
     assert np.isnan(bs.samples[3].ca).all() and np.isnan(bs.samples[0].ca[[0, 5]]).all()
-    S.convert(tmp_path / "a.shards", tmp_path / "b.json.gz")
+    D.convert(tmp_path / "a.shards", tmp_path / "b.json.gz")
     assert (tmp_path / "b.json.gz").read_bytes() == (tmp_path / "a.json.gz").read_bytes()
     # distances equal to the float64 JSON's (exact, not merely < 1e-3 Å)
     np.testing.assert_array_equal(bs.samples[0].distances(), js.samples[0].distances())
@@ -131,7 +133,7 @@ def test_lazy_dataset_in_a_dataloader_with_two_workers(tmp_path: Path) -> None:
     samples.append(_sample(5, 99, missing=tuple(range(5))))                 # unusable: filtered lazily
     S.save_shards(tmp_path / "d", samples, {}, {}, shard_mb=0.003)
     lazy = CropDataset(S.open_shards(tmp_path / "d").samples, 16, random_crop=False)
-    eager = CropDataset(load_dataset(tmp_path / "d").samples, 16, random_crop=False)
+    eager = CropDataset(open_dataset(tmp_path / "d").samples, 16, random_crop=False)
     assert isinstance(lazy.samples, S.ShardedSamples) and len(lazy) == len(eager) == 8
     loader = torch.utils.data.DataLoader(lazy, batch_size=None, num_workers=2, collate_fn=lambda x: x)
     got = list(loader)
@@ -154,22 +156,27 @@ def test_truncated_or_corrupt_shard_names_the_file(tmp_path: Path, capsys) -> No
     with pytest.raises(DatasetFormatError, match=rf"{ca.name}.*truncated"):
         S.open_shards(d).samples[0]
     with pytest.raises(DatasetFormatError, match=ca.name):
-        load_dataset(d)
+        open_dataset(d)
     ca.write_bytes(b"garbage!" + raw[8:])                                   # same size, header broken
     with pytest.raises(DatasetFormatError, match=rf"{ca.name}.*not a readable"):
         S.open_shards(d).samples[0]
     flipped = bytearray(raw)
-    flipped[-1] ^= 0xFF                                                     # same size, a data byte flipped
+    flipped[-1] ^= 0xFF                                        # same size, the last z's high byte: ~2e6 Å
     ca.write_bytes(bytes(flipped))
-    S.open_shards(d).samples[0]                                             # lazy opening checks sizes only
+    with pytest.raises(DatasetFormatError, match=rf"{ca.name}: residue row \d+ .*within ±10000 Å"):
+        open_dataset(d)                                                     # value ranges: at open
+    flipped = bytearray(raw)
+    flipped[-4] ^= 0x01                                        # the last z's low bit: 0.001 Å, a valid value
+    ca.write_bytes(bytes(flipped))
+    open_dataset(d).samples[0]                                 # opening reads no hashes
     with pytest.raises(DatasetFormatError, match=rf"{ca.name}.*SHA-256"):
-        load_dataset(d)                                                     # eager: checksums
-    assert S.main(["verify", str(d)]) == 2
+        S.verify(d)
+    assert D.main(["verify", str(d)]) == 2
     err = capsys.readouterr().err
     assert ca.name in err and "SHA-256" in err
     (d / S.INDEX_NAME).write_text((d / S.INDEX_NAME).read_text()[:50])
     with pytest.raises(DatasetFormatError, match="index.json: not valid JSON"):
-        load_dataset(d)
+        open_dataset(d)
 
 
 def test_version_mismatch_is_a_clear_error(tmp_path: Path) -> None:
@@ -182,7 +189,7 @@ def test_version_mismatch_is_a_clear_error(tmp_path: Path) -> None:
             S.open_shards(d)
     (d / S.INDEX_NAME).write_text(json.dumps({**ix, "sample_format": "proteinmtp-dataset/9"}))
     with pytest.raises(DatasetFormatError, match="newer"):
-        load_dataset(d)
+        open_dataset(d)
 
 
 def test_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
@@ -207,11 +214,11 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(OSError, match="simulated"):
         S.save_shards(tmp_path / "d", _samples(), {"v": 2}, {}, shard_mb=0.001)
     assert [p.name for p in tmp_path.iterdir()] == ["d"]
-    old = load_dataset(tmp_path / "d")
+    old = open_dataset(tmp_path / "d")
     assert old.global_stats == {"v": 1} and len(old) == 2
     monkeypatch.setattr(S, "_write_shard", real)
     S.save_shards(tmp_path / "d", _samples(), {"v": 3}, {})                 # a replacement that succeeds
-    assert load_dataset(tmp_path / "d").global_stats == {"v": 3} and [p.name for p in tmp_path.iterdir()] == ["d"]
+    assert open_dataset(tmp_path / "d").global_stats == {"v": 3} and [p.name for p in tmp_path.iterdir()] == ["d"]
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not a sharded dataset"):
@@ -222,14 +229,14 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
 def test_convert_cli(tmp_path: Path, capsys) -> None:
     samples = _samples()
     save_dataset(tmp_path / "a.json", samples, {}, {})
-    r = subprocess.run([sys.executable, "-m", "proteinmtp.shards", "convert", str(tmp_path / "a.json"),
+    r = subprocess.run([sys.executable, "-m", "proteinmtp.dataio", "convert", str(tmp_path / "a.json"),
                         str(tmp_path / "a.shards"), "--shard_mb", "0.001"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert len(load_dataset(tmp_path / "a.shards")) == len(samples)
+    assert len(open_dataset(tmp_path / "a.shards")) == len(samples)
     with pytest.raises(SystemExit):
-        S.main(["convert", "--help"])
+        D.main(["convert", "--help"])
     assert "--shard_mb" in capsys.readouterr().out
-    assert S.main(["convert", str(tmp_path / "nope.json"), str(tmp_path / "x")]) == 2
+    assert D.main(["convert", str(tmp_path / "nope.json"), str(tmp_path / "x")]) == 2
     assert "nope.json: cannot open" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
@@ -243,7 +250,7 @@ def test_create_distmat_data_format_binary(tmp_path: Path, test_data_dir: Path) 
                             str(outs[fmt]), "--val_fraction", "0", "--test_fraction", "0", "--format", fmt,
                             "--no_progress"], capture_output=True, text=True, cwd=REPO)
         assert r.returncode == 0, r.stderr
-    js, bs = load_dataset(outs["json"] / "train.json"), load_dataset(outs["binary"] / "train.shards")
+    js, bs = open_dataset(outs["json"] / "train.json"), open_dataset(outs["binary"] / "train.shards")
     assert S.is_shards(outs["binary"] / "train.shards") and len(js) == len(bs) > 0
     assert (js.global_stats, js.config) == (bs.global_stats, bs.config)
     for a, b in zip(js.samples, bs.samples):
