@@ -20,10 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from proteinmtp.dataset import (
-    Sample,
-    compute_global_stats,
-)
+from proteinmtp.dataset import Sample, SampleFieldError, compute_global_stats
 from proteinmtp.geometry import chain_breaks
 
 SEED_COORD_KEYS = ("ca", "coords", "coordinates", "ca_coords")
@@ -265,8 +262,10 @@ def read_seed_records(path: str) -> FileResult:
             elif ":" not in rid:
                 rid = f"{rid}:A"
             rids = rec.get("residue_ids") or [str(k + 1) for k in range(len(seq))]
-            samples.append(Sample(id=rid, sequence=seq, ca=ca, residue_ids=[str(r) for r in rids],
-                                  source=path, split="", cb=None, breaks=list(chain_breaks(ca))))
+            sample = Sample(id=rid, sequence=seq, ca=ca, residue_ids=[str(r) for r in rids],
+                            source=path, split="", cb=None, breaks=list(chain_breaks(ca)))
+            sample.check()
+            samples.append(sample)
         except (ValueError, TypeError) as e:
             bad.append({"record": i, "reason": f"invalid record: {e}"})
     return FileResult(path, samples, record_errors=bad)
@@ -441,6 +440,11 @@ def _candidates(results: Sequence[FileResult], ids: dict[str, str], cfg: BuildCo
                 rep.drop(s, "duplicate_id")
                 continue
             seen_ids.add(s.id)
+            try:
+                s.check()               # the rules a dataset file obeys: never write one the reader refuses
+            except SampleFieldError as e:
+                rep.drop(s, "invalid_chain", str(e))
+                continue
             reason = filter_reason(s, cfg, bare, full)
             if reason:
                 rep.drop(s, reason)
