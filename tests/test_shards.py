@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -255,3 +256,157 @@ def test_create_distmat_data_format_binary(tmp_path: Path, test_data_dir: Path) 
     assert (js.global_stats, js.config) == (bs.global_stats, bs.config)
     for a, b in zip(js.samples, bs.samples):
         _equal(a, b)
+
+
+# ---- opening checks cheaply and always; verify adds hashes and every sample; one line naming the file ----
+def _one_shard(tmp_path: Path, ss8: bool = True) -> Path:
+    samples = _samples()
+    for k, s in enumerate(samples):
+        s.ss8 = "".join("HGIEBTS-?"[(i + k) % 9] for i in range(len(s))) if ss8 else None
+    S.save_shards(tmp_path / "d", samples, {}, {})
+    return tmp_path / "d"
+
+
+def _rewrite(d: Path, name: str, change) -> None:
+    """Change one array in place (same dtype and shape: same size, so only the hash differs)."""
+    f = d / f"00000.{name}.npy"
+    a = np.load(f).copy()
+    change(a)
+    np.save(f, a, allow_pickle=False)
+
+
+@pytest.mark.parametrize("name,change,problem", [
+    ("ca", lambda a: a.__setitem__(slice(10, 60), 10**9), r"00000.ca.npy: residue row 1[0-9] .*within ±10000 Å"),
+    ("ca", lambda a: a.__setitem__((3, 1), S.COORD_MISSING), r"00000.ca.npy: residue row 3 .*missing in x, y and z"),
+    ("cb", lambda a: a.__setitem__((2, 0), -2**31 + 5), r"00000.cb.npy: residue row 2 "),
+    ("sequence", lambda a: a.__setitem__(7, ord("1")), r"00000.sequence.npy: residue row 7 holds byte 49"),
+    ("ss8", lambda a: a.__setitem__(4, ord("Q")), r"00000.ss8.npy: residue row 4 holds byte 81"),
+    ("offsets", lambda a: a.__setitem__([1, 2], a[[2, 1]]), r"00000.offsets.npy: offsets must rise strictly"),
+    ("offsets", lambda a: a.__setitem__(2, a[1]), r"00000.offsets.npy: offsets must rise strictly"),   # empty sample
+    ("meta", lambda a: a.__setitem__(0, ord("[")), r"00000.meta.npy: a sample's metadata is not a JSON object"),
+    ("meta_offsets", lambda a: a.__setitem__(1, a[-1] + 5), r"00000.meta_offsets.npy: metadata offsets"),
+])
+def test_corrupt_values_fail_at_open(tmp_path: Path, capsys, name, change, problem) -> None:
+    d = _one_shard(tmp_path)
+    _rewrite(d, name, change)
+    with pytest.raises(DatasetFormatError, match=problem):
+        S.open_shards(d)                                   # at open: no sample indexed yet
+    out = tmp_path / "back.json"
+    assert D.main(["convert", str(d), str(out)]) == 2 and D.main(["verify", str(d)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(re.search(problem, line) for line in err) and not out.exists()
+
+
+def test_truncated_shard_fails_at_open_not_in_training(tmp_path: Path) -> None:
+    S.save_shards(tmp_path / "d", _samples(), {}, {}, shard_mb=0.001)
+    last = sorted((tmp_path / "d").glob("*.ca.npy"))[-1]
+    last.write_bytes(last.read_bytes()[:-12])
+    with pytest.raises(DatasetFormatError, match=rf"{last.name}: .* bytes, the index says"):
+        open_dataset(tmp_path / "d")
+
+
+def _index_cases(d: Path) -> list[tuple[str, dict, str]]:
+    ix = json.loads((d / S.INDEX_NAME).read_text())
+    e0 = ix["shards"][0]
+
+    def with_entry(**kw) -> dict:
+        return {**ix, "shards": [{**e0, **kw}, *ix["shards"][1:]]}
+
+    def renamed(new: str) -> dict:
+        old = e0["fields"]["ca"]["file"]
+        files = {(new if k == old else k): v for k, v in e0["files"].items()}
+        return with_entry(files=files, fields={**e0["fields"], "ca": {**e0["fields"]["ca"], "file": new}})
+
+    no_files = {k: v for k, v in e0.items() if k != "files"}
+    return [
+        ("no files", {**ix, "shards": [no_files]}, r"shards\[0\]: 'files' is missing"),
+        ("shards abc", {**ix, "shards": "abc"}, r"'shards' must be a list"),
+        ("entry a string", {**ix, "shards": ["x"]}, r"shards\[0\]: must be a JSON object"),
+        ("n_samples", {**ix, "n_samples": "5"}, r"do not add up to n_samples"),
+        ("count", with_entry(n_samples=-1), r"shards\[0\]: n_samples is -1"),
+        ("no fields", with_entry(fields=None), r"'fields' is missing"),
+        ("shape", with_entry(fields={**e0["fields"], "ca": {**e0["fields"]["ca"], "shape": "abc"}}),
+         r"field 'ca' needs 'file'"),
+        ("no ca", with_entry(fields={k: v for k, v in e0["fields"].items() if k != "ca"}), r"field 'ca' is missing"),
+        ("absolute", renamed(str(d.parent / "outside.npy")), r"is not a plain name inside"),
+        ("dotdot", renamed("../outside.npy"), r"is not a plain name inside"),
+        ("stats", {**ix, "global_stats": {"log_dist_std": "x"}}, r"log_dist_std is 'x'"),
+        ("bytes", with_entry(files={k: {"sha256": "0"} for k in e0["files"]}), r"needs 'bytes'"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_index_schema_is_checked_at_open(tmp_path: Path, capsys, case: int) -> None:
+    d = _one_shard(tmp_path)
+    (tmp_path / "outside.npy").write_bytes((d / "00000.ca.npy").read_bytes())     # what an escape would read
+    name, ix, problem = _index_cases(d)[case]
+    (d / S.INDEX_NAME).write_text(json.dumps(ix))
+    with pytest.raises(DatasetFormatError, match=rf"index.json: .*{problem}"):
+        open_dataset(d)
+    assert D.main(["verify", str(d)]) == 2 and D.main(["convert", str(d), str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2 and "index.json" in err, name
+
+
+def test_a_symlink_out_of_the_directory_is_refused(tmp_path: Path) -> None:
+    d = _one_shard(tmp_path)
+    f = d / "00000.ca.npy"
+    (tmp_path / "elsewhere.npy").write_bytes(f.read_bytes())
+    f.unlink()
+    f.symlink_to(tmp_path / "elsewhere.npy")
+    with pytest.raises(DatasetFormatError, match=r"00000.ca.npy' resolves to .*elsewhere.npy, outside"):
+        open_dataset(d)
+
+
+def _set_meta(d: Path, j: int, change) -> None:
+    """Rewrite sample j's metadata and make the index agree (sizes, shapes, hashes): a consistent file set
+    whose content is wrong, as a buggy writer would leave it."""
+    import hashlib
+
+    ix = json.loads((d / S.INDEX_NAME).read_text())
+    e = ix["shards"][0]
+    blob, off = np.load(d / "00000.meta.npy"), np.load(d / "00000.meta_offsets.npy")
+    metas = [json.loads(bytes(blob[off[i]:off[i + 1]])) for i in range(len(off) - 1)]
+    change(metas[j])
+    parts = [json.dumps(m).encode() for m in metas]
+    arrays = {"meta": np.frombuffer(b"".join(parts), np.uint8),
+              "meta_offsets": np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)}
+    for name, a in arrays.items():
+        f = d / f"00000.{name}.npy"
+        np.save(f, a, allow_pickle=False)
+        raw = f.read_bytes()
+        e["files"][f.name] = {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+        e["fields"][name]["shape"] = list(a.shape)
+    (d / S.INDEX_NAME).write_text(json.dumps(ix))
+
+
+def test_metadata_fields_are_checked_when_built_and_by_verify(tmp_path: Path, capsys) -> None:
+    d = _one_shard(tmp_path)
+    _set_meta(d, 2, lambda m: m.__setitem__("breaks", ["x"]))
+    ds = open_dataset(d)                                   # the arrays are fine: opening passes
+    ds.samples[1]
+    with pytest.raises(DatasetFormatError, match=r"/d: sample 2 \('dir/s3:A'\): breaks: entry 0 is 'x'"):
+        ds.samples[2]
+    assert D.main(["verify", str(d)]) == 2
+    assert "sample 2 ('dir/s3:A'): breaks: entry 0 is 'x', not an integer" in capsys.readouterr().err
+    d2 = _one_shard(tmp_path / "dup")
+    _set_meta(d2, 3, lambda m: m.__setitem__("id", "dir/s1:A"))
+    with pytest.raises(DatasetFormatError, match=r"sample 3 \('dir/s1:A'\): id: duplicates the id of sample 0"):
+        S.verify(d2)
+
+
+def test_json_shards_json_is_byte_identical_with_negative_zero(tmp_path: Path) -> None:
+    s = _sample(6, 7)
+    s.ca[0] = [-0.0, -0.0004, 0.0]            # JSON rounds -0.0004 to -0.0
+    s.ca[1] = [-0.0, 1.5, -2.0]
+    s.cb[2] = [-0.0, -0.0, -0.0]
+    save_dataset(tmp_path / "a.json", [s, _sample(5, 8)], {}, {})
+    assert "[-0.0,-0.0,0.0]" in (tmp_path / "a.json").read_text()
+    D.convert(tmp_path / "a.json", tmp_path / "a.shards")
+    back = open_dataset(tmp_path / "a.shards").samples[0]
+    assert np.signbit(back.ca[0]).tolist() == [True, True, False] and np.signbit(back.cb[2]).all()
+    D.convert(tmp_path / "a.shards", tmp_path / "b.json")
+    assert (tmp_path / "b.json").read_bytes() == (tmp_path / "a.json").read_bytes()
+    S.save_shards(tmp_path / "direct.shards", [s, _sample(5, 8)], {}, {})      # full precision, written directly
+    D.convert(tmp_path / "direct.shards", tmp_path / "c.json")
+    assert (tmp_path / "c.json").read_bytes() == (tmp_path / "a.json").read_bytes()
