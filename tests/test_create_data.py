@@ -406,3 +406,36 @@ def test_same_file_name_in_two_folders_keeps_both(tmp_path: Path, test_data_dir:
                        "--test_fraction", "0", "--chains", "prot:A")
     assert rc == 0, err
     assert sorted(s.id for s in open_dataset(tmp_path / "sel" / "train.json").samples) == ["a/prot:A", "b/prot:A"]
+
+
+def test_rebuild_with_other_options_removes_the_old_splits(tmp_path: Path, test_data_dir: Path) -> None:
+    """A rebuild into the same directory with another --format/--compress leaves only the new splits (the
+    old ones removed after the new ones are written); other files, and a failed rebuild, remove nothing."""
+    out = tmp_path / "d"
+    base = ["--input", str(test_data_dir / "3KPR.pdb.gz"), str(test_data_dir / "1LCD.pdb.gz"), "--output_dir",
+            str(out), "--val_fraction", "0", "--test_fraction", "0"]
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "val.shards").mkdir()                               # a directory that is not a sharded dataset
+    (out / "val.shards" / "keep").write_text("mine")
+
+    def split_names() -> list[str]:
+        return sorted(p.name for p in out.iterdir() if p.name.startswith(("train", "val", "test")))
+
+    assert _main(*base, "--compress")[0] == 0
+    first = open_dataset(out / "train.json.gz")
+    assert split_names() == ["test.json.gz", "train.json.gz", "val.json.gz", "val.shards"]
+    rc, stdout, _ = _main(*base)
+    assert rc == 0 and f"removed {out / 'train.json.gz'}" in stdout
+    assert split_names() == ["test.json", "train.json", "val.json", "val.shards"]
+    assert (out / "val.shards" / "keep").read_text() == "mine"
+    shutil.rmtree(out / "val.shards")
+    assert _main(*base, "--format", "binary")[0] == 0
+    assert split_names() == ["test.shards", "train.shards", "val.shards"]
+    assert _main(*base, "--shard_mb", "0")[0] == 2                        # refused: nothing removed
+    assert split_names() == ["test.shards", "train.shards", "val.shards"]
+    assert _main(*base, "--compress")[0] == 0
+    assert split_names() == ["test.json.gz", "train.json.gz", "val.json.gz"]
+    assert (out / "notes.txt").read_text() == "mine" and not [p for p in out.iterdir() if p.name.startswith(".")]
+    again = open_dataset(out / "train.json.gz")
+    assert [s.id for s in again.samples] == [s.id for s in first.samples] and again.global_stats == first.global_stats
