@@ -135,9 +135,11 @@ class Sample:
         position ``n``, id and field otherwise)."""
         sid = d.get("id") if isinstance(d, dict) else None
         try:
-            return cls(**_fields_from_json(d, cls))
+            s = cls(**_fields_from_json(d, cls))
+            s.check()
         except SampleFieldError as e:
             raise sample_error(where, n, sid, e) from None
+        return s
 
 
 _NUMBER = (int, float)
@@ -145,7 +147,9 @@ _NAN_ROW = [math.nan] * 3
 
 
 def _fields_from_json(d: Any, cls: type) -> dict[str, Any]:
-    """Constructor arguments of ``cls`` from one sample's JSON object, each field checked (SampleFieldError)."""
+    """Constructor arguments of ``cls`` from one sample's JSON object: the JSON-level checks (an object, no
+    unknown field, the required ones present, coordinates as lists of numbers) and the conversion to
+    arrays; :func:`check_sample` checks the rest (SampleFieldError)."""
     if not isinstance(d, dict):
         raise SampleFieldError("sample", f"must be a JSON object, got {_json_type(d)}")
     known = {f.name for f in dataclasses.fields(cls)}
@@ -166,22 +170,7 @@ def _fields_from_json(d: Any, cls: type) -> dict[str, Any]:
         kw["residue_ids"] = [str(i) for i in range(1, len(seq) + 1)]
     kw.setdefault("source", "")
     kw.setdefault("split", "")
-    kw.setdefault("breaks", [])
-    fake = _Fields(kw)
-    check_sample(fake)
-    kw["breaks"] = list(kw["breaks"])
-    kw["residue_ids"] = list(kw["residue_ids"])
     return kw
-
-
-class _Fields:
-    """Attribute access to a dict of fields (to run :func:`check_sample` before the Sample exists)."""
-
-    def __init__(self, d: dict):
-        self.__dict__.update(d)
-
-    def __getattr__(self, name: str) -> Any:
-        return None
 
 
 def _json_type(v: Any) -> str:

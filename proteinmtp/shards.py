@@ -430,10 +430,22 @@ def _chunks(a: np.ndarray, fn) -> Iterator[tuple[int, np.ndarray]]:
         yield i, fn(np.asarray(a[i:i + _CHUNK_ROWS]))
 
 
+_BAND = np.uint32(-COORD_LIMIT_K - (COORD_NEG_ZERO + 1))      # see _coord_rows_ok
+
+
 def _coord_rows_ok(k: np.ndarray) -> np.ndarray:
-    miss = k == COORD_MISSING
-    inside = (np.abs(k.astype(np.int64)) <= COORD_LIMIT_K) | (k == COORD_NEG_ZERO)
-    return miss.all(axis=1) | (~miss.any(axis=1) & inside.all(axis=1))
+    """[n] bool per row of int32 [n, 3] codes: all missing, or each a value within ±COORD_LIMIT_K or -0.0
+    (COORD_MISSING and COORD_NEG_ZERO are the two smallest int32 values). Fast path, three passes over the
+    values: max <= limit, and no value in (NEG_ZERO, -limit): shifted by NEG_ZERO + 1 (int32 wrap-around)
+    and read as uint32, those are exactly the values below _BAND; plus the missing-row test on the columns."""
+    flat = k.reshape(-1)
+    shifted = (flat - np.int32(COORD_NEG_ZERO + 1)).view(np.uint32)
+    m0 = k[:, 0] == COORD_MISSING
+    mixed = (m0 != (k[:, 1] == COORD_MISSING)) | (m0 != (k[:, 2] == COORD_MISSING))
+    if not len(flat) or (flat.max() <= COORD_LIMIT_K and shifted.min() >= _BAND and not mixed.any()):
+        return np.ones(len(k), bool)
+    bad = (flat > COORD_LIMIT_K) | ((flat < -COORD_LIMIT_K) & (flat > COORD_NEG_ZERO))
+    return ~(bad.reshape(k.shape).any(axis=1) | mixed)
 
 
 def _check_shard(directory: Path, entry: dict, got: dict[str, np.ndarray]) -> None:

@@ -410,3 +410,17 @@ def test_json_shards_json_is_byte_identical_with_negative_zero(tmp_path: Path) -
     S.save_shards(tmp_path / "direct.shards", [s, _sample(5, 8)], {}, {})      # full precision, written directly
     D.convert(tmp_path / "direct.shards", tmp_path / "c.json")
     assert (tmp_path / "c.json").read_bytes() == (tmp_path / "a.json").read_bytes()
+
+
+def test_vectorised_coordinate_check_equals_a_row_by_row_reference() -> None:
+    """_coord_rows_ok (max/min passes with an int32 wrap-around) against the rule written out per value,
+    on random rows of the edge codes."""
+    lim = S.COORD_LIMIT_K
+    edges = np.array([S.COORD_MISSING, S.COORD_NEG_ZERO, S.COORD_NEG_ZERO + 1, -lim - 1, -lim, -1, 0, lim,
+                      lim + 1, 2**31 - 1], np.int32)
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        a = rng.choice(edges, size=(int(rng.integers(1, 6)), 3)).astype(np.int32)
+        ref = [all(x == S.COORD_MISSING for x in row)
+               or all(x == S.COORD_NEG_ZERO or -lim <= x <= lim for x in row) for row in a.tolist()]
+        assert S._coord_rows_ok(a).tolist() == ref, a
