@@ -10,11 +10,12 @@ reported per chain). Both are written once and re-used. Each measurement runs in
 every file and, since the validation, every stored value vectorised) or the JSON reader
 (``proteinmtp.dataio.open_dataset``; every field of every sample checked); ``pass`` = building every
 Sample once, as an epoch of the training loader does (a sharded Sample is checked in full when built).
-Timings are wall seconds with OMP_NUM_THREADS=1, median of --repeats runs; the page cache is warm (the
-files were just written or read). Run the same command with PYTHONPATH at an older checkout to get the
+Timings are wall and CPU (process) seconds with OMP_NUM_THREADS=1, medians of --repeats runs (CPU time is
+the steadier figure on a shared machine); the page cache is warm (the files were just written or read). Run the same command with PYTHONPATH at an older checkout to get the
 "before" numbers (--label names the row). Output: a table and JSON at --out
-(``{"config", "rows": [{"label", "format", "chains", "residues", "open_s", "pass_s", "open_us_per_chain",
-"pass_us_per_chain"}]}``; an existing file's rows of other labels are kept).
+(``{"config", "rows": [{"label", "format", "chains", "residues", "open_s", "pass_s", "open_cpu_s",
+"pass_cpu_s", "open_cpu_us_per_chain", "pass_cpu_us_per_chain"}]}``; an existing file's rows of other
+labels are kept).
 """
 
 from __future__ import annotations
@@ -35,15 +36,16 @@ import json, sys, time
 path, fmt = sys.argv[1], sys.argv[2]
 from proteinmtp.dataio import open_dataset
 from proteinmtp.shards import open_shards
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 ds = open_shards(path) if fmt == "shards" else open_dataset(path)
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 n = res = 0
 for s in ds.samples:
     n += 1
     res += len(s.sequence)
-t2 = time.perf_counter()
-print(json.dumps({"open_s": t1 - t0, "pass_s": t2 - t1, "chains": n, "residues": res}))
+t2, c2 = time.perf_counter(), time.process_time()
+print(json.dumps({"open_s": t1 - t0, "pass_s": t2 - t1, "open_cpu_s": c1 - c0, "pass_cpu_s": c2 - c1,
+                  "chains": n, "residues": res}))
 """
 
 
@@ -98,9 +100,10 @@ def measure(path: Path, fmt: str, repeats: int) -> dict:
                            env=env, check=True)
         runs.append(json.loads(r.stdout))
     row = {k: runs[0][k] for k in ("chains", "residues")}
-    for k in ("open_s", "pass_s"):
+    for k in ("open_s", "pass_s", "open_cpu_s", "pass_cpu_s"):
         row[k] = statistics.median(x[k] for x in runs)
-        row[k.replace("_s", "_us_per_chain")] = 1e6 * row[k] / row["chains"]
+    for k in ("open", "pass"):
+        row[f"{k}_cpu_us_per_chain"] = 1e6 * row[f"{k}_cpu_s"] / row["chains"]
     return row
 
 
@@ -126,11 +129,12 @@ def main(argv=None) -> int:
     from proteinmtp.fileio import write_json
 
     write_json(out, res)
-    print(f"{'label':<8} {'format':<7} {'chains':>8} {'residues':>10} {'open s':>8} {'pass s':>8} "
-          f"{'open µs/chain':>14} {'pass µs/chain':>14}")
+    print(f"{'label':<8} {'format':<7} {'chains':>8} {'residues':>10} {'open s':>7} {'cpu s':>7} {'pass s':>7} "
+          f"{'cpu s':>7} {'open cpu µs/chain':>18} {'pass cpu µs/chain':>18}")
     for r in rows:
-        print(f"{r['label']:<8} {r['format']:<7} {r['chains']:>8} {r['residues']:>10} {r['open_s']:>8.2f} "
-              f"{r['pass_s']:>8.2f} {r['open_us_per_chain']:>14.1f} {r['pass_us_per_chain']:>14.1f}")
+        print(f"{r['label']:<8} {r['format']:<7} {r['chains']:>8} {r['residues']:>10} {r['open_s']:>7.2f} "
+              f"{r['open_cpu_s']:>7.2f} {r['pass_s']:>7.2f} {r['pass_cpu_s']:>7.2f} "
+              f"{r['open_cpu_us_per_chain']:>18.1f} {r['pass_cpu_us_per_chain']:>18.1f}")
     return 0
 
 

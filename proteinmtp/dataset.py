@@ -34,6 +34,7 @@ import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,7 @@ class Sample:
 
 
 _NUMBER = (int, float)
+_NUMBER_TYPES = frozenset(_NUMBER)        # exactly int and float: bool is a subclass of int, and refused
 _NAN_ROW = [math.nan] * 3
 
 
@@ -200,9 +202,10 @@ def check_sample(s: Any) -> None:
         raise SampleFieldError("residue_ids", f"must be a list of strings, got {_json_type(rids)}")
     if len(rids) != L:
         raise SampleFieldError("residue_ids", f"{len(rids)} entries for {L} residues")
-    for i, r in enumerate(rids):
-        if not isinstance(r, str) or not r:
-            raise SampleFieldError("residue_ids", f"entry {i} is {r!r}, not a non-empty string")
+    if set(map(type, rids)) != {str} or "" in rids:        # C-level passes; the loop names the entry
+        for i, r in enumerate(rids):
+            if not isinstance(r, str) or not r:
+                raise SampleFieldError("residue_ids", f"entry {i} is {r!r}, not a non-empty string")
     for name in ("source", "split"):
         if not isinstance(getattr(s, name), str):
             raise SampleFieldError(name, f"must be a string, got {_json_type(getattr(s, name))}")
@@ -284,15 +287,12 @@ def _coords_from_json(rows: Any, L: int, name: str) -> np.ndarray:
         raise SampleFieldError(name, f"must be a list of [x, y, z] or null, got {_json_type(rows)}")
     if len(rows) != L:
         raise SampleFieldError(name, f"{len(rows)} entries for {L} residues")
-    filled = []
-    for i, r in enumerate(rows):
-        if r is None:
-            filled.append(_NAN_ROW)
-        elif type(r) is list and len(r) == 3 and type(r[0]) in _NUMBER and type(r[1]) in _NUMBER \
-                and type(r[2]) in _NUMBER:
-            filled.append(r)
-        else:
-            raise SampleFieldError(name, f"entry {i} is {json.dumps(r)}, not [x, y, z] numbers or null")
+    filled = [_NAN_ROW if r is None else r for r in rows]
+    if not (set(map(type, filled)) <= {list} and set(map(len, filled)) <= {3}
+            and set(map(type, chain.from_iterable(filled))) <= _NUMBER_TYPES):    # C-level passes
+        for i, r in enumerate(rows):
+            if r is not None and not (type(r) is list and len(r) == 3 and all(type(v) in _NUMBER for v in r)):
+                raise SampleFieldError(name, f"entry {i} is {json.dumps(r)}, not [x, y, z] numbers or null")
     try:
         out = np.array(filled, dtype=np.float64).reshape(L, 3)
     except OverflowError:
