@@ -21,7 +21,7 @@ time, not wall time, so that a busy machine does not shorten one arm more than a
 
 Evaluation: a fixed random subset of ``--n_test`` test chains (seeded by ``--test_seed``, chains of
 ≤ ``--max_eval_len`` residues so every backbone takes them whole), scored per protein exactly like
-``evaluate_distmat_model.py`` (proteinmtp.evaluation.score_prediction, refinement reconstruction). The
+``evaluate_distmat_model.py`` (proteinmtp.eval_scoring.score_prediction, refinement reconstruction). The
 baselines are scored once on the same chains: the training split's separation prior, the nearest
 training neighbour (MMseqs2, proteinmtp.neighbour) and the oracle (MDS of the true distances).
 
@@ -100,7 +100,7 @@ def score_baselines(args: argparse.Namespace, test: list, work: Path) -> dict:
         if cached.get("ids") == ids:
             return cached
     from proteinmtp.dataio import open_dataset
-    from proteinmtp.evaluation import score_baselines
+    from proteinmtp.eval_scoring import score_baselines
     from proteinmtp.neighbour import find_neighbours
     from proteinmtp.prior import SeparationPrior
 
@@ -186,7 +186,7 @@ def budget_steps(args: argparse.Namespace, cal: dict) -> int:
 
 def evaluate(run_dir: Path, test: list) -> dict:
     """{protein id: metrics} of the run's model on the test chains (score_prediction, refinement)."""
-    from proteinmtp.evaluation import score_prediction
+    from proteinmtp.eval_scoring import score_prediction
     from proteinmtp.model import load_run
     from proteinmtp.predict import predict_structures
 

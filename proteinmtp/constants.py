@@ -30,3 +30,6 @@ SEPARATION_RANGES = {
 
 # Dataset JSON format written by create_distmat_data.py and read by everything else.
 DATASET_FORMAT = "proteinmtp-dataset/1"
+
+# Pair-confidence classes: |predicted - true distance| in Å (the head's error classes, confidence.py's bins).
+ERROR_EDGES = (0.5, 1.0, 2.0, 4.0)

@@ -21,7 +21,7 @@ the higher occupancy. Waters, ligands, caps (ACE, NH2) and DNA/RNA chains are sk
 Example::
 
     from proteinmtp.structure import read_structure, write_pdb
-    chains = read_structure("data/demo/structures/1A2K_r_u.pdb.gz")
+    chains = read_structure("data/demo/structures/1A2K_l_u.pdb.gz")
     write_pdb("ca_trace.pdb", chains[0].ca, chains[0].sequence, model_name="native")
 """
 

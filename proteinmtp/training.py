@@ -33,6 +33,7 @@ from transformers import Trainer, TrainerCallback
 from proteinmtp.fileio import atomic_write, write_json
 from proteinmtp.geometry import distance_matrix
 from proteinmtp.heads.common import add_ss_loss
+from proteinmtp.metric_registry import TRAINING_KEYS, distance_scores
 from proteinmtp.model import (
     DistanceModel,
     HeadConfig,
@@ -177,8 +178,7 @@ class DistanceCollator:
 # ----------------------------------------------------------------------------------------------------
 # evaluation
 # ----------------------------------------------------------------------------------------------------
-EVAL_KEYS = ("mae", "rmse", "pearson", "mae_local", "mae_short", "mae_medium", "mae_long",
-             "precision_L5_long", "precision_L2_long", "precision_L_long", "precision_L5_medium")
+EVAL_KEYS = TRAINING_KEYS   # proteinmtp.metric_registry: the metrics with training keys
 
 
 SUM_KEYS = ("loss", *EVAL_KEYS)
@@ -228,8 +228,6 @@ def evaluate_distributed(model: DistanceModel, samples, max_len: int, collate: D
 def evaluate_sums(model: DistanceModel, samples, max_len: int, collate: DistanceCollator,
                   device: str | torch.device = "cpu", batch_size: int = 1) -> tuple[dict[str, float], dict[str, int]]:
     """Per-metric sums over chains and the number of chains with a finite value (``SUM_KEYS``)."""
-    from proteinmtp.metrics import contact_metrics, distance_metrics
-
     was_training = model.training
     model.eval()
     ds = CropDataset(samples, max_len, random_crop=False)
@@ -247,8 +245,7 @@ def evaluate_sums(model: DistanceModel, samples, max_len: int, collate: Distance
             pred = model.head.predict_numpy(out, b, L, stats)
             true = distance_matrix(it["ca"])
             mask = np.isfinite(it["ca"]).all(1)
-            m = distance_metrics(pred["dist"], true, mask)
-            m.update(contact_metrics(pred["contact_prob"], true, mask))
+            m = distance_scores(pred["dist"], pred["contact_prob"], true, mask)
             for k in EVAL_KEYS:
                 v = m.get(k)
                 if v is not None and np.isfinite(v):

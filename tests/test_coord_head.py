@@ -11,8 +11,8 @@ import torch
 from scipy.spatial.distance import cdist
 from scipy.spatial.transform import Rotation
 
-from proteinmtp.heads import REGISTRY, HeadConfig
-from proteinmtp.heads.coords import CoordinateHead, coords_to_dist, kabsch_rmsd, mds_from_dist
+from proteinmtp.heads import HeadConfig, build_head
+from proteinmtp.heads.coords import DIST_EPS, CoordinateHead, coords_to_dist, kabsch_rmsd, mds_from_dist
 
 STATS = (torch.tensor(2.6), torch.tensor(0.7))
 
@@ -41,8 +41,23 @@ def _valid(L: int, present: torch.Tensor | None = None) -> torch.Tensor:
     return m[:, :, None] & m[:, None, :] & ~torch.eye(L, dtype=torch.bool)
 
 
-def test_registered_in_heads():
-    assert REGISTRY["coords"] is CoordinateHead
+def test_head_type_coords_builds_a_head_whose_distances_are_its_coordinates():
+    """--head_type coords through the registry builds the coordinate head: its "dist" output is the distance
+    matrix of its "xyz" (checked with scipy), and padding gets zero coordinates."""
+    torch.manual_seed(0)
+    head = build_head(16, HeadConfig(head_type="coords", single_dim=16, axial_heads=2)).eval()
+    feats = torch.randn(2, 9, 16)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 6:] = False
+    with torch.no_grad():
+        out = head(feats, mask)
+    xyz = out["xyz"].numpy()
+    assert xyz.shape == (2, 9, 3) and float(np.abs(xyz).max()) > 0.1
+    # the training output is the smoothed sqrt(d² + DIST_EPS) (a gradient at d = 0)
+    for b, n in ((0, 9), (1, 6)):
+        ref = np.sqrt(cdist(xyz[b, :n], xyz[b, :n]) ** 2 + DIST_EPS)
+        np.testing.assert_allclose(out["dist"][b, :n, :n].numpy(), ref, rtol=1e-5, atol=1e-5)
+    assert np.all(xyz[1, 6:] == 0)
 
 
 def test_loss_is_invariant_to_rotation_translation_and_mirror_by_value(native_ca):

@@ -212,6 +212,29 @@ def test_lddt_counts_missing_predicted_residues_as_misses():
     assert m["lddt"] == pytest.approx(0.5) and m["gdt_ts"] == pytest.approx(0.75) and m["n_aligned"] == 3
 
 
+def _fragment_seeds(L: int, min_len: int = 4):
+    """TM-score's seed fragments written from its description, independently of ``metrics._seeds``:
+    contiguous windows of length L, L/2, L/4, L/8, L/16 (integer halving, only while longer than
+    ``min_len``) and ``min_len``, each at every offset, as boolean masks."""
+    lengths = []
+    for k in range(5):
+        if L >> k <= min_len:
+            break
+        lengths.append(L >> k)
+    lengths.append(min(min_len, L))
+    for ln in sorted(set(lengths), reverse=True):
+        for start in range(L - ln + 1):
+            mask = np.zeros(L, dtype=bool)
+            mask[start:start + ln] = True
+            yield mask
+
+
+def test_fragment_seeds_hand_counted():
+    # L = 70: windows of 70, 35, 17, 8 and 4 residues -> 1 + 36 + 54 + 63 + 67 offsets
+    assert sum(1 for _ in _fragment_seeds(70)) == 1 + 36 + 54 + 63 + 67
+    assert sorted({int(m.sum()) for m in _fragment_seeds(70)}) == [4, 8, 17, 35, 70]
+
+
 def _naive_tm_search(x: np.ndarray, y: np.ndarray) -> float:
     """TM-score's search written one seed at a time (no batching, no deduplication): every seed
     fragment, then up to 20 rounds of Kabsch on the residues within d (widened by 0.5 Å to ≥ 3),
@@ -220,7 +243,7 @@ def _naive_tm_search(x: np.ndarray, y: np.ndarray) -> float:
     d0 = M.tm_d0(L)
     ds = min(max(d0, 4.5), 8.0)
     best = 0.0
-    for seed in M._seeds(L):
+    for seed in _fragment_seeds(L):
         sel, d_cut = seed, ds - 1.0
         for it in range(21):
             r, t = G.kabsch(x[sel], y[sel])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from proteinmtp.dataset import Sample
-from proteinmtp.evaluation import score_prediction
+from proteinmtp.eval_scoring import score_prediction
 from proteinmtp.geometry import reconstruct
 from proteinmtp.neighbour import NeighbourSet, find_neighbours
 from proteinmtp.prior import SeparationPrior

@@ -65,7 +65,8 @@ def test_experiment_dir_never_reuses_another_runs_record(tmp_path):
 def test_reevaluation_leaves_no_stale_figures(tmp_path):
     """Figures and viewer pages of an earlier evaluation go when a new one does not write them again, in the
     output directory and in the record; files the tool did not write stay."""
-    from proteinmtp.evaluation import Evaluation, write_figures
+    from proteinmtp.eval_report import write_figures
+    from proteinmtp.evaluation import Evaluation
 
     out, exp = tmp_path / "out", tmp_path / "exp"
     vis = out / "visualizations"

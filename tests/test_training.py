@@ -361,7 +361,6 @@ def test_help_lists_the_heads_and_says_what_max_eval_len_does(capsys):
     text = " ".join(out.split())
     assert "--head_type {" + ",".join(sorted(HEADS)) + "}" in text and "coords" in HEADS
     assert "infer_distmat.py refuses longer sequences" in text and "use a central crop" not in text
-    assert "design.md" not in out
 
 
 def test_nan_loss_stops_with_clear_message(tiny, data, tmp_path, capsys):

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from proteinmtp.config import flag
+from proteinmtp.constants import ERROR_EDGES
 
-# Pair-confidence classes: |predicted - true distance| in Å, and the lDDT-like score of each class.
-ERROR_EDGES = (0.5, 1.0, 2.0, 4.0)
+# lDDT-like score of each pair-confidence class (|predicted - true distance| < ERROR_EDGES Å).
 ERROR_SCORES = (1.0, 0.75, 0.5, 0.25, 0.0)
 LDDT_INCLUSION = 15.0   # Å, neighbours counted in the per-residue confidence target
 LONG_RANGE_MIN_SEP = 24  # residues: |i - j| from which a pair is long-range (weighted by long_range_weight)
