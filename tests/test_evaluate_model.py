@@ -384,7 +384,7 @@ def test_mds_method_distogram_through_the_cli(tiny_run, tmp_path):
 def test_a_sharded_binary_test_set_evaluates_as_its_json(tiny_run, tmp_path):
     """--test_data DIR.shards (create_distmat_data.py --format binary) is opened as training opens it and
     gives the results of the same split as JSON."""
-    from proteinmtp.shards import convert
+    from proteinmtp.dataio import convert
 
     shards = convert(tiny_run["test_data"], tmp_path / "test.shards")
     results = {}
