@@ -32,6 +32,7 @@ from proteinmtp.batching import length_batches
 from proteinmtp.config import flag
 from proteinmtp.fileio import atomic_write
 from proteinmtp.heads import HeadConfig, build_head
+from proteinmtp.heads.losses import LossTargets, head_loss
 from proteinmtp.layouts import KIND_PLACEHOLDER, KIND_SEP, LAYOUTS, ResidueEncoder
 from proteinmtp.rundir import (
     ADAPTER_DIR,
@@ -186,9 +187,10 @@ class DistanceModel(nn.Module):
         return self.mix_layers(self.backbone_hidden(input_ids, attention_mask, token_kind, residue_pos))
 
     def forward(self, input_ids=None, attention_mask=None, token_kind=None, residue_pos=None, residue_mask=None,
-                dist=None, prior_dist=None, features=None, **_):
+                dist=None, prior_dist=None, features=None, ss_labels=None, **_):
         """``features`` (from ``proteinmtp.features.FeatureCache``: ``backbone_hidden``'s shape, padded) replaces
-        the backbone pass; then the token tensors are not needed."""
+        the backbone pass; then the token tensors are not needed. With ``dist`` (and optional ``ss_labels``
+        [B, L]) the output holds ``loss`` and every ``loss_<term>`` (``proteinmtp.heads.losses``)."""
         if features is not None:
             feats = self.mix_layers(features)
         else:
@@ -204,7 +206,8 @@ class DistanceModel(nn.Module):
             L = residue_mask.shape[1]
             eye = torch.eye(L, dtype=torch.bool, device=dist.device)
             valid = residue_mask[:, :, None] & residue_mask[:, None, :] & torch.isfinite(dist) & ~eye & (dist > 0)
-            out.update(self.head.loss(out, dist, valid, (self.log_dist_mean, self.log_dist_std)))
+            out.update(head_loss(self.head, out, LossTargets(dist, valid, (self.log_dist_mean, self.log_dist_std),
+                                                             ss_labels=ss_labels)))
         return out
 
     # -- weights ---------------------------------------------------------------------------------------

@@ -110,22 +110,23 @@ def test_neighbour_programmatic_no_hit_is_the_prior(tiny_run):
 
 
 def test_neighbour_without_training_data(tmp_path, capsys):
-    """A recorded train_data that is gone: a warning and a null block with the reason; given: an error."""
+    """A recorded train_data that is gone fails loudly, saying what to pass; so does a given one; only
+    --no_neighbour skips the baseline; a run stored with a relative path resolves from another directory."""
     import argparse
 
+    run = tmp_path / "run"
+    run.mkdir()
     gone = str(tmp_path / "moved.json.gz")
     args = argparse.Namespace(no_neighbour=False, train_data=None)
-    nbs, info = run_neighbours(args, {"train_data": gone}, [])
-    assert nbs is None and info["status"] == "skipped" and gone in info["reason"]
-    assert "warning" in capsys.readouterr().err
+    with pytest.raises(EvaluationInputError, match="moved.json.gz.*pass --train_data PATH or --no_neighbour"):
+        run_neighbours(args, run, {"train_data": gone}, [])
+    with pytest.raises(EvaluationInputError, match="--train_data .*moved.json.gz does not exist"):
+        run_neighbours(argparse.Namespace(no_neighbour=False, train_data=gone), run, {}, [])
+    nbs, info = run_neighbours(argparse.Namespace(no_neighbour=True, train_data=gone), run, {}, [])
+    assert nbs is None and info["reason"] == "--no_neighbour" and capsys.readouterr().err == ""
     ev = Evaluation(neighbour_info=info)
     res = summarize(ev)
-    assert res["neighbour"] is None and res["neighbour_search"]["reason"] == info["reason"]
-    assert f"neighbour: skipped (training data {gone}" in format_summary(res)
-    with pytest.raises(EvaluationInputError, match="--train_data .*moved.json.gz does not exist"):
-        run_neighbours(argparse.Namespace(no_neighbour=False, train_data=gone), {}, [])
-    nbs, info = run_neighbours(argparse.Namespace(no_neighbour=True, train_data=gone), {}, [])
-    assert nbs is None and info["reason"] == "--no_neighbour" and capsys.readouterr().err == ""
+    assert res["neighbour"] is None and res["neighbour_search"]["reason"] == "--no_neighbour"
 
 
 def test_values_match_independent_computation(evaluated, tiny_run, tmp_path):
