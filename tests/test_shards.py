@@ -20,6 +20,7 @@ from proteinmtp import dataio as D
 from proteinmtp import shards as S
 from proteinmtp.dataio import open_dataset
 from proteinmtp.dataset import DatasetFormatError, Sample, compute_global_stats, save_dataset
+from proteinmtp.shardcheck import _coord_rows_ok
 from proteinmtp.training import CropDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -423,4 +424,4 @@ def test_vectorised_coordinate_check_equals_a_row_by_row_reference() -> None:
         a = rng.choice(edges, size=(int(rng.integers(1, 6)), 3)).astype(np.int32)
         ref = [all(x == S.COORD_MISSING for x in row)
                or all(x == S.COORD_NEG_ZERO or -lim <= x <= lim for x in row) for row in a.tolist()]
-        assert S._coord_rows_ok(a).tolist() == ref, a
+        assert _coord_rows_ok(a).tolist() == ref, a
