@@ -83,10 +83,10 @@ def filled(f: dict, slot: int, fallback: np.ndarray) -> np.ndarray:
 
 def copy_baselines(train, test, db, found, k: int, reconstruct_structures: bool) -> dict:
     from proteinmtp.eval_scoring import score_prediction
-    from proteinmtp.geometry import reconstruct
     from proteinmtp.metrics import distance_metrics
     from proteinmtp.neighbour import find_neighbours
     from proteinmtp.prior import SeparationPrior
+    from proteinmtp.reconstruction import reconstruct
 
     prior = SeparationPrior.fit(train)
     nbs = find_neighbours(train, test)

@@ -118,7 +118,7 @@ def test_defaults_quoted_in_the_docs_are_the_code_defaults(repo_root):
 
 
 def test_the_reconstruction_help_names_every_method():
-    from proteinmtp.geometry import METHODS
+    from proteinmtp.reconstruction import METHODS
 
     helps = [a.help for a in _actions() if "--mds_method" in a.option_strings]
     assert len(helps) == 2

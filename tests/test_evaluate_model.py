@@ -173,6 +173,58 @@ def test_hand_and_mirror_diagnostic_from_the_written_pdbs(evaluated, tiny_run):
     assert evaluated["results"]["model"][MIRROR_KEY] == pytest.approx(np.mean(best), abs=2e-3)
 
 
+def test_clashes_for_every_method(evaluated, tiny_run):
+    """``clashes`` (non-bonded Cα pairs under 3.5 Å per 100 residues) in eval_results.json for model, prior,
+    neighbour and oracle and per protein in the CSV; the model's value recomputed from its written PDB
+    (an all-pairs count here, not metrics.clash_check); every method's structures keep the bounds."""
+    import gemmi
+
+    from proteinmtp.geometry import distance_matrix
+
+    res, rows = evaluated["results"], evaluated["rows"]
+    data = {s.id: s for s in load_dataset(tiny_run["test_data"]).samples}
+    for method in ("model", "prior", "neighbour", "oracle"):
+        assert res[method]["clashes"] == 0.0, method
+        assert all(float(r[f"{method}_clashes"]) == 0.0 for r in rows.values()), method
+    for sid, row in rows.items():
+        st = gemmi.read_structure(str(evaluated["out"] / "pdbs" / f"{sid.replace(':', '_')}_model.pdb"))
+        m = data[sid].mask()
+        xyz = np.array([r[0].pos.tolist() for r in st[0][0]])
+        idx = np.flatnonzero(m)
+        d = distance_matrix(xyz[m])
+        i, j = np.triu_indices(len(idx), 1)
+        n = int(((idx[j] - idx[i] >= 2) & (d[i, j] < 3.5)).sum())
+        assert float(row["model_clashes"]) == pytest.approx(100 * n / m.sum(), abs=1e-9)
+        assert "REMARK 500" not in (evaluated["out"] / "pdbs" / f"{sid.replace(':', '_')}_model.pdb").read_text()
+
+
+def test_score_prediction_counts_clashes_on_the_native_residues():
+    """A hand-placed clash among the scored residues counts per 100 of them; a residue without a native Cα is
+    left out, and separations are the chain's own (not the masked array's)."""
+    from proteinmtp.dataset import Sample
+    from proteinmtp.eval_scoring import score_prediction
+    from proteinmtp.geometry import distance_matrix
+
+    L = 20
+    ca = np.zeros((L, 3))
+    ca[:, 0] = np.arange(L) * 3.8 * np.cos(np.radians(30))
+    ca[1::2, 1] = 3.8 * np.sin(np.radians(30))
+    s = Sample(id="t", sequence="A" * L, ca=ca.copy(), residue_ids=[str(i + 1) for i in range(L)], source="",
+               split="test")
+    pred = ca.copy()
+    pred[15] = pred[10] + [0, 0, 3.0]                  # 10–15 at 3.0 Å
+    d = distance_matrix(pred)
+    assert score_prediction(d, -d, pred, s, higher_is_contact=False)["clashes"] == pytest.approx(100 / L)
+    s.ca[15] = np.nan                                  # residue 15 unscored: no clash left among 19
+    assert score_prediction(d, -d, pred, s, higher_is_contact=False)["clashes"] == 0.0
+    s.ca[:] = ca
+    s.ca[5] = np.nan                                   # residues 4 and 6 are i, i+2 in the chain, not bonded
+    pred2 = ca.copy()
+    pred2[6] = pred2[4] + [0, 0, 3.2]
+    d2 = distance_matrix(pred2)
+    assert score_prediction(d2, -d2, pred2, s, higher_is_contact=False)["clashes"] == pytest.approx(100 / 19)
+
+
 def test_figures_pdbs_and_record(evaluated):
     out, root = evaluated["out"], evaluated["root"]
     vis = out / "visualizations"
