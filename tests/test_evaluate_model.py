@@ -182,7 +182,7 @@ def test_clashes_for_every_method(evaluated, tiny_run):
     from proteinmtp.geometry import distance_matrix
 
     res, rows = evaluated["results"], evaluated["rows"]
-    data = {s.id: s for s in load_dataset(tiny_run["test_data"]).samples}
+    data = {s.id: s for s in open_dataset(tiny_run["test_data"]).samples}
     for method in ("model", "prior", "neighbour", "oracle"):
         assert res[method]["clashes"] == 0.0, method
         assert all(float(r[f"{method}_clashes"]) == 0.0 for r in rows.values()), method
