@@ -38,7 +38,7 @@ import reconstruction_study as RS  # noqa: E402
 from proteinmtp import geometry as G  # noqa: E402
 from proteinmtp import metrics as M  # noqa: E402
 from proteinmtp import reconstruction as R  # noqa: E402
-from proteinmtp.dataset import load_dataset  # noqa: E402
+from proteinmtp.dataio import open_dataset  # noqa: E402
 from proteinmtp.fileio import write_json  # noqa: E402
 from proteinmtp.folding import gaussian_distogram  # noqa: E402
 from proteinmtp.prior import SeparationPrior  # noqa: E402
@@ -51,7 +51,7 @@ METRICS = ("tm_score", "lddt", "rmsd", "clashes", "n_i2_short", "n_bond_outliers
 
 def demo_chains(path: Path, n: int | None) -> list[dict]:
     out = []
-    for s in load_dataset(path).samples[:n]:
+    for s in open_dataset(path).samples[:n]:
         ca = np.asarray(s.ca, dtype=np.float64)[s.mask()]
         out.append({"id": s.id, "ca": ca, "breaks": list(G.chain_breaks(ca))})
     return out
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         a.n_demo, a.n_extra, a.seeds, a.repeats = 10, 0, [0], 1
     t_start = time.perf_counter()
     demo = Path(a.demo)
-    prior = SeparationPrior.fit(load_dataset(demo / "train.json.gz").samples)
+    prior = SeparationPrior.fit(open_dataset(demo / "train.json.gz").samples)
     sets = {"demo_test": demo_chains(demo / "test.json.gz", a.n_demo)}
     extra = Path(a.structures)
     if a.n_extra > 0 and extra.is_dir():

@@ -80,9 +80,9 @@ def minilm_dir() -> str:
 
 def test_subset(args: argparse.Namespace) -> list:
     """The fixed evaluation chains: ≤ max_eval_len residues, ≥ 2 Cα, a seeded random subset of n_test."""
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.dataio import open_dataset
 
-    test = [s for s in load_dataset(Path(args.data_dir) / "test.json.gz").samples
+    test = [s for s in open_dataset(Path(args.data_dir) / "test.json.gz").samples
             if len(s.sequence) <= args.max_eval_len and int(s.mask().sum()) >= 2]
     rng = np.random.default_rng(args.test_seed)
     if args.n_test and len(test) > args.n_test:
@@ -99,12 +99,12 @@ def score_baselines(args: argparse.Namespace, test: list, work: Path) -> dict:
         cached = json.loads(path.read_text())
         if cached.get("ids") == ids:
             return cached
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.dataio import open_dataset
     from proteinmtp.eval_scoring import score_baselines
     from proteinmtp.neighbour import find_neighbours
     from proteinmtp.prior import SeparationPrior
 
-    train = load_dataset(Path(args.data_dir) / "train.json.gz").samples
+    train = open_dataset(Path(args.data_dir) / "train.json.gz").samples
     t0 = time.time()
     prior = SeparationPrior.fit(train)
     prior_s = time.time() - t0

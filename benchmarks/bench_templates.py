@@ -53,7 +53,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proteinmtp import templates as T  # noqa: E402
-from proteinmtp.dataset import load_dataset  # noqa: E402
+from proteinmtp.dataio import open_dataset  # noqa: E402
 from proteinmtp.fileio import write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,8 +239,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     repeats = 2 if args.quick else 5
     db = T.TemplateDatabase.load(args.train)
-    train = load_dataset(args.train).samples
-    test = load_dataset(args.test).samples
+    train = open_dataset(args.train).samples
+    test = open_dataset(args.test).samples
     results: dict = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()], "train": label(args.train), "test": label(args.test), "k": args.k, "threads": 1}
 
     results["search_test_vs_train"] = timed_search(test, db)
@@ -259,7 +259,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         big = T.TemplateDatabase.load(args.db)
         t_load = time.perf_counter() - t0
-        pool = [s for split in ("test", "val", "train") for s in load_dataset(DEMO / f"{split}.json.gz").samples]
+        pool = [s for split in ("test", "val", "train") for s in open_dataset(DEMO / f"{split}.json.gz").samples]
         queries = pool[:args.n_queries]
         one = min(pool, key=lambda s: abs(len(s.sequence) - 256))
         single = [timed_search([one], big) for _ in range(2 if args.quick else 3)]

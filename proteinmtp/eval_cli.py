@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from proteinmtp import experiments
+from proteinmtp.dataio import open_dataset
 from proteinmtp.eval_report import CSV_FILE, RESULTS_FILE, format_summary, write_figures, write_results
 from proteinmtp.evaluation import evaluate_run, nothing_to_score, skip_reason
 from proteinmtp.neighbour import find_neighbours
@@ -20,7 +21,6 @@ from proteinmtp.runcli import (
     run_description,
 )
 from proteinmtp.rundir import RunLoadError, train_data_path
-from proteinmtp.shards import open_dataset
 from proteinmtp.splits import MMseqsError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,7 +67,7 @@ class EvaluationInputError(ValueError):
 def open_split(path: str | Path):
     """A dataset split exactly as training opens it: JSON (.json / .json.gz) or a sharded binary directory
     (``*.shards``, from ``create_distmat_data.py --format binary``). The one call site of the dataset front
-    door here (``shards.open_dataset`` today)."""
+    door here (``proteinmtp.dataio.open_dataset``)."""
     return open_dataset(path)
 
 

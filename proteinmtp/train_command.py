@@ -150,7 +150,7 @@ def check_environment(args: argparse.Namespace) -> None:
 def load_data(args: argparse.Namespace):
     """(train DistMatDataset, its global_stats, the training CropDataset, the validation samples)."""
     from proteinmtp import training as T
-    from proteinmtp.shards import open_dataset
+    from proteinmtp.dataio import open_dataset
 
     try:   # a sharded binary directory stays on its memory map (lazy samples); JSON is read whole
         train = open_dataset(args.train_data)

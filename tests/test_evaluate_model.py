@@ -12,7 +12,7 @@ import pytest
 
 import evaluate_distmat_model
 import infer_distmat
-from proteinmtp.dataset import load_dataset
+from proteinmtp.dataio import open_dataset
 from proteinmtp.eval_cli import EvaluationInputError, run_neighbours
 from proteinmtp.eval_report import format_summary, summarize
 from proteinmtp.eval_scoring import MIRROR_KEY
@@ -89,8 +89,8 @@ def test_neighbour_programmatic_no_hit_is_the_prior(tiny_run):
     from proteinmtp.model import load_run
     from proteinmtp.neighbour import Neighbour, NeighbourSet, find_neighbours
 
-    train = load_dataset(tiny_run["train_data"]).samples
-    test = load_dataset(tiny_run["test_data"]).samples[:2]       # 1LCD:A, 1A8O:A (masked)
+    train = open_dataset(tiny_run["train_data"]).samples
+    test = open_dataset(tiny_run["test_data"]).samples[:2]       # 1LCD:A, 1A8O:A (masked)
     nbs = find_neighbours(train, test)
     nbs.by_id["1LCD:A"] = Neighbour("1LCD:A", test[0].sequence)  # as if the search had found nothing
     run = load_run(tiny_run["run_dir"])
@@ -131,7 +131,7 @@ def test_neighbour_without_training_data(tmp_path, capsys):
 
 def test_values_match_independent_computation(evaluated, tiny_run, tmp_path):
     """Model MAE from a separate infer_distmat.py run, prior MAE from prior.json, both by plain NumPy."""
-    data = {s.id: s for s in load_dataset(tiny_run["test_data"]).samples}
+    data = {s.id: s for s in open_dataset(tiny_run["test_data"]).samples}
     s = data["1A8O:A"]
     true = s.distances()
     m = s.mask()
@@ -158,7 +158,7 @@ def test_hand_and_mirror_diagnostic_from_the_written_pdbs(evaluated, tiny_run):
 
     from proteinmtp.metrics import tm_score
 
-    data = {s.id: s for s in load_dataset(tiny_run["test_data"]).samples}
+    data = {s.id: s for s in open_dataset(tiny_run["test_data"]).samples}
     best = []
     for sid, row in evaluated["rows"].items():
         s = data[sid]
@@ -182,7 +182,7 @@ def test_clashes_for_every_method(evaluated, tiny_run):
     from proteinmtp.geometry import distance_matrix
 
     res, rows = evaluated["results"], evaluated["rows"]
-    data = {s.id: s for s in load_dataset(tiny_run["test_data"]).samples}
+    data = {s.id: s for s in open_dataset(tiny_run["test_data"]).samples}
     for method in ("model", "prior", "neighbour", "oracle"):
         assert res[method]["clashes"] == 0.0, method
         assert all(float(r[f"{method}_clashes"]) == 0.0 for r in rows.values()), method
@@ -296,7 +296,7 @@ def test_workers_give_the_same_results(tiny_run):
     from proteinmtp.model import load_run
 
     run = load_run(tiny_run["run_dir"])
-    test = list(load_dataset(tiny_run["test_data"]).samples)
+    test = list(open_dataset(tiny_run["test_data"]).samples)
     one = summarize(evaluate_run(run, test, progress=False, workers=1))
     two_ev = evaluate_run(run, test, progress=False, workers=2)
     assert [r["id"] for r in two_ev.rows] == [s.id for s in test if s.id != "2XHE:B"]
@@ -308,7 +308,7 @@ def test_figure_data_is_bounded_and_order_free(tiny_run):
     the number of proteins merged after them, and sums over every protein."""
     from proteinmtp.eval_figures import FigureData
 
-    s = next(x for x in load_dataset(tiny_run["test_data"]).samples if x.id == "1LCD:A")
+    s = next(x for x in open_dataset(tiny_run["test_data"]).samples if x.id == "1LCD:A")
     true = s.distances()
     fd = FigureData(max_sample_proteins=4)
     contribs = [fd.contribution(i, s, {"model": true + i}, np.asarray(s.ca), np.zeros(len(true))) for i in range(12)]
@@ -357,7 +357,7 @@ def _no_children(timeout: float = 30.0) -> bool:
 def loaded(tiny_run):
     from proteinmtp.model import load_run
 
-    return load_run(tiny_run["run_dir"]), list(load_dataset(tiny_run["test_data"]).samples)
+    return load_run(tiny_run["run_dir"]), list(open_dataset(tiny_run["test_data"]).samples)
 
 
 def test_evaluation_pool_failure_is_raised_and_the_workers_end(loaded):
@@ -398,7 +398,7 @@ def test_a_set_with_no_scorable_protein_is_an_error(tiny_run, tmp_path, capsys):
     """Every protein skipped (here: longer than the run's max_len): exit 2 with the reason, nothing written."""
     from proteinmtp.dataset import save_dataset
 
-    ds = load_dataset(tiny_run["test_data"])
+    ds = open_dataset(tiny_run["test_data"])
     data = tmp_path / "long_only.json"
     save_dataset(data, [s for s in ds.samples if s.id == "2XHE:B"], ds.global_stats, {})
     out = tmp_path / "out"
@@ -437,7 +437,7 @@ def test_mds_method_distogram_through_the_cli(tiny_run, tmp_path):
 def test_a_sharded_binary_test_set_evaluates_as_its_json(tiny_run, tmp_path):
     """--test_data DIR.shards (create_distmat_data.py --format binary) is opened as training opens it and
     gives the results of the same split as JSON."""
-    from proteinmtp.shards import convert
+    from proteinmtp.dataio import convert
 
     shards = convert(tiny_run["test_data"], tmp_path / "test.shards")
     results = {}

@@ -16,7 +16,7 @@ from proteinmtp import geometry as G
 from proteinmtp import metrics as M
 from proteinmtp import reconstruction as R
 from proteinmtp.constants import CA_CA_BOND
-from proteinmtp.dataset import load_dataset
+from proteinmtp.dataio import open_dataset
 from proteinmtp.folding import gaussian_distogram
 from proteinmtp.prior import SeparationPrior
 
@@ -27,7 +27,7 @@ EDGES = np.linspace(2.0, 22.0, 41)   # the distance head's bins
 def demo(demo_dir):
     """The demo's held-out chains and a separation prior fitted on them (the shape of a prior's distances is
     what matters here; the demo's training split would take seconds longer to load)."""
-    test = load_dataset(demo_dir / "dataset" / "test.json.gz").samples
+    test = open_dataset(demo_dir / "dataset" / "test.json.gz").samples
     return {s.id: s for s in test}, SeparationPrior.fit(test)
 
 

@@ -255,23 +255,24 @@ def test_hand_from_predicted_helices():
 def test_old_dataset_without_ss8_loads_and_bad_ss8_is_refused(tmp_path):
     import json
 
-    from proteinmtp.dataset import DatasetFormatError, Sample, load_dataset, save_dataset
+    from proteinmtp.dataio import open_dataset
+    from proteinmtp.dataset import DatasetFormatError, Sample, save_dataset
 
     s = Sample(id="a:A", sequence="ACD", ca=np.arange(9.0).reshape(3, 3) * 2, residue_ids=["1", "2", "3"],
                source="", split="train")
     save_dataset(tmp_path / "old.json", [s], {}, {})
     assert "ss8" not in json.loads((tmp_path / "old.json").read_text())["samples"][0]
-    back = load_dataset(tmp_path / "old.json").samples[0]
+    back = open_dataset(tmp_path / "old.json").samples[0]
     assert back.ss8 is None and back.ss3() is None
     s.ss8 = "H-?"
     save_dataset(tmp_path / "new.json", [s], {}, {})
-    back = load_dataset(tmp_path / "new.json").samples[0]
+    back = open_dataset(tmp_path / "new.json").samples[0]
     assert back.ss8 == "H-?" and back.ss3() == "HC?"
     d = json.loads((tmp_path / "new.json").read_text())
     d["samples"][0]["ss8"] = "HH"
     (tmp_path / "bad.json").write_text(json.dumps(d))
-    with pytest.raises(DatasetFormatError, match="'ss8'.*2 states for 3"):
-        load_dataset(tmp_path / "bad.json")
+    with pytest.raises(DatasetFormatError, match=r"bad.json: sample 0 \('a:A'\): ss8: has 2 states for 3"):
+        open_dataset(tmp_path / "bad.json")
 
 
 def test_old_run_head_config_reads_as_no_ss_head():
