@@ -455,6 +455,7 @@ def train_and_save(args: argparse.Namespace, trainer, run_dir: Path, resume: Pat
     completion marker. Stopped by a signal: the checkpoint of the last step is the save. Returns the exit
     code."""
     from proteinmtp import training as T
+    from proteinmtp.dataset import DatasetFormatError
 
     t0 = time.time()
     try:
@@ -462,6 +463,9 @@ def train_and_save(args: argparse.Namespace, trainer, run_dir: Path, resume: Pat
     except (T.NonFiniteLossError, T.CheckpointSaveError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except DatasetFormatError as e:   # a shard sample's metadata is checked when the sample is built
+        print(f"error: {e}".splitlines()[0], file=sys.stderr)
+        return 2
     step = trainer.state.global_step
     if stop.reason not in (None, "time"):
         record()
