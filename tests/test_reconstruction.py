@@ -5,9 +5,7 @@ folding."""
 
 from __future__ import annotations
 
-import ast
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,47 +186,3 @@ def test_registry_is_the_one_list_of_methods(repo_root):
         assert 'method: str = "refine"' not in (repo_root / "proteinmtp" / f).read_text(), f
 
 
-def _package_imports(repo_root: Path) -> dict[str, set[str]]:
-    """module -> package modules it imports, counting imports inside functions (TYPE_CHECKING blocks aside)."""
-    graph: dict[str, set[str]] = {}
-    for path in (repo_root / "proteinmtp").rglob("*.py"):
-        mod = ".".join(path.relative_to(repo_root).with_suffix("").parts).removesuffix(".__init__")
-        tree = ast.parse(path.read_text())
-        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
-        deps = set()
-        for node in ast.walk(tree):
-            if id(node) in skip:
-                continue
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("proteinmtp"):
-                deps.add(node.module)
-                deps.update(f"{node.module}.{a.name}" for a in node.names)
-            elif isinstance(node, ast.Import):
-                deps.update(a.name for a in node.names if a.name.startswith("proteinmtp"))
-        graph[mod] = deps
-    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
-
-
-def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
-    todo, seen = [start], set()
-    while todo:
-        m = todo.pop()
-        for d in graph.get(m, ()):
-            if d == goal:
-                return True
-            if d not in seen:
-                seen.add(d)
-                todo.append(d)
-    return False
-
-
-def test_no_import_cycle_through_the_reconstruction_layers(repo_root):
-    """geometry ↔ folding is gone (the registry sits above both), and none of the geometry modules is on a
-    cycle; geometry is a leaf over constants."""
-    graph = _package_imports(repo_root)
-    assert graph["proteinmtp.geometry"] <= {"proteinmtp.constants"}
-    for mod in ("proteinmtp.geometry", "proteinmtp.folding", "proteinmtp.metrics", "proteinmtp.structure",
-                "proteinmtp.reconstruction"):
-        assert not _reaches(graph, mod, mod), f"{mod} is on an import cycle"
-    assert _reaches(graph, "proteinmtp.reconstruction", "proteinmtp.folding")
-    assert not _reaches(graph, "proteinmtp.folding", "proteinmtp.reconstruction")
