@@ -3,6 +3,26 @@
     python benchmarks/bench_pretraining.py --data_dir build/full          # the experiment (~1 h on 2 cores)
     python benchmarks/bench_pretraining.py --quick                        # smoke version on the demo data
 
+Layer probe of frozen LLMs (issue 22; ``--steps`` > 0: every run exactly that many optimizer steps):
+
+    python -m proteinmtp.weights fetch qwen2.5-coder-0.5b && python -m proteinmtp.weights fetch smollm2-135m
+    python benchmarks/bench_pretraining.py --data_dir build/full --steps 1600 --long_steps 6400 --speed \
+        --arms qwen25_text_frozen,qwen25_random_frozen,smollm2_text_frozen,smollm2_random_frozen,a_text_frozen,b_random_frozen
+
+  qwen25_text_frozen / qwen25_random_frozen    Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, dequantised) / same
+                                               config, the architecture's own init seeded by the run's seed
+  smollm2_text_frozen / smollm2_random_frozen  SmolLM2-135M-Instruct (Q4_1 GGUF) / random, likewise
+  a_text_frozen / b_random_frozen              MiniLM as below, at the same steps
+  Per arm: (1) one backbone pass per training chain (bf16 autocast by default) caches every probed hidden
+  state (every 4th and the last; ``--layers``) under each single-layer feature-cache key; (2) one run per
+  layer, seed 0, evaluated on the test chains (the curve) and on ``--n_val`` validation chains, which pick
+  the best layer (``--select_metric``); (3) the other ``--seeds`` at that layer (a random arm's backbone
+  is re-drawn per seed, so its features are extracted again); then (4) ``--precision_check``: that arm
+  at its best layer with fp32 features (the bf16 check, paired); (5) ``--long_steps``: one long run per
+  arm at its best layer. Every run is its own directory under WORK/probe/ with result.json, skipped when
+  present, and the JSON is rewritten after each run, so the experiment resumes where it stopped. The GGUF
+  weights are the models' real weights up to 4-bit quantisation noise.
+
 Arms (all with the default distance head, the ``direct`` layout and the separation prior as head input):
   a_text_frozen     all-MiniLM-L6-v2 (text-pretrained BERT, 22.7 M parameters), frozen; head only
   b_random_frozen   the same architecture at its own random initialisation, frozen; head only
@@ -205,7 +225,11 @@ def evaluate(run_dir: Path, test: list, precision: str = "fp32") -> dict:
         forward = bb.forward
 
         def bf16_forward(*a, **k):
-            with autocast("bf16"):
+            # LoadedRun.predict turns oneDNN off on CPU (its per-shape caches grow over many lengths); bf16
+            # matmuls without it fall back to a path ~5-10x slower, so the backbone gets it back here
+            import torch
+
+            with torch.backends.mkldnn.flags(enabled=True), autocast("bf16"):
                 return forward(*a, **k)
 
         bb.forward = bf16_forward
