@@ -128,7 +128,7 @@ def probe_one(args, name: str, init: str, layout: str, train: list, test: list, 
         xs.append(x)
         ys.append(y)
     X, Y = np.concatenate(xs), np.concatenate(ys)
-    clf = LogisticRegression(penalty="l1", C=args.C, solver="liblinear", max_iter=1000)
+    clf = LogisticRegression(l1_ratio=1.0, C=args.C, solver="liblinear", max_iter=1000)   # pure L1
     clf.fit(X, Y)
     fit_s = time.time() - t0
     per = {}
