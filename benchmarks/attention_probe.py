@@ -10,9 +10,12 @@ structure learners" (ICLR; the ESM contact regression), applied unchanged to tex
    map over the residue tokens only (special tokens' rows and columns dropped, as ESM's contact head does).
 2. Symmetrise each map, F = A + Aᵀ, then apply the average product correction,
    APC(F)_ij = F_ij − F_i· F_·j / F_·· (row sum × column sum / total).
-3. Features of a pair (i, j) = its n_layers × n_heads APC values. An L1-regularised logistic regression
-   (scikit-learn, liblinear, C = --C) is fitted on all pairs with |i − j| ≥ 6 of --n_train training
-   chains (contact: Cα–Cα < 8 Å, the project's definition), and ranks the test chains' pairs.
+3. Features of a pair (i, j) = its n_layers × n_heads APC values, z-scored on the training pairs (our
+   addition: attention values scale as ~1/L and differ between models, so one L1 strength would zero
+   every weight of one model and not of another). An L1-regularised logistic regression (scikit-learn,
+   liblinear, C = --C) is fitted on all pairs with |i − j| ≥ 6 of --n_train training chains (contact:
+   Cα–Cα < 8 Å, the project's definition), and ranks the test chains' pairs (``degenerate`` in the JSON
+   when no weight survives).
 4. Report long-range (|i − j| ≥ 24) P@L and P@L/5 on the --n_test test chains of bench_pretraining (same
    seed, same ≤ --max_eval_len filter, so the same 100 chains), beside the separation prior's
    (proteinmtp.metrics.contact_metrics for both).
@@ -128,8 +131,15 @@ def probe_one(args, name: str, init: str, layout: str, train: list, test: list, 
         xs.append(x)
         ys.append(y)
     X, Y = np.concatenate(xs), np.concatenate(ys)
-    clf = LogisticRegression(l1_ratio=1.0, C=args.C, solver="liblinear", max_iter=1000)   # pure L1
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # z-scored features: APC'd attention values are ~1/L and differ in scale between models, so unscaled an
+    # L1 penalty of one strength zeroes every weight of one model and not another's
+    clf = make_pipeline(StandardScaler(),
+                        LogisticRegression(l1_ratio=1.0, C=args.C, solver="liblinear", max_iter=1000))  # pure L1
     clf.fit(X, Y)
+    n_nonzero = int((clf[-1].coef_ != 0).sum())
     fit_s = time.time() - t0
     per = {}
     for s in test:
@@ -152,7 +162,8 @@ def probe_one(args, name: str, init: str, layout: str, train: list, test: list, 
             "prior_precision_L_long": mean("prior_precision_L_long"),
             "prior_precision_L5_long": mean("prior_precision_L5_long"),
             "n_test": len(per), "n_train": len(train), "train_pairs": int(len(Y)), "train_contacts": int(Y.sum()),
-            "layers": int(n_layers), "heads": int(n_heads), "nonzero_weights": int((clf.coef_ != 0).sum()),
+            "layers": int(n_layers), "heads": int(n_heads), "nonzero_weights": n_nonzero,
+            "degenerate": n_nonzero == 0,          # every pair scored alike: the precision means nothing
             "C": args.C, "precision": args.precision, "threads": torch.get_num_threads(),
             "seconds": time.time() - t0, "cpu_seconds": time.process_time() - c0, "fit_seconds": fit_s,
             "per_chain": per}

@@ -743,7 +743,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="compute precision of the backbone for the cached features and at evaluation")
     g.add_argument("--precision_check", default="smollm2_text_frozen",
                    help="arm rerun with fp32 features at its best layer, seed 0 (the bf16 check; '' = none)")
-    g.add_argument("--feature_threads", type=int, default=2, help="torch threads of the feature extraction")
+    g.add_argument("--feature_threads", type=int, default=1,
+                   help="torch threads of the feature extraction (2 only on an idle machine: on busy cores the second "
+                        "thread spin-waits)")
     g.add_argument("--weights_dir", default=None,
                    help="where the GGUF checkpoints are (fetched there when missing; default: proteinmtp.weights' "
                         "cache directory)")
