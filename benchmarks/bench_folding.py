@@ -49,8 +49,8 @@ def cached_predictions(run_dir: str, samples: list, cache: Path, device: str = "
     """DistancePrediction of every sample: read from ``cache``/<index>_<id>.npz when there (and for the
     same sequence), else predicted by the run and written there (atomically). Probabilities are stored as
     float16 and renormalised on reading."""
+    from proteinmtp.fasta import record_stems
     from proteinmtp.model import DistancePrediction
-    from proteinmtp.predict import record_stems
 
     cache.mkdir(parents=True, exist_ok=True)
     stems = record_stems([s.id for s in samples])
@@ -192,7 +192,7 @@ def main() -> None:
     if not Path(a.data).is_file():
         sys.exit(f"error: {a.data}: no such dataset (pass --data)")
     samples = [s for s in load_dataset(a.data).samples if s.mask().sum() >= 2]
-    from proteinmtp.predict import run_max_len
+    from proteinmtp.runcli import run_max_len
 
     max_len = run_max_len(a.run_dir)
     skipped = [s.id for s in samples if max_len and len(s.sequence) > max_len]

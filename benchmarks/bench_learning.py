@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from proteinmtp.experiments import experiment_dir, record_training
 from proteinmtp.fileio import atomic_open, write_json
-from proteinmtp.runs import experiment_dir, record_training
 
 REPO = Path(__file__).resolve().parents[1]
 

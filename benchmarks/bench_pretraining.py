@@ -41,7 +41,7 @@ time, not wall time, so that a busy machine does not shorten one arm more than a
 
 Evaluation: a fixed random subset of ``--n_test`` test chains (seeded by ``--test_seed``, chains of
 ≤ ``--max_eval_len`` residues so every backbone takes them whole), scored per protein exactly like
-``evaluate_distmat_model.py`` (proteinmtp.evaluation.score_prediction, refinement reconstruction). The
+``evaluate_distmat_model.py`` (proteinmtp.eval_scoring.score_prediction, refinement reconstruction). The
 baselines are scored once on the same chains: the training split's separation prior, the nearest
 training neighbour (MMseqs2, proteinmtp.neighbour) and the oracle (MDS of the true distances).
 
@@ -124,7 +124,7 @@ def score_baselines(args: argparse.Namespace, test: list, work: Path) -> dict:
         if cached.get("ids") == ids:
             return cached
     from proteinmtp.dataset import load_dataset
-    from proteinmtp.evaluation import score_baselines
+    from proteinmtp.eval_scoring import score_baselines
     from proteinmtp.neighbour import find_neighbours
     from proteinmtp.prior import SeparationPrior
 
@@ -215,7 +215,7 @@ def evaluate(run_dir: Path, test: list, precision: str = "fp32") -> dict:
     trained on were computed (the head itself stays float32)."""
     from llm_backbones import autocast
 
-    from proteinmtp.evaluation import score_prediction
+    from proteinmtp.eval_scoring import score_prediction
     from proteinmtp.model import load_run
     from proteinmtp.predict import predict_structures
 

@@ -13,7 +13,7 @@ each for ``--seeds`` (runs ``<work_dir>/<arm>_s<seed>``; an existing finished ru
 resumed by train_distmat.py).
 
 Evaluation on a fixed seeded subset of ``--n_test`` test chains (≤ ``--max_eval_len`` residues): per protein
-``proteinmtp.evaluation.score_prediction`` of the pipeline's structure (``predict.structure_from_distances``,
+``proteinmtp.eval_scoring.score_prediction`` of the pipeline's structure (``predict.structure_from_distances``,
 refinement; the ss arm picks its hand from its predicted helices, the no_ss arm by the all-residue rule),
 Q3/Q8 pooled over residues with a DSSP state (``secondary.ss_block``; Cα-only chains have none), beside two
 baselines of the test chains: the majority class, and the training split's most frequent state per amino
@@ -82,7 +82,7 @@ def evaluate(run_dir: Path, test: list, threads: int) -> dict:
     """Per-protein metrics, SS pairs and the hand study of one run on the test chains."""
     import torch
 
-    from proteinmtp.evaluation import score_prediction
+    from proteinmtp.eval_scoring import score_prediction
     from proteinmtp.geometry import choose_hand, mirror
     from proteinmtp.metrics import tm_score
     from proteinmtp.model import load_run

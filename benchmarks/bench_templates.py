@@ -82,11 +82,11 @@ def filled(f: dict, slot: int, fallback: np.ndarray) -> np.ndarray:
 
 
 def copy_baselines(train, test, db, found, k: int, reconstruct_structures: bool) -> dict:
-    from proteinmtp.evaluation import score_prediction
-    from proteinmtp.geometry import reconstruct
+    from proteinmtp.eval_scoring import score_prediction
     from proteinmtp.metrics import distance_metrics
     from proteinmtp.neighbour import find_neighbours
     from proteinmtp.prior import SeparationPrior
+    from proteinmtp.reconstruction import reconstruct
 
     prior = SeparationPrior.fit(train)
     nbs = find_neighbours(train, test)

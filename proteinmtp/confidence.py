@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from proteinmtp.heads.common import ERROR_EDGES
+from proteinmtp.constants import ERROR_EDGES
 from proteinmtp.metrics import tm_d0
 
 ERROR_REPRESENTATIVE = (0.25, 0.75, 1.5, 3.0, 8.0)  # Å, one per error class (ERROR_EDGES + the open class)

@@ -16,6 +16,7 @@ Heads live in ``proteinmtp.heads`` (one module each, looked up by ``head.head_ty
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -27,9 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from proteinmtp.batching import length_batches
 from proteinmtp.config import flag
 from proteinmtp.fileio import atomic_write
 from proteinmtp.heads import HeadConfig, build_head
+from proteinmtp.heads.losses import LossTargets, head_loss
 from proteinmtp.layouts import KIND_PLACEHOLDER, KIND_SEP, LAYOUTS, ResidueEncoder
 from proteinmtp.rundir import (
     ADAPTER_DIR,
@@ -192,9 +195,10 @@ class DistanceModel(nn.Module):
         return self.mix_layers(self.backbone_hidden(input_ids, attention_mask, token_kind, residue_pos))
 
     def forward(self, input_ids=None, attention_mask=None, token_kind=None, residue_pos=None, residue_mask=None,
-                dist=None, prior_dist=None, features=None, **_):
+                dist=None, prior_dist=None, features=None, ss_labels=None, **_):
         """``features`` (from ``proteinmtp.features.FeatureCache``: ``backbone_hidden``'s shape, padded) replaces
-        the backbone pass; then the token tensors are not needed."""
+        the backbone pass; then the token tensors are not needed. With ``dist`` (and optional ``ss_labels``
+        [B, L]) the output holds ``loss`` and every ``loss_<term>`` (``proteinmtp.heads.losses``)."""
         if features is not None:
             feats = self.mix_layers(features)
         else:
@@ -210,7 +214,8 @@ class DistanceModel(nn.Module):
             L = residue_mask.shape[1]
             eye = torch.eye(L, dtype=torch.bool, device=dist.device)
             valid = residue_mask[:, :, None] & residue_mask[:, None, :] & torch.isfinite(dist) & ~eye & (dist > 0)
-            out.update(self.head.loss(out, dist, valid, (self.log_dist_mean, self.log_dist_std)))
+            out.update(head_loss(self.head, out, LossTargets(dist, valid, (self.log_dist_mean, self.log_dist_std),
+                                                             ss_labels=ss_labels)))
         return out
 
     # -- weights ---------------------------------------------------------------------------------------
@@ -556,6 +561,19 @@ class DistancePrediction:
     ss_probs: np.ndarray | None = None          # [L, 8] secondary-structure probabilities (secondary.SS8 order)
 
 
+@contextlib.contextmanager
+def onednn_disabled():
+    """oneDNN (mkldnn) off inside the block, back as it was after. Only the ``enabled`` flag is touched:
+    ``torch.backends.mkldnn.flags(enabled=False)`` also sets ``allow_tf32``, and on a torch build without
+    Intel GPU support that set alone warns "TF32 acceleration on top of oneDNN is available for Intel GPUs"."""
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = was
+
+
 class LoadedRun:
     """A trained run ready for inference. ``predict`` de-normalises with the run's saved global_stats."""
 
@@ -576,14 +594,10 @@ class LoadedRun:
 
         Forward passes take the sequences sorted by length, at most ``batch_size`` at a time and, with
         ``max_residues2``, at most that many padded pair positions (batch × longest L²) each
-        (``proteinmtp.predict.length_batches``). On CPU oneDNN (mkldnn) is off here: it keeps state for
+        (``proteinmtp.batching.length_batches``). On CPU oneDNN (mkldnn) is off here: it keeps state for
         every input shape it sees, so over many records of different lengths the process grew (tiny run,
         120 batches of random L 50–400: RSS 505 → 1,138 MB with it, flat ≈ 500–680 MB without).
         """
-        import contextlib
-
-        from proteinmtp.predict import length_batches
-
         for s in sequences:
             if not 2 <= len(s) <= self.max_len:
                 why = ""
@@ -595,7 +609,7 @@ class LoadedRun:
         m = self.model
         stats = (float(m.log_dist_mean), float(m.log_dist_std))
         on_cpu = str(self.device).startswith("cpu") and torch.backends.mkldnn.is_available()
-        with torch.backends.mkldnn.flags(enabled=False) if on_cpu else contextlib.nullcontext():
+        with onednn_disabled() if on_cpu else contextlib.nullcontext():
             results: list[DistancePrediction | None] = [None] * len(sequences)
             for idx in length_batches([len(s) for s in sequences], batch_size, max_residues2):
                 batch = m.encoder.collate([sequences[i] for i in idx])

@@ -47,6 +47,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from proteinmtp.fileio import atomic_write, read_bytes
+from proteinmtp.geometry import distance_matrix
+from proteinmtp.scoring import align_sequences
+from proteinmtp.splits import search_hits
 
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.dataset import Sample
@@ -97,8 +100,6 @@ class Neighbour:
         L = self.length
         out = np.full((L, L), np.nan)
         if len(self.query_idx):
-            from proteinmtp.geometry import distance_matrix
-
             out[np.ix_(self.query_idx, self.query_idx)] = distance_matrix(self.neighbour_ca)
         return out
 
@@ -194,8 +195,6 @@ def _best_hits(hits: Sequence[dict]) -> dict[str, dict]:
 def align_neighbour(query: Sample | str, neighbour: Sample) -> tuple[np.ndarray, np.ndarray]:
     """Local alignment of a query sequence (or sample) to a neighbour chain:
     (query_idx [M], neighbour_idx [M]) of aligned pairs whose neighbour residue has a Cα."""
-    from proteinmtp.scoring import align_sequences
-
     seq = query if isinstance(query, str) else query.sequence
     qi, ti, _ = align_sequences(seq, neighbour.sequence, mode="local")
     keep = neighbour.mask()[ti] if len(ti) else np.zeros(0, bool)
@@ -210,8 +209,6 @@ def find_neighbours(train: Sequence[Sample], queries: Sequence[Sample], *, evalu
     ``exhaustive`` None picks by size (exhaustive up to EXHAUSTIVE_MAX_PAIRS query x train pairs).
     ValueError for duplicate query ids; MMseqsError when MMseqs2 is missing or fails.
     """
-    from proteinmtp.splits import search_hits
-
     t0 = time.perf_counter()
     ids = [q.id for q in queries]
     dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []

@@ -11,6 +11,10 @@ residue count (``n_native``); lDDT pools every native Cα pair within 15 Å; RMS
 present in both (``n_aligned``). Native chains with no counterpart (e.g. a partner in a complex) are
 left out.
 
+The identity (identical residues over the aligned pairs) and the aligned fraction (aligned pairs over the
+matched native chains' residues) are reported with the scores; below ``MIN_IDENTITY`` or
+``MIN_ALIGNED_FRACTION`` the chains are unrelated and the pair is refused unless ``allow_mismatch``.
+
 Pair list files (``--pairs``): one "pred<TAB>native" per line; blank lines, lines starting with "#",
 and a header line "pred<TAB>native" are skipped. A relative path is taken as given (relative to the
 working directory) when it exists, else relative to the TSV file's folder.
@@ -23,11 +27,19 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from proteinmtp.metrics import structure_metrics
+from proteinmtp.metric_registry import pair_metrics, structure_scores
 from proteinmtp.structure import Chain, read_structure
 
-SCORE_KEYS = ("rmsd", "tm_score", "gdt_ts", "gdt_ha", "lddt")
+# Below either, the chains are taken as unrelated and the pair is refused (unless allow_mismatch): a score of
+# a prediction against another protein's native means nothing.
+MIN_IDENTITY = 0.3            # identical residues / aligned residue pairs
+MIN_ALIGNED_FRACTION = 0.5    # aligned residue pairs / residues of the matched native chains
+
+
+class SequenceMismatchError(ValueError):
+    """The prediction's sequence does not match the native's (identity or aligned fraction too low)."""
 
 
 @lru_cache(maxsize=2)
@@ -93,13 +105,30 @@ def match_chains(pred: Sequence[Chain], native: Sequence[Chain]) -> list[tuple[C
     return out
 
 
-def score_chains(pred: Sequence[Chain], native: Sequence[Chain]) -> dict:
+def sequence_agreement(matches: Sequence[tuple[Chain, Chain, np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """(identity, aligned fraction) of matched chains: identical residues over the aligned residue pairs, and
+    aligned residue pairs over the residues of the matched native chains (0.0 when nothing is aligned)."""
+    n_aligned = sum(len(ia) for _, _, ia, _ in matches)
+    same = sum(sum(p.sequence[a] == n.sequence[b] for a, b in zip(ia, ib)) for p, n, ia, ib in matches)
+    n_native = sum(len(n.sequence) for _, n, _, _ in matches)
+    return (same / n_aligned if n_aligned else 0.0), (n_aligned / n_native if n_native else 0.0)
+
+
+def score_chains(pred: Sequence[Chain], native: Sequence[Chain], *, allow_mismatch: bool = False) -> dict:
     """Scores of predicted chains against native chains (see module docstring).
 
-    Returns {n_aligned, rmsd, tm_score, gdt_ts, gdt_ha, lddt, n_native, chains: [[pred id, native id], …]}.
-    Raises ``ValueError`` if no residue pair with both Cα can be matched.
+    Returns {n_aligned, rmsd, tm_score, gdt_ts, gdt_ha, lddt, n_native, identity, aligned_fraction,
+    chains: [[pred id, native id], …]}. Raises ``ValueError`` if no residue pair with both Cα can be
+    matched, and :class:`SequenceMismatchError` when the identity is below ``MIN_IDENTITY`` or the aligned
+    fraction below ``MIN_ALIGNED_FRACTION`` (:func:`sequence_agreement`), unless ``allow_mismatch``.
     """
     matches = match_chains(pred, native)
+    identity, aligned_fraction = sequence_agreement(matches)
+    if matches and not allow_mismatch and (identity < MIN_IDENTITY or aligned_fraction < MIN_ALIGNED_FRACTION):
+        raise SequenceMismatchError(
+            f"the sequences do not match: identity {identity:.2f} over the aligned residues (need ≥ "
+            f"{MIN_IDENTITY}), {aligned_fraction:.0%} of the native aligned (need ≥ {MIN_ALIGNED_FRACTION:.0%}); "
+            "pass --allow_mismatch to score them anyway")
     xs, ys = [], []
     for p, n, ia, ib in matches:
         x = np.full_like(n.ca, np.nan)          # the prediction laid out on the native's residues
@@ -115,16 +144,19 @@ def score_chains(pred: Sequence[Chain], native: Sequence[Chain]) -> dict:
     if ok.sum() < 3:
         raise ValueError(f"only {int(ok.sum())} aligned residues have Cα in both structures (need ≥ 3)")
     n_native = int(present.sum())
-    out = structure_metrics(x, y)               # over the native's residues; normalised by n_native
+    out = structure_scores(x, y, pairs=True)    # over the native's residues; normalised by n_native
     out["n_native"] = n_native
+    out["identity"] = identity
+    out["aligned_fraction"] = aligned_fraction
     out["chains"] = [[p.id, n.id] for p, n, _, _ in matches]
     return out
 
 
-def score_files(pred_path: str | Path, native_path: str | Path) -> dict:
+def score_files(pred_path: str | Path, native_path: str | Path, *, allow_mismatch: bool = False) -> dict:
     """Score one predicted structure file against one native file.
 
-    Returns {pred, native, n_aligned, rmsd, tm_score, gdt_ts, gdt_ha, lddt, n_native, chains}.
+    Returns {pred, native, n_aligned, rmsd, tm_score, gdt_ts, gdt_ha, lddt, n_native, identity,
+    aligned_fraction, chains}.
     Raises ``structure.StructureReadError`` / ``ValueError`` with the file named.
     """
     pred = read_structure(pred_path)
@@ -134,9 +166,9 @@ def score_files(pred_path: str | Path, native_path: str | Path) -> dict:
     if not native:
         raise ValueError(f"{native_path}: no protein chain found")
     try:
-        res = score_chains(pred, native)
+        res = score_chains(pred, native, allow_mismatch=allow_mismatch)
     except ValueError as e:
-        raise ValueError(f"{pred_path} vs {native_path}: {e}") from e
+        raise type(e)(f"{pred_path} vs {native_path}: {e}") from e
     return {"pred": str(pred_path), "native": str(native_path), **res}
 
 
@@ -175,29 +207,27 @@ def read_pairs_tsv(path: str | Path) -> tuple[list[tuple[int, str, str]], list[d
 
 
 def mean_scores(rows: Iterable[dict]) -> dict:
-    """Mean of n_aligned and each score over rows (NaN-safe; None when no row has the value)."""
+    """Mean of n_aligned, identity, aligned_fraction and each score over rows (NaN-safe; None when no row has the value)."""
     rows = list(rows)
     out: dict = {"n_pairs": len(rows)}
-    for k in ("n_aligned", *SCORE_KEYS):
+    for k in ("n_aligned", "identity", "aligned_fraction", *(m.name for m in pair_metrics())):
         vals = np.array([r[k] for r in rows if r.get(k) is not None], dtype=np.float64)
         out[k] = float(np.nanmean(vals)) if len(vals) and np.isfinite(vals).any() else None
     return out
 
 
 def score_pairs(pairs: Sequence[tuple[int, str, str]], progress: bool = True,
-                failures: Sequence[dict] = ()) -> dict:
+                failures: Sequence[dict] = (), allow_mismatch: bool = False) -> dict:
     """Score many (line number, pred, native) pairs; a pair that cannot be scored (missing or unreadable
     file, no protein chain, nothing aligns) is listed with its line and reason and the others go on.
 
     Returns {"pairs": [row …] (each with its "line"), "mean": {...} over the scored pairs,
     "failed": [{line, pred, native, reason} …] (``failures`` from reading the list first), "n_failed"}.
     """
-    from tqdm import tqdm
-
     rows, failed = [], list(failures)
     for lineno, p, n in tqdm(pairs, desc="scoring", unit="pair", disable=not progress):
         try:
-            rows.append({"line": lineno, **score_files(p, n)})
+            rows.append({"line": lineno, **score_files(p, n, allow_mismatch=allow_mismatch)})
         except (ValueError, OSError) as e:  # StructureReadError is a ValueError
             failed.append({"line": lineno, "pred": p, "native": n, "reason": str(e)})
     failed.sort(key=lambda f: f["line"])

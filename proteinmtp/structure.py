@@ -21,7 +21,7 @@ the higher occupancy. Waters, ligands, caps (ACE, NH2) and DNA/RNA chains are sk
 Example::
 
     from proteinmtp.structure import read_structure, write_pdb
-    chains = read_structure("data/demo/structures/1A2K_r_u.pdb.gz")
+    chains = read_structure("data/demo/structures/1A2K_l_u.pdb.gz")
     write_pdb("ca_trace.pdb", chains[0].ca, chains[0].sequence, model_name="native")
 """
 
@@ -558,9 +558,53 @@ def _split_number(num: str) -> tuple[int, str]:
         raise ValueError(f"residue number {num!r} is not an integer with an optional insertion code") from None
 
 
+def printable(text: object) -> str:
+    r"""``text`` as printable ASCII for a file's contents: every other character (control characters such as
+    NUL, \x01, ESC, tab and newline; DEL; non-ASCII) becomes a Python-style escape (``\x1b``, ``\xe9``),
+    so a FASTA id cannot inject terminal sequences, break a record, or end a PDB line. Printable ASCII
+    (0x20–0x7e) is kept as it is.
+
+    >>> printable("a\x00b\x1b[31m\u00e9")
+    'a\\x00b\\x1b[31m\\xe9'
+    """
+    out = []
+    for c in str(text):
+        if " " <= c <= "~":
+            out.append(c)
+        else:
+            out.append(c.encode("unicode_escape").decode("ascii") if c not in "\t\n\r" else f"\\x{ord(c):02x}")
+    return "".join(out)
+
+
 def _remark(number: int, text: str) -> list[str]:
-    """REMARK records of at most 80 columns (long text continues on the next record)."""
-    return [f"REMARK {number:3d} {text[i:i + 68]}".ljust(80) for i in range(0, max(len(text), 1), 68)]
+    """REMARK records of at most 80 columns (long text continues on the next record); ``text`` is made
+    printable ASCII first (``printable``)."""
+    import textwrap
+
+    lines = textwrap.wrap(printable(text), 68, break_on_hyphens=False) or [""]
+    return [f"REMARK {number:3d} {line}".ljust(80) for line in lines]
+
+
+def geometry_flag(xyz: np.ndarray, breaks: Sequence[int] = ()) -> str | None:
+    """Why the Cα trace ``xyz`` [L, 3] Å breaks the bounds of a predicted structure (``metrics.clash_check``:
+    non-bonded pairs ≥ 3.5 Å, i, i+2 ≥ 4.2 Å, bonds 3.8 ± 0.1 Å; ``breaks`` = i where i, i+1 are not bonded),
+    as one line; None when it keeps them."""
+    from proteinmtp.constants import BOND_TOLERANCE, CA_CA_BOND, CLASH_MIN_CA_CA, I2_MIN_CA_CA
+    from proteinmtp.metrics import clash_check
+
+    c = clash_check(xyz, breaks)
+    if c["ok"]:
+        return None
+    parts = []
+    if c["n_clashes"]:
+        parts.append(f"{c['n_clashes']} non-bonded CA pairs < {CLASH_MIN_CA_CA:.1f} A ({c['clashes']:.1f} per 100 "
+                     f"residues, closest {c['min_nonbonded']:.2f} A)")
+    if c["n_i2_short"]:
+        parts.append(f"{c['n_i2_short']} i,i+2 CA pairs < {I2_MIN_CA_CA:.1f} A (closest {c['min_i2']:.2f} A)")
+    if c["n_bond_outliers"]:
+        parts.append(f"{c['n_bond_outliers']} CA-CA bonds off {CA_CA_BOND:.2f} A by > {BOND_TOLERANCE:.2f} A "
+                     f"(worst {c['max_bond_deviation']:.2f} A)")
+    return "CA geometry out of bounds: " + "; ".join(parts)
 
 
 def _resname(letter: str) -> str:
@@ -574,7 +618,7 @@ def _trace_structure(xyz: np.ndarray, sequence: str, numbers: list[str], b: np.n
                      model_name: str) -> gemmi.Structure:
     """One model, one chain, one CA atom per residue (occupancy 1, B-factor = confidence) as gemmi builds it."""
     st = gemmi.Structure()
-    st.name = (model_name or "proteinmtp").replace(" ", "_")
+    st.name = re.sub(r"[^A-Za-z0-9._-]+", "_", printable(model_name or "proteinmtp"))   # the mmCIF data_ name
     st.info["_struct_keywords.pdbx_keywords"] = "PREDICTED CA TRACE"      # the PDB HEADER record
     model = gemmi.Model(1)
     chain = gemmi.Chain(chain_id)
@@ -612,20 +656,29 @@ def trace_string(
     method: str = "",
     remarks: Sequence[str] = (),
     ss8: str | None = None,
+    breaks: Sequence[int] = (),
 ) -> str:
     """PDB (``fmt="pdb"``) or mmCIF (``fmt="cif"``) text of a Cα trace, built by gemmi from one structure.
 
     ca_xyz [L, 3] Å; sequence [L] one-letter codes (X -> UNK); residue_numbers [L] author numbers with an
     optional insertion code ("3A"; default 1..L); bfactors [L] confidence 0-100 written in the B-factor
     column (0 when None). The model name, reconstruction method and ``remarks`` go into REMARK 1 / 250
-    records (PDB) or ``_proteinmtp.*`` items (mmCIF). ``ss8`` [L] DSSP 8-state letters (predicted) become
-    HELIX/SHEET records (mmCIF: _struct_conf / _struct_sheet_range) via ``secondary.annotate_structure``.
+    records (PDB) or ``_proteinmtp.*`` items (mmCIF), as printable ASCII (``printable``: control characters
+    from a FASTA id are escaped). ``ss8`` [L] DSSP 8-state letters (predicted) become HELIX/SHEET records
+    (mmCIF: _struct_conf / _struct_sheet_range) via ``secondary.annotate_structure``.
+
+    The trace is checked against the bounds of a predicted structure (``geometry_flag``; ``breaks``: i where
+    residues i and i+1 are not bonded): one that breaks them is written, and flagged in ``REMARK 500`` (PDB's
+    geometry remark) or ``_proteinmtp.geometry_check`` (mmCIF). Flagged rather than refused: the coordinates
+    are still the user's result (and a native trace with a gap or a cis peptide is legitimately outside the
+    bounds), and the flag tells every reader, people and programs, before they use it.
     """
     if fmt not in TRACE_FORMATS:
         raise ValueError(f"output format must be 'pdb' or 'cif', got {fmt!r}")
     xyz, numbers, b = _check_trace(ca_xyz, sequence, residue_numbers, bfactors)
     if fmt == "pdb" and len(chain_id) != 1:
         raise ValueError(f"PDB chain id must be one character, got {chain_id!r}")
+    flag = geometry_flag(xyz, breaks)
     st = _trace_structure(xyz, sequence, numbers, b, chain_id, model_name)
     if ss8 is not None:
         from proteinmtp.secondary import annotate_structure, check_ss8
@@ -637,17 +690,21 @@ def trace_string(
         rem += _remark(1, "B-FACTOR COLUMN = PER-RESIDUE CONFIDENCE (0-100)")
         for r in remarks:
             rem += _remark(250, str(r))
+        if flag:
+            rem += _remark(500, flag.upper())
         st.raw_remarks = rem
         opt = gemmi.PdbWriteOptions()
         opt.cryst1_record = False            # a predicted trace has no unit cell
         return st.make_pdb_string(opt)
     doc = st.make_mmcif_document()
     block = doc.sole_block()
-    block.set_pair("_proteinmtp.model_name", gemmi.cif.quote(model_name or "unknown"))
-    block.set_pair("_proteinmtp.reconstruction_method", gemmi.cif.quote(method or "unknown"))
+    block.set_pair("_proteinmtp.model_name", gemmi.cif.quote(printable(model_name or "unknown")))
+    block.set_pair("_proteinmtp.reconstruction_method", gemmi.cif.quote(printable(method or "unknown")))
     block.set_pair("_proteinmtp.bfactor_meaning", gemmi.cif.quote("per-residue confidence (0-100)"))
     for k, r in enumerate(remarks):
-        block.set_pair(f"_proteinmtp.remark_{k + 1}", gemmi.cif.quote(str(r)))
+        block.set_pair(f"_proteinmtp.remark_{k + 1}", gemmi.cif.quote(printable(r)))
+    if flag:
+        block.set_pair("_proteinmtp.geometry_check", gemmi.cif.quote(flag))
     return doc.as_string()
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from proteinmtp.fileio import atomic_write
+from proteinmtp.geometry import superpose
 
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
@@ -117,8 +118,6 @@ def viewer_html(pred_xyz: np.ndarray, native_xyz: np.ndarray, sequence: str, *, 
 
 def superpose_on_native(pred_xyz: np.ndarray, native_xyz: np.ndarray) -> tuple[np.ndarray, float]:
     """Superpose pred_xyz [L, 3] Å onto native_xyz [L, 3] Å (NaN rows ignored) by Kabsch; returns (aligned, RMSD Å)."""
-    from proteinmtp.geometry import superpose
-
     mask = np.isfinite(native_xyz).all(axis=1)
     return superpose(np.asarray(pred_xyz, float), np.asarray(native_xyz, float), mask=mask)
 

@@ -169,7 +169,8 @@ def test_distance_head_pair_error_probs():
 
 def test_remark_and_distogram_carry_ptm(tmp_path):
     from proteinmtp.model import DistancePrediction
-    from proteinmtp.predict import save_distogram, structure_from_distances, structure_remarks
+    from proteinmtp.predict import structure_from_distances
+    from proteinmtp.writers import save_distogram, structure_remarks
 
     rng = np.random.default_rng(1)
     L = 30
@@ -197,7 +198,7 @@ def test_cb_contacts_by_hand(test_data_dir):
     """precision_L5_long_cb: the top L/5 long-range pairs by the score, fraction with Cβ–Cβ < 8 Å, counted
     here directly from the chain's Cβ coordinates (Cα for glycine, from the structure reader)."""
     from proteinmtp.dataset import Sample
-    from proteinmtp.evaluation import score_prediction
+    from proteinmtp.eval_scoring import score_prediction
     from proteinmtp.structure import read_structure
 
     c = read_structure(test_data_dir / "3KPR.pdb.gz")[0]

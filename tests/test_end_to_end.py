@@ -14,7 +14,7 @@ import pytest
 
 from proteinmtp.constants import AA1_TO_AA3
 from proteinmtp.dataset import load_dataset
-from proteinmtp.predict import record_stems
+from proteinmtp.fasta import record_stems
 
 
 def _run(repo_root, *args: str) -> subprocess.CompletedProcess:

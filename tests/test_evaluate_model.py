@@ -13,16 +13,11 @@ import pytest
 import evaluate_distmat_model
 import infer_distmat
 from proteinmtp.dataset import load_dataset
-from proteinmtp.evaluation import (
-    MIRROR_KEY,
-    REQUIRED_KEYS,
-    Evaluation,
-    EvaluationInputError,
-    evaluate_run,
-    format_summary,
-    run_neighbours,
-    summarize,
-)
+from proteinmtp.eval_cli import EvaluationInputError, run_neighbours
+from proteinmtp.eval_report import format_summary, summarize
+from proteinmtp.eval_scoring import MIRROR_KEY
+from proteinmtp.evaluation import Evaluation, evaluate_run
+from proteinmtp.metric_registry import REQUIRED_KEYS
 from proteinmtp.prior import SeparationPrior
 from tests.test_plots import png_size
 
@@ -115,22 +110,23 @@ def test_neighbour_programmatic_no_hit_is_the_prior(tiny_run):
 
 
 def test_neighbour_without_training_data(tmp_path, capsys):
-    """A recorded train_data that is gone: a warning and a null block with the reason; given: an error."""
+    """A recorded train_data that is gone fails loudly, saying what to pass; so does a given one; only
+    --no_neighbour skips the baseline; a run stored with a relative path resolves from another directory."""
     import argparse
 
+    run = tmp_path / "run"
+    run.mkdir()
     gone = str(tmp_path / "moved.json.gz")
     args = argparse.Namespace(no_neighbour=False, train_data=None)
-    nbs, info = run_neighbours(args, {"train_data": gone}, [])
-    assert nbs is None and info["status"] == "skipped" and gone in info["reason"]
-    assert "warning" in capsys.readouterr().err
+    with pytest.raises(EvaluationInputError, match="moved.json.gz.*pass --train_data PATH or --no_neighbour"):
+        run_neighbours(args, run, {"train_data": gone}, [])
+    with pytest.raises(EvaluationInputError, match="--train_data .*moved.json.gz does not exist"):
+        run_neighbours(argparse.Namespace(no_neighbour=False, train_data=gone), run, {}, [])
+    nbs, info = run_neighbours(argparse.Namespace(no_neighbour=True, train_data=gone), run, {}, [])
+    assert nbs is None and info["reason"] == "--no_neighbour" and capsys.readouterr().err == ""
     ev = Evaluation(neighbour_info=info)
     res = summarize(ev)
-    assert res["neighbour"] is None and res["neighbour_search"]["reason"] == info["reason"]
-    assert f"neighbour: skipped (training data {gone}" in format_summary(res)
-    with pytest.raises(EvaluationInputError, match="--train_data .*moved.json.gz does not exist"):
-        run_neighbours(argparse.Namespace(no_neighbour=False, train_data=gone), {}, [])
-    nbs, info = run_neighbours(argparse.Namespace(no_neighbour=True, train_data=gone), {}, [])
-    assert nbs is None and info["reason"] == "--no_neighbour" and capsys.readouterr().err == ""
+    assert res["neighbour"] is None and res["neighbour_search"]["reason"] == "--no_neighbour"
 
 
 def test_values_match_independent_computation(evaluated, tiny_run, tmp_path):
@@ -175,6 +171,58 @@ def test_hand_and_mirror_diagnostic_from_the_written_pdbs(evaluated, tiny_run):
         assert float(row[f"model_{MIRROR_KEY}"]) == pytest.approx(max(as_written, mirrored), abs=2e-3)
         best.append(max(as_written, mirrored))
     assert evaluated["results"]["model"][MIRROR_KEY] == pytest.approx(np.mean(best), abs=2e-3)
+
+
+def test_clashes_for_every_method(evaluated, tiny_run):
+    """``clashes`` (non-bonded Cα pairs under 3.5 Å per 100 residues) in eval_results.json for model, prior,
+    neighbour and oracle and per protein in the CSV; the model's value recomputed from its written PDB
+    (an all-pairs count here, not metrics.clash_check); every method's structures keep the bounds."""
+    import gemmi
+
+    from proteinmtp.geometry import distance_matrix
+
+    res, rows = evaluated["results"], evaluated["rows"]
+    data = {s.id: s for s in load_dataset(tiny_run["test_data"]).samples}
+    for method in ("model", "prior", "neighbour", "oracle"):
+        assert res[method]["clashes"] == 0.0, method
+        assert all(float(r[f"{method}_clashes"]) == 0.0 for r in rows.values()), method
+    for sid, row in rows.items():
+        st = gemmi.read_structure(str(evaluated["out"] / "pdbs" / f"{sid.replace(':', '_')}_model.pdb"))
+        m = data[sid].mask()
+        xyz = np.array([r[0].pos.tolist() for r in st[0][0]])
+        idx = np.flatnonzero(m)
+        d = distance_matrix(xyz[m])
+        i, j = np.triu_indices(len(idx), 1)
+        n = int(((idx[j] - idx[i] >= 2) & (d[i, j] < 3.5)).sum())
+        assert float(row["model_clashes"]) == pytest.approx(100 * n / m.sum(), abs=1e-9)
+        assert "REMARK 500" not in (evaluated["out"] / "pdbs" / f"{sid.replace(':', '_')}_model.pdb").read_text()
+
+
+def test_score_prediction_counts_clashes_on_the_native_residues():
+    """A hand-placed clash among the scored residues counts per 100 of them; a residue without a native Cα is
+    left out, and separations are the chain's own (not the masked array's)."""
+    from proteinmtp.dataset import Sample
+    from proteinmtp.eval_scoring import score_prediction
+    from proteinmtp.geometry import distance_matrix
+
+    L = 20
+    ca = np.zeros((L, 3))
+    ca[:, 0] = np.arange(L) * 3.8 * np.cos(np.radians(30))
+    ca[1::2, 1] = 3.8 * np.sin(np.radians(30))
+    s = Sample(id="t", sequence="A" * L, ca=ca.copy(), residue_ids=[str(i + 1) for i in range(L)], source="",
+               split="test")
+    pred = ca.copy()
+    pred[15] = pred[10] + [0, 0, 3.0]                  # 10–15 at 3.0 Å
+    d = distance_matrix(pred)
+    assert score_prediction(d, -d, pred, s, higher_is_contact=False)["clashes"] == pytest.approx(100 / L)
+    s.ca[15] = np.nan                                  # residue 15 unscored: no clash left among 19
+    assert score_prediction(d, -d, pred, s, higher_is_contact=False)["clashes"] == 0.0
+    s.ca[:] = ca
+    s.ca[5] = np.nan                                   # residues 4 and 6 are i, i+2 in the chain, not bonded
+    pred2 = ca.copy()
+    pred2[6] = pred2[4] + [0, 0, 3.2]
+    d2 = distance_matrix(pred2)
+    assert score_prediction(d2, -d2, pred2, s, higher_is_contact=False)["clashes"] == pytest.approx(100 / 19)
 
 
 def test_figures_pdbs_and_record(evaluated):
@@ -224,7 +272,7 @@ def test_bad_input(case, tiny_run, tmp_path, repo_root):
 def test_confidence_block_and_summary(evaluated):
     res = evaluated["results"]
     conf = res["model"]["confidence"]
-    from proteinmtp.evaluation import CONFIDENCE_KEYS
+    from proteinmtp.eval_report import CONFIDENCE_KEYS
 
     for k in CONFIDENCE_KEYS:
         assert k in conf
@@ -258,7 +306,7 @@ def test_workers_give_the_same_results(tiny_run):
 def test_figure_data_is_bounded_and_order_free(tiny_run):
     """FigureData keeps the pair samples of at most max_sample_proteins proteins: the same ones whatever
     the number of proteins merged after them, and sums over every protein."""
-    from proteinmtp.evaluation import FigureData
+    from proteinmtp.eval_figures import FigureData
 
     s = next(x for x in load_dataset(tiny_run["test_data"]).samples if x.id == "1LCD:A")
     true = s.distances()
@@ -272,3 +320,133 @@ def test_figure_data_is_bounded_and_order_free(tiny_run):
     n = len(true) * (len(true) - 1) // 2
     assert fd.sep_count.sum() == 12 * n
     assert fd.mae_by_separation()["model"][1:].mean() == pytest.approx(np.mean(range(12)))
+
+
+class BadPrior:
+    """A separation prior whose prediction fails (picklable: it travels to a scoring worker)."""
+
+    def predict(self, length):
+        raise ValueError(f"prior cannot predict {length} residues")
+
+
+class _InterruptedRun:
+    """The tiny run whose second forward pass is interrupted (Ctrl-C while proteins are being scored)."""
+
+    def __init__(self, run):
+        self.run, self.calls = run, 0
+        self.config, self.max_len, self.prior = run.config, run.max_len, run.prior
+
+    def predict(self, seqs, batch_size=1):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        return self.run.predict(seqs, batch_size=batch_size)
+
+
+def _no_children(timeout: float = 30.0) -> bool:
+    import multiprocessing
+    import time
+
+    deadline = time.time() + timeout
+    while multiprocessing.active_children() and time.time() < deadline:
+        time.sleep(0.05)
+    return not multiprocessing.active_children()
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_run):
+    from proteinmtp.model import load_run
+
+    return load_run(tiny_run["run_dir"]), list(load_dataset(tiny_run["test_data"]).samples)
+
+
+def test_evaluation_pool_failure_is_raised_and_the_workers_end(loaded):
+    """A protein whose scoring fails in a worker process raises its own error in the caller; no worker is left."""
+    run, test = loaded
+    with pytest.raises(ValueError, match="prior cannot predict"):
+        evaluate_run(run, test, prior=BadPrior(), progress=False, workers=2)
+    assert _no_children()
+
+
+def test_evaluation_pool_cancel_path(loaded):
+    """Ctrl-C during the forward passes: KeyboardInterrupt reaches the caller at once, the proteins no worker
+    started are dropped, and the worker processes end."""
+    run, test = loaded
+    wrapped = _InterruptedRun(run)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(wrapped, test, progress=False, workers=2, batch_size=1)
+    assert wrapped.calls == 2 and _no_children()
+
+
+def test_tf32_warning_is_not_triggered_by_inference(loaded):
+    """LoadedRun.predict turns oneDNN off on CPU without torch.backends.mkldnn.flags(), whose allow_tf32
+    setter warns 'TF32 acceleration on top of oneDNN' on builds without Intel GPU support."""
+    import warnings
+
+    import torch
+
+    run, test = loaded
+    before = torch.backends.mkldnn.enabled
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.predict([test[0].sequence])
+    assert not [w for w in caught if "TF32" in str(w.message)], [str(w.message) for w in caught]
+    assert torch.backends.mkldnn.enabled == before
+
+
+def test_a_set_with_no_scorable_protein_is_an_error(tiny_run, tmp_path, capsys):
+    """Every protein skipped (here: longer than the run's max_len): exit 2 with the reason, nothing written."""
+    from proteinmtp.dataset import save_dataset
+
+    ds = load_dataset(tiny_run["test_data"])
+    data = tmp_path / "long_only.json"
+    save_dataset(data, [s for s in ds.samples if s.id == "2XHE:B"], ds.global_stats, {})
+    out = tmp_path / "out"
+    rc = evaluate_distmat_model.main(["--model_path", str(tiny_run["run_dir"]), "--test_data", str(data),
+                                      "--output_dir", str(out), "--experiments_root", str(tmp_path / "exp"),
+                                      "--quiet", "--no_neighbour"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "no protein can be scored" in err[0] and "2XHE:B: length 220 > model maximum 128" in err[0]
+    assert not out.exists() and not (tmp_path / "exp").exists()
+
+
+def test_evaluate_run_with_nothing_to_score_raises(loaded):
+    from proteinmtp.evaluation import NothingToScore
+
+    run, test = loaded
+    with pytest.raises(NothingToScore, match="2XHE:B"):
+        evaluate_run(run, [s for s in test if s.id == "2XHE:B"], progress=False)
+
+
+def test_mds_method_distogram_through_the_cli(tiny_run, tmp_path):
+    """--mds_method distogram reaches the reconstruction: the config says so, and the model's PDB was
+    folded from the distogram (its REMARK names the method), with the same rows as the default's proteins."""
+    out = tmp_path / "out"
+    rc = evaluate_distmat_model.main(["--model_path", str(tiny_run["run_dir"]), "--test_data",
+                                      str(tiny_run["test_data"]), "--output_dir", str(out), "--mds_method",
+                                      "distogram", "--save_pdbs", "--no_figures", "--no_neighbour", "--quiet",
+                                      "--experiments_root", str(tmp_path / "exp"), "--num_samples", "1"])
+    assert rc == 0
+    res = json.loads((out / "eval_results.json").read_text())
+    assert res["config"]["mds_method"] == "distogram" and res["n_proteins"] == 1
+    assert "RECONSTRUCTION DISTOGRAM MDS" in (out / "pdbs" / "1LCD_A_model.pdb").read_text().upper()
+    assert 0.0 < res["model"]["tm_score"] <= 1.0
+
+
+def test_a_sharded_binary_test_set_evaluates_as_its_json(tiny_run, tmp_path):
+    """--test_data DIR.shards (create_distmat_data.py --format binary) is opened as training opens it and
+    gives the results of the same split as JSON."""
+    from proteinmtp.shards import convert
+
+    shards = convert(tiny_run["test_data"], tmp_path / "test.shards")
+    results = {}
+    for name, data in (("json", tiny_run["test_data"]), ("shards", shards)):
+        out = tmp_path / name
+        rc = evaluate_distmat_model.main(["--model_path", str(tiny_run["run_dir"]), "--test_data", str(data),
+                                          "--output_dir", str(out), "--no_figures", "--no_neighbour", "--quiet",
+                                          "--experiments_root", str(tmp_path / "exp")])
+        assert rc == 0
+        results[name] = json.loads((out / "eval_results.json").read_text())
+        results[name]["config"].pop("test_data")
+    assert results["shards"] == results["json"] and results["json"]["n_proteins"] == 3

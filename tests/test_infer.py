@@ -153,10 +153,13 @@ def _run_main(tiny_run, *args):
     return _Result(rc, o.getvalue(), e.getvalue())
 
 
-@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
-def test_interrupted_batch_keeps_outputs_and_resumes(workers, tiny_run, tmp_path, repo_root):
-    """SIGINT after the first structure appears: finished files (and an earlier run's file) stay; a rerun
-    skips them and completes the rest; every record is done exactly once over the two runs."""
+@pytest.mark.parametrize("workers,sig", [(1, "SIGINT"), (1, "SIGTERM"),
+                                         pytest.param(2, "SIGINT", marks=pytest.mark.slow),
+                                         pytest.param(2, "SIGTERM", marks=pytest.mark.slow)])
+def test_interrupted_batch_keeps_outputs_and_resumes(workers, sig, tiny_run, tmp_path, repo_root):
+    """SIGINT or SIGTERM (a scheduler's stop) after the first structure appears: exit 130, finished files
+    (and an earlier run's file) stay; a rerun skips them and completes the rest; every record is done
+    exactly once over the two runs."""
     import signal
     import time
 
@@ -176,7 +179,7 @@ def test_interrupted_batch_keeps_outputs_and_resumes(workers, tiny_run, tmp_path
     while not list(out.glob("r*.pdb")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, "the batch ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "resume" in err
@@ -275,7 +278,7 @@ def _rows(out, name="manifest.jsonl"):
 
 
 def test_length_batches_hand_checked():
-    from proteinmtp.predict import length_batches
+    from proteinmtp.batching import length_batches
 
     lengths = [10, 50, 20, 40, 30]          # sorted: 10 (0), 20 (2), 30 (4), 40 (3), 50 (1)
     assert length_batches(lengths, 8) == [[0, 2, 4, 3, 1]]
@@ -288,7 +291,8 @@ def test_length_batches_hand_checked():
 
 
 def test_resolve_shard_from_flags_and_launcher_env():
-    from proteinmtp.predict import InputError, resolve_shard
+    from proteinmtp.fasta import InputError
+    from proteinmtp.sharding import resolve_shard
 
     assert resolve_shard(1, 0, {}).count == 1 and resolve_shard(1, 0, {}).label == ""
     s = resolve_shard(3, 2, {})
@@ -315,7 +319,7 @@ def test_iter_fasta_streams_in_constant_memory(tmp_path):
     """A 1.9 MB FASTA is read record by record: the Python heap never holds more than a few records."""
     import tracemalloc
 
-    from proteinmtp.predict import iter_fasta
+    from proteinmtp.fasta import iter_fasta
 
     path = tmp_path / "big.fasta"
     rec = "".join(AA20) * 5
@@ -338,14 +342,14 @@ def test_iter_fasta_streams_in_constant_memory(tmp_path):
 def test_cli_never_reads_the_fasta_whole(tiny_run, tmp_path, monkeypatch):
     """The whole-file readers are not used by the CLI (they would raise here), and the look-ahead window
     bounds what a forward pass is given."""
+    import proteinmtp.fasta
     import proteinmtp.fileio
     import proteinmtp.model
-    import proteinmtp.predict
 
     def forbidden(*a, **k):
         raise AssertionError("the FASTA was read whole")
 
-    monkeypatch.setattr(proteinmtp.predict, "read_fasta", forbidden)
+    monkeypatch.setattr(proteinmtp.fasta, "read_fasta", forbidden)
     monkeypatch.setattr(proteinmtp.fileio, "read_bytes", forbidden)
     seen = []
     real = proteinmtp.model.LoadedRun.predict
@@ -430,7 +434,8 @@ def test_worker_failure_fails_that_record_only(tmp_path):
     """A record whose reconstruction raises in a worker is reported with its error; the others are written."""
     from types import SimpleNamespace
 
-    from proteinmtp.predict import RecordJob, RecordPool
+    from proteinmtp.inference import RecordJob, finish_record
+    from proteinmtp.pool import WorkerPool
     from tests.conftest import helix_ca
 
     def job(key, dist):
@@ -444,10 +449,10 @@ def test_worker_failure_fails_that_record_only(tmp_path):
     d = np.linalg.norm(good[:, None] - good[None], axis=-1)
     bad = d.copy()
     bad[0, 1] = -5.0                                          # not a distance matrix
-    pool = RecordPool(2)
+    pool = WorkerPool(finish_record, 2)
     try:
         for k, dist in enumerate((d, bad, d)):
-            pool.submit(job(k, dist))
+            pool.submit(k, job(k, dist))
         res = dict(pool.results(wait_until=0))
     finally:
         pool.close()
@@ -457,3 +462,17 @@ def test_worker_failure_fails_that_record_only(tmp_path):
         assert res[k]["method"] == "classical"
         xyz = _pdb_xyz(tmp_path / f"r{k}.pdb")
         np.testing.assert_allclose(np.linalg.norm(xyz[:, None] - xyz[None], axis=-1), d, atol=0.01)
+
+
+def test_mds_method_distogram_through_the_cli(tiny_run, tmp_path):
+    """--mds_method distogram folds from the model's distogram: the REMARK names it, and the Cα trace keeps
+    3.8 Å bonds (the folding's bond term)."""
+    out = tmp_path / "d.pdb"
+    r = _run_main(tiny_run, "--sequence", "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "--output", out,
+                  "--mds_method", "distogram")
+    assert r.rc == 0, r.err
+    text = out.read_text()
+    assert "RECONSTRUCTION DISTOGRAM MDS" in text.upper()
+    xyz = _pdb_xyz(out)
+    assert len(xyz) == 33
+    np.testing.assert_allclose(np.linalg.norm(np.diff(xyz, axis=0), axis=1), 3.8, atol=0.3)

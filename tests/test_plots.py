@@ -154,3 +154,46 @@ def test_viewer_script_runs(tmp_path):
     out = json.loads(r.stdout)
     assert out["first"] == 29 + 27 and out["strokes"] == 2 * (29 + 27)
     assert out["info"].startswith("residue ")
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The matplotlib figures the plot functions save (inspected before they are closed)."""
+    figs = []
+    real = plots._save
+
+    def keep(fig, path):
+        figs.append(fig)
+        return real(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figs
+
+
+def test_figures_draw_the_data_given(tmp_path, arrays, drawn):
+    """Not only a PNG of the right size: the heatmaps show the matrices (NaN masked), the separation curve
+    is the MAE passed in, the histogram's legend holds the mean |error| and pair count computed here, and
+    the scatter draws every finite pair."""
+    pred, true, true_missing = arrays
+    plots.distance_heatmaps([("a", pred, true_missing)], tmp_path / "h.png")
+    left, right = (ax.images[0].get_array() for ax in drawn[-1].axes[:2])
+    np.testing.assert_array_equal(np.asarray(left), pred)
+    assert right.mask[3].all() and right.mask[:, 3].all() and not right.mask[4, 5]
+    np.testing.assert_array_equal(right.filled(-1)[4:, 4:], true_missing[4:, 4:])
+
+    i, j = np.triu_indices(len(true), 1)
+    err = pred[i, j] - true[i, j]
+    mae = np.bincount(j - i, weights=np.abs(err)) / np.maximum(np.bincount(j - i), 1)
+    plots.error_by_separation({"model": mae}, tmp_path / "s.png")
+    (line,) = drawn[-1].axes[0].get_lines()[:1]
+    np.testing.assert_allclose(line.get_xdata(), np.arange(1, len(mae)))
+    np.testing.assert_allclose(line.get_ydata(), mae[1:])
+
+    plots.error_histogram({"model": err}, tmp_path / "e.png")
+    legend = [t.get_text() for t in drawn[-1].axes[0].get_legend().get_texts()]
+    assert legend == [f"model: mean |err| {np.mean(np.abs(err)):.2f} Å over {err.size} pairs"]
+
+    plots.scatter_by_range(pred[i, j], true[i, j], j - i, tmp_path / "sc.png")
+    drawn_xy = np.concatenate([c.get_offsets() for c in drawn[-1].axes[0].collections])
+    expected = np.stack([true[i, j], pred[i, j]], axis=1)          # x: true, y: predicted
+    np.testing.assert_allclose(np.sort(drawn_xy, axis=0), np.sort(expected, axis=0))

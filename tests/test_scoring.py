@@ -177,3 +177,57 @@ def test_cli_pairs_scores_every_good_line(tmp_path, capsys, native):
     for line in (3, 4, 6, 7):
         assert f"pairs.tsv:{line}: " in err
     assert "4 pair line(s) failed" in err
+
+
+def test_pair_mode_reports_identity_and_refuses_unrelated_chains(tmp_path, native, capsys):
+    """A 22-mer of another protein against the native: refused with one line (exit 2, nothing written)
+    unless --allow_mismatch, which scores it and reports identity and aligned fraction; the identity is
+    counted by hand from the alignment."""
+    ca, seq = native
+    rng = np.random.default_rng(3)
+    other = "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), 22))
+    write_pdb(tmp_path / "pred.pdb", _decoy(ca[:22], seed=4), other)
+    write_pdb(tmp_path / "native.pdb", ca, seq)
+    out = tmp_path / "s.json"
+    args = ["--pred_pdb", str(tmp_path / "pred.pdb"), "--native_pdb", str(tmp_path / "native.pdb"),
+            "--output_json", str(out)]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "do not match" in err[0] and "--allow_mismatch" in err[0], err
+    assert not out.exists()
+
+    assert cli.main([*args, "--allow_mismatch"]) == 0
+    console = capsys.readouterr().out
+    row = json.loads(out.read_text())["pairs"][0]
+    ia, ib, _ = align_sequences(other, seq)
+    same = sum(other[a] == seq[b] for a, b in zip(ia, ib))
+    assert row["identity"] == pytest.approx(same / len(ia))
+    assert row["aligned_fraction"] == pytest.approx(len(ia) / len(seq)) and row["aligned_fraction"] < 0.5
+    assert f"identity {row['identity']:.3f}" in console and f"aligned fraction {row['aligned_fraction']:.3f}" in console
+
+
+def test_pairs_file_lists_a_mismatching_line_as_failed(tmp_path, native):
+    ca, seq = native
+    write_pdb(tmp_path / "native.pdb", ca, seq)
+    write_pdb(tmp_path / "good.pdb", _decoy(ca), seq)
+    write_pdb(tmp_path / "other.pdb", ca, "".join(np.random.default_rng(1).choice(list("ACDEFGHIKLMNPQRSTVWY"), len(seq))))
+    (tmp_path / "pairs.tsv").write_text("good.pdb\tnative.pdb\nother.pdb\tnative.pdb\n")
+    out = tmp_path / "s.json"
+    assert cli.main(["--pairs", str(tmp_path / "pairs.tsv"), "--output_json", str(out), "--quiet"]) == 1
+    res = json.loads(out.read_text())
+    assert [r["line"] for r in res["pairs"]] == [1] and res["pairs"][0]["identity"] == 1.0
+    assert res["pairs"][0]["aligned_fraction"] == 1.0 and res["mean"]["identity"] == 1.0
+    assert [f["line"] for f in res["failed"]] == [2] and "do not match" in res["failed"][0]["reason"]
+
+
+def test_low_identity_is_refused(tmp_path, native):
+    """The native's own coordinates under a random sequence of its length: identity 0.23 over the aligned
+    residues (and 31 % aligned) is refused; --allow_mismatch scores it."""
+    ca, seq = native
+    other = "".join(np.random.default_rng(1).choice(list("ACDEFGHIKLMNPQRSTVWY"), len(seq)))
+    write_pdb(tmp_path / "pred.pdb", ca, other)
+    write_pdb(tmp_path / "native.pdb", ca, seq)
+    with pytest.raises(ValueError, match="identity 0.23 "):
+        score_files(tmp_path / "pred.pdb", tmp_path / "native.pdb")
+    r = score_files(tmp_path / "pred.pdb", tmp_path / "native.pdb", allow_mismatch=True)
+    assert r["identity"] < 0.3

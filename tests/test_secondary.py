@@ -136,7 +136,12 @@ def test_q_scores_by_hand():
 # ---------------------------------------------------------------------------------------------- head, labels
 
 def test_ss_loss_masks_unlabelled_residues():
-    from proteinmtp.heads.common import ss_loss
+    from proteinmtp.heads import HeadConfig
+    from proteinmtp.heads.losses import LossTargets
+    from proteinmtp.heads.losses import ss_loss as ss_term
+
+    def ss_loss(logits, labels):
+        return ss_term({"ss_logits": logits}, LossTargets(None, None, None, ss_labels=labels), HeadConfig())
 
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 8)
@@ -269,21 +274,23 @@ def test_old_dataset_without_ss8_loads_and_bad_ss8_is_refused(tmp_path):
 
 
 def test_old_run_head_config_reads_as_no_ss_head():
+    """A run stored before ss_weight existed had no SS head: migrate() stores 0 for it, so it loads without
+    one and resuming it with today's default is refused as an architecture change, never silent."""
     from dataclasses import asdict
 
     from proteinmtp.config import cli_flags
     from proteinmtp.heads import HeadConfig
-    from proteinmtp.training import comparable_model, config_differences
+    from proteinmtp.rundir import config_differences, migrate
+    from proteinmtp.train_command import comparable_model
 
     old = {k: v for k, v in asdict(HeadConfig()).items() if k != "ss_weight"}
-    assert HeadConfig.from_dict(old).ss_weight == 0.0
+    migrated = migrate({"model": {"base_model": "x", "head": old}})["model"]
+    assert HeadConfig.from_dict(migrated["head"]).ss_weight == 0.0
     assert HeadConfig.from_dict(asdict(HeadConfig())).ss_weight == HeadConfig().ss_weight
     cli_default = {name: kw for name, _, kw in cli_flags(HeadConfig)}["ss_weight"]["default"]
     assert cli_default == HeadConfig().ss_weight > 0
-    # resuming an old run with today's default is refused as an architecture change, never silent
-    spec = {"base_model": "x", "head": old}
-    diff = config_differences({"model": comparable_model(spec)},
-                              {"model": comparable_model({**spec, "head": {**old, "ss_weight": cli_default}})})
+    diff = config_differences({"model": comparable_model(migrated)},
+                              {"model": comparable_model({**migrated, "head": {**old, "ss_weight": cli_default}})})
     assert any("ss_weight" in d for d in diff)
 
 
