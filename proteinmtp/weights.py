@@ -361,7 +361,8 @@ def verify(path: str | Path) -> tuple[bool, str]:
                    f"({', '.join(CHECKPOINTS)})")
 
 
-def main(argv: list[str] | None = None, *, runner: Runner = run_pip) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m proteinmtp.weights`` parser (fetch, verify)."""
     from proteinmtp.config import HelpFormatter
 
     p = argparse.ArgumentParser(prog="python -m proteinmtp.weights", description=__doc__.split("\n\n")[0],
@@ -378,7 +379,11 @@ def main(argv: list[str] | None = None, *, runner: Runner = run_pip) -> int:
     v = sub.add_parser("verify", formatter_class=HelpFormatter,
                        help="check a file against the pinned checksums (exit 0 if it matches one, else 1)")
     v.add_argument("file", help="the file to check")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None, *, runner: Runner = run_pip) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.cmd == "verify":
         ok, line = verify(args.file)
