@@ -64,7 +64,15 @@ class ModelSpec:
     (``proteinmtp.config``); the head's hyper-parameters are ``head`` (``HeadConfig`` as a dict)."""
 
     base_model: str = field(default="Qwen/Qwen2.5-0.5B", metadata=flag(
-        "Hugging Face Hub id or local backbone directory", name="model_name"))
+        "Hugging Face Hub id, local backbone directory, or a GGUF file (a path ending in .gguf; dequantised "
+        "once and cached, see proteinmtp.weights)", name="model_name"))
+    gguf_file: str = field(default="", metadata=flag(
+        "GGUF file name inside --model_name (a directory or Hub repository), as transformers' "
+        "from_pretrained(..., gguf_file=...) takes it; '' = --model_name is not a GGUF checkpoint unless it "
+        "ends in .gguf"))
+    # where a GGUF backbone came from (proteinmtp.weights.gguf_provenance: file, size, sha256, quantisation,
+    # architecture); filled by build_model, checked against the file when a run is loaded ({} = not a GGUF)
+    backbone_source: dict = field(default_factory=dict)
     layout: str = field(default="direct", metadata=flag(
         "how one backbone hidden state per residue is obtained: direct = the sequence once, features at each "
         "residue (with a decoder, residue i sees residues <= i); echo = the sequence twice, features at the "
@@ -312,6 +320,26 @@ def hub_source_kwargs(name: str, what: str = "backbone") -> dict[str, Any]:
                        "no copy is cached and no local directory has that name; pass a local directory")
 
 
+def resolve_backbone(name: str, gguf_file: str = "", *, expect_sha256: str | None = None) -> tuple[str, dict | None]:
+    """(what from_pretrained should load, GGUF provenance or None).
+
+    A GGUF checkpoint (``name`` ending in .gguf, or ``gguf_file`` inside the directory/repository ``name``)
+    becomes its dequantised model directory (``proteinmtp.weights.dequantised_dir``: built once per file
+    SHA-256, then read in seconds); anything else is returned as it is. ``expect_sha256``: RunLoadError
+    when the file is not the one a run recorded.
+    """
+    from proteinmtp import weights
+
+    if not (gguf_file or weights.is_gguf_path(name)):
+        return name, None
+    try:
+        path = weights.locate_gguf(name, gguf_file)
+        out, prov = weights.dequantised_dir(path, expect_sha256=expect_sha256)
+    except weights.WeightsError as e:
+        raise RunLoadError(str(e)) from None
+    return str(out), prov
+
+
 INITS = ("pretrained", "random")
 # Encoders whose forward skips a missing pooler (its weights are unused here and would get no gradient).
 POOLER_OPTIONAL = ("esm", "bert", "roberta", "xlm-roberta")
@@ -319,8 +347,9 @@ POOLER_OPTIONAL = ("esm", "bert", "roberta", "xlm-roberta")
 
 def load_backbone(name: str, *, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
                   quantization_config=None, device_map=None, init: str = "pretrained",
-                  seed: int = 0) -> nn.Module:
-    """AutoModel (base model, no LM head) from a Hub id or a local directory.
+                  seed: int = 0, gguf_file: str = "") -> nn.Module:
+    """AutoModel (base model, no LM head) from a Hub id, a local directory or a GGUF file
+    (``resolve_backbone``).
 
     ``init="random"`` builds the same config with the architecture's own initialiser
     (``AutoModel.from_config``) under ``torch.manual_seed(seed)``, without touching the global RNG stream:
@@ -330,6 +359,7 @@ def load_backbone(name: str, *, dtype: torch.dtype | None = None, trust_remote_c
 
     if init not in INITS:
         raise ValueError(f"--init_backbone must be one of {', '.join(INITS)}, got {init!r}")
+    name, _ = resolve_backbone(name, gguf_file)
     src = hub_source_kwargs(name, "backbone")
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if dtype is not None:
@@ -357,10 +387,12 @@ def load_backbone(name: str, *, dtype: torch.dtype | None = None, trust_remote_c
     return model
 
 
-def load_tokenizer(name: str, *, trust_remote_code: bool = False):
-    """AutoTokenizer from a Hub id or a local directory (fails fast like ``load_backbone``)."""
+def load_tokenizer(name: str, *, trust_remote_code: bool = False, gguf_file: str = ""):
+    """AutoTokenizer from a Hub id, a local directory or a GGUF file (the tokenizer it carries); fails fast
+    like ``load_backbone``."""
     from transformers import AutoTokenizer
 
+    name, _ = resolve_backbone(name, gguf_file)
     src = hub_source_kwargs(name, "tokenizer")
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **src)
@@ -398,9 +430,16 @@ def build_model(spec: ModelSpec, *, tokenizer=None, trust_remote_code: bool = Fa
 
     The backbone is ``backbone_path`` (saved weights, loaded as they are) if given, else spec.base_model:
     its pretrained weights, or for ``spec.init_backbone == "random"`` its config initialised with
-    ``spec.init_seed``. The tokenizer is always spec.base_model's (or the one passed).
+    ``spec.init_seed``. The tokenizer is always spec.base_model's (or the one passed). A GGUF base model
+    (``spec.gguf_file``, or a path ending in .gguf) is loaded from its dequantised cache; its provenance
+    goes into ``spec.backbone_source``, and a spec that already records one (a stored run) must name a
+    file with the same SHA-256 (RunLoadError otherwise).
     """
-    src = backbone_path or spec.base_model
+    src = backbone_path
+    if src is None:
+        src, prov = resolve_backbone(spec.base_model, spec.gguf_file,
+                                     expect_sha256=(spec.backbone_source or {}).get("sha256"))
+        spec.backbone_source = prov or {}
     backbone = load_backbone(src, dtype=dtype, trust_remote_code=trust_remote_code,
                              quantization_config=quantization_config, device_map=device_map,
                              init="pretrained" if backbone_path else spec.init_backbone, seed=spec.init_seed)

@@ -214,7 +214,7 @@ def build_training_model(args: argparse.Namespace, spec):
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=torch.bfloat16)
     try:
-        tokenizer = load_tokenizer(args.model_name, trust_remote_code=args.trust_remote_code)
+        tokenizer = load_tokenizer(args.model_name, gguf_file=args.gguf_file, trust_remote_code=args.trust_remote_code)
         model = build_model(spec, tokenizer=tokenizer, trust_remote_code=args.trust_remote_code,
                             quantization_config=quant)
     except (OSError, ValueError) as e:
