@@ -207,12 +207,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from bench_pretraining import test_subset
 
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.dataio import open_dataset
     from proteinmtp.prior import prior_for_training
 
     test = test_subset(args)
     train_path = Path(args.data_dir) / "train.json.gz"
-    train_all = load_dataset(train_path).samples
+    train_all = open_dataset(train_path).samples
     prior, _ = prior_for_training(str(train_path), train_all)
     pool = [s for s in train_all if 30 <= len(s.sequence) <= args.max_train_len and int(s.mask().sum()) >= 30]
     rng = np.random.default_rng(args.train_seed)

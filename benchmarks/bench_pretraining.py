@@ -290,9 +290,10 @@ def train_file(args: argparse.Namespace) -> Path:
     out = Path(args.work_dir) / f"train_subset_{args.train_chains}_s{args.train_seed}.json.gz"
     if out.is_file():
         return out
-    from proteinmtp.dataset import load_dataset, save_dataset
+    from proteinmtp.dataio import open_dataset
+    from proteinmtp.dataset import save_dataset
 
-    ds = load_dataset(full)
+    ds = open_dataset(full)
     rng = np.random.default_rng(args.train_seed)
     n = min(args.train_chains, len(ds.samples))
     pick = sorted(rng.choice(len(ds.samples), n, replace=False).tolist())
@@ -312,7 +313,7 @@ def ensure_features(args: argparse.Namespace, arm: str, seed: int, layers: list[
     import torch
     from llm_backbones import backbone_context, backbone_path, extract, frozen_model, layer_caches
 
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.dataio import open_dataset
 
     spec = ARMS[arm]
     seed = seed if spec["init"] == "random" else 0          # pretrained weights do not depend on the seed
@@ -327,7 +328,7 @@ def ensure_features(args: argparse.Namespace, arm: str, seed: int, layers: list[
     model = frozen_model(path, spec["init"], seed, ",".join(map(str, layers)))
     caches = layer_caches(model, layers, feature_dir(args, precision))
     fit = model.encoder.max_len
-    seqs = [backbone_context(s.sequence, fit) for s in load_dataset(train_file(args)).samples]
+    seqs = [backbone_context(s.sequence, fit) for s in open_dataset(train_file(args)).samples]
     print(f"  features {arm} seed {seed} {precision}: layers {layers}, {len(seqs)} chains", flush=True)
     stats = extract(model, caches, seqs, precision, log=lambda m: print(m, flush=True))
     stats.update({"arm": arm, "seed": seed, "layers": layers, "backbone": path,

@@ -189,9 +189,9 @@ def test_gguf_backbone_trains_saves_reloads_and_predicts_identically(tiny_gguf, 
     cache = FeatureCache(loaded.model, run / "feature_cache")
     stored = sorted((run / "feature_cache").glob("*/*.safetensors"))
     assert stored and all(p.parent.name == cache.key for p in stored)
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.dataio import open_dataset
 
-    chain = next(s.sequence for s in load_dataset(repo_root / "data/demo/dataset/train.json.gz").samples
+    chain = next(s.sequence for s in open_dataset(repo_root / "data/demo/dataset/train.json.gz").samples
                  if cache.path(s.sequence).is_file())
     assert torch.equal(cache._read(chain), cache.compute(chain))
     # another file at the same path: refused in one line
