@@ -64,7 +64,7 @@ def apc(f: np.ndarray) -> np.ndarray:
 
 def load_model(name: str, init: str, weights_dir: str | None):
     """(backbone with eager attention, tokenizer, is_encoder) in eval mode."""
-    from proteinmtp.model import is_encoder_config, load_backbone, load_tokenizer
+    from proteinmtp.backbone import is_encoder_config, load_backbone, load_tokenizer
 
     path = backbone_path(name, weights_dir)
     bb = load_backbone(path, init=init, seed=0)

@@ -205,7 +205,8 @@ def build_training_model(args: argparse.Namespace, spec):
     longest chain the backbone's positions take in this layout (None = no limit); spec.max_len is capped."""
     import torch
 
-    from proteinmtp.model import build_model, load_tokenizer
+    from proteinmtp.backbone import load_tokenizer
+    from proteinmtp.model import build_model
 
     quant = None
     if args.use_4bit:

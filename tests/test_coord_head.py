@@ -217,7 +217,8 @@ def test_coords_run_round_trips_through_load_run(tmp_path):
     import json
     from dataclasses import asdict
 
-    from proteinmtp.model import ModelSpec, build_model, load_run, load_tokenizer, save_weights
+    from proteinmtp.backbone import load_tokenizer
+    from proteinmtp.model import ModelSpec, build_model, load_run, save_weights
     from proteinmtp.rundir import CONFIG_NAME, CONFIG_VERSION, TOKENIZER_DIR
     from proteinmtp.tiny import write_tiny
 

@@ -254,7 +254,7 @@ def write_helix_dataset(path, lengths, seed=0):
 def test_backbone_max_tokens_by_family():
     from transformers import BertConfig, Qwen2Config, RobertaConfig
 
-    from proteinmtp.model import backbone_max_tokens
+    from proteinmtp.backbone import backbone_max_tokens
 
     assert backbone_max_tokens(BertConfig(max_position_embeddings=512)) == 512
     assert backbone_max_tokens(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512   # ids from 2
@@ -456,7 +456,7 @@ def test_minilm_trains_and_predicts_through_from_pretrained_dir(tmp_path):
 # where a backbone comes from: a missing directory or an unreachable Hub fails at once, clearly
 # ----------------------------------------------------------------------------------------------------
 def test_looks_like_path(tmp_path, monkeypatch):
-    from proteinmtp.model import looks_like_path
+    from proteinmtp.backbone import looks_like_path
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
@@ -467,7 +467,7 @@ def test_looks_like_path(tmp_path, monkeypatch):
 def test_missing_local_directory_fails_at_once(tmp_path, monkeypatch):
     import time
 
-    from proteinmtp.model import load_backbone, load_tokenizer
+    from proteinmtp.backbone import load_backbone, load_tokenizer
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
@@ -496,7 +496,7 @@ def test_hub_id_offline_or_unreachable_fails_fast(tmp_path, monkeypatch):
 
     from huggingface_hub import constants
 
-    from proteinmtp import model as M
+    from proteinmtp import backbone as M
 
     for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(k, raising=False)
@@ -563,7 +563,8 @@ def test_qlora_backbone_is_prepared_for_kbit_training(tiny, monkeypatch):
     (faked here: bitsandbytes needs CUDA); a full-precision one does not."""
     import peft
 
-    from proteinmtp.model import apply_finetune, load_backbone
+    from proteinmtp.backbone import load_backbone
+    from proteinmtp.model import apply_finetune
 
     calls = []
 

@@ -125,7 +125,7 @@ def test_dequantised_weights_match_what_was_written(tiny_gguf, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModel
 
-    from proteinmtp.model import load_tokenizer, resolve_backbone
+    from proteinmtp.backbone import load_tokenizer, resolve_backbone
     from proteinmtp.tiny import tiny_config
 
     d, prov = resolve_backbone(str(tiny_gguf))
