@@ -294,6 +294,18 @@ class _StressEnergy:
         return e + eb, (grad + gb).ravel()
 
 
+def _lbfgs(fun, start: np.ndarray, max_iter: int, tol: float, gtol: float) -> np.ndarray:
+    """Minimise ``fun`` (energy, gradient) from ``start`` [L, 3] Å with L-BFGS on one BLAS thread; the result
+    centred at the origin (``start`` if it went non-finite)."""
+    with blas_threads(1):
+        res = minimize(fun, start.ravel(), jac=True, method="L-BFGS-B",
+                       options={"maxiter": max_iter, "ftol": tol, "gtol": gtol, "maxcor": 20})
+    xyz = res.x.reshape(start.shape)
+    if not np.isfinite(xyz).all():  # pragma: no cover - L-BFGS keeps the last finite iterate in practice
+        xyz = start
+    return xyz - xyz.mean(axis=0)
+
+
 def refine(
     xyz0: np.ndarray,
     dist: np.ndarray,
@@ -345,13 +357,7 @@ def refine(
     if L > 1 and np.min(distance_matrix(x0) + np.eye(L) * 1e9) < 1e-6:
         rng = np.random.default_rng(0)
         x0 = x0 + rng.normal(scale=0.1, size=x0.shape)
-    with blas_threads(1):
-        res = minimize(fun, x0.ravel(), jac=True, method="L-BFGS-B",
-                       options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-6, "maxcor": 20})
-    xyz = res.x.reshape(L, 3)
-    if not np.isfinite(xyz).all():  # pragma: no cover - L-BFGS keeps the last finite iterate in practice
-        xyz = x0
-    return xyz - xyz.mean(axis=0)
+    return _lbfgs(fun, x0, max_iter, tol, gtol=1e-6)
 
 
 def resolve_clashes(
@@ -404,13 +410,7 @@ def resolve_clashes(
         # coincident points have no direction to be pushed apart in, and a flat (or straight) start keeps
         # every gradient in its plane (line), where atoms cannot pass each other: a seeded 0.1 Å kick
         start = x0 + np.random.default_rng(seed).normal(scale=max(jitter, 0.1), size=x0.shape)
-    with blas_threads(1):
-        res = minimize(fun, start.ravel(), jac=True, method="L-BFGS-B",
-                       options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-8, "maxcor": 20})
-    xyz = res.x.reshape(L, 3)
-    if not np.isfinite(xyz).all():  # pragma: no cover - L-BFGS keeps the last finite iterate in practice
-        xyz = start
-    return xyz - xyz.mean(axis=0)
+    return _lbfgs(fun, start, max_iter, tol, gtol=1e-8)
 
 
 # ----------------------------------------------------------------------------- hand
