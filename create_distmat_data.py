@@ -12,6 +12,8 @@ fitted once here with the training chains' fingerprint; ``train_distmat.py`` use
 match) and DIR/report.json (every input skipped or partly
 skipped, with the reason, plus the summary printed at the end). report.json is written even when no
 chain can be kept (every file unreadable, or every chain filtered out); the exit status is then 2.
+Rebuilding into the same directory with another --format/--compress removes the earlier build's split
+files (train.json.gz beside a new train.json, ...) once the new ones are written.
 
 Nothing is dropped unseen: files that are not read (unreadable, BinaryCIF — which gemmi 0.7.5 cannot
 read —, dangling symbolic links, FIFOs and other non-regular files, never opened) are listed with the
@@ -26,21 +28,13 @@ shortest trailing part of its folder path that tells it apart: ``a/prot:A``, ``b
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from dataclasses import asdict
-from pathlib import Path
 
-from proteinmtp import __version__
-from proteinmtp.builder import SEARCH_MODES, BuildConfig, BuildInputError, NothingUsableError, build_dataset
+from proteinmtp.builddir import run_build
+from proteinmtp.builder import SEARCH_MODES, BuildConfig
 from proteinmtp.config import HelpFormatter
-from proteinmtp.constants import DATASET_FORMAT
-from proteinmtp.dataset import save_dataset
-from proteinmtp.fileio import atomic_write, write_json
-from proteinmtp.prior import SHIPPED_PRIOR_NAME, fit_shipped
-from proteinmtp.shards import save_shards
-from proteinmtp.splits import AUTO_EXHAUSTIVE_MAX, MMseqsError
+from proteinmtp.shards import DEFAULT_SHARD_MB
+from proteinmtp.splits import AUTO_EXHAUSTIVE_MAX
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,116 +92,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--format", choices=("json", "binary"), default="json",
                    help="json = DIR/<split>.json[.gz] (interchange, small sets); binary = DIR/<split>.shards/, "
                         "sharded numpy arrays read by memory map (proteinmtp.shards; large corpora, many ranks)")
-    p.add_argument("--shard_mb", type=float, default=256.0,
+    p.add_argument("--shard_mb", type=float, default=DEFAULT_SHARD_MB,
                    help="with --format binary: largest shard in MB (1e6 bytes)")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return p.parse_args(argv)
 
 
-def make_config(args: argparse.Namespace) -> BuildConfig:
-    d = BuildConfig()
-    val, test = args.val_fraction, args.test_fraction
-    if args.train_ratio is not None:
-        if val is not None or test is not None:
-            raise BuildInputError("--train_ratio cannot be combined with --val_fraction/--test_fraction")
-        if not 0.0 < args.train_ratio <= 1.0:
-            raise BuildInputError(f"--train_ratio must be in (0, 1], got {args.train_ratio}")
-        val = test = (1.0 - args.train_ratio) / 2
-    return BuildConfig(
-        min_len=args.min_len, max_seq_len=args.max_seq_len, max_missing_ca=args.max_missing_ca,
-        max_unknown=args.max_unknown, chains=args.chains, identity=args.identity, coverage=args.coverage,
-        search=args.search, verify_split=args.verify_split,
-        val_fraction=d.val_fraction if val is None else val, test_fraction=d.test_fraction if test is None else test,
-        max_cluster_share=args.max_cluster_share,
-        seed=args.seed, max_samples=args.max_samples, workers=args.workers, threads=args.threads,
-    )
-
-
-def format_summary(summary: dict, seconds: float) -> str:
-    s = summary
-    lines = [
-        f"files: {s['inputs']} inputs, {s['files_read']} read, {s['files_failed']} unreadable, "
-        f"{s['files_without_protein']} without protein chains, {s['files_repaired']} read after a repair "
-        f"(see report.json)  ({seconds:.1f} s)",
-    ]
-    lines += _failed_lines(s)
-    lines += [
-        f"chains: {s['chains_found']} found, {s['chains_kept']} kept (unique), "
-        f"{sum(s['chains_dropped'].values())} dropped",
-    ]
-    for reason, n in s["chains_dropped"].items():
-        lines.append(f"  dropped {reason:<22} {n}")
-    cl = s.get("clustering", {})
-    search = "" if not cl else " (exhaustive search)" if cl["exhaustive"] else " (k-mer prefilter)"
-    lines.append(f"clusters: {s['clusters_total']}{search}")
-    if "verify" in cl:
-        v = cl["verify"]
-        lines.append(f"  split verified exhaustively: {v['hits_across_splits']} held-out hits across splits, "
-                     f"{v['chains_moved_to_train']} chains ({v['clusters_moved']} clusters) moved to train")
-    elif cl and not cl["exhaustive"]:
-        lines.append("  note: the prefilter misses some links (3.1 % on a 6,631-chain corpus), so a held-out "
-                     "chain may keep a hit in train; --verify_split makes the split exact")
-    for name, v in s["splits"].items():
-        lines.append(f"  {name:<5} {v['chains']:6d} chains {v['clusters']:6d} clusters {v['residues']:8d} residues"
-                     f"  (largest cluster {v.get('largest_cluster', 0)})")
-    ln = s["length"]
-    lines.append(f"length: min {ln['min']}  p25 {ln['p25']:.0f}  median {ln['median']:.0f}  p75 {ln['p75']:.0f}  "
-                 f"max {ln['max']}  mean {ln['mean']:.1f}")
-    lines.append("  " + "  ".join(f"{k}: {v}" for k, v in ln["histogram"].items()))
-    return "\n".join(lines)
-
-
-def _failed_lines(s: dict) -> list[str]:
-    """One line per kind of file not read (unsupported format, dangling symlink, …)."""
-    return [f"  not read: {n} {kind.replace('_', ' ')}" for kind, n in s.get("files_failed_by_kind", {}).items()]
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    t0 = time.time()
-    try:
-        cfg = make_config(args)
-        out = Path(args.output_dir)
-        if out.exists() and not out.is_dir():
-            raise BuildInputError(f"--output_dir {out} exists and is not a directory")
-        if not args.shard_mb > 0:
-            raise BuildInputError(f"--shard_mb must be > 0, got {args.shard_mb}")
-        splits, stats, report = build_dataset(args.input, cfg, progress=not args.no_progress)
-    except NothingUsableError as e:
-        # no dataset, but the per-file reasons are what the user needs: the report is always written
-        config = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "threads")}
-        config.update({"input": list(args.input), "proteinmtp_version": __version__})
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "report.json", (json.dumps({"config": config, "error": str(e), **e.report}, indent=1)
-                                           + "\n").encode())
-        for line in _failed_lines(e.report.get("summary", {})):
-            print(line, file=sys.stderr)
-        print(f"create_distmat_data.py: error: {e}; each file's reason is in {out / 'report.json'}",
-              file=sys.stderr)
-        return 2
-    except (BuildInputError, MMseqsError) as e:
-        print(f"create_distmat_data.py: error: {e}", file=sys.stderr)
-        return 2
-    # workers/threads do not change the result; leaving them out keeps the output byte-identical.
-    config = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "threads")}
-    config.update({"input": list(args.input), "compress": args.compress,
-                   "proteinmtp_version": __version__, "format": DATASET_FORMAT})
-    suffix = ".shards" if args.format == "binary" else ".json.gz" if args.compress else ".json"
-    out.mkdir(parents=True, exist_ok=True)
-    for name, samples in splits.items():
-        if args.format == "binary":
-            save_shards(out / f"{name}{suffix}", samples, stats, config, shard_mb=args.shard_mb)
-        else:
-            save_dataset(out / f"{name}{suffix}", samples, stats, config)
-    # the training split's separation prior, fitted once here; train_distmat.py uses it when it matches
-    write_json(out / SHIPPED_PRIOR_NAME, fit_shipped(splits["train"]), indent=None)
-    seconds = time.time() - t0
-    report = {"config": config, **report}
-    atomic_write(out / "report.json", (json.dumps(report, indent=1) + "\n").encode())
-    print(format_summary(report["summary"], seconds))
-    print(f"wrote {', '.join(str(out / (n + suffix)) for n in splits)}, {out / SHIPPED_PRIOR_NAME} "
-          f"and {out / 'report.json'}")
-    return 0
+    a = parse_args(argv)
+    return run_build(a.input, a.output_dir, fmt=a.format, compress=a.compress, shard_mb=a.shard_mb,
+                     progress=not a.no_progress, val_fraction=a.val_fraction, test_fraction=a.test_fraction,
+                     train_ratio=a.train_ratio, min_len=a.min_len, max_seq_len=a.max_seq_len,
+                     max_missing_ca=a.max_missing_ca, max_unknown=a.max_unknown, chains=a.chains,
+                     identity=a.identity, coverage=a.coverage, search=a.search, verify_split=a.verify_split,
+                     max_cluster_share=a.max_cluster_share, seed=a.seed, max_samples=a.max_samples,
+                     workers=a.workers, threads=a.threads)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ else py="python3"; fi
 show() {
   date -u +"%Y-%m-%d %H:%M:%S UTC"
   rc=0
-  PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$py" -m proteinmtp.runs status --exit_code "$run_dir" || rc=$?
+  PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$py" -m proteinmtp.experiments status --exit_code "$run_dir" || rc=$?
   if command -v nvidia-smi >/dev/null 2>&1; then
     echo "GPU:"
     nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total,temperature.gpu \

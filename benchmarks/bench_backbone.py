@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from proteinmtp.fileio import atomic_write
+from proteinmtp.heads.losses import LossTargets, head_loss
 from proteinmtp.model import ModelSpec, build_model, count_parameters
 from proteinmtp.tiny import build_tokenizer
 from proteinmtp.training import DistanceCollator
@@ -257,7 +258,7 @@ def measure_length(model, opt, L: int, repeats: int, train_steps: bool = True) -
 
     def head_step():
         out = head(feats, rmask)
-        head.loss(out, dist, valid, stats)["loss"].backward()
+        head_loss(head, out, LossTargets(dist, valid, stats))["loss"].backward()
 
     head_step()                                  # warm-up (cheap)
     r["head_train_s"], r["head_train_runs_s"], pr = timed(head_step, max(repeats, 3), Probes(saved=True))

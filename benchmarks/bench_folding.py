@@ -186,12 +186,12 @@ def main() -> None:
     a = ap.parse_args()
     if a.quick:
         a.n_chains, a.study_chains, a.repeats = a.n_chains or 20, min(a.study_chains, 5), min(a.repeats, 2)
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.dataio import open_dataset
 
     t_start = time.perf_counter()
     if not Path(a.data).is_file():
         sys.exit(f"error: {a.data}: no such dataset (pass --data)")
-    samples = [s for s in load_dataset(a.data).samples if s.mask().sum() >= 2]
+    samples = [s for s in open_dataset(a.data).samples if s.mask().sum() >= 2]
     from proteinmtp.runcli import run_max_len
 
     max_len = run_max_len(a.run_dir)

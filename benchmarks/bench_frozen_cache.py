@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from proteinmtp.dataset import load_dataset
+from proteinmtp.dataio import open_dataset
 from proteinmtp.features import FeatureCache
 from proteinmtp.fileio import write_json
 from proteinmtp.model import HeadConfig, ModelSpec, build_model, count_parameters
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         args.steps = 5
     torch.set_num_threads(args.threads)
     mdir = minilm_dir()
-    ds = load_dataset(args.train_data)
+    ds = open_dataset(args.train_data)
     chains = [s for s in ds.samples if len(s.sequence) >= args.crop][: args.steps + 2]
     prior = SeparationPrior.fit(ds.samples)
     model = make_model(mdir, ds.global_stats, args.crop)

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from proteinmtp.experiments import experiment_dir, record_training
 from proteinmtp.fileio import atomic_open, write_json
-from proteinmtp.runs import experiment_dir, record_training
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,12 +124,12 @@ def calibrate(args: argparse.Namespace, layout: str, seed: int, backbone: Path, 
 
 def prior_val_curve(args: argparse.Namespace, run_dir: Path) -> dict:
     """The separation prior's mean-over-chains metrics on the same validation chains the training evaluated."""
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.dataio import open_dataset
     from proteinmtp.metrics import contact_metrics, distance_metrics
     from proteinmtp.prior import SeparationPrior
 
     prior = SeparationPrior.load(run_dir / "prior.json")
-    val = load_dataset(Path(args.data_dir) / "val.json.gz").samples
+    val = open_dataset(Path(args.data_dir) / "val.json.gz").samples
     if args.max_eval_samples:
         val = val[: args.max_eval_samples]
     rows = []

@@ -135,9 +135,9 @@ def structure_files(root: Path, limit: int) -> list[str]:
 
 
 def load_build(out_dir: Path) -> dict:
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.dataio import open_dataset
 
-    return {n: load_dataset(out_dir / f"{n}.json.gz").samples for n in ("train", "val", "test")}
+    return {n: open_dataset(out_dir / f"{n}.json.gz").samples for n in ("train", "val", "test")}
 
 
 # ------------------------------------------------------------------------------------------------ sections

@@ -70,14 +70,15 @@ def tiny_run(work: Path, train_data: str) -> Path:
     """A tiny backbone trained 5 steps on the first 64 chains of ``train_data`` (reused when present)."""
     import os
 
-    from proteinmtp.dataset import load_dataset, save_dataset
+    from proteinmtp.dataio import open_dataset
+    from proteinmtp.dataset import save_dataset
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = work / "tiny_run"
     if (run / "head.safetensors").is_file():
         return run
     work.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(train_data)
+    data = open_dataset(train_data)
     save_dataset(work / "train_small.json", list(data.samples)[:64], data.global_stats, {})
     subprocess.run([sys.executable, "-m", "proteinmtp.tiny", str(work / "backbone")], check=True, cwd=REPO, env=env)
     subprocess.run([sys.executable, str(REPO / "train_distmat.py"), "--train_data", str(work / "train_small.json"),
@@ -109,7 +110,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import os
 
-    from proteinmtp.dataset import load_dataset, save_dataset
+    from proteinmtp.dataio import open_dataset
+    from proteinmtp.dataset import save_dataset
     from proteinmtp.fileio import write_json
 
     counts = [10, 20, 40] if args.quick else [int(v) for v in args.counts.split(",")]
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     work = Path(args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     run = Path(args.model_path).resolve() if args.model_path else tiny_run(work, args.train_data)
-    data = load_dataset(args.data)
+    data = open_dataset(args.data)
     import dataclasses
 
     base = [s for s in data.samples if 30 <= len(s.sequence) <= args.max_len][: args.distinct]

@@ -14,9 +14,9 @@ Private_Dirty: pages only this process maps, including file pages no other proce
 (heap: never shared, not reclaimable). Reported: the growth over the imports, per residue of the
 split, and ``total_pss`` = the sum over ranks (the machine's real cost). Modes:
 
-* ``json``: ``load_dataset(<split>.json.gz)``: every Sample in memory, per rank;
+* ``json``: ``open_dataset(<split>.json.gz)``: every Sample in memory, per rank;
 * ``binary_lazy``: ``open_dataset(<split>.shards)``: lazy samples, as train_distmat.py reads a binary split;
-* ``binary_eager``: ``load_dataset(<split>.shards)``: every Sample in memory (checksums verified).
+* ``binary_eager``: ``list(open_dataset(<split>.shards).samples)``: every Sample in memory.
 
 Output: a table and JSON at --out (default benchmarks/results/scale_loader.json), schema
 ``{"config": {...}, "n_samples", "n_residues", "convert_s", "rows": [{"mode", "ranks", "load_s",
@@ -66,13 +66,14 @@ def worker(mode: str, path: str, barrier, queue) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import numpy as np
 
-    from proteinmtp.dataset import load_dataset
-    from proteinmtp.shards import open_dataset
+    from proteinmtp.dataio import open_dataset
 
     gc.collect()
     before = smaps()
     t0 = time.perf_counter()
-    ds = open_dataset(path) if mode == "binary_lazy" else load_dataset(path)
+    ds = open_dataset(path)
+    if mode == "binary_eager":
+        ds.samples = list(ds.samples)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     n_present = 0
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.dataio import open_dataset
     from proteinmtp.fileio import write_json
     from proteinmtp.shards import is_shards, read_index, save_shards
 
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
         print(f"error: no {split}.json.gz or {split}.json in {args.data}", file=sys.stderr)
         return 2
     dst = Path(args.binary_dir) / f"{split}.shards"
-    ds = load_dataset(src)
+    ds = open_dataset(src)
     n_samples, n_res = len(ds), sum(len(s) for s in ds.samples)
     convert_s = None
     if not (is_shards(dst) and read_index(dst)["n_samples"] == n_samples):

@@ -243,7 +243,7 @@ def main(argv=None) -> int:
         with open(f"{out}.log", "a") as log:
             subprocess.run(train_command(args, w, seed, out), check=True, stdout=log, stderr=subprocess.STDOUT,
                            cwd=ROOT)
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.dataio import open_dataset
     from proteinmtp.fileio import write_json
     from proteinmtp.secondary import ss_block
 
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
     with_ss = [s for s in test if s.ss8 is not None and set(s.ss8) - {"?"}]
     maj = ss_block([(s.ss8, s.ss8) for s in with_ss]) or {}
     baseline = {"majority": maj, "propensity": propensity_baseline(
-        load_dataset(Path(args.data_dir) / "train.json.gz").samples, with_ss),
+        open_dataset(Path(args.data_dir) / "train.json.gz").samples, with_ss),
         "n_test_with_ss": len(with_ss)}
     evals: dict[str, dict[int, dict]] = {}
     for (arm, seed), out in runs.items():

@@ -53,7 +53,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proteinmtp import templates as T  # noqa: E402
-from proteinmtp.dataset import load_dataset  # noqa: E402
+from proteinmtp.dataio import open_dataset  # noqa: E402
 from proteinmtp.fileio import write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,10 +83,10 @@ def filled(f: dict, slot: int, fallback: np.ndarray) -> np.ndarray:
 
 def copy_baselines(train, test, db, found, k: int, reconstruct_structures: bool) -> dict:
     from proteinmtp.eval_scoring import score_prediction
-    from proteinmtp.geometry import reconstruct
     from proteinmtp.metrics import distance_metrics
     from proteinmtp.neighbour import find_neighbours
     from proteinmtp.prior import SeparationPrior
+    from proteinmtp.reconstruction import reconstruct
 
     prior = SeparationPrior.fit(train)
     nbs = find_neighbours(train, test)
@@ -360,8 +360,8 @@ def main(argv=None) -> int:
         return cost_only(args)
     repeats = 2 if args.quick else 5
     db = T.TemplateDatabase.load(args.train)
-    train = load_dataset(args.train).samples
-    test = load_dataset(args.test).samples
+    train = open_dataset(args.train).samples
+    test = open_dataset(args.test).samples
     results: dict = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()], "train": label(args.train), "test": label(args.test), "k": args.k, "threads": 1}
 
     results["search_test_vs_train"] = timed_search(test, db)
@@ -380,7 +380,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         big = T.TemplateDatabase.load(args.db)
         t_load = time.perf_counter() - t0
-        pool = [s for split in ("test", "val", "train") for s in load_dataset(DEMO / f"{split}.json.gz").samples]
+        pool = [s for split in ("test", "val", "train") for s in open_dataset(DEMO / f"{split}.json.gz").samples]
         queries = pool[:args.n_queries]
         one = min(pool, key=lambda s: abs(len(s.sequence) - 256))
         single = [timed_search([one], big) for _ in range(2 if args.quick else 3)]

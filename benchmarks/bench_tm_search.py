@@ -130,11 +130,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import tmtools
 
-    from proteinmtp.dataset import load_dataset
+    from proteinmtp.dataio import open_dataset
 
     lengths = [100, 300] if args.quick else [int(v) for v in args.lengths.split(",")]
     repeat = 1 if args.quick else args.repeat
-    samples = list(load_dataset(args.data).samples)
+    samples = list(open_dataset(args.data).samples)
     rows, per_decoy = [], []
     for target in lengths:
         s = min(samples, key=lambda x: (abs(int(x.mask().sum()) - target), x.id))

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from proteinmtp.builder import BuildConfig
-from proteinmtp.dataset import load_dataset
+from proteinmtp.dataio import open_dataset
 from proteinmtp.fileio import atomic_write
 from proteinmtp.splits import iter_search_hits
 
@@ -51,7 +51,7 @@ def main() -> int:
     p.add_argument("--output", default="benchmarks/results/leakage_demo.json", help="JSON result file")
     args = p.parse_args()
     data_dir = Path(args.data_dir)
-    splits = {n: load_dataset(_find(data_dir, n)).samples for n in ("train", "val", "test")}
+    splits = {n: open_dataset(_find(data_dir, n)).samples for n in ("train", "val", "test")}
     train = {s.id: s.sequence for s in splits["train"]}
     held = {s.id: s.sequence for n in ("val", "test") for s in splits[n]}
     result: dict = {"data_dir": str(args.data_dir), "identity": args.identity, "coverage": args.coverage,

@@ -7,12 +7,15 @@ For each chain (native Cα trace; residues without Cα dropped, gaps kept as cha
 * exact distances -> classical MDS must return the native (RMSD < 0.01 Å);
 * noisy distances, σ = 1, 2, 4 Å, two kinds: "uniform" (d + N(0, σ²)) and "growing" (d + N(0, (σ d / d̄)²),
   d̄ the chain's mean distance, so the average σ is the same); symmetric noise, clipped at 1 Å;
-* methods: classical MDS; ``geometry.refine`` (uniform weights, bond + clash terms); the same with
-  1/d² weights (the weighting the issue warns about); scikit-learn SMACOF started from classical MDS;
-  ``distogram`` (``proteinmtp.folding.fold``, uniform weights) on a distogram synthesised from the noisy
-  distance (``synthetic_distogram``: the posterior a calibrated model would give, a Gaussian centred on the
-  noisy distance with the pair's noise sd, discretised into the model's 42 bins; the noisy distance is
-  also its "given" start).
+* methods: every method of the registry (``proteinmtp.reconstruction.METHODS``, run by
+  ``reconstruction.reconstruct`` exactly as inference runs it, final clash-resolving stage included; hand
+  chosen below): classical MDS, ``refine`` (uniform weights, bond + clash terms), ``distogram`` (uniform
+  weights) on a distogram synthesised from the noisy distance (``synthetic_distogram``: the posterior a
+  calibrated model would give, a Gaussian centred on the noisy distance with the pair's noise sd,
+  discretised into the model's 42 bins; the noisy distance is also its "given" start); and two study-only
+  variants: ``refine`` with 1/d² weights (the weighting the issue warns about) and scikit-learn SMACOF
+  started from classical MDS (neither has the final stage). ``--no_final`` runs the registry's methods
+  without the final stage (the reconstruction before it existed).
   Every method's output goes through the same hand rule (``geometry.choose_hand``), and RMSD/TM are
   computed on the hand it picked (lDDT is mirror-invariant).
 Writes benchmarks/results/reconstruction.json and prints a table.
@@ -32,6 +35,7 @@ from tqdm import tqdm
 
 from proteinmtp import geometry as G
 from proteinmtp import metrics as M
+from proteinmtp import reconstruction as R
 from proteinmtp.constants import CA_CA_BOND
 from proteinmtp.fileio import write_json
 from proteinmtp.structure import read_structure
@@ -39,7 +43,8 @@ from proteinmtp.structure import read_structure
 REPO = Path(__file__).resolve().parents[1]
 
 
-METHODS = ("classical", "refine", "refine_inv_d2", "smacof", "distogram")
+STUDY_VARIANTS = ("refine_inv_d2", "smacof")          # this study's own methods, beside the registry's
+METHODS = (*R.method_names(), *STUDY_VARIANTS)
 BIN_EDGES = np.linspace(2.0, 22.0, 41)   # the distance head's: 40 bins of 0.5 Å, below 2 Å, overflow > 22 Å
 MIN_SD = 0.05                            # Å, floor of a synthesised distogram's sd (growing noise near d = 0)
 
@@ -102,25 +107,24 @@ def synthetic_distogram(d_noisy: np.ndarray, sigma: float, kind: str) -> np.ndar
 
 
 def run_method(method: str, d: np.ndarray, breaks: list[int], smacof_iter: int,
-               distogram: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+               distogram: np.ndarray | None = None, final: bool = True) -> tuple[np.ndarray, float]:
+    """Coordinates of ``method`` (a registry name, or one of ``STUDY_VARIANTS``) from ``d``, hand not chosen;
+    (xyz [L, 3] Å, seconds)."""
     t0 = time.perf_counter()
-    if method == "distogram":
-        from proteinmtp.folding import fold
-
-        x, _ = fold(d, distogram, BIN_EDGES, breaks=breaks)
-        return x, time.perf_counter() - t0
-    x = G.classical_mds(d)
-    if method == "refine":
-        x = G.refine(x, d, breaks=breaks)
+    if method in R.METHODS:
+        x, _ = R.reconstruct(d, method=method, breaks=breaks, hand=False, final=final, distogram=distogram,
+                             bin_edges=BIN_EDGES if distogram is not None else None)
     elif method == "refine_inv_d2":
         w = 1.0 / np.maximum(d, 1.0) ** 2
-        x = G.refine(x, d, w, breaks=breaks)
+        x = G.refine(G.classical_mds(d), d, w, breaks=breaks)
     elif method == "smacof":
         from sklearn.manifold import smacof
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            x = smacof(d, n_components=3, init=x, n_init=1, max_iter=smacof_iter, metric=True)[0]
+            x = smacof(d, n_components=3, init=G.classical_mds(d), n_init=1, max_iter=smacof_iter, metric=True)[0]
+    else:
+        raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
     return x, time.perf_counter() - t0
 
 
@@ -138,17 +142,19 @@ def score(x: np.ndarray, native: np.ndarray, breaks: list[int]) -> dict:
         "hand_score": info["score"],
         "bond_mean_abs_dev": float(np.abs(bl[bonded] - CA_CA_BOND).mean()),
         "bond_max_abs_dev": float(np.abs(bl[bonded] - CA_CA_BOND).max()),
+        "clashes": M.clash_check(xh, breaks)["clashes"],
     }
 
 
 def summarise(rows: list[dict]) -> dict:
-    keys = ("rmsd", "tm_score", "lddt", "seconds", "hand_correct", "bond_mean_abs_dev", "bond_max_abs_dev")
+    keys = ("rmsd", "tm_score", "lddt", "seconds", "hand_correct", "bond_mean_abs_dev", "bond_max_abs_dev",
+            "clashes")
     return {k: float(np.mean([r[k] for r in rows])) for k in keys} | {
         "bond_max_abs_dev_worst": float(np.max([r["bond_max_abs_dev"] for r in rows]))}
 
 
-def run_conditions(chains: list[dict], sigmas, methods, rng: np.random.Generator, smacof_iter: int = 300
-                   ) -> tuple[dict, list[dict]]:
+def run_conditions(chains: list[dict], sigmas, methods, rng: np.random.Generator, smacof_iter: int = 300,
+                   final: bool = True) -> tuple[dict, list[dict]]:
     """Every (noise kind, σ) × method on every chain; the methods see the same noisy matrix.
     Returns (table {"<kind>_<σ>": {method: means}}, per-chain rows)."""
     per_chain: list[dict] = []
@@ -159,7 +165,7 @@ def run_conditions(chains: list[dict], sigmas, methods, rng: np.random.Generator
             d = noisy(G.distance_matrix(c["ca"]), sigma, kind, rng)
             dg = synthetic_distogram(d, sigma, kind) if "distogram" in methods else None
             for m in methods:
-                x, secs = run_method(m, d, c["breaks"], smacof_iter, dg)
+                x, secs = run_method(m, d, c["breaks"], smacof_iter, dg if m == "distogram" else None, final)
                 r = score(x, c["ca"], c["breaks"]) | {"seconds": secs}
                 rows[m].append(r)
                 per_chain.append({"id": c["id"], "L": len(c["ca"]), "noise": kind, "sigma": sigma, "method": m, **r})
@@ -167,21 +173,23 @@ def run_conditions(chains: list[dict], sigmas, methods, rng: np.random.Generator
     return table, per_chain
 
 
-def compare(folder: Path, n_chains: int, sigmas, methods, seed: int, min_len: int = 50, max_len: int = 300) -> dict:
+def compare(folder: Path, n_chains: int, sigmas, methods, seed: int, min_len: int = 50, max_len: int = 300,
+            final: bool = True) -> dict:
     """The study restricted to ``methods`` (used by bench_folding.py): table, chain ids and lengths."""
     chains = load_chains(folder, n_chains, min_len, max_len, seed)
-    table, _ = run_conditions(chains, sigmas, methods, np.random.default_rng(seed))
+    table, _ = run_conditions(chains, sigmas, methods, np.random.default_rng(seed), final=final)
     return {"n_chains": len(chains), "ids": [c["id"] for c in chains], "lengths": [len(c["ca"]) for c in chains],
             "sigmas": list(sigmas), "methods": list(methods), "seed": seed, "table": table}
 
 
 def print_table(table: dict) -> None:
     print(f"{'noise':>12} {'method':>14} {'RMSD Å':>8} {'TM':>7} {'lDDT':>7} {'hand ok':>8} "
-          f"{'|bond−3.8|':>10} {'max':>6} {'time s':>7}")
+          f"{'|bond−3.8|':>10} {'max':>6} {'clash/100':>9} {'time s':>7}")
     for cond, t in table.items():
         for m, s in t.items():
             print(f"{cond:>12} {m:>14} {s['rmsd']:8.3f} {s['tm_score']:7.4f} {s['lddt']:7.4f} {s['hand_correct']:8.2f} "
-                  f"{s['bond_mean_abs_dev']:10.4f} {s['bond_max_abs_dev']:6.3f} {s['seconds']:7.3f}")
+                  f"{s['bond_mean_abs_dev']:10.4f} {s['bond_max_abs_dev']:6.3f} {s.get('clashes', float('nan')):9.2f} "
+                  f"{s['seconds']:7.3f}")
 
 
 def main() -> None:
@@ -195,6 +203,8 @@ def main() -> None:
     ap.add_argument("--sigmas", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="noise levels σ in Å")
     ap.add_argument("--smacof_iter", type=int, default=300, help="SMACOF max iterations (sklearn default)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (chain order and noise)")
+    ap.add_argument("--no_final", action="store_true",
+                    help="run the registry's methods without the final clash-resolving stage (the old path)")
     ap.add_argument("--output", default=str(REPO / "benchmarks/results/reconstruction.json"), help="JSON output")
     a = ap.parse_args()
     folder = Path(a.structures)
@@ -213,7 +223,7 @@ def main() -> None:
         exact.append({"id": c["id"], "rmsd_chosen_hand": M.rmsd(xh, c["ca"]),
                       "rmsd_best_hand": min(M.rmsd(x, c["ca"]), M.rmsd(G.mirror(x), c["ca"]))})
 
-    table, per_chain = run_conditions(chains, a.sigmas, METHODS, rng, a.smacof_iter)
+    table, per_chain = run_conditions(chains, a.sigmas, METHODS, rng, a.smacof_iter, final=not a.no_final)
 
     # the acceptance checks of issue 4
     checks = {

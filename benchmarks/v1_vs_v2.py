@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         if any(t["rc"] != 0 for t in timing["train"].values()):
             print("error: a training run failed; see its train_console.log", file=sys.stderr)
             return 1
-        from proteinmtp.runs import record_training  # config.json, training_log.txt, training curves
+        from proteinmtp.experiments import record_training  # config.json, training_log.txt, training curves
 
         for h in NAMES:
             record_training(REPO / runs[h], REPO / exp[h])

@@ -20,10 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from proteinmtp.dataset import (
-    Sample,
-    compute_global_stats,
-)
+from proteinmtp.buildreport import BuildReport, length_summary
+from proteinmtp.dataset import Sample, SampleFieldError, compute_global_stats
 from proteinmtp.geometry import chain_breaks
 
 SEED_COORD_KEYS = ("ca", "coords", "coordinates", "ca_coords")
@@ -265,8 +263,10 @@ def read_seed_records(path: str) -> FileResult:
             elif ":" not in rid:
                 rid = f"{rid}:A"
             rids = rec.get("residue_ids") or [str(k + 1) for k in range(len(seq))]
-            samples.append(Sample(id=rid, sequence=seq, ca=ca, residue_ids=[str(r) for r in rids],
-                                  source=path, split="", cb=None, breaks=list(chain_breaks(ca))))
+            sample = Sample(id=rid, sequence=seq, ca=ca, residue_ids=[str(r) for r in rids],
+                            source=path, split="", cb=None, breaks=list(chain_breaks(ca)))
+            sample.check()
+            samples.append(sample)
         except (ValueError, TypeError) as e:
             bad.append({"record": i, "reason": f"invalid record: {e}"})
     return FileResult(path, samples, record_errors=bad)
@@ -358,56 +358,7 @@ def filter_reason(s: Sample, cfg: BuildConfig, bare: set[str], full: set[str]) -
     return None
 
 
-def _length_summary(lengths: Sequence[int]) -> dict:
-    if not lengths:
-        return {"n": 0}
-    a = np.asarray(lengths)
-    edges = [0, 50, 100, 200, 400, 800, 10**9]
-    labels = ["<50", "50-99", "100-199", "200-399", "400-799", ">=800"]
-    hist = {lab: int(((a >= lo) & (a < hi)).sum()) for lab, lo, hi in zip(labels, edges[:-1], edges[1:])}
-    q = np.percentile(a, [0, 25, 50, 75, 100])
-    return {"n": int(len(a)), "min": int(q[0]), "p25": float(q[1]), "median": float(q[2]), "p75": float(q[3]),
-            "max": int(q[4]), "mean": float(a.mean()), "histogram": hist}
-
-
-class _Report:
-    """What the build did to every file and chain: report.json "files" entries, drop counts, file counters."""
-
-    def __init__(self):
-        self.files: dict[str, dict] = {}
-        self.dropped: dict[str, int] = {}
-        self.n_found = self.n_read = self.n_failed = self.n_noprotein = self.n_repaired = 0
-        self.failed_by_kind: dict[str, int] = {}
-
-    def note(self, file: str, status: str, **kw) -> dict:
-        e = self.files.setdefault(file, {"file": file, "status": status})
-        if status == "skipped":
-            e["status"] = "skipped"
-        e.update(kw)
-        return e
-
-    def drop(self, s: Sample, reason: str, detail: str = "") -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        e = self.note(s.source, "partial")
-        e.setdefault("chains", []).append({"id": s.id, "reason": reason, **({"detail": detail} if detail else {})})
-
-    def file_entries(self) -> list[dict]:
-        return [self.files[k] for k in sorted(self.files)]
-
-    def file_summary(self, n_inputs: int, n_ignored: int) -> dict:
-        return {
-            "inputs": n_inputs,
-            "files_read": self.n_read,
-            "files_failed": self.n_failed,
-            "files_failed_by_kind": dict(sorted(self.failed_by_kind.items())),
-            "files_without_protein": self.n_noprotein,
-            "files_repaired": self.n_repaired,
-            "files_ignored_extension": n_ignored,
-            "chains_found": self.n_found,
-        }
-
-
-def _candidates(results: Sequence[FileResult], ids: dict[str, str], cfg: BuildConfig, rep: _Report) -> list[Sample]:
+def _candidates(results: Sequence[FileResult], ids: dict[str, str], cfg: BuildConfig, rep: BuildReport) -> list[Sample]:
     """Chains of the readable files that pass the filters (ids made unique across folders); the rest is
     noted in ``rep``."""
     from proteinmtp.structure import structure_stem
@@ -441,6 +392,11 @@ def _candidates(results: Sequence[FileResult], ids: dict[str, str], cfg: BuildCo
                 rep.drop(s, "duplicate_id")
                 continue
             seen_ids.add(s.id)
+            try:
+                s.check()               # the rules a dataset file obeys: never write one the reader refuses
+            except SampleFieldError as e:
+                rep.drop(s, "invalid_chain", str(e))
+                continue
             reason = filter_reason(s, cfg, bare, full)
             if reason:
                 rep.drop(s, reason)
@@ -449,7 +405,7 @@ def _candidates(results: Sequence[FileResult], ids: dict[str, str], cfg: BuildCo
     return out
 
 
-def _deduplicate(candidates: list[Sample], cfg: BuildConfig, rep: _Report) -> list[Sample]:
+def _deduplicate(candidates: list[Sample], cfg: BuildConfig, rep: BuildReport) -> list[Sample]:
     """Identical sequences kept once (most resolved Cα, then lexicographic id), one chain per id (first by
     source path), then at most ``cfg.max_samples`` chains chosen by ``cfg.seed``."""
     by_seq: dict[str, list[Sample]] = {}
@@ -479,7 +435,7 @@ def _deduplicate(candidates: list[Sample], cfg: BuildConfig, rep: _Report) -> li
     return kept
 
 
-def _nothing_usable(rep: _Report, file_summary: dict, n_inputs: int) -> NothingUsableError:
+def nothing_usable(rep: BuildReport, file_summary: dict, n_inputs: int) -> NothingUsableError:
     """The error (with the report) when no chain is left, saying at which stage everything was lost."""
     report = {"summary": {**file_summary, "chains_kept": 0, "chains_dropped": dict(sorted(rep.dropped.items()))},
               "files": rep.file_entries()}
@@ -541,12 +497,12 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
             {"summary": {"inputs": 0, "files_read": 0, "files_ignored_extension": len(ignored)}, "files": []})
     ids = file_ids([path for kind, path in items if kind == "structure"])
     results = read_inputs(items, workers=cfg.workers, progress=progress)
-    rep = _Report()
+    rep = BuildReport()
     kept = _deduplicate(_candidates(results, ids, cfg, rep), cfg, rep)
     del results  # the chains dropped above need not stay in memory
     file_summary = rep.file_summary(len(items), len(ignored))
     if not kept:
-        raise _nothing_usable(rep, file_summary, len(items))
+        raise nothing_usable(rep, file_summary, len(items))
     splits, cluster_of, clustering = _split(kept, cfg, workdir)
     if not splits["train"]:
         raise BuildInputError("the training split is empty; lower --val_fraction/--test_fraction or add data")
@@ -560,7 +516,7 @@ def build_dataset(inputs: Sequence[str], cfg: BuildConfig, *, progress: bool = T
                        "residues": int(sum(len(s) for s in v))} for k, v in splits.items()},
         "clusters_total": len(set(cluster_of.values())),
         "clustering": clustering,
-        "length": _length_summary([len(s) for s in kept]),
-        "length_by_split": {k: _length_summary([len(s) for s in v]) for k, v in splits.items()},
+        "length": length_summary([len(s) for s in kept]),
+        "length_by_split": {k: length_summary([len(s) for s in v]) for k, v in splits.items()},
     }
     return splits, stats, {"summary": summary, "files": rep.file_entries()}

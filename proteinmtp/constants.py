@@ -19,6 +19,10 @@ AA3_TO_AA1 = {v: k for k, v in AA1_TO_AA3.items() if k in STANDARD_AA}
 CA_CA_BOND = 3.8          # ideal consecutive trans Cα–Cα distance
 CHAIN_BREAK_CA_CA = 4.2   # consecutive Cα further apart than this = chain break
 CONTACT_CUTOFF = 8.0      # Cα–Cα (or Cβ–Cβ) contact definition
+# Bounds every predicted Cα trace must keep (``metrics.clash_check``; natives: i, i+2 ≥ 4.4 Å).
+CLASH_MIN_CA_CA = 3.5     # no non-bonded Cα pair (|i − j| ≥ 2, or i, i+1 across a chain break) closer
+I2_MIN_CA_CA = 4.2        # no i, i+2 Cα pair closer (the Cα virtual angle ≥ ~67°)
+BOND_TOLERANCE = 0.1      # no Cα–Cα bond (i, i+1 within a chain segment) off CA_CA_BOND by more
 
 # Sequence-separation ranges |i - j| (inclusive bounds; None = no upper bound).
 SEPARATION_RANGES = {

@@ -21,29 +21,35 @@ Coordinates (Å) are stored, never distance matrices: the file grows with L, not
 
 Example::
 
-    from proteinmtp.dataset import load_dataset
-    ds = load_dataset("data/demo/dataset/train.json.gz")
+    from proteinmtp.dataio import open_dataset
+    ds = open_dataset("data/demo/dataset/train.json.gz")
     d = ds.samples[0].distances()          # [L, L] Å, NaN where a Cα is missing
     target = (np.log(d) - ds.global_stats["log_dist_mean"]) / ds.global_stats["log_dist_std"]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from proteinmtp.constants import DATASET_FORMAT
+from proteinmtp.constants import ALLOWED_AA, DATASET_FORMAT
 from proteinmtp.fileio import atomic_open, read_bytes
 from proteinmtp.geometry import distance_matrix
+from proteinmtp.secondary import check_ss8, ss8_to_ss3
 
 FORMAT_NAME, _, _FORMAT_VERSION = DATASET_FORMAT.partition("/")
 FORMAT_VERSION = int(_FORMAT_VERSION)
 REQUIRED_SAMPLE_KEYS = ("id", "sequence", "ca")
+SPLIT_NAMES = ("train", "val", "test", "")     # "" = not assigned (seed-era input, before splitting)
+COORD_LIMIT = 1e4          # Å: no coordinate of a real chain is further from the origin (PDB's field ends at 9999.999)
 GLOBAL_STATS_KEYS = (
     "n_chains", "n_pairs", "dist_mean", "dist_std", "dist_min", "dist_max", "dist_median",
     "log_dist_mean", "log_dist_std", "target_mean", "target_std", "target_min", "target_max",
@@ -51,7 +57,22 @@ GLOBAL_STATS_KEYS = (
 
 
 class DatasetFormatError(ValueError):
-    """A dataset file is unreadable, truncated, of an unknown/newer format, or misses required keys."""
+    """A dataset file is unreadable, truncated, of an unknown/newer format, misses required keys, or holds a
+    malformed sample (the message then reads ``FILE: sample N ('id'): field: what is wrong``)."""
+
+
+class SampleFieldError(ValueError):
+    """One field of one sample is malformed; :func:`sample_error` puts it in a :class:`DatasetFormatError`."""
+
+    def __init__(self, field_name: str, problem: str):
+        super().__init__(f"{field_name}: {problem}")
+        self.field, self.problem = field_name, problem
+
+
+def sample_error(where: str, n: int, sample_id: Any, e: SampleFieldError) -> DatasetFormatError:
+    """``WHERE: sample N ('id'): field: what is wrong`` (N: 0-based position in the file)."""
+    sid = repr(sample_id) if isinstance(sample_id, str) else "'?'"
+    return DatasetFormatError(f"{where}: sample {n} ({sid}): {e}")
 
 
 @dataclass
@@ -78,8 +99,6 @@ class Sample:
 
     def ss3(self) -> str | None:
         """[L] 3-state string of ``ss8`` (H,G,I→H; E,B→E; others→C; ``?`` stays); None without ss8."""
-        from proteinmtp.secondary import ss8_to_ss3
-
         return None if self.ss8 is None else ss8_to_ss3(self.ss8)
 
     def distances(self) -> np.ndarray:
@@ -106,39 +125,131 @@ class Sample:
             d["ss8"] = self.ss8
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], *, where: str = "") -> Sample:
-        missing = [k for k in REQUIRED_SAMPLE_KEYS if k not in d]
-        if missing:
-            raise DatasetFormatError(f"{where}: sample {d.get('id', '?')!r} lacks key(s) {missing}")
-        seq = d["sequence"]
-        ca = _coords_from_json(d["ca"], f"{where}: sample {d['id']!r} 'ca'")
-        if len(ca) != len(seq):
-            raise DatasetFormatError(
-                f"{where}: sample {d['id']!r} has {len(seq)} residues but {len(ca)} Cα entries"
-            )
-        cb = _coords_from_json(d["cb"], f"{where}: sample {d['id']!r} 'cb'") if d.get("cb") is not None else None
-        rids = [str(r) for r in d.get("residue_ids") or range(1, len(seq) + 1)]
-        ss8 = d.get("ss8")
-        if ss8 is not None:
-            from proteinmtp.secondary import check_ss8
+    def check(self) -> None:
+        """Raise :class:`SampleFieldError` at the first malformed field (type, shape, finiteness, range):
+        the one set of rules for every reader and writer of both formats."""
+        check_sample(self)
 
-            try:
-                check_ss8(ss8, len(seq))
-            except ValueError as e:
-                raise DatasetFormatError(f"{where}: sample {d['id']!r} 'ss8': {e}") from None
-        return cls(
-            id=str(d["id"]),
-            sequence=seq,
-            ca=ca,
-            residue_ids=rids,
-            source=str(d.get("source", "")),
-            split=str(d.get("split", "")),
-            cb=cb,
-            breaks=[int(b) for b in d.get("breaks", [])],
-            cluster=d.get("cluster"),
-            ss8=ss8,
-        )
+    @classmethod
+    def from_dict(cls, d: Any, *, where: str = "", n: int = 0) -> Sample:
+        """A validated Sample from one JSON object of a split file (DatasetFormatError naming file, sample
+        position ``n``, id and field otherwise)."""
+        sid = d.get("id") if isinstance(d, dict) else None
+        try:
+            s = cls(**_fields_from_json(d, cls))
+            s.check()
+        except SampleFieldError as e:
+            raise sample_error(where, n, sid, e) from None
+        return s
+
+
+_NUMBER = (int, float)
+_NUMBER_TYPES = frozenset(_NUMBER)        # exactly int and float: bool is a subclass of int, and refused
+_NAN_ROW = [math.nan] * 3
+
+
+def _fields_from_json(d: Any, cls: type) -> dict[str, Any]:
+    """Constructor arguments of ``cls`` from one sample's JSON object: the JSON-level checks (an object, no
+    unknown field, the required ones present, coordinates as lists of numbers) and the conversion to
+    arrays; :func:`check_sample` checks the rest (SampleFieldError)."""
+    if not isinstance(d, dict):
+        raise SampleFieldError("sample", f"must be a JSON object, got {_json_type(d)}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise SampleFieldError(unknown[0], f"unknown field (this code reads {sorted(known)})")
+    for k in REQUIRED_SAMPLE_KEYS:
+        if k not in d:
+            raise SampleFieldError(k, "missing (required)")
+    kw = dict(d)
+    seq = d["sequence"]
+    if not isinstance(seq, str):
+        raise SampleFieldError("sequence", f"must be a string, got {_json_type(seq)}")
+    kw["ca"] = _coords_from_json(d["ca"], len(seq), "ca")
+    if d.get("cb") is not None:
+        kw["cb"] = _coords_from_json(d["cb"], len(seq), "cb")
+    if d.get("residue_ids") is None:
+        kw["residue_ids"] = [str(i) for i in range(1, len(seq) + 1)]
+    kw.setdefault("source", "")
+    kw.setdefault("split", "")
+    return kw
+
+
+def _json_type(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def check_sample(s: Any) -> None:
+    """The rules every sample obeys (SampleFieldError at the first broken one). ``s``: a Sample (or any
+    object with its attributes)."""
+    if not isinstance(s.id, str) or not s.id:
+        raise SampleFieldError("id", f"must be a non-empty string, got {s.id!r}")
+    seq = s.sequence
+    if not isinstance(seq, str):
+        raise SampleFieldError("sequence", f"must be a string, got {_json_type(seq)}")
+    if not seq:
+        raise SampleFieldError("sequence", "is empty")
+    bad = sorted(set(seq) - _ALLOWED)
+    if bad:
+        raise SampleFieldError("sequence", f"letters {bad[:10]} outside the alphabet {ALLOWED_AA}")
+    L = len(seq)
+    check_coords(s.ca, L, "ca")
+    if s.cb is not None:
+        check_coords(s.cb, L, "cb")
+    rids = s.residue_ids
+    if not isinstance(rids, list | tuple):
+        raise SampleFieldError("residue_ids", f"must be a list of strings, got {_json_type(rids)}")
+    if len(rids) != L:
+        raise SampleFieldError("residue_ids", f"{len(rids)} entries for {L} residues")
+    if set(map(type, rids)) != {str} or "" in rids:        # C-level passes; the loop names the entry
+        for i, r in enumerate(rids):
+            if not isinstance(r, str) or not r:
+                raise SampleFieldError("residue_ids", f"entry {i} is {r!r}, not a non-empty string")
+    for name in ("source", "split"):
+        if not isinstance(getattr(s, name), str):
+            raise SampleFieldError(name, f"must be a string, got {_json_type(getattr(s, name))}")
+    if s.split not in SPLIT_NAMES:
+        raise SampleFieldError("split", f"{s.split!r} is not one of {list(SPLIT_NAMES)}")
+    if s.cluster is not None and not isinstance(s.cluster, str):
+        raise SampleFieldError("cluster", f"must be a string or null, got {_json_type(s.cluster)}")
+    br = s.breaks
+    if not isinstance(br, list | tuple):
+        raise SampleFieldError("breaks", f"must be a list of residue indices, got {_json_type(br)}")
+    prev = -1
+    for i, b in enumerate(br):
+        if type(b) is not int and not isinstance(b, np.integer):
+            raise SampleFieldError("breaks", f"entry {i} is {b!r}, not an integer")
+        if not prev < b <= L - 2:
+            raise SampleFieldError("breaks", f"entry {i} is {b}: breaks are increasing indices in 0..{L - 2} "
+                                   "(a break i lies between residues i and i + 1)")
+        prev = b
+    if s.ss8 is not None:
+        try:
+            check_ss8(s.ss8, L, "")
+        except ValueError as e:
+            raise SampleFieldError("ss8", str(e).strip()) from None
+
+
+_ALLOWED = frozenset(ALLOWED_AA)
+
+
+def check_coords(xyz: Any, L: int, name: str) -> None:
+    """[L, 3] float array, each row all finite within ±COORD_LIMIT Å or all NaN (missing)."""
+    if not isinstance(xyz, np.ndarray) or xyz.dtype.kind != "f":
+        raise SampleFieldError(name, "must be a float array of [x, y, z] rows")
+    if xyz.shape != (L, 3):
+        raise SampleFieldError(name, f"shape {list(xyz.shape)}, expected [{L}, 3] (one row per residue)")
+    nan = np.isnan(xyz)
+    part = nan.any(axis=1) & ~nan.all(axis=1)
+    if part.any():
+        i = int(np.argmax(part))
+        raise SampleFieldError(name, f"entry {i} has NaN in some coordinates only")
+    bad = ~nan & ~(np.abs(xyz) <= COORD_LIMIT)
+    if bad.any():
+        i = int(np.argmax(bad.any(axis=1)))
+        raise SampleFieldError(name, f"entry {i} is {xyz[i].tolist()}: coordinates must be finite and within "
+                               f"±{COORD_LIMIT:g} Å")
 
 
 @dataclass
@@ -169,16 +280,28 @@ def _coords_to_json(xyz: np.ndarray) -> list:
     return [r if k else None for r, k in zip(rounded, ok.tolist())]
 
 
-def _coords_from_json(rows: Sequence, where: str) -> np.ndarray:
+def _coords_from_json(rows: Any, L: int, name: str) -> np.ndarray:
+    """[L, 3] float64 from a JSON list of [x, y, z] numbers or null (NaN row); SampleFieldError otherwise
+    (booleans and strings are not numbers; Infinity/NaN are caught by :func:`check_coords`)."""
     if not isinstance(rows, list):
-        raise DatasetFormatError(f"{where} must be a list of [x, y, z] or null")
-    out = np.full((len(rows), 3), np.nan)
-    try:
+        raise SampleFieldError(name, f"must be a list of [x, y, z] or null, got {_json_type(rows)}")
+    if len(rows) != L:
+        raise SampleFieldError(name, f"{len(rows)} entries for {L} residues")
+    filled = [_NAN_ROW if r is None else r for r in rows]
+    if not (set(map(type, filled)) <= {list} and set(map(len, filled)) <= {3}
+            and set(map(type, chain.from_iterable(filled))) <= _NUMBER_TYPES):    # C-level passes
         for i, r in enumerate(rows):
-            if r is not None:
-                out[i] = r
-    except (ValueError, TypeError) as e:
-        raise DatasetFormatError(f"{where}: entry {i} is not [x, y, z] or null ({e})") from None
+            if r is not None and not (type(r) is list and len(r) == 3 and all(type(v) in _NUMBER for v in r)):
+                raise SampleFieldError(name, f"entry {i} is {json.dumps(r)}, not [x, y, z] numbers or null")
+    try:
+        out = np.array(filled, dtype=np.float64).reshape(L, 3)
+    except OverflowError:
+        raise SampleFieldError(name, "a coordinate is too large for a float") from None
+    nan_rows = np.isnan(out).any(axis=1)
+    given = np.array([r is not None for r in rows], dtype=bool)
+    if (nan_rows & given).any():
+        i = int(np.argmax(nan_rows & given))
+        raise SampleFieldError(name, f"entry {i} is {json.dumps(rows[i])}: NaN is not a coordinate (use null)")
     return out
 
 
@@ -205,14 +328,27 @@ def _parse_format(fmt: Any, path: str) -> None:
         raise DatasetFormatError(f"{path}: unknown dataset format version {fmt!r}")
 
 
-def load_dataset(path: str | Path) -> DistMatDataset:
-    """Read a split file (.json or .json.gz), or a sharded binary dataset directory (``proteinmtp.shards``;
-    every sample in memory: ``proteinmtp.shards.open_dataset`` reads one lazily). Raises DatasetFormatError
-    with a clear message on truncated/invalid JSON, an unknown or newer format version, or missing keys."""
-    if Path(path).is_dir():
-        from proteinmtp.shards import load_shards
+def check_header(global_stats: Any, config: Any, where: str) -> None:
+    """The split-level fields: ``global_stats`` and ``config`` objects; the known statistics finite numbers."""
+    for name, v in (("global_stats", global_stats), ("config", config)):
+        if v is not None and not isinstance(v, dict):
+            raise DatasetFormatError(f"{where}: {name}: must be a JSON object, got {_json_type(v)}")
+    for k in GLOBAL_STATS_KEYS:
+        v = (global_stats or {}).get(k)
+        if v is not None and (type(v) not in _NUMBER or not math.isfinite(v)):
+            raise DatasetFormatError(f"{where}: global_stats: {k} is {v!r}, not a finite number")
+    std = (global_stats or {}).get("log_dist_std")
+    if std is not None and not std > 0:
+        raise DatasetFormatError(f"{where}: global_stats: log_dist_std is {std!r}, must be > 0")
 
-        return load_shards(path)
+
+def read_json_split(path: str | Path) -> DistMatDataset:
+    """Read and validate a JSON split file (.json or .json.gz): every sample in memory. Callers use
+    ``proteinmtp.dataio.open_dataset``, which reads either format.
+
+    DatasetFormatError with one line naming the file on truncated/invalid JSON, an unknown or newer format
+    version, missing keys; for a malformed sample ``FILE: sample N ('id'): field: what is wrong`` (the
+    first one; every field of every sample is checked, see :func:`check_sample`, and ids are unique)."""
     path = str(path)
     try:
         raw = read_bytes(path)
@@ -222,7 +358,7 @@ def load_dataset(path: str | Path) -> DistMatDataset:
         raise DatasetFormatError(f"{path}: {e}; rebuild it") from e
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise DatasetFormatError(
             f"{path}: not valid JSON (truncated or corrupt file?): {e}; rebuild it with create_distmat_data.py"
         ) from None
@@ -239,7 +375,9 @@ def load_dataset(path: str | Path) -> DistMatDataset:
         raise DatasetFormatError(f"{path}: missing top-level key(s) {missing}")
     if not isinstance(data["samples"], list):
         raise DatasetFormatError(f"{path}: 'samples' must be a list")
-    samples = [Sample.from_dict(d, where=path) for d in data["samples"]]
+    check_header(data["global_stats"], data["config"], path)
+    samples = [Sample.from_dict(d, where=path, n=n) for n, d in enumerate(data["samples"])]
+    check_unique_ids((s.id for s in samples), path)
     return DistMatDataset(
         samples=samples,
         global_stats=dict(data["global_stats"] or {}),
@@ -247,6 +385,15 @@ def load_dataset(path: str | Path) -> DistMatDataset:
         format=data["format"],
         path=path,
     )
+
+
+def check_unique_ids(ids: Iterable[str], where: str) -> None:
+    """DatasetFormatError naming the second sample with an id seen before."""
+    seen: dict[str, int] = {}
+    for n, i in enumerate(ids):
+        if i in seen:
+            raise sample_error(where, n, i, SampleFieldError("id", f"duplicates the id of sample {seen[i]}"))
+        seen[i] = n
 
 
 def dataset_to_dict(samples: Iterable[Sample], global_stats: dict, config: dict) -> dict[str, Any]:
@@ -260,6 +407,8 @@ def dataset_to_dict(samples: Iterable[Sample], global_stats: dict, config: dict)
 
 def save_dataset(path: str | Path, samples: Iterable[Sample], global_stats: dict, config: dict) -> None:
     """Write a split file atomically; gzip-compressed when the name ends in .gz (deterministic bytes).
+    Every sample is checked first (:func:`check_sample`; DatasetFormatError naming ``path`` and the sample),
+    so a file this writes is a file the reader accepts.
 
     Written one sample at a time (the bytes equal ``json.dumps(dataset_to_dict(...))``, gzip level 9,
     mtime 0), so memory does not hold the whole document as Python objects."""
@@ -268,13 +417,22 @@ def save_dataset(path: str | Path, samples: Iterable[Sample], global_stats: dict
     head = json.dumps({"format": DATASET_FORMAT, "config": config, "global_stats": global_stats},
                       separators=(",", ":"))[:-1] + ',"samples":['
     gz = str(path).endswith(".gz")
+
+    def checked() -> Iterator[Sample]:
+        for n, s in enumerate(samples):
+            try:
+                s.check()
+            except SampleFieldError as e:
+                raise sample_error(str(path), n, s.id, e) from None
+            yield s
+
     with atomic_open(path, "wb") as f:
         z = zlib.compressobj(9, zlib.DEFLATED, 31) if gz else None   # gzip container, mtime 0, no name
         def put(text: str) -> None:
             f.write(z.compress(text.encode()) if z else text.encode())
 
         put(head)
-        for i, s in enumerate(samples):
+        for i, s in enumerate(checked()):
             put(("," if i else "") + json.dumps(s.to_dict(), separators=(",", ":")))
         put("]}")
         if z:

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proteinmtp import runs
+from proteinmtp import experiments
+from proteinmtp.dataio import open_dataset
 from proteinmtp.eval_report import CSV_FILE, RESULTS_FILE, format_summary, write_figures, write_results
 from proteinmtp.evaluation import evaluate_run, nothing_to_score, skip_reason
 from proteinmtp.neighbour import find_neighbours
@@ -19,7 +20,7 @@ from proteinmtp.runcli import (
     resolve_device,
     run_description,
 )
-from proteinmtp.shards import open_dataset
+from proteinmtp.rundir import RunLoadError, train_data_path
 from proteinmtp.splits import MMseqsError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,46 +67,42 @@ class EvaluationInputError(ValueError):
 def open_split(path: str | Path):
     """A dataset split exactly as training opens it: JSON (.json / .json.gz) or a sharded binary directory
     (``*.shards``, from ``create_distmat_data.py --format binary``). The one call site of the dataset front
-    door here (``shards.open_dataset`` today)."""
+    door here (``proteinmtp.dataio.open_dataset``)."""
     return open_dataset(path)
 
 
-def run_neighbours(args, run_config: dict, samples: Sequence[Sample]) -> tuple[NeighbourSet | None, dict]:
+def run_neighbours(args, run_dir: str | Path, run_config: dict,
+                   samples: Sequence[Sample]) -> tuple[NeighbourSet | None, dict]:
     """Nearest training neighbours of ``samples`` for the CLI: (NeighbourSet or None, info for the results).
 
-    The training split is ``args.train_data``, else the run's training_config.json ``train_data`` (as
-    recorded: absolute, or relative to the working directory). When that recorded file is missing or
-    unreadable, or MMseqs2 fails, a one-line warning goes to stderr and the neighbour is skipped (None,
-    {"status": "skipped", "reason": ...}): the model's own evaluation still runs. A ``--train_data`` that
-    does not exist or cannot be read is an :class:`EvaluationInputError`.
+    The training split is ``args.train_data``, else the run's own (``rundir.train_data_path``: the stored
+    absolute path, or the stored path resolved against the run directory, from any working directory). A
+    baseline the user expects but that cannot be computed is an :class:`EvaluationInputError` naming what to
+    pass (``--train_data PATH`` or ``--no_neighbour``); only ``--no_neighbour`` skips it. An MMseqs2 failure
+    on readable data is a one-line warning and a null block with the reason.
     """
-    def skip(reason: str, warn: bool = True) -> tuple[None, dict]:
-        if warn:
-            print(f"warning: nearest-neighbour baseline skipped: {reason}", file=sys.stderr)
-        return None, {"status": "skipped", "reason": reason}
-
     if args.no_neighbour:
-        return skip("--no_neighbour", warn=False)
-    explicit = bool(args.train_data)
-    path = args.train_data or run_config.get("train_data")
-    if not path:
-        return skip("the run's training_config.json names no train_data; pass --train_data")
-    where = "--train_data" if explicit else "train_data in the run's training_config.json"
-    if not Path(path).exists():
-        if explicit:
+        return None, {"status": "skipped", "reason": "--no_neighbour"}
+    if args.train_data:
+        path, where = Path(args.train_data), "--train_data"
+        if not path.exists():
             raise EvaluationInputError(f"--train_data {path} does not exist")
-        return skip(f"training data {path} ({where}) not found; pass --train_data")
+    else:
+        try:
+            path, where = train_data_path(run_dir, run_config), "the run's train_data"
+        except RunLoadError as e:
+            raise EvaluationInputError(f"{e}; the nearest-neighbour baseline needs it: pass --train_data PATH "
+                                       "or --no_neighbour".splitlines()[0]) from None
     try:
         train = open_split(path)
     except (ValueError, OSError) as e:
-        msg = f"cannot read training data {path} ({where}): {e}".splitlines()[0]
-        if explicit:
-            raise EvaluationInputError(msg) from None
-        return skip(msg)
+        raise EvaluationInputError(f"cannot read training data {path} ({where}): {e}".splitlines()[0]) from None
     try:
         nbs = find_neighbours(train.samples, samples)
     except MMseqsError as e:
-        return skip(f"MMseqs2 search failed: {e}".splitlines()[0])
+        reason = f"MMseqs2 search failed: {e}".splitlines()[0]
+        print(f"warning: nearest-neighbour baseline skipped: {reason}", file=sys.stderr)
+        return None, {"status": "skipped", "reason": reason}
     nbs.info["train_data"] = str(path)
     return nbs, {"status": "ok", **nbs.info}
 
@@ -150,11 +147,11 @@ def run_model_mode(args) -> int:
     if all(skip_reason(s, getattr(run, "max_len", None)) is not None for s in samples):
         skipped = {s.id: skip_reason(s, getattr(run, "max_len", None)) for s in samples}
         raise EvaluationInputError(f"{args.test_data}: {nothing_to_score(skipped)}; nothing written")
-    neighbours, neighbour_info = run_neighbours(args, run.config, samples)
+    neighbours, neighbour_info = run_neighbours(args, run_dir, run.config, samples)
 
     # The record: EXPERIMENTS_ROOT/<date>_<name>/ when named; else OUTPUT_DIR itself; else <date>_<run name>.
     if args.experiment_name or not args.output_dir:
-        exp_dir = runs.experiment_dir(args.experiment_name or run_dir.resolve().name, root=args.experiments_root,
+        exp_dir = experiments.experiment_dir(args.experiment_name or run_dir.resolve().name, root=args.experiments_root,
                                       run_dir=run_dir)
     else:
         exp_dir = Path(args.output_dir)
@@ -171,11 +168,11 @@ def run_model_mode(args) -> int:
               "git_commit": run.config.get("git_commit"), "max_steps": run.config.get("max_steps")}
     results = write_results(ev, out, config)
     if not args.no_figures:
-        write_figures(ev, out / runs.VIS_DIR, run_dir=run_dir)
+        write_figures(ev, out / experiments.VIS_DIR, run_dir=run_dir)
     else:
-        runs.replace_written(out / runs.VIS_DIR, [])   # figures of an earlier evaluation would not match these results
-    runs.record_training(run_dir, exp_dir)
-    runs.record_evaluation(exp_dir, out)
+        experiments.replace_written(out / experiments.VIS_DIR, [])   # figures of an earlier evaluation would not match these results
+    experiments.record_training(run_dir, exp_dir)
+    experiments.record_evaluation(exp_dir, out)
     print(format_summary(results))
     print(f"wrote {out / RESULTS_FILE} and {out / CSV_FILE}; experiment record {exp_dir}")
     return 0

@@ -14,11 +14,11 @@ import numpy as np
 
 from proteinmtp.constants import SEPARATION_RANGES
 from proteinmtp.eval_scoring import LENGTH_BINS, METHODS, MIRROR_KEY, NEIGHBOUR
+from proteinmtp.experiments import replace_written
 from proteinmtp.fasta import record_stems
 from proteinmtp.fileio import atomic_write, write_json
 from proteinmtp.metric_registry import keys, ranged
 from proteinmtp.rundir import TRAIN_JSONL
-from proteinmtp.runs import replace_written
 from proteinmtp.secondary import ss_block
 from proteinmtp.viewer import write_viewer_html
 

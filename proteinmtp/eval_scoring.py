@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from proteinmtp.geometry import chain_breaks, distance_matrix, mirror, reconstruct
+from proteinmtp.geometry import chain_breaks, distance_matrix, mirror
 from proteinmtp.metric_registry import contact_scores, distance_scores, structure_scores
 from proteinmtp.metrics import tm_score
+from proteinmtp.reconstruction import DEFAULT_METHOD, reconstruct
 
 if TYPE_CHECKING:  # pragma: no cover
     from proteinmtp.dataset import Sample
@@ -39,7 +40,7 @@ def length_bin(length: int) -> str:
     raise ValueError(f"length {length} is outside every bin")  # pragma: no cover
 
 
-def oracle_structure(sample: Sample, method: str = "refine") -> np.ndarray:
+def oracle_structure(sample: Sample, method: str = DEFAULT_METHOD) -> np.ndarray:
     """Coordinates [L, 3] Å rebuilt by MDS (+ refinement) from the true distances of the residues with a Cα.
 
     Rows of residues without a Cα are NaN. Chain breaks among the present residues are passed to the
@@ -94,7 +95,7 @@ def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.n
             out.update({f"{k}_cb": v for k, v in cb.items()})
     ca = np.asarray(sample.ca, dtype=np.float64)[mask]
     x = np.asarray(xyz, dtype=np.float64)[mask]
-    s = structure_scores(x, ca)
+    s = structure_scores(np.asarray(xyz, dtype=np.float64), np.asarray(sample.ca, dtype=np.float64), mask)
     out.update(s)
     tm_m = float(tm_score(mirror(x), ca))
     out["tm_score_mirror"] = tm_m
@@ -103,7 +104,7 @@ def score_prediction(pred_dist: np.ndarray, contact_score: np.ndarray, xyz: np.n
     return {k: _num(v) for k, v in out.items() if _is_number(v)}
 
 
-def score_baselines(sample: Sample, prior: SeparationPrior, *, neighbour=None, method: str = "refine",
+def score_baselines(sample: Sample, prior: SeparationPrior, *, neighbour=None, method: str = DEFAULT_METHOD,
                     true_dist: np.ndarray | None = None,
                     true_cb_dist: np.ndarray | None = None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Scores of one chain's reference predictions, each rebuilt with ``method`` and scored by

@@ -40,9 +40,10 @@ from proteinmtp.fasta import record_stems
 from proteinmtp.metrics import lddt_ca_per_residue
 from proteinmtp.pool import WorkerPool
 from proteinmtp.predict import structure_from_distances
+from proteinmtp.reconstruction import DEFAULT_METHOD
 from proteinmtp.runcli import run_description
 from proteinmtp.secondary import eval_pairs
-from proteinmtp.structure import write_pdb
+from proteinmtp.structure_writer import write_pdb
 from proteinmtp.writers import write_structure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -169,7 +170,7 @@ def nothing_to_score(skipped: dict[str, str], shown: int = 3) -> str:
     return f"no protein can be scored ({len(skipped)} skipped: {first}{more})"
 
 
-def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = "refine", batch_size: int = 1,
+def evaluate_run(run: LoadedRun, samples: Sequence[Sample], *, method: str = DEFAULT_METHOD, batch_size: int = 1,
                  prior: SeparationPrior | None = None, progress: bool = True, pdb_dir: str | Path | None = None,
                  figures: FigureData | None = None, run_dir: str | Path = "",
                  neighbours: NeighbourSet | None = None, workers: int = 1) -> Evaluation:

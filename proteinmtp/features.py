@@ -139,12 +139,20 @@ class FeatureCache:
             return t
         self.misses += 1
         t = self.compute(sequence)
+        self.store(sequence, t)
+        return t
+
+    def store(self, sequence: str, t: torch.Tensor) -> None:
+        """Write the entry of ``sequence`` (float16 [L, H] or [k, L, H], what ``compute`` returns), e.g. from
+        one backbone pass that produced several layers' entries at once."""
         from safetensors.torch import save
 
+        if t.dtype != torch.float16 or t.shape[-2] != len(sequence):
+            raise ValueError(f"a cache entry is float16 [..., {len(sequence)}, H], got {t.dtype} {tuple(t.shape)}")
         if not (self.dir / META_NAME).is_file():
             write_json(self.dir / META_NAME, self.meta)
-        atomic_write(self.path(sequence), save({"hidden": t}, metadata={"sequence_length": str(len(sequence))}))
-        return t
+        atomic_write(self.path(sequence), save({"hidden": t.contiguous()},
+                                               metadata={"sequence_length": str(len(sequence))}))
 
     def batch(self, contexts: list[tuple[str, int, int]]) -> dict[str, torch.Tensor]:
         """Features for a batch of crops: (backbone input sequence, first row, number of rows) per item.

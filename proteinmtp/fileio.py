@@ -41,21 +41,57 @@ def umask_mode() -> int:
     return 0o666 & ~mask
 
 
+class WriteError(OSError):
+    """Writing a file failed; the message names the file and the cause (``FILE: cannot write (cause)``)."""
+
+
+def _cause(e: OSError, tmp: str | None) -> tuple[int | None, str]:
+    """(errno, its text) of a failed write. A short write (numpy's ``tofile``: "N requested and M written")
+    carries no errno: the next write to the same file returns it (ENOSPC, EFBIG), so one byte is tried."""
+    if e.errno is not None:
+        return e.errno, os.strerror(e.errno)
+    if tmp is not None:
+        try:
+            with open(tmp, "ab", buffering=0) as fh:
+                fh.write(b"\0")
+        except OSError as probe:
+            if probe.errno is not None:
+                return probe.errno, f"{os.strerror(probe.errno)}; {e}"
+    return None, str(e) or type(e).__name__
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file for writing that replaces ``path`` when the block exits without error."""
+    """Open a temporary file for writing that replaces ``path`` when the block exits without error.
+
+    An OSError while writing (disk full, a file-size limit, a read-only directory) is raised as
+    :class:`WriteError` (an OSError, errno kept) naming ``path`` and the cause; the temporary file is removed.
+    """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp, inside = None, False
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
+            inside = True
             yield fh
+            inside = False
         os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
+    except OSError as e:
+        foreign = isinstance(e, WriteError) or (inside and e.filename is not None)   # another file's error
+        errno, cause = (None, "") if foreign else _cause(e, tmp)
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+        if foreign:
+            raise
+        err = WriteError(f"{path}: cannot write ({cause})")
+        err.errno = errno
+        raise err from e
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         raise
 

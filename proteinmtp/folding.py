@@ -1,6 +1,6 @@
 """Folding from a predicted distogram: per-pair −log p(d) potentials + bond + clash terms, several starts.
 
-Used by ``geometry.reconstruct(..., method="distogram")``::
+Used by ``reconstruction.reconstruct(..., method="distogram")``::
 
     probs [L, L, K], bin_edges [K-1] Å ──check_distogram──▶ DistogramPotential (per-pair spline of −log p)
     starts: MDS of the given distances, of the distogram's expected distance, of its mode (overflow pairs

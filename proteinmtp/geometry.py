@@ -1,12 +1,10 @@
-"""From distances to coordinates: distance matrices, classical MDS, refinement, hand choice, Kabsch.
+"""From distances to coordinates: distance matrices, classical MDS, refinement, the clash-resolving final
+stage, hand choice, Kabsch.
 
-Pipeline used by inference (``reconstruct``)::
+The pieces ``proteinmtp.reconstruction`` assembles (its registry names the methods)::
 
     dist [L, L] Å ──check_distance_matrix──▶ classical_mds (top-3 eigenpairs) ──▶ refine (stress + bonds
-    + clashes, L-BFGS) ──▶ choose_hand (helix handedness) ──▶ ca_xyz [L, 3] Å
-
-``method="distogram"`` replaces MDS + ``refine`` by ``proteinmtp.folding.fold`` (−log p(d) restraints from
-the predicted distogram, several MDS starts); the hand is chosen the same way.
+    + clashes, L-BFGS) ──▶ resolve_clashes (strong bond + clash terms) ──▶ choose_hand ──▶ ca_xyz [L, 3] Å
 
 Choices (measured in ``benchmarks/reconstruction_study.py``, written up in DISCUSSION.md):
 
@@ -19,6 +17,12 @@ Choices (measured in ``benchmarks/reconstruction_study.py``, written up in DISCU
 * Refinement uses uniform weights unless confidence weights are given (1/d² and short-range
   weighting were worse on noisy natives); the predicted distance of a chain-consecutive pair is
   replaced by the bond term (3.8 Å), which is not applied across ``breaks``.
+* Every reconstruction ends with ``resolve_clashes``: the weak clash term of ``refine`` (one pair weighs
+  like one pair's stress) let a compressed fit put non-bonded Cα atoms within 1 Å of each other (the
+  prior's distances: ~100 pairs under 3.5 Å per 100 residues). The final stage keeps the structure's own
+  distances as targets and makes the bond and clash terms (onsets 4.0 Å, i, i+2 4.6 Å, above the bounds
+  3.5 / 4.2 Å of ``metrics.clash_check``) win; ``reconstruction.final_stage`` repeats it stronger until
+  the check passes. Measured before → after in ``benchmarks/bench_clashes.py``.
 * The hand is chosen from Cα pseudo-dihedrals (i, i+1, i+2, i+3): a right-handed α-helix sits near
   +50° (its mirror near −50°), native strands near −100…−170° (weaker evidence). Structures
   without secondary structure (a weak model's output) give no signal (``info["score"]`` ≈ 0).
@@ -27,7 +31,6 @@ Choices (measured in ``benchmarks/reconstruction_study.py``, written up in DISCU
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 
@@ -44,6 +47,12 @@ BOND_WEIGHT = 30.0        # one bond weighs as much as this many residues' share
 CLASH_DISTANCE = 4.0      # Å, non-consecutive Cα closer than this are penalised
 CLASH_WEIGHT = 1.0
 HELIX_WINDOW = (20.0, 80.0)  # degrees: Cα pseudo-dihedral range of a right-handed α-helix
+# The final clash-resolving stage (``resolve_clashes``): penalty onsets above the bounds it must reach
+# (constants.CLASH_MIN_CA_CA 3.5 Å, I2_MIN_CA_CA 4.2 Å), and the strength of its bond + clash terms.
+FINAL_CLASH_DISTANCE = 4.0   # Å
+FINAL_I2_DISTANCE = 4.6      # Å (natives: i, i+2 ≥ 4.4 Å)
+FINAL_BOND_WEIGHT = 3000.0   # 100 × BOND_WEIGHT: a bond or a clash outweighs the whole stress
+FINAL_MAX_ITER = 100         # L-BFGS iterations per round (200 gained nothing on noisy natives, cost 2x)
 STRAND_WINDOW = (-170.0, -100.0)  # degrees: Cα pseudo-dihedrals of native strands / extended segments
 STRAND_WEIGHT = 0.5          # weight of the strand evidence relative to the helix evidence
 
@@ -220,30 +229,49 @@ def bond_energy(x: np.ndarray, bonds: np.ndarray, coef: float) -> tuple[float, n
     return coef * float((br * br).sum()), grad
 
 
+def clash_onsets(L: int, breaks: Sequence[int], clash_distance: float, i2_distance: float | None = None,
+                 *, across_breaks: bool = False) -> np.ndarray:
+    """[L, L] float32 distance (Å) below which a pair is penalised by the clash term; 0 = never.
+
+    Pairs |i − j| ≥ 2 get ``clash_distance``; with ``i2_distance``, the i, i+2 pairs inside one chain segment
+    (no break at i or i+1) get that instead; with ``across_breaks``, the pairs (i, i+1) across a break (not
+    bonded) get ``clash_distance`` too. ``breaks`` as in ``refine``."""
+    sep = np.abs(np.arange(L)[:, None] - np.arange(L)[None, :])
+    out = np.where(sep >= 2, np.float32(clash_distance), np.float32(0.0)).astype(np.float32)
+    brk = np.zeros(max(L - 1, 0), dtype=bool)
+    if len(breaks):
+        brk[np.asarray(breaks, dtype=int)] = True
+    if i2_distance is not None and L > 2:
+        i = np.flatnonzero(~brk[:-1] & ~brk[1:])
+        out[i, i + 2] = out[i + 2, i] = np.float32(i2_distance)
+    if across_breaks and brk.any():
+        i = np.flatnonzero(brk)
+        out[i, i + 1] = out[i + 1, i] = np.float32(clash_distance)
+    return out
+
+
 class _StressEnergy:
     """Refinement energy E(xyz) and its gradient, for L-BFGS.
 
     E = Σ_{i<j} w_ij (d_ij − D_ij)² / W                    (stress; W = Σ_{i<j} w_ij)
-        + λ_b (2 / L) Σ_bonds (d_i,i+1 − 3.8 Å)²            (each bond weighs λ_b residues' stress)
-        + λ_c Σ_{|i−j|≥2, not bonded} max(0, c − d_ij)² / W  (clash, c = clash distance)
+        + k_b Σ_bonds (d_i,i+1 − 3.8 Å)²                    (bond term)
+        + k_c Σ_{i<j} max(0, c_ij − d_ij)²                   (clash term, c_ij from ``clash_onsets``)
 
-    The L×L work runs in float32 (4–6× faster than float64 here: the matrices stay in cache);
-    energies are summed in float64.
+    ``refine`` uses k_b = λ_b · 2 / L (each bond weighs λ_b residues' stress) and k_c = λ_c / W (a clash
+    weighs like one pair's stress); ``resolve_clashes`` makes both terms strong. The L×L work runs in
+    float32 (4–6× faster than float64 here: the matrices stay in cache); energies are summed in float64.
     """
 
-    def __init__(self, dist, weights, bonds, bond_weight, clash_distance, clash_weight):
+    def __init__(self, dist, weights, bonds, bond_coef, onsets, clash_coef):
         L = dist.shape[0]
         self.L = L
         wsum = max(float(np.triu(weights, 1).sum()), 1e-12)
         self.d_t = dist.astype(np.float32)
         self.w = (weights / wsum).astype(np.float32)
         self.bonds = bonds
-        self.bond_coef = float(bond_weight) * 2.0 / L
-        self.clash_distance = np.float32(clash_distance)
-        self.clash_coef = np.float32(clash_weight / wsum)
-        sep = np.abs(np.arange(L)[:, None] - np.arange(L)[None, :])
-        allowed = sep >= 2
-        self.clash_ok = allowed if clash_weight > 0 else np.zeros((L, L), dtype=bool)
+        self.bond_coef = float(bond_coef)
+        self.onsets = onsets
+        self.clash_coef = np.float32(clash_coef)
 
     def __call__(self, flat: np.ndarray) -> tuple[float, np.ndarray]:
         x64 = flat.reshape(self.L, 3)
@@ -256,8 +284,7 @@ class _StressEnergy:
         e = 0.5 * float((wr * r).sum(dtype=np.float64))     # ordered pairs count each pair twice
         coef = wr
         if self.clash_coef > 0:
-            short = np.maximum(self.clash_distance - d, np.float32(0.0))
-            short *= self.clash_ok
+            short = np.maximum(self.onsets - d, np.float32(0.0))
             e += 0.5 * float(self.clash_coef) * float((short * short).sum(dtype=np.float64))
             coef = coef - self.clash_coef * short
         c = coef / d
@@ -265,6 +292,18 @@ class _StressEnergy:
         grad = 2.0 * (x64 * c.sum(axis=1, dtype=np.float64)[:, None] - (c @ x).astype(np.float64))
         eb, gb = bond_energy(x64, self.bonds, self.bond_coef)
         return e + eb, (grad + gb).ravel()
+
+
+def _lbfgs(fun, start: np.ndarray, max_iter: int, tol: float, gtol: float) -> np.ndarray:
+    """Minimise ``fun`` (energy, gradient) from ``start`` [L, 3] Å with L-BFGS on one BLAS thread; the result
+    centred at the origin (``start`` if it went non-finite)."""
+    with blas_threads(1):
+        res = minimize(fun, start.ravel(), jac=True, method="L-BFGS-B",
+                       options={"maxiter": max_iter, "ftol": tol, "gtol": gtol, "maxcor": 20})
+    xyz = res.x.reshape(start.shape)
+    if not np.isfinite(xyz).all():  # pragma: no cover - L-BFGS keeps the last finite iterate in practice
+        xyz = start
+    return xyz - xyz.mean(axis=0)
 
 
 def refine(
@@ -309,20 +348,69 @@ def refine(
     if w.sum() == 0 and not len(bonds):
         return xyz0.copy()
 
-    fun = _StressEnergy(d, w, bonds, bond_weight, clash_distance, clash_weight)
+    wsum = max(float(np.triu(w, 1).sum()), 1e-12)
+    onsets = clash_onsets(L, breaks, clash_distance) if clash_weight > 0 else np.zeros((L, L), np.float32)
+    fun = _StressEnergy(d, w, bonds, float(bond_weight) * 2.0 / L, onsets, clash_weight / wsum)
 
     # Coincident start points (degenerate MDS) would give zero-length vectors: jitter them.
     x0 = xyz0.copy()
     if L > 1 and np.min(distance_matrix(x0) + np.eye(L) * 1e9) < 1e-6:
         rng = np.random.default_rng(0)
         x0 = x0 + rng.normal(scale=0.1, size=x0.shape)
-    with blas_threads(1):
-        res = minimize(fun, x0.ravel(), jac=True, method="L-BFGS-B",
-                       options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-6, "maxcor": 20})
-    xyz = res.x.reshape(L, 3)
-    if not np.isfinite(xyz).all():  # pragma: no cover - L-BFGS keeps the last finite iterate in practice
-        xyz = x0
-    return xyz - xyz.mean(axis=0)
+    return _lbfgs(fun, x0, max_iter, tol, gtol=1e-6)
+
+
+def resolve_clashes(
+    xyz0: np.ndarray,
+    breaks: Sequence[int] = (),
+    *,
+    strength: float = 1.0,
+    clash_distance: float = FINAL_CLASH_DISTANCE,
+    i2_distance: float = FINAL_I2_DISTANCE,
+    bond_weight: float = FINAL_BOND_WEIGHT,
+    max_iter: int = FINAL_MAX_ITER,
+    tol: float = 1e-9,
+    jitter: float = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """The final, clash-resolving stage: the structure nearest to ``xyz0`` [L, 3] Å in its own distances
+    whose bond and clash terms are strong enough to win (L-BFGS). Returns ``xyz`` [L, 3] Å, centred.
+
+    E = stress against xyz0's own distances (uniform weights, every non-bonded pair: the fold the method
+    built is kept, its local geometry gives way) + k Σ_bonds (d − 3.8 Å)² + k Σ max(0, c_ij − d_ij)²,
+    with k = ``strength`` · ``bond_weight`` · 2 / L for both terms; c_ij = ``i2_distance`` for i, i+2 in one
+    segment, ``clash_distance`` for every other non-bonded pair (|i − j| ≥ 2, and i, i+1 across a break).
+    The onsets sit above the bounds ``metrics.clash_check`` tests (3.5 Å, 4.2 Å): the terms are soft, and the
+    margin absorbs what the stress still pulls. ``reconstruction`` repeats the stage with a stronger
+    ``strength`` until the check passes. ``jitter`` Å (seeded by ``seed``): a random kick of the start, so a
+    repeat does not restart from the minimum where the last round got stuck; a start with coincident points
+    or a flat (planar, straight) one is always kicked by 0.1 Å.
+    """
+    x0 = np.asarray(xyz0, dtype=np.float64)
+    L = len(x0)
+    if x0.shape != (L, 3) or not np.isfinite(x0).all():
+        raise ValueError(f"resolve_clashes: coordinates must be finite [L, 3], got {x0.shape}")
+    if L < 2:
+        return x0 - x0.mean(axis=0) if L else x0.copy()
+    d = distance_matrix(x0)
+    w = np.ones((L, L))
+    np.fill_diagonal(w, 0.0)
+    bonds = _bond_pairs(L, breaks)
+    if len(bonds):
+        w[bonds, bonds + 1] = 0.0
+        w[bonds + 1, bonds] = 0.0
+    k = float(strength) * float(bond_weight) * 2.0 / L
+    onsets = clash_onsets(L, breaks, clash_distance, i2_distance, across_breaks=True)
+    fun = _StressEnergy(d, w, bonds, k, onsets, k)
+    start = x0
+    centred = x0 - x0.mean(axis=0)
+    sv = np.linalg.svd(centred, compute_uv=False) if L >= 3 else np.ones(3)
+    flat = L >= 3 and sv[-1] < 1e-3 * max(sv[0], 1e-12)
+    if jitter > 0 or flat or np.min(d + np.eye(L) * 1e9) < 1e-6:
+        # coincident points have no direction to be pushed apart in, and a flat (or straight) start keeps
+        # every gradient in its plane (line), where atoms cannot pass each other: a seeded 0.1 Å kick
+        start = x0 + np.random.default_rng(seed).normal(scale=max(jitter, 0.1), size=x0.shape)
+    return _lbfgs(fun, start, max_iter, tol, gtol=1e-8)
 
 
 # ----------------------------------------------------------------------------- hand
@@ -419,71 +507,6 @@ def choose_hand(xyz: np.ndarray, breaks: Sequence[int] = (), helix: np.ndarray |
     out = mirror(xyz) if mirrored else xyz.copy()
     return out, {"mirrored": bool(mirrored), "score": ev["evidence"] / tot if tot else 0.0, **ev,
                  "rule": rule, "n_helix_quadruples": n_quad}
-
-
-# ----------------------------------------------------------------------------- pipeline
-
-METHODS = ("classical", "refine", "distogram")   # reconstruct(method=...); see its docstring
-DEFAULT_METHOD = "refine"
-
-
-def reconstruct(
-    dist: np.ndarray,
-    weights: np.ndarray | None = None,
-    method: str = DEFAULT_METHOD,
-    breaks: Sequence[int] = (),
-    *,
-    mask: np.ndarray | None = None,
-    hand: bool = True,
-    distogram: np.ndarray | None = None,
-    bin_edges: np.ndarray | None = None,
-) -> tuple[np.ndarray, dict]:
-    """Distances -> coordinates. ``dist`` [L, L] Å -> (``xyz`` [L, 3] Å, info dict).
-
-    ``method``: "classical" (MDS only), "refine" (MDS then ``refine``) or "distogram"
-    (``proteinmtp.folding.fold``: −log p(d) restraints from ``distogram`` [L, L, n_bins] with
-    ``bin_edges`` [n_bins − 1] Å, weighted by ``weights``, several starts; ``dist`` gives one start).
-    ``hand``: apply ``choose_hand``. info: method, seconds, mirrored, hand_score, stress_rmse (Å, over
-    known pairs, against ``dist``), bond_mean/bond_max_dev (Å); with "distogram" also energy and start.
-    "distogram" without a distogram (a baseline's distances, a head without one) runs "refine", logged, and
-    info["method"] says so. Raises ``ValueError`` on invalid input; the output is always finite.
-    """
-    if method not in METHODS:
-        raise ValueError(f"reconstruct: method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
-    if method == "distogram" and (distogram is None or bin_edges is None):
-        logger.info("reconstruct: no distogram given (a baseline, or a head without one): 'refine' instead of "
-                    "'distogram'")
-        method = "refine"
-    t0 = time.perf_counter()
-    d = check_distance_matrix(dist, mask=mask)
-    L = d.shape[0]
-    info: dict = {"method": method, "mirrored": False, "hand_score": 0.0}
-    if method == "distogram":
-        from proteinmtp.folding import fold
-
-        xyz, finfo = fold(d, distogram, bin_edges, weights, breaks=breaks, mask=np.isfinite(d))
-        info.update({"energy": finfo["energy"], "start": finfo["start"]})
-    else:
-        xyz = classical_mds(d, mask=np.isfinite(d))
-        if method == "refine" and L >= 2:
-            xyz = refine(xyz, d, weights, breaks=breaks, mask=np.isfinite(d))
-    if hand:
-        xyz, h = choose_hand(xyz, breaks=breaks)
-        info["mirrored"], info["hand_score"] = h["mirrored"], h["score"]
-    if not np.isfinite(xyz).all():  # pragma: no cover - guarded above, kept as a last line of defence
-        raise ValueError("reconstruct: produced non-finite coordinates; check the distance matrix")
-    known = np.isfinite(d)
-    iu = np.triu_indices(L, 1)
-    sel = known[iu]
-    dd = distance_matrix(xyz)
-    info["stress_rmse"] = float(np.sqrt(np.mean((dd[iu][sel] - d[iu][sel]) ** 2))) if sel.any() else 0.0
-    bonds = _bond_pairs(L, breaks) if L > 1 else np.zeros(0, int)
-    if len(bonds):
-        bl = dd[bonds, bonds + 1]
-        info["bond_mean"] = float(bl.mean())
-        info["bond_max_dev"] = float(np.abs(bl - CA_CA_BOND).max())
-    info["seconds"] = time.perf_counter() - t0
-    return xyz, info
 
 
 # ----------------------------------------------------------------------------- superposition

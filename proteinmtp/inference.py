@@ -49,6 +49,7 @@ from proteinmtp.batching import length_batches
 from proteinmtp.fasta import InputError, RecordNamer, check_lengths, clean_sequence, iter_fasta
 from proteinmtp.pool import WorkerDied, WorkerPool
 from proteinmtp.predict import structure_from_distances
+from proteinmtp.reconstruction import DEFAULT_METHOD
 from proteinmtp.runcli import (
     load_error_message,
     quiet_transformers,
@@ -467,7 +468,7 @@ class RecordJob:
     prediction: object
     outputs: dict[str, Path]
     fmt: str = "pdb"
-    method: str = "refine"
+    method: str = DEFAULT_METHOD
     run_dir: str = ""
     model_name: str = ""
     record_id: str = ""

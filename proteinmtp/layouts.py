@@ -117,7 +117,7 @@ class ResidueEncoder:
             layout appends the eos token (ESM <eos>), or the sep token where there is no eos (BERT [SEP]).
         letter_case: 'upper' | 'lower' spelling of residue letters in the vocabulary; default: detected
             (``residue_letter_case``). A run records it and passes it back, so a changed tokenizer fails.
-        max_tokens: positions the backbone takes (``model.backbone_max_tokens``), special tokens included;
+        max_tokens: positions the backbone takes (``backbone.backbone_max_tokens``), special tokens included;
             None = no limit. ``encode`` refuses a longer layout with a LayoutError naming both lengths.
     """
 

@@ -16,7 +16,8 @@ Function signatures by kind:
 
 * ``distance``: ``fn(pred_dist [L, L] Å, true_dist [L, L] Å, mask [L]) -> dict``
 * ``contact``: ``fn(score [L, L], true_dist [L, L] Å, mask [L], *, higher_is_contact) -> dict``
-* ``structure``: ``fn(pred_xyz [N, 3] Å, true_xyz [N, 3] Å) -> dict`` (rows of the residues with a native Cα)
+* ``structure``: ``fn(pred_xyz [L, 3] Å, true_xyz [L, 3] Å, mask [L] or None) -> dict`` (row i = residue i;
+  ``mask``: the residues scored, those with a native Cα)
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("gdt_ha", "structure", structure_metrics, pairs=True, label="GDT-HA", description="GDT high accuracy"),
     Metric("lddt", "structure", structure_metrics, headline=("lddt",), required=("lddt",), pairs=True,
            label="lDDT", description="lDDT-Cα over the native's pairs within 15 Å"),
+    Metric("clashes", "structure", structure_metrics, required=("clashes",),
+           description="non-bonded Cα pairs (|i − j| ≥ 2) under 3.5 Å per 100 residues (metrics.clash_check)"),
 )
 
 
@@ -145,9 +148,11 @@ def contact_scores(score: np.ndarray, true_dist: np.ndarray, mask: np.ndarray, *
     return out
 
 
-def structure_scores(pred_xyz: np.ndarray, true_xyz: np.ndarray, *, pairs: bool = False) -> dict:
-    """Every structure metric (only the pair-mode ones with ``pairs``) of coordinates over the same rows."""
+def structure_scores(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None, *,
+                     pairs: bool = False) -> dict:
+    """Every structure metric (only the pair-mode ones with ``pairs``) of coordinates over the same rows
+    (``mask`` [L]: the residues scored; row i is residue i, so separations are the chain's)."""
     out: dict = {}
     for fn in functions("structure", pairs=pairs):
-        out.update(fn(pred_xyz, true_xyz))
+        out.update(fn(pred_xyz, true_xyz, mask))
     return out

@@ -13,6 +13,9 @@ Definitions: distance and contact metrics use pairs i < j with both residues pre
   (every visited superposition scores every cutoff, so a fit found at 4 Å can raise the 2 Å count).
 * ``lddt_ca``: Cα pairs within 15 Å in the native (i ≠ j), fraction whose distance is preserved
   within 0.5/1/2/4 Å, averaged over thresholds, pooled over all pairs (biotite's "all" aggregation).
+* ``clash_check``: the geometry of ONE structure, no native needed (a reference check, like MolProbity's
+  clashscore on Cα): non-bonded Cα pairs under 3.5 Å per 100 residues (``clashes``), i, i+2 pairs under
+  4.2 Å, Cα–Cα bonds off 3.8 Å by more than 0.1 Å (``constants``); ``ok`` when none of them occurs.
 
 What each structure score is computed over (the native's residues, as in CASP and OpenStructure: a
 native residue the prediction lacks — a NaN row of ``pred_xyz`` — scores 0, it is never left out):
@@ -32,13 +35,21 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from proteinmtp.constants import CONTACT_CUTOFF, SEPARATION_RANGES
+from proteinmtp.constants import (
+    BOND_TOLERANCE,
+    CA_CA_BOND,
+    CLASH_MIN_CA_CA,
+    CONTACT_CUTOFF,
+    I2_MIN_CA_CA,
+    SEPARATION_RANGES,
+)
 from proteinmtp.geometry import blas_threads, distance_matrix, kabsch_batched, superpose
 
 GDT_TS_CUTOFFS = (1.0, 2.0, 4.0, 8.0)
 GDT_HA_CUTOFFS = (0.5, 1.0, 2.0, 4.0)
 LDDT_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
 LDDT_RADIUS = 15.0
+CLASH_SEARCH_RADIUS = 6.0   # Å, pairs searched by clash_check (for min_nonbonded; clashes are < 3.5 Å)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -385,17 +396,88 @@ def lddt_ca_per_residue(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.nda
     return out
 
 
+def clash_check(xyz: np.ndarray, breaks=(), mask: np.ndarray | None = None) -> dict:
+    """Cα geometry bounds of one structure ``xyz`` [L, 3] Å (NaN rows = residues not modelled; ``mask`` [L]
+    bool further restricts to the residues checked). Residue i is row i: separations are row differences.
+    ``breaks``: indices i where residues i and i+1 are NOT bonded (recorded chain breaks).
+
+    * a bond is (i, i+1), both present, i not a break; it is an outlier when |d − 3.8 Å| > 0.1 Å;
+    * a non-bonded pair is any other pair of present residues with |i − j| ≥ 2, or (i, i+1) across a break;
+      it clashes when d < 3.5 Å;
+    * an i, i+2 pair inside one chain segment (no break at i or i+1) is short when d < 4.2 Å.
+
+    Returns {"clashes": clashing pairs per 100 present residues, "n_clashes", "n_i2_short",
+    "n_bond_outliers", "min_nonbonded" (Å; NaN when no non-bonded pair is within ``CLASH_SEARCH_RADIUS``),
+    "min_i2" (Å), "max_bond_deviation" (Å; NaN without such a pair), "n_residues", "ok" (no clash, no short
+    i, i+2, no bond outlier)}. Pairs are found with a k-d tree, so the cost is ~linear in L.
+    """
+    from scipy.spatial import cKDTree
+
+    x = np.asarray(xyz, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != 3:
+        raise ValueError(f"clash_check: expected coordinates of shape [L, 3], got {x.shape}")
+    L = len(x)
+    present = np.isfinite(x).all(axis=1)
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != (L,):
+            raise ValueError(f"clash_check: mask must have shape [{L}], got {m.shape}")
+        present &= m
+    brk = np.zeros(max(L - 1, 0), dtype=bool)
+    b = np.asarray(list(breaks), dtype=np.int64)
+    if len(b):
+        if ((b < 0) | (b >= max(L - 1, 1))).any():
+            raise ValueError(f"clash_check: breaks must lie in [0, L-2] = [0, {L - 2}], got {b.tolist()}")
+        brk[b] = True
+    idx = np.flatnonzero(present)
+    n = len(idx)
+    out = {"clashes": 0.0, "n_clashes": 0, "n_i2_short": 0, "n_bond_outliers": 0, "min_nonbonded": float("nan"),
+           "min_i2": float("nan"), "max_bond_deviation": float("nan"), "n_residues": int(n), "ok": True}
+    if n < 2:
+        return out
+
+    def dist(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        return np.sqrt(((x[i] - x[j]) ** 2).sum(axis=1))
+
+    i1 = np.flatnonzero(present[:-1] & present[1:] & ~brk)            # bonds (i, i+1)
+    if len(i1):
+        dev = np.abs(dist(i1, i1 + 1) - CA_CA_BOND)
+        out["max_bond_deviation"] = float(dev.max())
+        out["n_bond_outliers"] = int((dev > BOND_TOLERANCE).sum())
+    if L > 2:
+        seg = ~brk[:-1] & ~brk[1:]                                     # i, i+1, i+2 in one segment
+        i2 = np.flatnonzero(present[:-2] & present[2:] & seg)
+        if len(i2):
+            d2 = dist(i2, i2 + 2)
+            out["min_i2"] = float(d2.min())
+            out["n_i2_short"] = int((d2 < I2_MIN_CA_CA).sum())
+    pairs = cKDTree(x[idx]).query_pairs(CLASH_SEARCH_RADIUS, output_type="ndarray")
+    pi, pj = idx[pairs[:, 0]], idx[pairs[:, 1]]
+    pi, pj = np.minimum(pi, pj), np.maximum(pi, pj)
+    nonbonded = (pj - pi >= 2) | ((pj - pi == 1) & brk[np.minimum(pi, L - 2)])
+    d = dist(pi[nonbonded], pj[nonbonded])
+    n_clash = int((d < CLASH_MIN_CA_CA).sum())
+    if len(d):
+        out["min_nonbonded"] = float(d.min())
+    out["n_clashes"] = n_clash
+    out["clashes"] = 100.0 * n_clash / n
+    out["ok"] = n_clash == 0 and out["n_i2_short"] == 0 and out["n_bond_outliers"] == 0
+    return out
+
+
 def structure_metrics(pred_xyz: np.ndarray, true_xyz: np.ndarray, mask: np.ndarray | None = None,
                       *, norm_length: int | None = None) -> dict:
     """All structure scores. ``pred_xyz``, ``true_xyz`` [L, 3] Å (NaN rows = missing), ``mask`` [L].
 
     Keys: rmsd (Å, over residues in both), tm_score, gdt_ts, gdt_ha (normalised by ``norm_length``,
     default the native's present residues), lddt (over the native's pairs; missing predicted residues
-    score 0), n_aligned (residues in both). See the module docstring.
+    score 0), n_aligned (residues in both), clashes (``clash_check`` of the prediction's residues inside
+    ``mask``: non-bonded Cα pairs under 3.5 Å per 100 residues; row i is residue i). See the module docstring.
     """
     a, b = _present(pred_xyz, true_xyz, mask)
     g = gdt(pred_xyz, true_xyz, mask, norm_length=norm_length)
     return {
+        "clashes": clash_check(pred_xyz, mask=mask)["clashes"],
         "rmsd": rmsd(pred_xyz, true_xyz, mask),
         "tm_score": tm_score(pred_xyz, true_xyz, mask, norm_length=norm_length),
         "gdt_ts": g["gdt_ts"],

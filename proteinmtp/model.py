@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,10 +27,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from proteinmtp.backbone import (
+    backbone_max_tokens,
+    backbone_text_config,
+    is_encoder_config,
+    load_backbone,
+    load_tokenizer,
+    resolve_backbone,
+)
 from proteinmtp.batching import length_batches
 from proteinmtp.config import flag
 from proteinmtp.fileio import atomic_write
 from proteinmtp.heads import HeadConfig, build_head
+from proteinmtp.heads.losses import LossTargets, head_loss
 from proteinmtp.layouts import KIND_PLACEHOLDER, KIND_SEP, LAYOUTS, ResidueEncoder
 from proteinmtp.rundir import (
     ADAPTER_DIR,
@@ -63,7 +71,15 @@ class ModelSpec:
     (``proteinmtp.config``); the head's hyper-parameters are ``head`` (``HeadConfig`` as a dict)."""
 
     base_model: str = field(default="Qwen/Qwen2.5-0.5B", metadata=flag(
-        "Hugging Face Hub id or local backbone directory", name="model_name"))
+        "Hugging Face Hub id, local backbone directory, or a GGUF file (a path ending in .gguf; dequantised "
+        "once and cached, see proteinmtp.weights)", name="model_name"))
+    gguf_file: str = field(default="", metadata=flag(
+        "GGUF file name inside --model_name (a directory or Hub repository), as transformers' "
+        "from_pretrained(..., gguf_file=...) takes it; '' = --model_name is not a GGUF checkpoint unless it "
+        "ends in .gguf"))
+    # where a GGUF backbone came from (proteinmtp.weights.gguf_provenance: file, size, sha256, quantisation,
+    # architecture); filled by build_model, checked against the file when a run is loaded ({} = not a GGUF)
+    backbone_source: dict = field(default_factory=dict)
     layout: str = field(default="direct", metadata=flag(
         "how one backbone hidden state per residue is obtained: direct = the sequence once, features at each "
         "residue (with a decoder, residue i sees residues <= i); echo = the sequence twice, features at the "
@@ -119,7 +135,7 @@ class DistanceModel(nn.Module):
         self.backbone = backbone
         self.encoder = encoder
         self.spec = spec
-        cfg = _backbone_config(backbone)
+        cfg = backbone_text_config(backbone)
         hidden = cfg.hidden_size
         n_layers = cfg.num_hidden_layers
         std = float(getattr(cfg, "initializer_range", 0.02))
@@ -186,10 +202,12 @@ class DistanceModel(nn.Module):
         return self.mix_layers(self.backbone_hidden(input_ids, attention_mask, token_kind, residue_pos))
 
     def forward(self, input_ids=None, attention_mask=None, token_kind=None, residue_pos=None, residue_mask=None,
-                dist=None, prior_dist=None, features=None, templates=None, **_):
+                dist=None, prior_dist=None, features=None, ss_labels=None, templates=None, **_):
         """``features`` (from ``proteinmtp.features.FeatureCache``: ``backbone_hidden``'s shape, padded) replaces
         the backbone pass; then the token tensors are not needed. ``templates``: the batch's template
-        features (``heads.templates``; None = no template), for a head trained with them."""
+        features (``heads.templates``; None = no template), for a head trained with them. With ``dist`` (and
+        optional ``ss_labels`` [B, L]) the output holds ``loss`` and every ``loss_<term>``
+        (``proteinmtp.heads.losses``)."""
         if features is not None:
             feats = self.mix_layers(features)
         else:
@@ -206,7 +224,8 @@ class DistanceModel(nn.Module):
             L = residue_mask.shape[1]
             eye = torch.eye(L, dtype=torch.bool, device=dist.device)
             valid = residue_mask[:, :, None] & residue_mask[:, None, :] & torch.isfinite(dist) & ~eye & (dist > 0)
-            out.update(self.head.loss(out, dist, valid, (self.log_dist_mean, self.log_dist_std)))
+            out.update(head_loss(self.head, out, LossTargets(dist, valid, (self.log_dist_mean, self.log_dist_std),
+                                                             ss_labels=ss_labels)))
         return out
 
     # -- weights ---------------------------------------------------------------------------------------
@@ -214,157 +233,6 @@ class DistanceModel(nn.Module):
         """Everything except the backbone (head, special vectors, layer mix, normalisation buffers)."""
         return {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
                 if not k.startswith("backbone.")}
-
-
-def _backbone_config(backbone: nn.Module):
-    cfg = backbone.config
-    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-
-
-def is_encoder_config(config) -> bool:
-    """True for bidirectional encoders (ESM, BERT-like): they get the direct layout's eos and no causal mask."""
-    return bool(getattr(config, "is_decoder", False) is False and config.model_type in
-                ("esm", "bert", "roberta", "deberta", "deberta-v2", "electra", "modernbert"))
-
-
-# Families whose learned absolute position ids start after the padding index (RoBERTa-style offset).
-PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "esm", "longformer")
-
-
-def backbone_max_tokens(config) -> int | None:
-    """Token positions a backbone takes, special tokens included (None = the config declares no limit).
-
-    ``max_position_embeddings`` (``n_positions`` for GPT-2-style configs); RoBERTa/ESM-style position ids
-    start at pad_token_id + 1, which costs that many positions. A learned absolute table (BERT: 512) is a
-    hard limit: a longer input would index past it. Rotary models (Qwen: 32768) declare a large number.
-    """
-    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if not n:
-        return None
-    n = int(n)
-    if config.model_type in PADDING_OFFSET_POSITIONS and getattr(config, "position_embedding_type",
-                                                                 "absolute") == "absolute":
-        n -= int(getattr(config, "pad_token_id", None) or 0) + 1
-    return n
-
-
-HUB_PROBE_TIMEOUT = 3.0      # seconds for one TCP connect to the Hub before calling it unreachable
-
-
-def looks_like_path(name: str) -> bool:
-    """True when ``name`` is meant as a local directory rather than a Hub id ("org/model"): it starts with
-    / . or ~, has a backslash or more than one "/", or its first component exists here."""
-    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
-        return True
-    first = name.split("/", 1)[0]
-    return "/" in name and Path(first).exists()
-
-
-def hub_reachable(endpoint: str | None = None, timeout: float = HUB_PROBE_TIMEOUT) -> tuple[bool, str]:
-    """(reachable, reason): one TCP connect to the Hub endpoint's host. Behind an HTTP(S) proxy the direct
-    connect says nothing, so the Hub counts as reachable and the download itself decides."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True, "proxy"
-    url = urlparse(endpoint or constants.ENDPOINT)
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme != "http" else 80)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True, ""
-    except OSError as e:
-        return False, f"{host}:{port}: {e.strerror or e}"
-
-
-def hub_source_kwargs(name: str, what: str = "backbone") -> dict[str, Any]:
-    """Check where ``name`` can come from before ``from_pretrained`` retries for a minute; return its
-    extra keyword arguments.
-
-    A local directory: {}. Something that looks like a path but is not a directory: RunLoadError at once.
-    A Hub id: {} when the Hub is reachable; {"local_files_only": True} when it is not (or HF_HUB_OFFLINE
-    is set) but a copy is cached; otherwise RunLoadError "offline: cannot download ...".
-    """
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return {}
-    if path.exists():
-        raise RunLoadError(f"{what} {name!r} is a file; pass a model directory or a Hugging Face Hub id")
-    if looks_like_path(name):
-        raise RunLoadError(f"{what} directory {name!r} does not exist")
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
-    if constants.is_offline_mode():                      # HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE
-        if cached:
-            return {"local_files_only": True}
-        raise RunLoadError(f"offline (HF_HUB_OFFLINE is set): cannot download {what} {name!r} from the Hugging "
-                           "Face Hub and no copy is cached; pass a local directory")
-    ok, why = hub_reachable()
-    if ok:
-        return {}
-    if cached:
-        return {"local_files_only": True}
-    raise RunLoadError(f"offline: cannot download {what} {name!r} (the Hugging Face Hub is unreachable: {why}); "
-                       "no copy is cached and no local directory has that name; pass a local directory")
-
-
-INITS = ("pretrained", "random")
-# Encoders whose forward skips a missing pooler (its weights are unused here and would get no gradient).
-POOLER_OPTIONAL = ("esm", "bert", "roberta", "xlm-roberta")
-
-
-def load_backbone(name: str, *, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
-                  quantization_config=None, device_map=None, init: str = "pretrained",
-                  seed: int = 0) -> nn.Module:
-    """AutoModel (base model, no LM head) from a Hub id or a local directory.
-
-    ``init="random"`` builds the same config with the architecture's own initialiser
-    (``AutoModel.from_config``) under ``torch.manual_seed(seed)``, without touching the global RNG stream:
-    the control arm of a pretrained backbone. Its weights are saved with the run (``save_weights``).
-    """
-    from transformers import AutoConfig, AutoModel
-
-    if init not in INITS:
-        raise ValueError(f"--init_backbone must be one of {', '.join(INITS)}, got {init!r}")
-    src = hub_source_kwargs(name, "backbone")
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    try:
-        if init == "random":
-            if quantization_config is not None:
-                raise ValueError("a random-initialised backbone cannot be quantised (--use_4bit needs pretrained weights)")
-            config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **src)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                model = AutoModel.from_config(config, **kwargs)
-        else:
-            if quantization_config is not None:
-                kwargs["quantization_config"] = quantization_config
-            if device_map is not None:
-                kwargs["device_map"] = device_map
-            model = AutoModel.from_pretrained(name, **kwargs, **src)
-    except OSError as e:
-        raise RunLoadError(f"cannot load backbone {name!r}: {str(e).splitlines()[0]}") from None
-    if getattr(model, "pooler", None) is not None and model.config.model_type in POOLER_OPTIONAL:
-        model.pooler = None          # unused; would leave parameters without gradients under DDP
-    if hasattr(model.config, "use_cache"):
-        model.config.use_cache = False
-    return model
-
-
-def load_tokenizer(name: str, *, trust_remote_code: bool = False):
-    """AutoTokenizer from a Hub id or a local directory (fails fast like ``load_backbone``)."""
-    from transformers import AutoTokenizer
-
-    src = hub_source_kwargs(name, "tokenizer")
-    try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **src)
-    except OSError as e:
-        raise RunLoadError(f"cannot load tokenizer {name!r}: {str(e).splitlines()[0]}") from None
 
 
 def apply_finetune(backbone: nn.Module, spec: ModelSpec) -> nn.Module:
@@ -397,20 +265,27 @@ def build_model(spec: ModelSpec, *, tokenizer=None, trust_remote_code: bool = Fa
 
     The backbone is ``backbone_path`` (saved weights, loaded as they are) if given, else spec.base_model:
     its pretrained weights, or for ``spec.init_backbone == "random"`` its config initialised with
-    ``spec.init_seed``. The tokenizer is always spec.base_model's (or the one passed).
+    ``spec.init_seed``. The tokenizer is always spec.base_model's (or the one passed). A GGUF base model
+    (``spec.gguf_file``, or a path ending in .gguf) is loaded from its dequantised cache; its provenance
+    goes into ``spec.backbone_source``, and a spec that already records one (a stored run) must name a
+    file with the same SHA-256 (RunLoadError otherwise).
     """
-    src = backbone_path or spec.base_model
+    src = backbone_path
+    if src is None:
+        src, prov = resolve_backbone(spec.base_model, spec.gguf_file,
+                                     expect_sha256=(spec.backbone_source or {}).get("sha256"))
+        spec.backbone_source = prov or {}
     backbone = load_backbone(src, dtype=dtype, trust_remote_code=trust_remote_code,
                              quantization_config=quantization_config, device_map=device_map,
                              init="pretrained" if backbone_path else spec.init_backbone, seed=spec.init_seed)
     if tokenizer is None:
         tokenizer = load_tokenizer(src, trust_remote_code=trust_remote_code)
-    spec.is_encoder = is_encoder_config(_backbone_config(backbone))
+    spec.is_encoder = is_encoder_config(backbone_text_config(backbone))
     if spec.layout not in LAYOUTS:
         raise ValueError(f"unknown residue layout {spec.layout!r}; choose one of {', '.join(LAYOUTS)}")
     encoder = ResidueEncoder(tokenizer, spec.layout, is_encoder=spec.is_encoder,
                              letter_case=spec.residue_case or None,
-                             max_tokens=backbone_max_tokens(_backbone_config(backbone)))
+                             max_tokens=backbone_max_tokens(backbone_text_config(backbone)))
     spec.residue_case = encoder.letter_case
     backbone = apply_finetune(backbone, spec)
     return DistanceModel(backbone, encoder, spec)

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from proteinmtp.geometry import DEFAULT_METHOD, choose_hand, reconstruct
+from proteinmtp.geometry import choose_hand
+from proteinmtp.reconstruction import DEFAULT_METHOD, reconstruct
 from proteinmtp.secondary import probs_to_ss8
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,7 +88,7 @@ def predicted_helix_mask(pred: DistancePrediction) -> np.ndarray | None:
 
 def structure_from_distances(pred: DistancePrediction, method: str = DEFAULT_METHOD,
                              use_confidence: bool = True, hand_rule: str = "all_residues") -> StructurePrediction:
-    """Rebuild coordinates from one ``DistancePrediction`` (``geometry.reconstruct``: "refine" = MDS →
+    """Rebuild coordinates from one ``DistancePrediction`` (``reconstruction.reconstruct``: "refine" = MDS →
     stress refinement, "distogram" = folding from the distogram, "classical" = MDS only; pair confidence as
     the weights; hand chosen). "distogram" on a prediction without a distogram (e.g. the coords head) falls
     back to "refine", logged, and ``info["method"]`` says which ran.
@@ -104,9 +105,6 @@ def structure_from_distances(pred: DistancePrediction, method: str = DEFAULT_MET
         if not (weights > 0).any():
             weights = None
     probs, edges = getattr(pred, "distogram_probs", None), getattr(pred, "bin_edges", None)
-    if method == "distogram" and (probs is None or edges is None):
-        logger.info("the prediction has no distogram (a head without one, e.g. coords): reconstructing with "
-                    "'refine' instead of 'distogram'")
     if hand_rule not in HAND_RULES:
         raise ValueError(f"hand_rule must be one of {', '.join(HAND_RULES)}, got {hand_rule!r}")
     helix = predicted_helix_mask(pred) if hand_rule == "predicted_helices" else None
@@ -121,7 +119,7 @@ def structure_from_distances(pred: DistancePrediction, method: str = DEFAULT_MET
                                distances=pred, info=info)
 
 
-def iter_predictions(run: LoadedRun, sequences: Sequence[str], *, method: str = "refine", batch_size: int = 1,
+def iter_predictions(run: LoadedRun, sequences: Sequence[str], *, method: str = DEFAULT_METHOD, batch_size: int = 1,
                      progress: bool = False) -> Iterator[tuple[int, StructurePrediction | Exception]]:
     """Yield (index, prediction) for ``sequences`` (already cleaned) as each structure is ready.
 
@@ -152,7 +150,7 @@ def iter_predictions(run: LoadedRun, sequences: Sequence[str], *, method: str = 
         bar.close()
 
 
-def predict_structures(run: LoadedRun, sequences: Sequence[str], *, method: str = "refine",
+def predict_structures(run: LoadedRun, sequences: Sequence[str], *, method: str = DEFAULT_METHOD,
                        batch_size: int = 1, progress: bool = False,
                        on_result: Callable[[int, StructurePrediction], None] | None = None
                        ) -> list[StructurePrediction]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from proteinmtp.fasta import InputError
-from proteinmtp.geometry import DEFAULT_METHOD
-from proteinmtp.geometry import METHODS as RECONSTRUCTION_METHODS
+from proteinmtp.reconstruction import DEFAULT_METHOD, method_names, methods_help
 from proteinmtp.rundir import RunLoadError, read_run_config
 
 
@@ -34,15 +33,13 @@ def run_description(config: dict) -> dict:
             "head_type": head.get("head_type") or args.get("head_type")}
 
 
-METHOD_HELP = ("classical (MDS only), refine (MDS, then refinement against the predicted distances weighted by "
-               "pair confidence, with Cα–Cα bond and clash terms) or distogram (folding from the predicted "
-               "distogram; a head without one uses refine)")
+METHOD_HELP = f"{methods_help()}; every one ends with the clash-resolving final stage"   # from the registry
 
 
 def add_prediction_arguments(group, mds_help: str) -> None:
     """The flags every script that runs a trained model shares (argparse parser or argument group):
     --mds_method, --batch_size, --device, --template_db, --templates, --trust_remote_code."""
-    group.add_argument("--mds_method", choices=RECONSTRUCTION_METHODS, default=DEFAULT_METHOD,
+    group.add_argument("--mds_method", choices=method_names(), default=DEFAULT_METHOD,
                        help=f"{mds_help}: {METHOD_HELP}")
     group.add_argument("--batch_size", type=int, default=1, help="sequences per forward pass (≥ 1)")
     group.add_argument("--device", default="auto",

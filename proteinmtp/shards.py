@@ -27,23 +27,30 @@ field added to Sample comes through without a change here. Coordinates keep the 
 exactly: JSON rounds to 1e-3 Å and stores k/1000; this stores k as int32 and decodes k / 1000.0, the
 same float64, so JSON -> binary -> JSON is byte-identical (4 bytes a coordinate, as float32, but exact).
 
-Shards hold whole samples and at most ``shard_mb`` MB (a single larger sample gets a shard of its own).
-Opening checks the index version and every file's size, dtype and shape (a truncated or foreign file is
-named in the error); ``verify`` (and the eager ``load_shards``) also checks the SHA-256 of every file.
+A coordinate of -0.0 Å (what JSON writes for a value in (-0.0005, 0)) is stored as ``COORD_NEG_ZERO`` so
+that it comes back as -0.0, not 0.0: the JSON -> binary -> JSON round trip is byte-identical.
 
-    python -m proteinmtp.shards convert build/full/train.json.gz build/full_binary/train.shards
-    python -m proteinmtp.shards verify build/full_binary/train.shards
+Shards hold whole samples and at most ``shard_mb`` MB (a single larger sample gets a shard of its own).
+Opening (:func:`open_shards`, cheap and always; the checks are proteinmtp.shardcheck) checks the index schema and version, that every file is a
+plain name inside the directory and has the size, dtype and shape the index says, that the offsets start
+at 0, increase strictly (no empty sample) and end at the arrays' lengths, and every stored value with
+vectorised passes: sequence and ss8 letters in their alphabets, every coordinate row missing or within
+±COORD_LIMIT Å, float arrays without ±inf, each sample's metadata a JSON object. A Sample is checked in
+full (:func:`proteinmtp.dataset.check_sample`) when it is built; :func:`verify` also checks the SHA-256
+of every file, builds and checks every sample, and that the ids are unique. Every failure is one line
+(DatasetFormatError) naming the file. The writer checks every sample before it writes.
+
+Read either format through ``proteinmtp.dataio.open_dataset``; convert and verify with
+``python -m proteinmtp.dataio convert|verify``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -53,21 +60,31 @@ import numpy as np
 
 from proteinmtp.constants import DATASET_FORMAT
 from proteinmtp.dataset import (
+    COORD_LIMIT,
     DatasetFormatError,
     DistMatDataset,
     Sample,
+    SampleFieldError,
     _parse_format,
-    load_dataset,
-    save_dataset,
+    check_header,
+    check_unique_ids,
+    sample_error,
 )
 from proteinmtp.fileio import atomic_write, umask_mode
+from proteinmtp.shardcheck import (
+    COORD_LIMIT_K,
+    COORD_MISSING,
+    COORD_NEG_ZERO,
+    COORD_SCALE,
+    check_entry,
+    check_shard,
+    is_count,
+)
 
 SHARDS_FORMAT = "proteinmtp-shards/1"
 INDEX_NAME = "index.json"
 DEFAULT_SHARD_MB = 256.0
 COORD_FIELDS = ("ca", "cb")
-COORD_SCALE = 1000.0                       # 1e-3 Å, the JSON's (and PDB's) precision
-COORD_MISSING = np.iinfo(np.int32).min     # a missing (NaN) row
 SCALAR_FIELDS = ("id", "source", "split", "cluster")   # strings that are never per-residue
 _NAME, _, _VERSION = SHARDS_FORMAT.partition("/")
 
@@ -106,15 +123,17 @@ def _encode_coords(xyz: np.ndarray, where: str) -> np.ndarray:
         raise ValueError(f"{where}: coordinates must be [L, 3], got shape {xyz.shape}")
     missing = np.isnan(xyz).any(axis=1)
     k = np.rint(np.where(missing[:, None], 0.0, xyz) * COORD_SCALE)   # = np.round(x, 3) * 1000, as JSON
-    if np.abs(k).max(initial=0) >= 2**31 - 1:
-        raise ValueError(f"{where}: a coordinate beyond ±2.1e6 Å cannot be stored")
+    if np.abs(k).max(initial=0) > COORD_LIMIT_K:
+        raise ValueError(f"{where}: a coordinate beyond ±{COORD_LIMIT:g} Å cannot be stored")
     out = k.astype(np.int32)
+    out[(k == 0) & np.signbit(k)] = COORD_NEG_ZERO
     out[missing] = COORD_MISSING
     return out
 
 
 def _decode_coords(raw: np.ndarray) -> np.ndarray:
     out = raw / COORD_SCALE                      # float64, correctly rounded: the JSON's value
+    out[raw == COORD_NEG_ZERO] = -0.0
     out[raw[:, 0] == COORD_MISSING] = np.nan
     return out
 
@@ -142,8 +161,6 @@ def _field_kinds(samples: list[Sample]) -> dict[str, str]:
             kinds[f.name] = "json"
         if kinds[f.name] == "json" and any(isinstance(v, np.ndarray) for v, _ in present):
             raise ValueError(f"field {f.name!r}: arrays must have one row per residue to be stored")
-    if kinds["sequence"] != "chars":
-        kinds["sequence"] = "json"               # non-ASCII letters: kept exactly, in the metadata
     return kinds
 
 
@@ -176,6 +193,8 @@ def _json_default(v: Any) -> Any:
 
 def _write_shard(tmp: Path, number: int, samples: list[Sample]) -> dict:
     kinds = _field_kinds(samples)
+    if kinds["sequence"] != "chars":
+        raise ValueError("sequences must be ASCII letters")
     lengths = np.array([len(s.sequence) for s in samples], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     R = int(offsets[-1])
@@ -255,6 +274,10 @@ def save_shards(path: str | Path, samples: Iterable[Sample], global_stats: dict,
         shards, buf, size = [], [], 0
         n_samples = n_res = 0
         for s in samples:
+            try:
+                s.check()
+            except SampleFieldError as e:
+                raise sample_error(str(out), n_samples, s.id, e) from None
             b = _sample_bytes(s)
             if buf and size + b > limit:
                 shards.append(_write_shard(tmp, len(shards), buf))
@@ -287,15 +310,16 @@ def save_shards(path: str | Path, samples: Iterable[Sample], global_stats: dict,
 # reading
 # ----------------------------------------------------------------------------------------------------
 def read_index(path: str | Path) -> dict:
-    """The checked index.json of a sharded dataset (DatasetFormatError naming the file otherwise)."""
+    """The checked index.json of a sharded dataset (DatasetFormatError naming the file otherwise): format,
+    version, the schema of every shard entry, file names inside the directory, sample counts adding up."""
     f = Path(path) / INDEX_NAME
     try:
-        index = json.loads(f.read_text(encoding="utf-8"))
+        index = json.loads(f.read_bytes())
     except OSError as e:
         raise DatasetFormatError(f"{f}: cannot open the shards index ({e.strerror or e})") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise DatasetFormatError(f"{f}: not valid JSON (truncated or corrupt?): {e}; convert the dataset "
-                                 "again (python -m proteinmtp.shards convert)") from None
+                                 "again (python -m proteinmtp.dataio convert)") from None
     if not isinstance(index, dict):
         raise DatasetFormatError(f"{f}: the index must be a JSON object")
     fmt = index.get("format")
@@ -311,8 +335,17 @@ def read_index(path: str | Path) -> dict:
     missing = [k for k in ("config", "global_stats", "n_samples", "shards") if k not in index]
     if missing:
         raise DatasetFormatError(f"{f}: missing key(s) {missing}")
-    if sum(int(s["n_samples"]) for s in index["shards"]) != int(index["n_samples"]):
-        raise DatasetFormatError(f"{f}: the shards' sample counts do not add up to n_samples")
+    check_header(index["global_stats"], index["config"], str(f))
+    if not isinstance(index["shards"], list):
+        raise DatasetFormatError(f"{f}: 'shards' must be a list of shard entries, got {index['shards']!r:.40}")
+    for k, entry in enumerate(index["shards"]):
+        check_entry(entry, k, f, Path(path))
+    for key, part in (("n_samples", "n_samples"), ("n_residues", "n_residues")):
+        total = index.get(key)
+        if key == "n_residues" and total is None:
+            continue
+        if not is_count(total) or sum(e[part] for e in index["shards"]) != total:
+            raise DatasetFormatError(f"{f}: the shards' {part} do not add up to {key} ({total!r})")
     return index
 
 
@@ -353,6 +386,9 @@ class ShardedSamples(Sequence):
         self._open: dict[int, dict[str, np.ndarray]] = {}
         self._pid = os.getpid()
         self._n_present: np.ndarray | None = None
+        if _index is None:                  # a fresh open: every file and value, now (not lazily in training)
+            for k in range(len(self.index["shards"])):
+                check_shard(self.path, self.index["shards"][k], self._shard(k))
 
     # -- pickling / processes -------------------------------------------------------------------------
     def __getstate__(self) -> dict:
@@ -371,10 +407,7 @@ class ShardedSamples(Sequence):
         if got is None:
             entry = self.index["shards"][k]
             got = {name: _open_array(self.path / spec["file"], spec, entry["files"][spec["file"]])
-                   for name, spec in entry["fields"].items() if "file" in spec}
-            if int(got["offsets"][-1]) != int(entry["n_residues"]) or len(got["offsets"]) != entry["n_samples"] + 1:
-                raise DatasetFormatError(f"{self.path / entry['fields']['offsets']['file']}: offsets disagree "
-                                         "with the index (corrupt shard)")
+                   for name, spec in entry["fields"].items() if spec["kind"] != "json"}
             self._open[k] = got
         return got
 
@@ -438,8 +471,10 @@ class ShardedSamples(Sequence):
         where = self.path / entry["fields"]["meta"]["file"]
         try:
             meta = json.loads(bytes(a["meta"][m0:m1]))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise DatasetFormatError(f"{where}: sample {j} of the shard has corrupt metadata ({e})") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("_absent", []), list):
+            raise DatasetFormatError(f"{where}: sample {j} of the shard has corrupt metadata (not an object)")
         absent = set(meta.pop("_absent", ()))
         kw = dict(meta)
         for name, spec in entry["fields"].items():
@@ -455,14 +490,20 @@ class ShardedSamples(Sequence):
             else:
                 kw[name] = np.array(a[name][lo:hi])
         try:
-            return Sample(**kw)
+            sample = Sample(**kw)
         except TypeError as e:
             raise DatasetFormatError(f"{self.path}: sample fields {sorted(kw)} do not match this code's Sample "
                                      f"({e}); written by a newer ProteinMTP?") from None
+        try:
+            sample.check()
+        except SampleFieldError as e:
+            raise sample_error(str(self.path), g, kw.get("id"), e) from None
+        return sample
 
 
 def open_shards(path: str | Path) -> DistMatDataset:
-    """A sharded dataset with lazy samples (``ShardedSamples``)."""
+    """A sharded dataset with lazy samples (``ShardedSamples``), checked at open (see the module docstring).
+    Callers use ``proteinmtp.dataio.open_dataset``."""
     samples = ShardedSamples(path)
     ix = samples.index
     return DistMatDataset(samples=samples, global_stats=dict(ix["global_stats"] or {}),
@@ -470,8 +511,10 @@ def open_shards(path: str | Path) -> DistMatDataset:
 
 
 def verify(path: str | Path) -> dict:
-    """Check every shard file's size and SHA-256 against the index; returns the index."""
-    index = read_index(path)
+    """Everything opening checks, plus every file's SHA-256 against the index, every sample built and
+    checked in full, and unique ids; returns the index. DatasetFormatError naming the file otherwise."""
+    ds = open_shards(path)
+    index = ds.samples.index
     for entry in index["shards"]:
         for fname, info in entry["files"].items():
             f = Path(path) / fname
@@ -485,61 +528,5 @@ def verify(path: str | Path) -> dict:
             if h.hexdigest() != info["sha256"]:
                 raise DatasetFormatError(f"{f}: SHA-256 differs from the index (corrupt shard file); "
                                          "convert the dataset again")
+    check_unique_ids((s.id for s in ds.samples), str(path))
     return index
-
-
-def load_shards(path: str | Path) -> DistMatDataset:
-    """Every sample of a sharded dataset in memory (checksums verified), as ``load_dataset`` gives JSON."""
-    verify(path)
-    ds = open_shards(path)
-    ds.samples = list(ds.samples)
-    return ds
-
-
-def open_dataset(path: str | Path) -> DistMatDataset:
-    """A dataset for training or evaluation: lazy ``ShardedSamples`` for a sharded directory, every
-    sample in memory for JSON (.json / .json.gz)."""
-    return open_shards(path) if Path(path).is_dir() else load_dataset(path)
-
-
-# ----------------------------------------------------------------------------------------------------
-# command line
-# ----------------------------------------------------------------------------------------------------
-def convert(src: str | Path, dst: str | Path, shard_mb: float = DEFAULT_SHARD_MB) -> Path:
-    """JSON -> sharded directory, or sharded -> JSON when ``dst`` ends in .json / .json.gz."""
-    ds = open_dataset(src)
-    if str(dst).endswith((".json", ".json.gz")):
-        save_dataset(dst, list(ds.samples), ds.global_stats, ds.config)
-        return Path(dst)
-    return save_shards(dst, ds.samples, ds.global_stats, ds.config, shard_mb=shard_mb)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m proteinmtp.shards", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("convert", help="convert a split between JSON and the sharded binary format",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    c.add_argument("input", help="a split file (.json / .json.gz) or a sharded dataset directory")
-    c.add_argument("output", help="a directory (sharded binary, written atomically) or a .json / .json.gz file")
-    c.add_argument("--shard_mb", type=float, default=DEFAULT_SHARD_MB,
-                   help="largest shard in MB (1e6 bytes); a single larger chain gets a shard of its own")
-    v = sub.add_parser("verify", help="check a sharded dataset's files against its index (sizes, SHA-256)")
-    v.add_argument("path", help="sharded dataset directory")
-    args = p.parse_args(argv)
-    try:
-        if args.command == "convert":
-            out = convert(args.input, args.output, args.shard_mb)
-            print(f"wrote {out}")
-        else:
-            ix = verify(args.path)
-            print(f"{args.path}: ok ({ix['n_samples']} samples, {ix.get('n_residues', '?')} residues, "
-                  f"{len(ix['shards'])} shards)")
-    except (DatasetFormatError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

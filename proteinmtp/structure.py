@@ -1,4 +1,4 @@
-"""Reading protein chains from PDB/mmCIF files (plain or gzipped) and writing Cα-trace PDB/mmCIF.
+"""Reading protein chains from PDB/mmCIF files (plain or gzipped); writing Cα traces is ``structure_writer``.
 
 Reading goes through gemmi (a bare gemmi read is ~25x faster than Bio.PDB on these files); the atoms
 of the first model are then taken as numpy columns (gemmi.FlatStructure), not residue by residue in
@@ -20,7 +20,8 @@ the higher occupancy. Waters, ligands, caps (ACE, NH2) and DNA/RNA chains are sk
 
 Example::
 
-    from proteinmtp.structure import read_structure, write_pdb
+    from proteinmtp.structure import read_structure
+    from proteinmtp.structure_writer import write_pdb
     chains = read_structure("data/demo/structures/1A2K_l_u.pdb.gz")
     write_pdb("ca_trace.pdb", chains[0].ca, chains[0].sequence, model_name="native")
 """
@@ -31,15 +32,15 @@ import functools
 import io
 import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 import gemmi
 import numpy as np
 
-from proteinmtp.constants import AA1_TO_AA3, STANDARD_AA
-from proteinmtp.fileio import atomic_write, read_bytes
+from proteinmtp.constants import STANDARD_AA
+from proteinmtp.fileio import read_bytes
 from proteinmtp.geometry import chain_breaks
 
 # File extensions recognised as structures (after stripping .gz). Order matters for stems: longest first.
@@ -515,163 +516,3 @@ def read_structure(path: str | Path, notes: list[str] | None = None) -> list[Cha
             )
         )
     return chains
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing Cα traces
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_trace(ca_xyz: np.ndarray, sequence: str, residue_numbers, bfactors) -> tuple[np.ndarray, list, np.ndarray]:
-    xyz = np.asarray(ca_xyz, dtype=np.float64)
-    if xyz.ndim != 2 or xyz.shape[1] != 3:
-        raise ValueError(f"ca_xyz must have shape [L, 3], got {xyz.shape}")
-    if len(sequence) != len(xyz):
-        raise ValueError(f"sequence length {len(sequence)} != number of coordinates {len(xyz)}")
-    if not np.isfinite(xyz).all():
-        bad = np.flatnonzero(~np.isfinite(xyz).all(axis=1))
-        raise ValueError(f"ca_xyz has NaN/inf at residue index {bad[:5].tolist()}; cannot write a structure")
-    if np.abs(xyz).max(initial=0.0) >= 1e4:
-        raise ValueError("ca_xyz has coordinates beyond ±9999.999 Å, which the PDB format cannot hold")
-    if residue_numbers is None:
-        numbers = [str(i + 1) for i in range(len(xyz))]
-    else:
-        numbers = [str(n) for n in residue_numbers]
-        if len(numbers) != len(xyz):
-            raise ValueError(f"residue_numbers has {len(numbers)} entries for {len(xyz)} residues")
-    if bfactors is None:
-        b = np.zeros(len(xyz))
-    else:
-        b = np.asarray(bfactors, dtype=np.float64).reshape(-1)
-        if len(b) != len(xyz) or not np.isfinite(b).all():
-            raise ValueError("bfactors must be [L] finite values (confidence 0-100)")
-        b = np.clip(b, 0.0, 999.99)
-    return xyz, numbers, b
-
-
-def _split_number(num: str) -> tuple[int, str]:
-    digits = num.rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-    icode = num[len(digits):]
-    try:
-        return int(digits), (icode[:1] or " ")
-    except ValueError:
-        raise ValueError(f"residue number {num!r} is not an integer with an optional insertion code") from None
-
-
-def _remark(number: int, text: str) -> list[str]:
-    """REMARK records of at most 80 columns (long text continues on the next record)."""
-    return [f"REMARK {number:3d} {text[i:i + 68]}".ljust(80) for i in range(0, max(len(text), 1), 68)]
-
-
-def _resname(letter: str) -> str:
-    return AA1_TO_AA3.get(letter.upper(), "UNK")
-
-
-TRACE_FORMATS = ("pdb", "cif")
-
-
-def _trace_structure(xyz: np.ndarray, sequence: str, numbers: list[str], b: np.ndarray, chain_id: str,
-                     model_name: str) -> gemmi.Structure:
-    """One model, one chain, one CA atom per residue (occupancy 1, B-factor = confidence) as gemmi builds it."""
-    st = gemmi.Structure()
-    st.name = (model_name or "proteinmtp").replace(" ", "_")
-    st.info["_struct_keywords.pdbx_keywords"] = "PREDICTED CA TRACE"      # the PDB HEADER record
-    model = gemmi.Model(1)
-    chain = gemmi.Chain(chain_id)
-    for i in range(len(xyz)):
-        res = gemmi.Residue()
-        res.name = _resname(sequence[i])
-        num, icode = _split_number(numbers[i])
-        res.seqid = gemmi.SeqId(num, icode)
-        res.subchain = chain_id
-        res.label_seq = i + 1
-        res.entity_type = gemmi.EntityType.Polymer
-        atom = gemmi.Atom()
-        atom.name = "CA"
-        atom.element = gemmi.Element("C")
-        atom.pos = gemmi.Position(*xyz[i])
-        atom.occ = 1.0
-        atom.b_iso = float(b[i])
-        res.add_atom(atom)
-        chain.add_residue(res)
-    model.add_chain(chain)
-    st.add_model(model)
-    st.setup_entities()
-    return st
-
-
-def trace_string(
-    ca_xyz: np.ndarray,
-    sequence: str,
-    *,
-    fmt: str = "pdb",
-    chain_id: str = "A",
-    residue_numbers: Sequence[int | str] | None = None,
-    bfactors: np.ndarray | None = None,
-    model_name: str = "",
-    method: str = "",
-    remarks: Sequence[str] = (),
-    ss8: str | None = None,
-) -> str:
-    """PDB (``fmt="pdb"``) or mmCIF (``fmt="cif"``) text of a Cα trace, built by gemmi from one structure.
-
-    ca_xyz [L, 3] Å; sequence [L] one-letter codes (X -> UNK); residue_numbers [L] author numbers with an
-    optional insertion code ("3A"; default 1..L); bfactors [L] confidence 0-100 written in the B-factor
-    column (0 when None). The model name, reconstruction method and ``remarks`` go into REMARK 1 / 250
-    records (PDB) or ``_proteinmtp.*`` items (mmCIF). ``ss8`` [L] DSSP 8-state letters (predicted) become
-    HELIX/SHEET records (mmCIF: _struct_conf / _struct_sheet_range) via ``secondary.annotate_structure``.
-    """
-    if fmt not in TRACE_FORMATS:
-        raise ValueError(f"output format must be 'pdb' or 'cif', got {fmt!r}")
-    xyz, numbers, b = _check_trace(ca_xyz, sequence, residue_numbers, bfactors)
-    if fmt == "pdb" and len(chain_id) != 1:
-        raise ValueError(f"PDB chain id must be one character, got {chain_id!r}")
-    st = _trace_structure(xyz, sequence, numbers, b, chain_id, model_name)
-    if ss8 is not None:
-        from proteinmtp.secondary import annotate_structure, check_ss8
-
-        annotate_structure(st, check_ss8(ss8, len(xyz), "ss8"))
-    if fmt == "pdb":
-        rem = _remark(1, f"MODEL {model_name or 'unknown'}")
-        rem += _remark(1, f"RECONSTRUCTION {method or 'unknown'}")
-        rem += _remark(1, "B-FACTOR COLUMN = PER-RESIDUE CONFIDENCE (0-100)")
-        for r in remarks:
-            rem += _remark(250, str(r))
-        st.raw_remarks = rem
-        opt = gemmi.PdbWriteOptions()
-        opt.cryst1_record = False            # a predicted trace has no unit cell
-        return st.make_pdb_string(opt)
-    doc = st.make_mmcif_document()
-    block = doc.sole_block()
-    block.set_pair("_proteinmtp.model_name", gemmi.cif.quote(model_name or "unknown"))
-    block.set_pair("_proteinmtp.reconstruction_method", gemmi.cif.quote(method or "unknown"))
-    block.set_pair("_proteinmtp.bfactor_meaning", gemmi.cif.quote("per-residue confidence (0-100)"))
-    for k, r in enumerate(remarks):
-        block.set_pair(f"_proteinmtp.remark_{k + 1}", gemmi.cif.quote(str(r)))
-    return doc.as_string()
-
-
-def pdb_string(ca_xyz: np.ndarray, sequence: str, **kwargs) -> str:
-    """PDB text of a Cα trace: HEADER, REMARKs, one CA ATOM per residue, TER, END (``trace_string``)."""
-    return trace_string(ca_xyz, sequence, fmt="pdb", **kwargs)
-
-
-def mmcif_string(ca_xyz: np.ndarray, sequence: str, **kwargs) -> str:
-    """mmCIF text of a Cα trace (same content as :func:`pdb_string`; ``trace_string``)."""
-    return trace_string(ca_xyz, sequence, fmt="cif", **kwargs)
-
-
-def write_trace(path: str | Path, ca_xyz: np.ndarray, sequence: str, *, fmt: str = "pdb", **kwargs) -> Path:
-    """Write a Cα-trace PDB or mmCIF atomically (keyword arguments of :func:`trace_string`)."""
-    return atomic_write(path, trace_string(ca_xyz, sequence, fmt=fmt, **kwargs))
-
-
-def write_pdb(path: str | Path, ca_xyz: np.ndarray, sequence: str, **kwargs) -> None:
-    """Write a Cα-trace PDB atomically (``write_trace`` with fmt="pdb")."""
-    write_trace(path, ca_xyz, sequence, fmt="pdb", **kwargs)
-
-
-def write_mmcif(path: str | Path, ca_xyz: np.ndarray, sequence: str, **kwargs) -> None:
-    """Write a Cα-trace mmCIF atomically (``write_trace`` with fmt="cif")."""
-    write_trace(path, ca_xyz, sequence, fmt="cif", **kwargs)
-

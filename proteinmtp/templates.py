@@ -1,7 +1,7 @@
 """Templates: each query chain's structural relatives in a template database, their alignments and features.
 
 A **template database** is any dataset that ``create_distmat_data.py`` built (a ``.json(.gz)`` split file or
-a ``.shards/`` directory), read with :func:`proteinmtp.dataset.load_dataset`. By default it is a run's own
+a ``.shards/`` directory), read with :func:`proteinmtp.dataio.open_dataset`. By default it is a run's own
 training split; ``--val_fraction 0 --test_fraction 0`` turns a user's own structures into one. It must hold
 training chains only (no sample of split ``val`` or ``test``), so an evaluated chain can never be copied
 from a held-out relative (:meth:`TemplateDatabase.load` refuses one otherwise).
@@ -169,7 +169,8 @@ class TemplateDatabase:
         pass) for a missing or corrupt file, one whose files' SHA-256 is not ``expect_fingerprint`` (the one a
         run recorded: the database moved or changed), or, unless ``allow_held_out``, one holding val/test
         chains."""
-        from proteinmtp.dataset import DatasetFormatError, load_dataset
+        from proteinmtp.dataio import open_dataset
+        from proteinmtp.dataset import DatasetFormatError
 
         if not Path(path).exists():
             raise TemplateError(f"{path}: template database not found (moved?); pass --template_db with a "
@@ -180,7 +181,7 @@ class TemplateDatabase:
                                 f"{fp[:12]}..., recorded {expect_fingerprint[:12]}...); pass --template_db with "
                                 "the recorded database, or --templates 0 to predict without templates")
         try:
-            ds = load_dataset(path)
+            ds = open_dataset(path)
         except DatasetFormatError as e:
             raise TemplateError(f"template database {e}") from None
         held = [s for s in ds.samples if s.split in ("val", "test")]

@@ -6,6 +6,7 @@ The directory this writes is loaded exactly like a real checkpoint (``AutoModel.
     python -m proteinmtp.tiny runs/tiny_qwen2                  # Qwen2 decoder, hidden 128, 4 layers
     python -m proteinmtp.tiny runs/tiny_esm --arch esm         # ESM-2-style encoder
     python -m proteinmtp.tiny runs/tiny_bert --arch bert       # BERT encoder, uncased WordPiece (like MiniLM)
+    python -m proteinmtp.tiny runs/tiny.gguf --arch qwen2      # the Qwen2 decoder as one GGUF file (Q8_0 + F32)
 
 Transformers 5 pitfall: ``AutoTokenizer`` on a directory whose config says ``qwen2`` ignores the
 ``tokenizer_class`` we write (qwen2 is in transformers' MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS) and
@@ -147,10 +148,78 @@ def write_tiny(out_dir: str | Path, arch: str = "qwen2", *, hidden_size: int = 1
     return out
 
 
+GGUF_QUANT = "Q8_0"      # storage type of the tiny GGUF's 2-D weight matrices (norms and biases stay F32)
+
+
+def write_tiny_gguf(path: str | Path, *, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
+                    seed: int = 0, max_positions: int = 2048, quant: str = GGUF_QUANT) -> Path:
+    """Write the tiny random Qwen2 decoder as ONE GGUF file, the way llama.cpp's converter lays one out.
+
+    The ``gguf`` package's writer, with its own tensor-name map for qwen2 (``blk.N.attn_q.weight`` ...);
+    2-D weight matrices stored as ``quant`` (Q8_0: blocks of 32 int8 with an fp16 scale; ``"F32"`` to
+    store them exactly), 1-D tensors as F32. It carries its tokenizer as GGUF metadata: a byte-level BPE
+    (``tokenizer.ggml.model = gpt2``) over ``residue_vocab()`` with no merges (scores only), so every residue letter is
+    one token. No output matrix: tied embeddings, as in Qwen2.5-0.5B. Returns the path.
+    """
+    import gguf
+    import numpy as np
+    import torch
+    from transformers import AutoModel
+
+    torch.manual_seed(seed)
+    config = tiny_config("qwen2", hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                         max_positions=max_positions)
+    model = AutoModel.from_config(config)
+    qtype = gguf.GGMLQuantizationType[quant]
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, num_layers)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    w = gguf.GGUFWriter(str(tmp), "qwen2")
+    w.add_name("proteinmtp-tiny-qwen2")
+    w.add_block_count(num_layers)
+    w.add_context_length(max_positions)
+    w.add_embedding_length(hidden_size)
+    w.add_feed_forward_length(config.intermediate_size)
+    w.add_head_count(num_heads)
+    w.add_head_count_kv(config.num_key_value_heads)
+    w.add_layer_norm_rms_eps(config.rms_norm_eps)
+    w.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if quant == "Q8_0" else gguf.LlamaFileType.ALL_F32)
+    vocab = residue_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types([gguf.TokenType.CONTROL if t in SPECIAL_TOKENS else gguf.TokenType.NORMAL for t in tokens])
+    w.add_token_scores([0.0] * len(tokens))     # no merges: the loader derives none from single letters
+    w.add_eos_token_id(vocab["<eos>"])
+    w.add_pad_token_id(vocab["<pad>"])
+    w.add_unk_token_id(vocab["<unk>"])
+    for name, t in model.state_dict().items():
+        if name.endswith("rotary_emb.inv_freq"):
+            continue
+        gname = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if gname is None:
+            raise ValueError(f"no GGUF name for {name}")
+        a = t.detach().float().numpy()
+        if a.ndim == 2 and qtype != gguf.GGMLQuantizationType.F32:
+            w.add_tensor(gname, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(gname, np.ascontiguousarray(a, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tmp.replace(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("out_dir", help="directory to write the backbone and tokenizer into")
+    p.add_argument("out_dir", help="directory to write the backbone and tokenizer into (a path ending in .gguf: "
+                                  "one GGUF file instead)")
     p.add_argument("--arch", choices=ARCHS, default="qwen2", help="backbone family")
     p.add_argument("--hidden_size", type=int, default=128, help="hidden size (model width)")
     p.add_argument("--num_layers", type=int, default=4, help="number of transformer layers")
@@ -163,6 +232,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --hidden_size {args.hidden_size} is not divisible by --num_heads {args.num_heads}",
               file=sys.stderr)
         return 2
+    if args.out_dir.endswith(".gguf"):
+        if args.arch != "qwen2":
+            print("error: a .gguf output is written for --arch qwen2 only", file=sys.stderr)
+            return 2
+        out = write_tiny_gguf(args.out_dir, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                              num_heads=args.num_heads, seed=args.seed, max_positions=args.max_positions)
+        print(f"wrote tiny qwen2 GGUF (weights {GGUF_QUANT}, residue tokenizer) to {out}")
+        return 0
     out = write_tiny(args.out_dir, args.arch, hidden_size=args.hidden_size, num_layers=args.num_layers,
                      num_heads=args.num_heads, seed=args.seed, max_positions=args.max_positions)
     print(f"wrote tiny {args.arch} backbone + residue tokenizer to {out}")

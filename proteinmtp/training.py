@@ -1,63 +1,111 @@
-"""Training: torch Dataset with random contiguous crops, padding collator, HF Trainer subclass and callbacks.
+"""Training with the Hugging Face Trainer: crops, the padding collator, the Trainer subclass, in-training
+evaluation.
 
 The loop, LR schedule (cosine + warmup), gradient clipping, checkpoints (RUN_DIR/checkpoint-<step>/),
 resume and DDP come from ``transformers.Trainer``. What this module adds:
 
 * ``CropDataset`` / ``DistanceCollator``: chains longer than max_seq_len train on a random contiguous crop
   (torch RNG, so a resumed run continues the same stream); batches are right-padded, distances NaN-padded.
-* ``DistanceTrainer``: saves checkpoints in the run format (head.safetensors + adapter/ or backbone/, no
-  pickles), resumes from them, evaluates on whole validation chains with ``proteinmtp.metrics`` (MAE in Å
-  overall and per separation range, long-range top-L/5 contact precision), stops on NaN/inf loss.
-* Callbacks: ``LogCallback`` (RUN_DIR/train.log for ``tail -f`` and RUN_DIR/train_log.jsonl),
-  ``CheckpointCallback`` (marks a checkpoint complete only after everything is on disk, refreshes the
-  experiment record), ``TimeLimitCallback`` (--max_train_minutes: save and stop gracefully).
-* Resume helpers: the latest complete checkpoint, ``finished_run`` / ``mark_finished``
-  (RUN_DIR/training_complete.json after the final save: a re-run of a finished command is a no-op) and
-  ``comparable_model`` / ``config_differences`` (a resume must not change the stored run).
+* ``DistanceTrainer``: head vs backbone learning rates (no weight decay on norms, biases, embeddings and the
+  layer mix), checkpoints in the run format (head.safetensors + adapter/ or backbone/, no pickles), resume
+  from them (a warning when a checkpoint has no optimizer state), a failed save as one line
+  (``CheckpointSaveError``), evaluation on whole validation chains with ``proteinmtp.metrics`` (MAE in Å
+  overall and per separation range, long-range top-L/5 contact precision), a stop on NaN/inf loss.
+
+The loss and its terms come from the model (``proteinmtp.heads.losses``); callbacks are
+``proteinmtp.callbacks``; the run directory's rules are ``proteinmtp.rundir``.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import contextlib
+import os
+import re
+import resource
+import shutil
+import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch.utils.data import Dataset
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 
-from proteinmtp.fileio import atomic_write, write_json
+from proteinmtp.fileio import atomic_write
 from proteinmtp.geometry import distance_matrix
-from proteinmtp.heads.common import add_ss_loss
 from proteinmtp.metric_registry import TRAINING_KEYS, distance_scores
-from proteinmtp.model import (
-    DistanceModel,
-    HeadConfig,
-    ModelSpec,
-    load_weights_into,
-    prior_distances,
-    save_weights,
-)
+from proteinmtp.model import DistanceModel, load_weights_into, prior_distances, save_weights
 from proteinmtp.rundir import (
-    CHECKPOINT_PREFIX,
-    COMPLETE_MARKER,
+    HEAD_WEIGHTS,
+    OPTIMIZER_STATE,
+    SCHEDULER_STATE,
     TOKENIZER_DIR,
-    TRAIN_FINISHED,
-    TRAIN_JSONL,
-    TRAIN_TEXT_LOG,
-    TRAINER_STATE,
+    checkpoint_dir,
     latest_complete_checkpoint,
-    read_json_or_none,
 )
 from proteinmtp.secondary import IGNORE_INDEX, ss8_labels
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf."""
+
+
+class CheckpointSaveError(RuntimeError):
+    """Writing a checkpoint or the final weights failed (one line: the file and the cause)."""
+
+
+def _write_cause(e: BaseException, where: Path) -> str:
+    """The cause of a failed write in words: the OS error's text (File too large, No space left on device),
+    also when a writer only quotes its errno; else the writer's message, with the file system's free space."""
+    if isinstance(e, OSError) and e.errno:
+        return os.strerror(e.errno)
+    text = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    m = re.search(r"os error (\d+)", text)                  # safetensors (Rust): "... (os error 27)"
+    if m:
+        return os.strerror(int(m.group(1)))
+    # torch.save quotes no errno: give the context
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        text += f"; the file size limit (ulimit -f) is {limit} bytes"
+    try:
+        free = shutil.disk_usage(where if where.is_dir() else where.parent).free
+        text += f"; {free / 1e6:.0f} MB free on that file system"
+    except OSError:
+        pass
+    return text
+
+
+@contextlib.contextmanager
+def saving(directory: Path, first: str | None):
+    """Turn a failed write under ``directory`` into a CheckpointSaveError naming the file and the cause.
+
+    The file: the one the OS error names; else the newest file under ``directory`` written since the block
+    began (a writer that leaves its partial file: torch.save, json), or for safetensors, which removes its
+    partial file, that file's directory; else ``first`` (the file the block writes first, by an atomic
+    writer that removed its temporary copy). A RuntimeError counts too: torch.save reports a failed write as
+    one ("unexpected pos ...", "iostream error").
+    """
+    t0 = time.time_ns()
+    try:
+        yield
+    except CheckpointSaveError:
+        raise
+    except (OSError, RuntimeError, SafetensorError) as e:
+        if isinstance(e, OSError) and getattr(e, "filename", None):
+            path = Path(e.filename)
+        else:
+            new = [p for p in directory.rglob("*") if p.is_file() and p.stat().st_mtime_ns >= t0] \
+                if directory.is_dir() else []
+            newest = max(new, key=lambda p: p.stat().st_mtime_ns) if new else None
+            if newest is None:
+                path = str(directory / first) if first else f"{directory}/"
+            else:
+                path = f"{newest.parent}/" if isinstance(e, SafetensorError) else str(newest)
+        raise CheckpointSaveError(f"cannot write {path}: {_write_cause(e, directory)}") from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -330,9 +378,7 @@ class DistanceTrainer(Trainer):
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
-        head_cfg = getattr(model, "module", model).head.cfg
-        add_ss_loss(outputs, inputs.get("ss_labels"), getattr(head_cfg, "ss_weight", 0.0))
+        outputs = model(**inputs)             # loss = the weighted loss terms (proteinmtp.heads.losses)
         loss = outputs["loss"]
         if not torch.isfinite(loss).all():
             raise NonFiniteLossError(
@@ -360,16 +406,49 @@ class DistanceTrainer(Trainer):
         out = Path(output_dir or self.args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         model = self.accelerator.unwrap_model(self.model)
-        save_weights(model, out, save_base_backbone=self.save_base_backbone)
+        with saving(out, HEAD_WEIGHTS):
+            save_weights(model, out, save_base_backbone=self.save_base_backbone)
         if self.run_tokenizer is not None:
-
-            self.run_tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
+            with saving(out, TOKENIZER_DIR):
+                self.run_tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
         for name, text in self.run_files.items():
-            atomic_write(out / name, text)
+            with saving(out, name):
+                atomic_write(out / name, text)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint; a write that fails (disk full, file size limit) becomes one
+        ``CheckpointSaveError`` naming the file and the cause, and the cut-short checkpoint is removed (it
+        has no completion marker, so it would never be resumed from; its space is freed)."""
+        ckpt = checkpoint_dir(self.args.output_dir, self.state.global_step)
+        try:
+            with saving(ckpt, HEAD_WEIGHTS):
+                super()._save_checkpoint(model, trial)
+        except CheckpointSaveError as e:
+            if self.args.should_save:
+                shutil.rmtree(ckpt, ignore_errors=True)
+            last = latest_complete_checkpoint(self.args.output_dir)
+            raise CheckpointSaveError(
+                f"{e}; {ckpt.name} is incomplete and was removed; "
+                + (f"re-run the same command to resume from {last.name}" if last is not None else
+                   "there is no complete checkpoint yet: re-run the same command to start again")) from None
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        with saving(Path(output_dir or self.args.output_dir), HEAD_WEIGHTS):
+            super().save_model(output_dir, _internal_call)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
         load_weights_into(model, resume_from_checkpoint)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """The Trainer loads optimizer.pt and scheduler.pt only when both exist; otherwise say what restarts."""
+        if checkpoint is not None and self.args.should_save:
+            missing = [n for n in (OPTIMIZER_STATE, SCHEDULER_STATE) if not (Path(checkpoint) / n).is_file()]
+            if missing:
+                print(f"warning: {checkpoint} has no {' and no '.join(missing)}: AdamW restarts with empty moment "
+                      "estimates and the learning-rate schedule from step 0 (warmup included)",
+                      file=sys.stderr, flush=True)
+        super()._load_optimizer_and_scheduler(checkpoint)
 
     # -- evaluation ------------------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -387,193 +466,3 @@ class DistanceTrainer(Trainer):
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
-
-
-# ----------------------------------------------------------------------------------------------------
-# callbacks
-# ----------------------------------------------------------------------------------------------------
-def _fmt_time(s: float) -> str:
-    s = int(max(0, s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-class LogCallback(TrainerCallback):
-    """Appends to RUN_DIR/train.log (human) and RUN_DIR/train_log.jsonl (one JSON object per log/eval)."""
-
-    def __init__(self, run_dir: str | Path, samples_per_step: int):
-        self.run_dir = Path(run_dir)
-        self.samples_per_step = samples_per_step
-        self._t = None
-        self._step = None
-        self._t0 = None
-        self._step0 = None
-
-    def _write(self, row: dict, line: str) -> None:
-        with open(self.run_dir / TRAIN_JSONL, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
-        with open(self.run_dir / TRAIN_TEXT_LOG, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self._t = self._t0 = time.time()
-        self._step = self._step0 = state.global_step
-        if state.is_world_process_zero:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            msg = "resumed" if state.global_step else "started"
-            self._write({"event": msg, "step": state.global_step, "max_steps": state.max_steps,
-                         "time": time.time()},
-                        f"{time.strftime('%Y-%m-%d %H:%M:%S')} training {msg} at step {state.global_step}"
-                        f"/{state.max_steps}")
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        now = time.time()
-        step = state.global_step
-        row = {"step": step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
-               "time": round(now, 3)}
-        stamp = time.strftime("%H:%M:%S")
-        if any(k.startswith("eval_") for k in logs):
-            parts = [f"{k[5:]} {logs[k]:.3f}" for k in ("eval_mae", "eval_mae_local", "eval_mae_short",
-                     "eval_mae_medium", "eval_mae_long", "eval_precision_L5_long") if k in logs]
-            self._write(row, f"{stamp} eval step {step}: " + " | ".join(parts) + " (MAE in Å)")
-            return
-        if "loss" not in logs:
-            self._write(row, f"{stamp} step {step}: {json.dumps(logs)}")
-            return
-        dt, ds = now - self._t, step - self._step
-        rate = ds * self.samples_per_step / dt if dt > 0 and ds > 0 else float("nan")
-        spent = now - self._t0
-        done = step - self._step0
-        eta = spent / done * (state.max_steps - step) if done > 0 else float("nan")
-        row.update({"samples_per_second": round(rate, 3), "max_steps": state.max_steps})
-        mem = ""
-        if torch.cuda.is_available():     # peak since the last log line, this process's device
-            row["gpu_peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
-            torch.cuda.reset_peak_memory_stats()
-            mem = f" | GPU peak {row['gpu_peak_gb']:.2f} GB"
-        self._t, self._step = now, step
-        gn = logs.get("grad_norm", float("nan"))
-        self._write(row, f"{stamp} step {step}/{state.max_steps} | loss {logs['loss']:.4f} | "
-                         f"lr {logs.get('learning_rate', float('nan')):.2e} | grad {gn:.3f} | "
-                         f"{rate:.2f} samples/s{mem} | ETA {_fmt_time(eta) if math.isfinite(eta) else '?'}")
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            if state.global_step >= state.max_steps:
-                event, text = "done", f"training ended at step {state.global_step}"
-            else:   # --max_train_minutes
-                event, text = "stopped", (f"training stopped at step {state.global_step}/{state.max_steps}; "
-                                          "re-run the command to continue")
-            self._write({"event": event, "step": state.global_step, "time": time.time()},
-                        f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}")
-
-
-class CheckpointCallback(TrainerCallback):
-    """After the Trainer has written checkpoint-<step>/ completely, drop a marker file into it
-    (resume ignores checkpoints without one, e.g. cut short by kill -9) and refresh the experiment record."""
-
-    def __init__(self, run_dir: str | Path, on_saved=None):
-        self.run_dir = Path(run_dir)
-        self.on_saved = on_saved
-
-    def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        ckpt = self.run_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
-        if ckpt.is_dir():
-            write_json(ckpt / COMPLETE_MARKER, {"step": state.global_step, "time": time.time()}, indent=None)
-        if self.on_saved is not None:
-            self.on_saved()
-
-
-def broadcast_flag(flag: bool, device) -> bool:
-    """Rank 0's ``flag`` on every rank (as is, without torch.distributed): every rank must agree to stop, or
-    DDP hangs. The tensor lives on ``device`` (the Trainer's ``args.device``: NCCL refuses CPU tensors)."""
-    t = torch.tensor([float(flag)], device=device)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.broadcast(t, src=0)
-    return bool(t.item() > 0)
-
-
-class TimeLimitCallback(TrainerCallback):
-    """Stop gracefully (with a checkpoint) after ``minutes`` of training in this process."""
-
-    def __init__(self, minutes: float):
-        self.limit = minutes * 60.0
-        self.t0 = time.time()
-        self.triggered = False
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.t0 = time.time()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if broadcast_flag(time.time() - self.t0 > self.limit, args.device):
-            self.triggered = True
-            control.should_save = True
-            control.should_training_stop = True
-        return control
-
-
-# ----------------------------------------------------------------------------------------------------
-# resume
-# ----------------------------------------------------------------------------------------------------
-def finished_run(run_dir: str | Path, max_steps: int, num_epochs: float) -> dict | None:
-    """``{"step", "marker"}`` when the run in ``run_dir`` already trained to this target, else None.
-
-    Finished means RUN_DIR/training_complete.json (written after the final save of a run that reached its
-    last step) for the same --max_steps (and --num_epochs when max_steps is 0), or, with max_steps > 0,
-    a complete checkpoint at max_steps or beyond. ``marker`` is False when the final save after that
-    checkpoint is missing (the process ended between the two). A run stopped by --max_train_minutes
-    is not finished.
-    """
-    run = Path(run_dir)
-    done = read_json_or_none(run / TRAIN_FINISHED)
-    ckpt = latest_complete_checkpoint(run)
-    state = read_json_or_none(ckpt / TRAINER_STATE) if ckpt is not None else None
-    step = int(state.get("global_step", 0)) if state else None
-    if done is not None and done.get("max_steps") == max_steps and (max_steps > 0 or done.get("num_epochs") == num_epochs):
-        return {"step": int(done.get("step", step or 0)), "marker": True}
-    if max_steps > 0 and step is not None and step >= max_steps:
-        return {"step": step, "marker": done is not None and done.get("step") == step}
-    return None
-
-
-def mark_finished(run_dir: str | Path, step: int, max_steps: int, num_epochs: float) -> None:
-    """Write RUN_DIR/training_complete.json (after the final save): a re-run of the command is a no-op."""
-    write_json(Path(run_dir) / TRAIN_FINISHED, {"step": int(step), "max_steps": int(max_steps),
-                                                "num_epochs": float(num_epochs), "time": time.time()})
-
-
-def clear_finished(run_dir: str | Path) -> None:
-    """Training continues (e.g. --max_steps raised): the run is no longer complete."""
-    (Path(run_dir) / TRAIN_FINISHED).unlink(missing_ok=True)
-
-
-def comparable_model(model: dict) -> dict:
-    """A training_config.json "model" section as plain JSON values, with the defaults for keys an older run
-    did not store (what ``load_run`` would rebuild), so stored and new specs compare key by key."""
-    spec = asdict(ModelSpec.from_dict(model))
-    spec["head"] = asdict(HeadConfig.from_dict(spec.get("head") or {}))
-    spec["trust_remote_code"] = bool(model.get("trust_remote_code", False))
-    return json.loads(json.dumps(spec, default=str))
-
-
-def config_differences(old: dict, new: dict, ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
-    """``"key: old → new"`` for every (dotted, nested) key whose JSON value differs. Skipped: top-level keys
-    in ``ignore`` and top-level keys the old config lacks (flags added after that run was written)."""
-    out = []
-    for k in old:
-        if k in ignore and not prefix:
-            continue
-        if k not in new:
-            if prefix:
-                out.append(f"{prefix}{k}: {old[k]!r} → (none)")
-            continue
-        a, b = json.loads(json.dumps(old[k], default=str)), json.loads(json.dumps(new[k], default=str))
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, prefix=f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} → {b!r}")
-    out += [f"{prefix}{k}: (none) → {new[k]!r}" for k in new if k not in old and prefix and k not in ignore]
-    return out

@@ -14,7 +14,8 @@ from proteinmtp.confidence import predicted_tm
 from proteinmtp.constants import STANDARD_AA
 from proteinmtp.fileio import atomic_open
 from proteinmtp.predict import StructurePrediction, predicted_ss8
-from proteinmtp.structure import StructureReadError, read_structure, write_trace
+from proteinmtp.structure import StructureReadError, read_structure
+from proteinmtp.structure_writer import write_trace
 
 
 def structure_remarks(sp: StructurePrediction, *, run_dir: str | Path = "", model_name: str = "",

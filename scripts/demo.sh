@@ -46,7 +46,7 @@ $PY evaluate_distmat_model.py --model_path "$RUN" --test_data "$DATA/test.json.g
   --save_pdbs
 
 say "5/5 prediction of one held-out sequence -> $EXP/prediction.pdb"
-SEQ=$($PY -c "import sys; from proteinmtp.dataset import load_dataset; print(load_dataset(sys.argv[1]).samples[0].sequence)" "$DATA/test.json.gz")
+SEQ=$($PY -c "import sys; from proteinmtp.dataio import open_dataset; print(open_dataset(sys.argv[1]).samples[0].sequence)" "$DATA/test.json.gz")
 $PY infer_distmat.py --model_path "$RUN" --sequence "$SEQ" --output "$EXP/prediction.pdb" --save_distmat
 
 say "done: held-out test split, model beside the prior, the nearest training neighbour and the oracle"

@@ -49,6 +49,41 @@ def ca_atom_array(ca: np.ndarray):
     return arr
 
 
+def real_samples(test_data_dir: Path, n: int, crop: int):
+    """First n distinct chains (>= 20 residues) of the committed structures, first ``crop`` residues."""
+    from proteinmtp.dataset import Sample
+    from proteinmtp.structure import read_structure
+
+    out, seen = [], set()
+    for f in sorted(test_data_dir.glob("*.gz")):
+        try:
+            chains = read_structure(f)
+        except ValueError:
+            continue
+        for c in chains:
+            if len(c.sequence) >= 20 and c.sequence not in seen:
+                seen.add(c.sequence)
+                out.append(Sample(id=c.id, sequence=c.sequence[:crop], ca=c.ca[:crop],
+                                  residue_ids=list(c.residue_ids[:crop]), source=f.name, split="train"))
+    return out[:n]
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory, test_data_dir):
+    """train.json (4 real chains, 40 residues each) and val.json (2) for the training CLI tests."""
+    from proteinmtp.dataset import compute_global_stats, save_dataset
+
+    out = tmp_path_factory.mktemp("data")
+    samples = real_samples(test_data_dir, 6, 40)
+    train, val = samples[:4], samples[4:]
+    for s in val:
+        s.split = "val"
+    gs = compute_global_stats(train)
+    save_dataset(out / "train.json", train, gs, {})
+    save_dataset(out / "val.json", val, gs, {})
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> Path:
     """A tiny random Qwen2-style backbone directory (hidden 32, 2 layers, 2 heads; proteinmtp.tiny), shared

@@ -7,6 +7,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from proteinmtp import train_command
 from proteinmtp.config import HelpFormatter, add_flags, cli_flags, flag, from_args
 from proteinmtp.heads import REGISTRY, HeadConfig
 from proteinmtp.model import ModelSpec
@@ -37,8 +38,8 @@ def test_cli_defaults_build_the_library_defaults(tmp_path):
     """train_distmat.py with no model flags builds exactly ModelSpec() / HeadConfig() (plus what the script
     derives from the data and the crop), so the library and the recipe cannot disagree."""
     args = train_distmat.parse_args(["--train_data", "x.json", "--output_dir", str(tmp_path)])
-    dil = train_distmat.check_args(args)
-    spec = train_distmat.model_spec(args, dil, {"log_dist_mean": 2.0})
+    dil = train_command.check_args(args)
+    spec = train_command.model_spec(args, dil, {"log_dist_mean": 2.0})
     lib = ModelSpec()
     for name, _, _ in cli_flags(ModelSpec):
         assert getattr(spec, name) == getattr(lib, name), name

@@ -13,8 +13,14 @@ from scipy.spatial.transform import Rotation
 
 from proteinmtp.heads import HeadConfig, build_head
 from proteinmtp.heads.coords import DIST_EPS, CoordinateHead, coords_to_dist, kabsch_rmsd, mds_from_dist
+from proteinmtp.heads.losses import LossTargets, head_loss
 
 STATS = (torch.tensor(2.6), torch.tensor(0.7))
+
+
+def loss_of(head, out, dist, valid, stats, **kw):
+    """The head's loss terms (proteinmtp.heads.losses) for these outputs and targets."""
+    return head_loss(head, out, LossTargets(dist, valid, stats, **kw))
 
 
 @pytest.fixture(scope="module")
@@ -71,19 +77,19 @@ def test_loss_is_invariant_to_rotation_translation_and_mirror_by_value(native_ca
     present[[3, 20, 21]] = False                                           # residues without a Cα
     valid = _valid(L, present)
     head = _head()
-    ref = head.loss(_out_from_xyz(torch.tensor(pred)[None]), true_d, valid, STATS)
+    ref = loss_of(head, _out_from_xyz(torch.tensor(pred)[None]), true_d, valid, STATS)
     R = Rotation.random(random_state=1).as_matrix()
     for moved in (pred @ R.T + np.array([40.0, -7.0, 3.0]), pred * np.array([1.0, -1.0, 1.0]) + 5.0):
-        got = head.loss(_out_from_xyz(torch.tensor(moved)[None]), true_d, valid, STATS)
+        got = loss_of(head, _out_from_xyz(torch.tensor(moved)[None]), true_d, valid, STATS)
         for k in ("loss", "loss_regression", "loss_rmsd"):
             assert float(got[k]) == pytest.approx(float(ref[k]), rel=2e-6), k   # float32 inside the loss
     # the native frame does not matter either: same distances from a rotated native
     moved_native = native_ca @ Rotation.random(random_state=2).as_matrix().T - 12.0
-    got = head.loss(_out_from_xyz(torch.tensor(pred)[None]),
+    got = loss_of(head, _out_from_xyz(torch.tensor(pred)[None]),
                     torch.tensor(cdist(moved_native, moved_native))[None], valid, STATS)
     assert float(got["loss"]) == pytest.approx(float(ref["loss"]), rel=2e-6)
     # and the loss separates: the native itself scores (near) zero on both geometric terms
-    exact = head.loss(_out_from_xyz(torch.tensor(native_ca)[None]), true_d, valid, STATS)
+    exact = loss_of(head, _out_from_xyz(torch.tensor(native_ca)[None]), true_d, valid, STATS)
     assert float(exact["loss_rmsd"]) < 1e-3 and float(exact["loss_regression"]) < 1e-3
     assert float(ref["loss_rmsd"]) > 2.0
 
@@ -93,7 +99,7 @@ def test_regression_term_matches_hand_computation(native_ca):
     rng = np.random.default_rng(3)
     pred = native_ca + rng.normal(scale=2.0, size=native_ca.shape)
     L = len(pred)
-    out = _head().loss(_out_from_xyz(torch.tensor(pred)[None]), torch.tensor(cdist(native_ca, native_ca))[None],
+    out = loss_of(_head(), _out_from_xyz(torch.tensor(pred)[None]), torch.tensor(cdist(native_ca, native_ca))[None],
                        _valid(L), STATS)
     dp = np.sqrt(cdist(pred, pred) ** 2 + 1e-2)
     dt = cdist(native_ca, native_ca)
@@ -211,8 +217,9 @@ def test_coords_run_round_trips_through_load_run(tmp_path):
     import json
     from dataclasses import asdict
 
-    from proteinmtp.model import ModelSpec, build_model, load_run, load_tokenizer, save_weights
-    from proteinmtp.rundir import CONFIG_NAME, TOKENIZER_DIR
+    from proteinmtp.backbone import load_tokenizer
+    from proteinmtp.model import ModelSpec, build_model, load_run, save_weights
+    from proteinmtp.rundir import CONFIG_NAME, CONFIG_VERSION, TOKENIZER_DIR
     from proteinmtp.tiny import write_tiny
 
     torch.manual_seed(1)
@@ -225,7 +232,7 @@ def test_coords_run_round_trips_through_load_run(tmp_path):
         model.head.to_xyz.bias.add_(0.3)            # not the initial weights
     run = tmp_path / "run"
     save_weights(model, run)
-    (run / CONFIG_NAME).write_text(json.dumps({"model": asdict(spec)}))
+    (run / CONFIG_NAME).write_text(json.dumps({"config_version": CONFIG_VERSION, "model": asdict(spec)}))
     load_tokenizer(str(tmp_path / "bb")).save_pretrained(str(run / TOKENIZER_DIR))
     seq = "MKTAYIAKQRQISFVKSHFSRQ"
     with torch.no_grad():

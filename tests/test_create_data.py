@@ -15,7 +15,8 @@ import pytest
 from Bio.Data.PDBData import protein_letters_3to1_extended
 from Bio.PDB import MMCIFParser, PDBParser
 
-from proteinmtp.dataset import compute_global_stats, load_dataset
+from proteinmtp.dataio import open_dataset
+from proteinmtp.dataset import compute_global_stats
 from proteinmtp.structure import read_structure
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,10 +75,10 @@ def test_unique_count_matches_independent_count(small_build: Path, test_data_dir
         for seq, n_missing in independent_sequences(test_data_dir / name, 30, 1000):
             if n_missing <= 0.1 * len(seq) and seq.count("X") <= 0.5 * len(seq):
                 seqs[seq] = 1
-    train = load_dataset(small_build / "train.json")
+    train = open_dataset(small_build / "train.json")
     assert len(train) == len(seqs) == len({s.sequence for s in train.samples})
     assert {s.sequence for s in train.samples} == set(seqs)
-    assert len(load_dataset(small_build / "val.json")) == len(load_dataset(small_build / "test.json")) == 0
+    assert len(open_dataset(small_build / "val.json")) == len(open_dataset(small_build / "test.json")) == 0
     summary = json.loads((small_build / "report.json").read_text())["summary"]
     assert summary["chains_kept"] == len(seqs)
     assert summary["chains_found"] == summary["chains_kept"] + sum(summary["chains_dropped"].values())
@@ -102,7 +103,7 @@ def test_report_lists_every_skipped_file(small_build: Path) -> None:
 
 
 def test_global_stats_from_train_only(small_build: Path) -> None:
-    train = load_dataset(small_build / "train.json")
+    train = open_dataset(small_build / "train.json")
     stats = compute_global_stats(train.samples)
     assert train.global_stats == pytest.approx(stats)
     d = np.concatenate([s.distances()[np.triu_indices(len(s), 1)] for s in train.samples])
@@ -114,7 +115,7 @@ def test_builder_ships_the_training_prior(small_build: Path) -> None:
     """create_distmat_data.py writes prior.json; it is what training would fit on the written train split."""
     from proteinmtp.prior import SeparationPrior, prior_for_training
 
-    train = load_dataset(small_build / "train.json")
+    train = open_dataset(small_build / "train.json")
     prior, why = prior_for_training(small_build / "train.json", train.samples)
     assert "shipped" in why
     assert json.dumps(prior.to_dict()) == json.dumps(SeparationPrior.fit(train.samples).to_dict())
@@ -126,7 +127,7 @@ def test_streamed_save_bytes_equal_whole_document(demo_dir: Path, tmp_path: Path
     from proteinmtp.dataset import dataset_to_dict, save_dataset
 
     src = demo_dir / "dataset" / "val.json.gz"
-    ds = load_dataset(src)
+    ds = open_dataset(src)
     save_dataset(tmp_path / "v.json.gz", ds.samples, ds.global_stats, ds.config)
     save_dataset(tmp_path / "v.json", ds.samples, ds.global_stats, ds.config)
     text = json.dumps(dataset_to_dict(ds.samples, ds.global_stats, ds.config), separators=(",", ":")).encode()
@@ -140,7 +141,7 @@ def test_streamed_global_stats_equal_exact_on_a_dataset(demo_dir: Path) -> None:
     (~2M pairs): moments to 1e-9 relative, the exact-mode median equal, the sketch median within 1e-4."""
     from proteinmtp.dataset import PairStatistics, iter_pair_distances
 
-    train = load_dataset(demo_dir / "dataset" / "train.json.gz").samples
+    train = open_dataset(demo_dir / "dataset" / "train.json.gz").samples
     stats = compute_global_stats(train)
     d = np.concatenate([s.distances()[np.triu_indices(len(s), 1)] for s in train])   # the exact reference
     d = d[~np.isnan(d)]
@@ -168,7 +169,7 @@ def test_streamed_global_stats_equal_exact_on_a_dataset(demo_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def demo_splits(demo_dir: Path) -> dict:
-    return {name: load_dataset(demo_dir / "dataset" / f"{name}.json.gz") for name in ("train", "val", "test")}
+    return {name: open_dataset(demo_dir / "dataset" / f"{name}.json.gz") for name in ("train", "val", "test")}
 
 
 def _best_global_identity(query: str, targets: list[str]) -> float:
@@ -232,7 +233,7 @@ def test_inputs_glob_list_seed_json_and_flags(tmp_path: Path, test_data_dir: Pat
                 str(tmp_path / "protein_coords_data.json"), "--output_dir", str(out),
                 "--train_ratio", "1.0", "--chains", "A,B,seedA:A", "--compress")
     assert r.returncode == 0, r.stderr
-    train = load_dataset(out / "train.json.gz")
+    train = open_dataset(out / "train.json.gz")
     ids = sorted(s.id for s in train.samples)
     assert ids == ["1A8O:A", "3KPR:A", "3KPR:B", "seedA:A"]
     seed = next(s for s in train.samples if s.id == "seedA:A")
@@ -246,7 +247,7 @@ def test_inputs_glob_list_seed_json_and_flags(tmp_path: Path, test_data_dir: Pat
     r = run_cli("--input", str(test_data_dir), "--output_dir", str(out2), "--max_samples", "3",
                 "--val_fraction", "0", "--test_fraction", "0")
     assert r.returncode == 0, r.stderr
-    assert len(load_dataset(out2 / "train.json")) == 3
+    assert len(open_dataset(out2 / "train.json")) == 3
 
 
 def test_split_build_is_deterministic(tmp_path: Path, test_data_dir: Path) -> None:
@@ -258,7 +259,7 @@ def test_split_build_is_deterministic(tmp_path: Path, test_data_dir: Path) -> No
         assert r.returncode == 0, r.stderr
         outs.append({f.name: f.read_bytes() for f in out.iterdir()})
     assert outs[0] == outs[1]
-    splits = {n: load_dataset(tmp_path / "w1" / f"{n}.json") for n in ("train", "val", "test")}
+    splits = {n: open_dataset(tmp_path / "w1" / f"{n}.json") for n in ("train", "val", "test")}
     assert all(len(splits[n]) > 0 for n in splits)
     assert {s.split for n in splits for s in splits[n].samples} == {"train", "val", "test"}
 
@@ -277,7 +278,7 @@ def test_prefilter_build_with_verify_split_reports_and_is_leakage_free(tmp_path:
     cl = json.loads((out / "report.json").read_text())["summary"]["clustering"]
     assert cl["exhaustive"] is False and cl["verify"]["held_out_chains"] > 0
     assert "split verified exhaustively" in r.stdout
-    samples = [s for n in ("train", "val", "test") for s in load_dataset(out / f"{n}.json").samples]
+    samples = [s for n in ("train", "val", "test") for s in open_dataset(out / f"{n}.json").samples]
     split = {s.id: s.split for s in samples}
     seqs = {s.id: s.sequence for s in samples}
     for h in iter_search_hits(seqs, seqs, min_identity=0.3, cov_mode=1, exhaustive=True):
@@ -391,7 +392,7 @@ def test_same_file_name_in_two_folders_keeps_both(tmp_path: Path, test_data_dir:
         rc, _, err = _main("--input", str(src), "--output_dir", str(out), "--val_fraction", "0",
                            "--test_fraction", "0", "--workers", workers, "--chains", "A,B")
         assert rc == 0, err
-        train = load_dataset(out / "train.json")
+        train = open_dataset(out / "train.json")
         ids.append(sorted(s.id for s in train.samples))
         by_id = {s.id: s for s in train.samples}
         assert by_id["a/prot:A"].sequence == read_structure(test_data_dir / "1LCD.pdb.gz")[0].sequence
@@ -404,4 +405,37 @@ def test_same_file_name_in_two_folders_keeps_both(tmp_path: Path, test_data_dir:
     rc, _, err = _main("--input", str(src), "--output_dir", str(tmp_path / "sel"), "--val_fraction", "0",
                        "--test_fraction", "0", "--chains", "prot:A")
     assert rc == 0, err
-    assert sorted(s.id for s in load_dataset(tmp_path / "sel" / "train.json").samples) == ["a/prot:A", "b/prot:A"]
+    assert sorted(s.id for s in open_dataset(tmp_path / "sel" / "train.json").samples) == ["a/prot:A", "b/prot:A"]
+
+
+def test_rebuild_with_other_options_removes_the_old_splits(tmp_path: Path, test_data_dir: Path) -> None:
+    """A rebuild into the same directory with another --format/--compress leaves only the new splits (the
+    old ones removed after the new ones are written); other files, and a failed rebuild, remove nothing."""
+    out = tmp_path / "d"
+    base = ["--input", str(test_data_dir / "3KPR.pdb.gz"), str(test_data_dir / "1LCD.pdb.gz"), "--output_dir",
+            str(out), "--val_fraction", "0", "--test_fraction", "0"]
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "val.shards").mkdir()                               # a directory that is not a sharded dataset
+    (out / "val.shards" / "keep").write_text("mine")
+
+    def split_names() -> list[str]:
+        return sorted(p.name for p in out.iterdir() if p.name.startswith(("train", "val", "test")))
+
+    assert _main(*base, "--compress")[0] == 0
+    first = open_dataset(out / "train.json.gz")
+    assert split_names() == ["test.json.gz", "train.json.gz", "val.json.gz", "val.shards"]
+    rc, stdout, _ = _main(*base)
+    assert rc == 0 and f"removed {out / 'train.json.gz'}" in stdout
+    assert split_names() == ["test.json", "train.json", "val.json", "val.shards"]
+    assert (out / "val.shards" / "keep").read_text() == "mine"
+    shutil.rmtree(out / "val.shards")
+    assert _main(*base, "--format", "binary")[0] == 0
+    assert split_names() == ["test.shards", "train.shards", "val.shards"]
+    assert _main(*base, "--shard_mb", "0")[0] == 2                        # refused: nothing removed
+    assert split_names() == ["test.shards", "train.shards", "val.shards"]
+    assert _main(*base, "--compress")[0] == 0
+    assert split_names() == ["test.json.gz", "train.json.gz", "val.json.gz"]
+    assert (out / "notes.txt").read_text() == "mine" and not [p for p in out.iterdir() if p.name.startswith(".")]
+    again = open_dataset(out / "train.json.gz")
+    assert [s.id for s in again.samples] == [s.id for s in first.samples] and again.global_stats == first.global_stats

@@ -45,9 +45,10 @@ def _parsers():
     import evaluate_distmat_model
     import infer_distmat
     import train_distmat
+    from proteinmtp import weights
 
     out = []
-    for mod in (create_distmat_data, train_distmat, infer_distmat, evaluate_distmat_model):
+    for mod in (create_distmat_data, train_distmat, infer_distmat, evaluate_distmat_model, weights):
         if hasattr(mod, "build_parser"):
             out.append(mod.build_parser())
             continue
@@ -71,7 +72,14 @@ def _parsers():
 
 
 def _actions():
-    return [a for p in _parsers() for a in p._actions]
+    import argparse
+
+    parsers = _parsers()
+    for p in list(parsers):           # sub-commands (python -m proteinmtp.weights fetch/verify)
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                parsers.extend(a.choices.values())
+    return [a for p in parsers for a in p._actions]
 
 
 def test_every_flag_the_readme_names_exists(repo_root):
@@ -118,7 +126,7 @@ def test_defaults_quoted_in_the_docs_are_the_code_defaults(repo_root):
 
 
 def test_the_reconstruction_help_names_every_method():
-    from proteinmtp.geometry import METHODS
+    from proteinmtp.reconstruction import METHODS
 
     helps = [a.help for a in _actions() if "--mds_method" in a.option_strings]
     assert len(helps) == 2

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from proteinmtp.constants import AA1_TO_AA3
-from proteinmtp.dataset import load_dataset
+from proteinmtp.dataio import open_dataset
 from proteinmtp.fasta import record_stems
 
 
@@ -30,7 +30,7 @@ def test_create_train_evaluate_infer(repo_root, test_data_dir, tmp_path):
     _run(repo_root, "create_distmat_data.py", "--input", str(test_data_dir), "--output_dir", str(data),
          "--val_fraction", "0.2", "--test_fraction", "0.2", "--max_cluster_share", "1.0", "--seed", "2",
          "--workers", "1")
-    splits = {n: load_dataset(data / f"{n}.json") for n in ("train", "val", "test")}
+    splits = {n: open_dataset(data / f"{n}.json") for n in ("train", "val", "test")}
     ids = {n: {s.id for s in d.samples} for n, d in splits.items()}
     assert ids["train"] and ids["val"] and ids["test"] and not ids["train"] & ids["test"]
     report = json.loads((data / "report.json").read_text())

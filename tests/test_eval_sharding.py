@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from proteinmtp import dataio as D
 from proteinmtp import shards as S
 from proteinmtp.dataset import Sample, save_dataset
 from proteinmtp.model import ModelSpec, build_model
@@ -78,7 +79,7 @@ torch.distributed.destroy_process_group()
 def test_two_gloo_ranks_give_the_single_process_metrics(tiny, tmp_path: Path) -> None:
     samples = _samples()
     save_dataset(tmp_path / "v.json", samples, GS, {})
-    S.convert(tmp_path / "v.json", tmp_path / "v.shards", shard_mb=0.002)
+    D.convert(tmp_path / "v.json", tmp_path / "v.shards", shard_mb=0.002)
     script = tmp_path / "ev.py"
     script.write_text(SCRIPT.format(repo=str(REPO), tiny=str(tiny), data=str(tmp_path / "v.shards"),
                                     out=str(tmp_path)))

@@ -12,7 +12,7 @@ import pytest
 
 import evaluate_distmat_model
 import infer_distmat
-from proteinmtp.dataset import load_dataset
+from proteinmtp.dataio import open_dataset
 from proteinmtp.eval_cli import EvaluationInputError, run_neighbours
 from proteinmtp.eval_report import format_summary, summarize
 from proteinmtp.eval_scoring import MIRROR_KEY
@@ -89,8 +89,8 @@ def test_neighbour_programmatic_no_hit_is_the_prior(tiny_run):
     from proteinmtp.model import load_run
     from proteinmtp.neighbour import Neighbour, NeighbourSet, find_neighbours
 
-    train = load_dataset(tiny_run["train_data"]).samples
-    test = load_dataset(tiny_run["test_data"]).samples[:2]       # 1LCD:A, 1A8O:A (masked)
+    train = open_dataset(tiny_run["train_data"]).samples
+    test = open_dataset(tiny_run["test_data"]).samples[:2]       # 1LCD:A, 1A8O:A (masked)
     nbs = find_neighbours(train, test)
     nbs.by_id["1LCD:A"] = Neighbour("1LCD:A", test[0].sequence)  # as if the search had found nothing
     run = load_run(tiny_run["run_dir"])
@@ -110,27 +110,28 @@ def test_neighbour_programmatic_no_hit_is_the_prior(tiny_run):
 
 
 def test_neighbour_without_training_data(tmp_path, capsys):
-    """A recorded train_data that is gone: a warning and a null block with the reason; given: an error."""
+    """A recorded train_data that is gone fails loudly, saying what to pass; so does a given one; only
+    --no_neighbour skips the baseline; a run stored with a relative path resolves from another directory."""
     import argparse
 
+    run = tmp_path / "run"
+    run.mkdir()
     gone = str(tmp_path / "moved.json.gz")
     args = argparse.Namespace(no_neighbour=False, train_data=None)
-    nbs, info = run_neighbours(args, {"train_data": gone}, [])
-    assert nbs is None and info["status"] == "skipped" and gone in info["reason"]
-    assert "warning" in capsys.readouterr().err
+    with pytest.raises(EvaluationInputError, match="moved.json.gz.*pass --train_data PATH or --no_neighbour"):
+        run_neighbours(args, run, {"train_data": gone}, [])
+    with pytest.raises(EvaluationInputError, match="--train_data .*moved.json.gz does not exist"):
+        run_neighbours(argparse.Namespace(no_neighbour=False, train_data=gone), run, {}, [])
+    nbs, info = run_neighbours(argparse.Namespace(no_neighbour=True, train_data=gone), run, {}, [])
+    assert nbs is None and info["reason"] == "--no_neighbour" and capsys.readouterr().err == ""
     ev = Evaluation(neighbour_info=info)
     res = summarize(ev)
-    assert res["neighbour"] is None and res["neighbour_search"]["reason"] == info["reason"]
-    assert f"neighbour: skipped (training data {gone}" in format_summary(res)
-    with pytest.raises(EvaluationInputError, match="--train_data .*moved.json.gz does not exist"):
-        run_neighbours(argparse.Namespace(no_neighbour=False, train_data=gone), {}, [])
-    nbs, info = run_neighbours(argparse.Namespace(no_neighbour=True, train_data=gone), {}, [])
-    assert nbs is None and info["reason"] == "--no_neighbour" and capsys.readouterr().err == ""
+    assert res["neighbour"] is None and res["neighbour_search"]["reason"] == "--no_neighbour"
 
 
 def test_values_match_independent_computation(evaluated, tiny_run, tmp_path):
     """Model MAE from a separate infer_distmat.py run, prior MAE from prior.json, both by plain NumPy."""
-    data = {s.id: s for s in load_dataset(tiny_run["test_data"]).samples}
+    data = {s.id: s for s in open_dataset(tiny_run["test_data"]).samples}
     s = data["1A8O:A"]
     true = s.distances()
     m = s.mask()
@@ -157,7 +158,7 @@ def test_hand_and_mirror_diagnostic_from_the_written_pdbs(evaluated, tiny_run):
 
     from proteinmtp.metrics import tm_score
 
-    data = {s.id: s for s in load_dataset(tiny_run["test_data"]).samples}
+    data = {s.id: s for s in open_dataset(tiny_run["test_data"]).samples}
     best = []
     for sid, row in evaluated["rows"].items():
         s = data[sid]
@@ -170,6 +171,58 @@ def test_hand_and_mirror_diagnostic_from_the_written_pdbs(evaluated, tiny_run):
         assert float(row[f"model_{MIRROR_KEY}"]) == pytest.approx(max(as_written, mirrored), abs=2e-3)
         best.append(max(as_written, mirrored))
     assert evaluated["results"]["model"][MIRROR_KEY] == pytest.approx(np.mean(best), abs=2e-3)
+
+
+def test_clashes_for_every_method(evaluated, tiny_run):
+    """``clashes`` (non-bonded Cα pairs under 3.5 Å per 100 residues) in eval_results.json for model, prior,
+    neighbour and oracle and per protein in the CSV; the model's value recomputed from its written PDB
+    (an all-pairs count here, not metrics.clash_check); every method's structures keep the bounds."""
+    import gemmi
+
+    from proteinmtp.geometry import distance_matrix
+
+    res, rows = evaluated["results"], evaluated["rows"]
+    data = {s.id: s for s in open_dataset(tiny_run["test_data"]).samples}
+    for method in ("model", "prior", "neighbour", "oracle"):
+        assert res[method]["clashes"] == 0.0, method
+        assert all(float(r[f"{method}_clashes"]) == 0.0 for r in rows.values()), method
+    for sid, row in rows.items():
+        st = gemmi.read_structure(str(evaluated["out"] / "pdbs" / f"{sid.replace(':', '_')}_model.pdb"))
+        m = data[sid].mask()
+        xyz = np.array([r[0].pos.tolist() for r in st[0][0]])
+        idx = np.flatnonzero(m)
+        d = distance_matrix(xyz[m])
+        i, j = np.triu_indices(len(idx), 1)
+        n = int(((idx[j] - idx[i] >= 2) & (d[i, j] < 3.5)).sum())
+        assert float(row["model_clashes"]) == pytest.approx(100 * n / m.sum(), abs=1e-9)
+        assert "REMARK 500" not in (evaluated["out"] / "pdbs" / f"{sid.replace(':', '_')}_model.pdb").read_text()
+
+
+def test_score_prediction_counts_clashes_on_the_native_residues():
+    """A hand-placed clash among the scored residues counts per 100 of them; a residue without a native Cα is
+    left out, and separations are the chain's own (not the masked array's)."""
+    from proteinmtp.dataset import Sample
+    from proteinmtp.eval_scoring import score_prediction
+    from proteinmtp.geometry import distance_matrix
+
+    L = 20
+    ca = np.zeros((L, 3))
+    ca[:, 0] = np.arange(L) * 3.8 * np.cos(np.radians(30))
+    ca[1::2, 1] = 3.8 * np.sin(np.radians(30))
+    s = Sample(id="t", sequence="A" * L, ca=ca.copy(), residue_ids=[str(i + 1) for i in range(L)], source="",
+               split="test")
+    pred = ca.copy()
+    pred[15] = pred[10] + [0, 0, 3.0]                  # 10–15 at 3.0 Å
+    d = distance_matrix(pred)
+    assert score_prediction(d, -d, pred, s, higher_is_contact=False)["clashes"] == pytest.approx(100 / L)
+    s.ca[15] = np.nan                                  # residue 15 unscored: no clash left among 19
+    assert score_prediction(d, -d, pred, s, higher_is_contact=False)["clashes"] == 0.0
+    s.ca[:] = ca
+    s.ca[5] = np.nan                                   # residues 4 and 6 are i, i+2 in the chain, not bonded
+    pred2 = ca.copy()
+    pred2[6] = pred2[4] + [0, 0, 3.2]
+    d2 = distance_matrix(pred2)
+    assert score_prediction(d2, -d2, pred2, s, higher_is_contact=False)["clashes"] == pytest.approx(100 / 19)
 
 
 def test_figures_pdbs_and_record(evaluated):
@@ -243,7 +296,7 @@ def test_workers_give_the_same_results(tiny_run):
     from proteinmtp.model import load_run
 
     run = load_run(tiny_run["run_dir"])
-    test = list(load_dataset(tiny_run["test_data"]).samples)
+    test = list(open_dataset(tiny_run["test_data"]).samples)
     one = summarize(evaluate_run(run, test, progress=False, workers=1))
     two_ev = evaluate_run(run, test, progress=False, workers=2)
     assert [r["id"] for r in two_ev.rows] == [s.id for s in test if s.id != "2XHE:B"]
@@ -255,7 +308,7 @@ def test_figure_data_is_bounded_and_order_free(tiny_run):
     the number of proteins merged after them, and sums over every protein."""
     from proteinmtp.eval_figures import FigureData
 
-    s = next(x for x in load_dataset(tiny_run["test_data"]).samples if x.id == "1LCD:A")
+    s = next(x for x in open_dataset(tiny_run["test_data"]).samples if x.id == "1LCD:A")
     true = s.distances()
     fd = FigureData(max_sample_proteins=4)
     contribs = [fd.contribution(i, s, {"model": true + i}, np.asarray(s.ca), np.zeros(len(true))) for i in range(12)]
@@ -304,7 +357,7 @@ def _no_children(timeout: float = 30.0) -> bool:
 def loaded(tiny_run):
     from proteinmtp.model import load_run
 
-    return load_run(tiny_run["run_dir"]), list(load_dataset(tiny_run["test_data"]).samples)
+    return load_run(tiny_run["run_dir"]), list(open_dataset(tiny_run["test_data"]).samples)
 
 
 def test_evaluation_pool_failure_is_raised_and_the_workers_end(loaded):
@@ -345,7 +398,7 @@ def test_a_set_with_no_scorable_protein_is_an_error(tiny_run, tmp_path, capsys):
     """Every protein skipped (here: longer than the run's max_len): exit 2 with the reason, nothing written."""
     from proteinmtp.dataset import save_dataset
 
-    ds = load_dataset(tiny_run["test_data"])
+    ds = open_dataset(tiny_run["test_data"])
     data = tmp_path / "long_only.json"
     save_dataset(data, [s for s in ds.samples if s.id == "2XHE:B"], ds.global_stats, {})
     out = tmp_path / "out"
@@ -384,7 +437,7 @@ def test_mds_method_distogram_through_the_cli(tiny_run, tmp_path):
 def test_a_sharded_binary_test_set_evaluates_as_its_json(tiny_run, tmp_path):
     """--test_data DIR.shards (create_distmat_data.py --format binary) is opened as training opens it and
     gives the results of the same split as JSON."""
-    from proteinmtp.shards import convert
+    from proteinmtp.dataio import convert
 
     shards = convert(tiny_run["test_data"], tmp_path / "test.shards")
     results = {}

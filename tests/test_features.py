@@ -190,3 +190,18 @@ def test_frozen_run_trains_the_same_with_and_without_the_cache(bert, tmp_path):
     ma = [r["eval_mae"] for r in ev if "eval_mae" in r]
     mb = [r["eval_mae"] for r in ev_live if "eval_mae" in r]
     assert ma and np.allclose(ma, mb, rtol=1e-4)
+
+
+def test_one_stacked_pass_fills_single_layer_caches(bert, tmp_path):
+    """store(): the rows of one pass over several layers, written under each single-layer key, are what each
+    single-layer model computes itself (how benchmarks/bench_pretraining.py's layer probe fills its caches)."""
+    h = live_hidden(frozen(bert, layers="1,3"), SEQ).to(torch.float16)          # [2, L, H]
+    for j, k in enumerate((1, 3)):
+        single = frozen(bert, layers=str(k))
+        cache = FeatureCache(single, tmp_path / "fc")
+        cache.store(SEQ, h[j:j + 1].clone())
+        got = cache.features(SEQ)
+        assert (cache.hits, cache.misses) == (1, 0)
+        torch.testing.assert_close(got.float(), live_hidden(single, SEQ), rtol=2e-3, atol=2e-3)
+    with pytest.raises(ValueError, match="float16"):
+        cache.store(SEQ, h[0].float())

@@ -13,6 +13,7 @@ from scipy.special import ndtr
 from proteinmtp import folding as F
 from proteinmtp import geometry as G
 from proteinmtp import metrics as M
+from proteinmtp import reconstruction as R
 
 EDGES = np.linspace(2.0, 22.0, 41)   # the distance head's bins: ≤ 2 Å, 40 × 0.5 Å, overflow > 22 Å
 
@@ -46,7 +47,7 @@ def test_sharp_native_distogram_folds_to_native(test_data_dir, name, n):
     # the distance estimate the model would give: the distogram's own mean (overflow pairs read as 22 Å),
     # so nothing but the distogram carries information about pairs beyond 22 Å
     dist = F.expected_distance(probs, EDGES)
-    xyz, info = G.reconstruct(dist, method="distogram", distogram=probs, bin_edges=EDGES, breaks=G.chain_breaks(ca))
+    xyz, info = R.reconstruct(dist, method="distogram", distogram=probs, bin_edges=EDGES, breaks=G.chain_breaks(ca))
     assert info["method"] == "distogram" and info["start"] in F.START_NAMES
     tm = max(M.tm_score(xyz, ca), M.tm_score(G.mirror(xyz), ca))
     assert tm >= 0.9, f"{name}: TM {tm:.3f}"
@@ -130,7 +131,7 @@ def test_bad_distogram_raises_clear_value_error(mutate, message):
     d, p = _good_inputs()
     d2, p2, e2 = mutate(d, p, EDGES)
     with pytest.raises(ValueError, match=message):
-        G.reconstruct(d2, method="distogram", distogram=p2, bin_edges=e2)
+        R.reconstruct(d2, method="distogram", distogram=p2, bin_edges=e2)
 
 
 def test_bad_weights_and_starts_raise():
@@ -143,10 +144,10 @@ def test_bad_weights_and_starts_raise():
 
 def test_reconstruct_without_distogram_falls_back_to_refine(caplog):
     d, _ = _good_inputs()
-    with caplog.at_level(logging.INFO, logger="proteinmtp.geometry"):
-        xyz, info = G.reconstruct(d, method="distogram")
-    assert info["method"] == "refine" and "refine" in caplog.text
-    ref, _ = G.reconstruct(d, method="refine")
+    with caplog.at_level(logging.INFO, logger="proteinmtp.reconstruction"):
+        xyz, info = R.reconstruct(d, method="distogram")
+    assert info["method"] == "refine" and "needs distogram" in caplog.text and "'refine' instead" in caplog.text
+    ref, _ = R.reconstruct(d, method="refine")
     np.testing.assert_allclose(xyz, ref)
 
 
@@ -168,6 +169,6 @@ def test_structure_from_distances_uses_the_distogram(test_data_dir, caplog):
                                   method="distogram")
     assert sp.info["method"] == "distogram" and "energy" in sp.info
     assert max(M.tm_score(sp.ca_xyz, ca), M.tm_score(G.mirror(sp.ca_xyz), ca)) > 0.9
-    with caplog.at_level(logging.INFO, logger="proteinmtp.predict"):
+    with caplog.at_level(logging.INFO, logger="proteinmtp.reconstruction"):
         sp2 = structure_from_distances(DistancePrediction(**common, **no_distogram), method="distogram")   # coords-head-like
-    assert sp2.info["method"] == "refine" and "no distogram" in caplog.text
+    assert sp2.info["method"] == "refine" and caplog.text.count("'refine' instead") == 1   # said once, in one place

@@ -9,6 +9,7 @@ from scipy.spatial.distance import cdist
 from scipy.spatial.transform import Rotation
 
 from proteinmtp import geometry as G
+from proteinmtp import reconstruction as R
 from proteinmtp.constants import CA_CA_BOND
 
 
@@ -70,7 +71,7 @@ def test_missing_entries_and_all_missing_row(alpha):
     mask = mask | mask.T
     mask[40, :] = mask[:, 40] = False          # residue 40: no distance known at all
     dn = np.where(mask, d, np.nan)
-    x, info = G.reconstruct(dn, mask=mask)
+    x, info = R.reconstruct(dn, mask=mask)
     assert np.isfinite(x).all()
     # 70 % of exact distances + chain geometry pin the structure down, residue 40 included
     assert _rmsd_either_hand(x, ca) < 0.5
@@ -104,7 +105,7 @@ def test_nan_inf_raise_clear_error(alpha, bad):
     d = G.distance_matrix(alpha[:30])
     d[3, 7] = bad
     with pytest.raises(ValueError, match=r"NaN or infinite.*\[3, 7\]"):
-        G.reconstruct(d)
+        R.reconstruct(d)
     with pytest.raises(ValueError, match="NaN or infinite"):
         G.classical_mds(d)
 
@@ -123,13 +124,13 @@ def test_tiny_chains_reconstruct_exactly(alpha, L):
     ca = alpha[:L]
     # refinement pulls bonded pairs to 3.8 Å (native bonds here are 3.77–3.81 Å)
     for method, tol in (("classical", 1e-6), ("refine", 0.05)):
-        x, _ = G.reconstruct(G.distance_matrix(ca), method=method)
+        x, _ = R.reconstruct(G.distance_matrix(ca), method=method)
         assert x.shape == (L, 3) and np.isfinite(x).all()
         np.testing.assert_allclose(G.distance_matrix(x), G.distance_matrix(ca), atol=tol)
 
 
 def test_coincident_points_give_finite_chain():
-    x, info = G.reconstruct(np.zeros((12, 12)))
+    x, info = R.reconstruct(np.zeros((12, 12)))
     assert np.isfinite(x).all()
     bonds = np.linalg.norm(np.diff(x, axis=0), axis=1)
     assert np.abs(bonds - CA_CA_BOND).max() < 0.2
@@ -197,7 +198,7 @@ def test_hand_rule_uses_strands_too(test_data_dir, name):
 
 
 def test_reconstruct_picks_native_hand_from_exact_distances(alpha):
-    x, info = G.reconstruct(G.distance_matrix(alpha), method="classical")
+    x, info = R.reconstruct(G.distance_matrix(alpha), method="classical")
     assert G.superpose(x, alpha)[1] < 0.01
 
 

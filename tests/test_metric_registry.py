@@ -20,10 +20,11 @@ from proteinmtp.structure import Chain
 from tests.conftest import helix_ca
 
 
-def spread(pred_xyz, true_xyz):
-    """A made-up structure metric: the predicted radius of gyration over the native's."""
+def spread(pred_xyz, true_xyz, mask=None):
+    """A made-up structure metric: the predicted radius of gyration over the native's (scored rows)."""
     rg = lambda x: float(np.sqrt(((x - x.mean(0)) ** 2).sum(1).mean()))  # noqa: E731
-    return {"rg_ratio": rg(pred_xyz) / rg(true_xyz)}
+    m = np.isfinite(true_xyz).all(1) & np.isfinite(pred_xyz).all(1) & (True if mask is None else mask)
+    return {"rg_ratio": rg(pred_xyz[m]) / rg(true_xyz[m])}
 
 
 @pytest.fixture

@@ -273,3 +273,56 @@ def test_tm_search_equals_one_seed_at_a_time(test_data_dir, kind):
         steps = rng.normal(size=ca.shape)
         dec = np.cumsum(3.8 * steps / np.linalg.norm(steps, axis=1, keepdims=True), axis=0)
     assert M.tm_score(dec, ca) == pytest.approx(_naive_tm_search(dec, ca), abs=1e-9)
+
+
+def test_clash_check_hand_built_trace():
+    """A 10-residue zig-zag with every bond 3.8 Å, then three defects placed by hand: the counts are exact."""
+    L = 10
+    x = np.zeros((L, 3))
+    x[:, 0] = np.arange(L) * 3.8 * np.cos(np.radians(30))       # i, i+2 = 2 · 3.8 · cos 30° = 6.58 Å
+    x[1::2, 1] = 3.8 * np.sin(np.radians(30))
+    c = M.clash_check(x)
+    assert c["ok"] and c["n_clashes"] == 0 and c["max_bond_deviation"] < 1e-9
+    assert c["min_i2"] == pytest.approx(2 * 3.8 * np.cos(np.radians(30)))
+    y = x.copy()
+    y[9] = y[6] + [0.0, 0.0, 3.0]          # residue 9 on top of 6: |i − j| = 3 at 3.0 Å, bond 8–9 stretched
+    c = M.clash_check(y)
+    assert c["n_clashes"] == 1 and c["min_nonbonded"] == pytest.approx(3.0)
+    assert c["clashes"] == pytest.approx(100 * 1 / 10) and c["n_bond_outliers"] == 1 and not c["ok"]
+    assert c["max_bond_deviation"] == pytest.approx(abs(np.linalg.norm(y[9] - y[8]) - 3.8))
+    # a recorded break at 8 makes 8–9 no bond (and 7–9 no i, i+2 pair): only the clash is left
+    c = M.clash_check(y, breaks=[8])
+    assert c["n_bond_outliers"] == 0 and c["n_clashes"] == 1
+    # i, i+2 at 4.0 Å: short (< 4.2) but not a clash (≥ 3.5); across a break it is neither
+    z = x.copy()
+    z[2] = z[0] + (z[2] - z[0]) / np.linalg.norm(z[2] - z[0]) * 4.0
+    z[1] = (z[0] + z[2]) / 2 + np.array([0, 1, 0]) * np.sqrt(3.8 ** 2 - 2.0 ** 2)
+    c = M.clash_check(z[:3])
+    assert c["n_i2_short"] == 1 and c["n_clashes"] == 0 and c["min_i2"] == pytest.approx(4.0)
+    assert M.clash_check(z[:3], breaks=[1])["n_i2_short"] == 0
+    # a missing residue (NaN row) and a mask take residues out; two residues across a break may not touch
+    w = y.copy()
+    w[6] = np.nan
+    assert M.clash_check(w)["n_clashes"] == 0 and M.clash_check(w)["n_residues"] == 9
+    m = np.ones(L, bool)
+    m[9] = False
+    assert M.clash_check(y, mask=m)["ok"]
+    touching = np.array([[0.0, 0, 0], [3.0, 0, 0]])
+    assert M.clash_check(touching, breaks=[0])["n_clashes"] == 1 and M.clash_check(touching)["n_clashes"] == 0
+    with pytest.raises(ValueError, match="breaks must lie"):
+        M.clash_check(x, breaks=[9])
+
+
+def test_clash_check_matches_brute_force(test_data_dir):
+    """On a noisy decoy of a real chain: the k-d tree count equals an all-pairs count."""
+    ca, _ = _load(test_data_dir, "small_114")
+    rng = np.random.default_rng(3)
+    x = ca + rng.normal(scale=1.5, size=ca.shape)
+    d = G.distance_matrix(x)
+    i, j = np.triu_indices(len(x), 2)
+    c = M.clash_check(x)
+    assert c["n_clashes"] == int((d[i, j] < 3.5).sum()) > 0
+    assert c["n_i2_short"] == int((np.diag(d, 2) < 4.2).sum())
+    assert c["n_bond_outliers"] == int((np.abs(np.diag(d, 1) - 3.8) > 0.1).sum())
+    assert c["min_nonbonded"] == pytest.approx(d[i, j].min())
+    assert M.structure_metrics(x, ca)["clashes"] == pytest.approx(100 * c["n_clashes"] / len(x))

@@ -12,12 +12,18 @@ import torch
 
 from proteinmtp.heads.common import relpos_buckets
 from proteinmtp.heads.distance import DistanceHead
+from proteinmtp.heads.losses import LossTargets, head_loss
 from proteinmtp.model import HeadConfig, ModelSpec, build_model, load_run, save_weights
 from proteinmtp.rundir import CONFIG_NAME, TOKENIZER_DIR, RunLoadError
 from proteinmtp.tiny import write_tiny
 from tests.conftest import helix_ca
 
 STATS = {"log_dist_mean": 3.0, "log_dist_std": 0.5}
+
+
+def loss_of(head, out, dist, valid, stats, **kw):
+    """The head's loss terms (proteinmtp.heads.losses) for these outputs and targets."""
+    return head_loss(head, out, LossTargets(dist, valid, stats, **kw))
 
 
 def dist_of(ca: np.ndarray) -> torch.Tensor:
@@ -70,7 +76,7 @@ def test_loss_values_by_hand():
     out = {"distogram_logits": torch.zeros(1, L, L, cfg.n_bins), "dist_norm": torch.zeros(1, L, L),
            "pair_conf_logits": torch.zeros(1, L, L, 5), "residue_conf_logits": torch.zeros(1, L)}
     mu, sd = STATS["log_dist_mean"], STATS["log_dist_std"]
-    losses = head.loss(out, d, valid, (torch.tensor(mu), torch.tensor(sd)))
+    losses = loss_of(head, out, d, valid, (torch.tensor(mu), torch.tensor(sd)))
     dn = d[0].numpy()
     iu = [(i, j) for i in range(L) for j in range(L) if i != j and i != 2 and j != 2]
     expect_l1 = np.mean([abs((math.log(dn[i, j]) - mu) / sd) for i, j in iu])
@@ -83,7 +89,7 @@ def test_loss_values_by_hand():
     out2["dist_norm"][0, :, 2] = 1e3
     out2["dist_norm"][0, 0, 0] = -1e3
     out2["distogram_logits"][0, 2, 4, 0] = 50.0
-    l2 = head.loss(out2, d, valid, (torch.tensor(mu), torch.tensor(sd)))
+    l2 = loss_of(head, out2, d, valid, (torch.tensor(mu), torch.tensor(sd)))
     assert l2["loss_regression"].item() == pytest.approx(losses["loss_regression"].item(), rel=1e-6)
     assert l2["loss_distogram"].item() == pytest.approx(losses["loss_distogram"].item(), rel=1e-6)
 
@@ -104,10 +110,10 @@ def test_long_range_weight_by_hand():
     w = np.array([5.0 if abs(i - j) >= 24 else 1.0 for i, j in pairs])
     t = np.array([abs((math.log(dn[i, j]) - mu) / sd) for i, j in pairs])
     assert (w == 5.0).sum() == 2 * (16 * 17 // 2)                 # |i-j| in 24..39: 16+15+...+1 per side
-    got = head.loss(out, d, valid, (torch.tensor(mu), torch.tensor(sd)), long_range_weight=5.0)
+    got = loss_of(head, out, d, valid, (torch.tensor(mu), torch.tensor(sd)), long_range_weight=5.0)
     assert got["loss_regression"].item() == pytest.approx((w * t).sum() / w.sum(), rel=1e-5)
     assert got["loss_distogram"].item() == pytest.approx(math.log(cfg.n_bins), rel=1e-5)
-    plain = head.loss(out, d, valid, (torch.tensor(mu), torch.tensor(sd)))
+    plain = loss_of(head, out, d, valid, (torch.tensor(mu), torch.tensor(sd)))
     assert plain["loss_regression"].item() == pytest.approx(t.mean(), rel=1e-5)
     assert got["loss_regression"].item() != pytest.approx(plain["loss_regression"].item(), rel=1e-3)
     # the weight is a head hyper-parameter (HeadConfig.long_range_weight, stored with the run)
@@ -115,7 +121,7 @@ def test_long_range_weight_by_hand():
 
     configured = DistanceHead(8, replace(cfg, long_range_weight=5.0))
     configured.load_state_dict(head.state_dict())
-    own = configured.loss(out, d, valid, (torch.tensor(mu), torch.tensor(sd)))
+    own = loss_of(configured, out, d, valid, (torch.tensor(mu), torch.tensor(sd)))
     assert own["loss_regression"].item() == pytest.approx(got["loss_regression"].item(), rel=1e-6)
 
 
@@ -248,7 +254,7 @@ def write_helix_dataset(path, lengths, seed=0):
 def test_backbone_max_tokens_by_family():
     from transformers import BertConfig, Qwen2Config, RobertaConfig
 
-    from proteinmtp.model import backbone_max_tokens
+    from proteinmtp.backbone import backbone_max_tokens
 
     assert backbone_max_tokens(BertConfig(max_position_embeddings=512)) == 512
     assert backbone_max_tokens(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512   # ids from 2
@@ -287,9 +293,7 @@ def test_training_crops_beyond_positions_refused_at_start(bert20, tmp_path, caps
     write_helix_dataset(tmp_path / "train.json", [30, 25])
     argv = ["--train_data", str(tmp_path / "train.json"), "--model_name", str(bert20), "--finetune", "frozen",
             "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--no_tqdm", *flags]
-    with pytest.raises(SystemExit) as e:
-        train_distmat.main(argv)
-    assert e.value.code == 2
+    assert train_distmat.main(argv) == 2
     err = capsys.readouterr().err
     assert bad in err and "20 positions" in err and "at most 18" in err
     assert not (tmp_path / "run" / "head.safetensors").exists()
@@ -452,7 +456,7 @@ def test_minilm_trains_and_predicts_through_from_pretrained_dir(tmp_path):
 # where a backbone comes from: a missing directory or an unreachable Hub fails at once, clearly
 # ----------------------------------------------------------------------------------------------------
 def test_looks_like_path(tmp_path, monkeypatch):
-    from proteinmtp.model import looks_like_path
+    from proteinmtp.backbone import looks_like_path
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
@@ -463,7 +467,7 @@ def test_looks_like_path(tmp_path, monkeypatch):
 def test_missing_local_directory_fails_at_once(tmp_path, monkeypatch):
     import time
 
-    from proteinmtp.model import load_backbone, load_tokenizer
+    from proteinmtp.backbone import load_backbone, load_tokenizer
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
@@ -492,7 +496,7 @@ def test_hub_id_offline_or_unreachable_fails_fast(tmp_path, monkeypatch):
 
     from huggingface_hub import constants
 
-    from proteinmtp import model as M
+    from proteinmtp import backbone as M
 
     for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(k, raising=False)
@@ -559,7 +563,8 @@ def test_qlora_backbone_is_prepared_for_kbit_training(tiny, monkeypatch):
     (faked here: bitsandbytes needs CUDA); a full-precision one does not."""
     import peft
 
-    from proteinmtp.model import apply_finetune, load_backbone
+    from proteinmtp.backbone import load_backbone
+    from proteinmtp.model import apply_finetune
 
     calls = []
 

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from tests.test_runs import _fake_run
+from tests.test_experiments import _fake_run
 
 
 def _monitor(repo_root, *args, timeout=60):

@@ -7,9 +7,9 @@ import pytest
 
 from proteinmtp.dataset import Sample
 from proteinmtp.eval_scoring import score_prediction
-from proteinmtp.geometry import reconstruct
 from proteinmtp.neighbour import NeighbourSet, find_neighbours
 from proteinmtp.prior import SeparationPrior
+from proteinmtp.reconstruction import reconstruct
 from proteinmtp.structure import read_structure
 
 MISSING = 70  # residue of the training copy of 3KPR:B without a Cα

@@ -91,7 +91,8 @@ def test_shipped_prior_equals_the_fitted_one_and_is_picked(tmp_path):
     only when its training chains match."""
     import json
 
-    from proteinmtp.dataset import Sample, compute_global_stats, load_dataset, save_dataset
+    from proteinmtp.dataio import open_dataset
+    from proteinmtp.dataset import Sample, compute_global_stats, save_dataset
     from proteinmtp.fileio import write_json
     from proteinmtp.prior import SHIPPED_PRIOR_NAME, fit_shipped, prior_for_training
 
@@ -104,7 +105,7 @@ def test_shipped_prior_equals_the_fitted_one_and_is_picked(tmp_path):
                               source="x", split="train"))
     train_path = tmp_path / "train.json.gz"
     save_dataset(train_path, samples, compute_global_stats(samples), {})
-    loaded = load_dataset(train_path).samples
+    loaded = open_dataset(train_path).samples
     assert not np.array_equal(loaded[0].ca, samples[0].ca, equal_nan=True)   # rounding did change them
     fitted_on_loaded = json.dumps(SeparationPrior.fit(loaded).to_dict())
     assert json.dumps(SeparationPrior.fit(samples).to_dict()) != fitted_on_loaded   # hence stored_coords

@@ -11,7 +11,7 @@ import pytest
 import evaluate_distmat_model as cli
 from proteinmtp import metrics as M
 from proteinmtp.scoring import align_sequences, read_pairs_tsv, score_files
-from proteinmtp.structure import pdb_string, write_pdb
+from proteinmtp.structure_writer import pdb_string, write_pdb
 
 
 @pytest.fixture(scope="module")

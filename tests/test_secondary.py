@@ -10,7 +10,8 @@ import torch
 
 from proteinmtp import geometry as G
 from proteinmtp import secondary as S
-from proteinmtp.structure import read_structure, trace_string
+from proteinmtp.structure import read_structure
+from proteinmtp.structure_writer import trace_string
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,12 @@ def test_q_scores_by_hand():
 # ---------------------------------------------------------------------------------------------- head, labels
 
 def test_ss_loss_masks_unlabelled_residues():
-    from proteinmtp.heads.common import ss_loss
+    from proteinmtp.heads import HeadConfig
+    from proteinmtp.heads.losses import LossTargets
+    from proteinmtp.heads.losses import ss_loss as ss_term
+
+    def ss_loss(logits, labels):
+        return ss_term({"ss_logits": logits}, LossTargets(None, None, None, ss_labels=labels), HeadConfig())
 
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 8)
@@ -249,41 +255,44 @@ def test_hand_from_predicted_helices():
 def test_old_dataset_without_ss8_loads_and_bad_ss8_is_refused(tmp_path):
     import json
 
-    from proteinmtp.dataset import DatasetFormatError, Sample, load_dataset, save_dataset
+    from proteinmtp.dataio import open_dataset
+    from proteinmtp.dataset import DatasetFormatError, Sample, save_dataset
 
     s = Sample(id="a:A", sequence="ACD", ca=np.arange(9.0).reshape(3, 3) * 2, residue_ids=["1", "2", "3"],
                source="", split="train")
     save_dataset(tmp_path / "old.json", [s], {}, {})
     assert "ss8" not in json.loads((tmp_path / "old.json").read_text())["samples"][0]
-    back = load_dataset(tmp_path / "old.json").samples[0]
+    back = open_dataset(tmp_path / "old.json").samples[0]
     assert back.ss8 is None and back.ss3() is None
     s.ss8 = "H-?"
     save_dataset(tmp_path / "new.json", [s], {}, {})
-    back = load_dataset(tmp_path / "new.json").samples[0]
+    back = open_dataset(tmp_path / "new.json").samples[0]
     assert back.ss8 == "H-?" and back.ss3() == "HC?"
     d = json.loads((tmp_path / "new.json").read_text())
     d["samples"][0]["ss8"] = "HH"
     (tmp_path / "bad.json").write_text(json.dumps(d))
-    with pytest.raises(DatasetFormatError, match="'ss8'.*2 states for 3"):
-        load_dataset(tmp_path / "bad.json")
+    with pytest.raises(DatasetFormatError, match=r"bad.json: sample 0 \('a:A'\): ss8: has 2 states for 3"):
+        open_dataset(tmp_path / "bad.json")
 
 
 def test_old_run_head_config_reads_as_no_ss_head():
+    """A run stored before ss_weight existed had no SS head: migrate() stores 0 for it, so it loads without
+    one and resuming it with today's default is refused as an architecture change, never silent."""
     from dataclasses import asdict
 
     from proteinmtp.config import cli_flags
     from proteinmtp.heads import HeadConfig
-    from proteinmtp.training import comparable_model, config_differences
+    from proteinmtp.rundir import config_differences, migrate
+    from proteinmtp.train_command import comparable_model
 
     old = {k: v for k, v in asdict(HeadConfig()).items() if k != "ss_weight"}
-    assert HeadConfig.from_dict(old).ss_weight == 0.0
+    migrated = migrate({"model": {"base_model": "x", "head": old}})["model"]
+    assert HeadConfig.from_dict(migrated["head"]).ss_weight == 0.0
     assert HeadConfig.from_dict(asdict(HeadConfig())).ss_weight == HeadConfig().ss_weight
     cli_default = {name: kw for name, _, kw in cli_flags(HeadConfig)}["ss_weight"]["default"]
     assert cli_default == HeadConfig().ss_weight > 0
-    # resuming an old run with today's default is refused as an architecture change, never silent
-    spec = {"base_model": "x", "head": old}
-    diff = config_differences({"model": comparable_model(spec)},
-                              {"model": comparable_model({**spec, "head": {**old, "ss_weight": cli_default}})})
+    diff = config_differences({"model": comparable_model(migrated)},
+                              {"model": comparable_model({**migrated, "head": {**old, "ss_weight": cli_default}})})
     assert any("ss_weight" in d for d in diff)
 
 

@@ -13,16 +13,8 @@ import pytest
 from Bio.Data.PDBData import protein_letters_1to3, protein_letters_3to1_extended
 from Bio.PDB import MMCIFParser, PDBParser
 
-from proteinmtp.structure import (
-    StructureReadError,
-    is_structure_file,
-    mmcif_string,
-    pdb_string,
-    read_structure,
-    structure_stem,
-    write_mmcif,
-    write_pdb,
-)
+from proteinmtp.structure import StructureReadError, is_structure_file, read_structure, structure_stem
+from proteinmtp.structure_writer import mmcif_string, pdb_string, write_mmcif, write_pdb
 
 STANDARD3 = {
     "ALA", "CYS", "ASP", "GLU", "PHE", "GLY", "HIS", "ILE", "LYS", "LEU",
@@ -448,3 +440,60 @@ def test_binary_cif_reported_as_unsupported(tmp_path: Path, test_data_dir: Path)
     with pytest.raises(StructureReadError, match="BinaryCIF is not supported"):
         read_structure(renamed)
     assert not is_structure_file(bcif)
+
+
+def _zigzag(L: int) -> np.ndarray:
+    x = np.zeros((L, 3))
+    x[:, 0] = np.arange(L) * 3.8 * np.cos(np.radians(30))
+    x[1::2, 1] = 3.8 * np.sin(np.radians(30))
+    return x
+
+
+def test_writer_flags_a_clashing_structure(tmp_path: Path) -> None:
+    """A trace that breaks the bounds is written, with REMARK 500 (PDB) / _proteinmtp.geometry_check (mmCIF)
+    saying what; one inside them carries no flag. Coordinates read back unchanged either way."""
+    good = _zigzag(12)
+    bad = good.copy()
+    bad[9] = bad[6] + [0.0, 0.0, 2.0]                      # 6–9 at 2.0 Å, bonds 8–9 and 9–10 stretched
+    seq = "A" * 12
+    assert "REMARK 500" not in pdb_string(good, seq) and "geometry_check" not in mmcif_string(good, seq)
+    text = pdb_string(bad, seq)
+    rem = " ".join(ln[11:].strip() for ln in text.splitlines() if ln.startswith("REMARK 500"))
+    assert rem.startswith("CA GEOMETRY OUT OF BOUNDS") and "1 NON-BONDED CA PAIRS < 3.5 A" in rem
+    assert "CLOSEST 2.00 A" in rem and "2 CA-CA BONDS OFF 3.80 A" in rem
+    assert all(len(ln) <= 80 for ln in text.splitlines())
+    write_pdb(tmp_path / "bad.pdb", bad, seq)
+    write_mmcif(tmp_path / "bad.cif", bad, seq)
+    for f in ("bad.pdb", "bad.cif"):
+        st = gemmi.read_structure(str(tmp_path / f))
+        np.testing.assert_allclose([a.pos.tolist() for r in st[0][0] for a in r], bad, atol=6e-4)
+    block = gemmi.cif.read(str(tmp_path / "bad.cif")).sole_block()
+    flag = gemmi.cif.as_string(block.find_value("_proteinmtp.geometry_check"))
+    assert flag.startswith("CA geometry out of bounds: 1 non-bonded CA pairs < 3.5 A")
+    # a recorded chain break: the long step across it is no bond outlier
+    gap = _zigzag(12)
+    gap[6:] += [10.0, 0.0, 0.0]
+    assert "REMARK 500" in pdb_string(gap, seq) and "REMARK 500" not in pdb_string(gap, seq, breaks=[5])
+
+
+def test_control_characters_escaped_in_pdb_and_mmcif(tmp_path: Path) -> None:
+    """FASTA ids with NUL, \\x01, ESC (a terminal colour sequence), tab, newline and DEL reach the REMARKs and
+    mmCIF items escaped: every byte of the file is printable ASCII or a newline, and the text reads back."""
+    from proteinmtp.structure_writer import printable
+
+    nasty = "rec\x00id\x01\x1b[31mred\tx\ny\x7f\u00e9"
+    xyz = _zigzag(6)
+    for fmt, writer in (("pdb", write_pdb), ("cif", write_mmcif)):
+        path = tmp_path / f"t.{fmt}"
+        writer(path, xyz, "MKTAYI", model_name=f"model{nasty}", method=f"refine{nasty}", remarks=[f"RECORD {nasty}"])
+        raw = path.read_bytes()
+        assert all(b == 0x0A or 0x20 <= b <= 0x7E for b in raw), fmt
+        assert printable(nasty) in raw.decode("ascii")
+        st = gemmi.read_structure(str(path))
+        assert len([a for r in st[0][0] for a in r]) == 6
+    assert printable(nasty) == "rec\\x00id\\x01\\x1b[31mred\\x09x\\x0ay\\x7f\\xe9"
+    block = gemmi.cif.read(str(tmp_path / "t.cif")).sole_block()
+    assert gemmi.cif.as_string(block.find_value("_proteinmtp.remark_1")) == "RECORD " + printable(nasty)
+    assert block.name.isascii() and block.name.isprintable()
+    pdb = (tmp_path / "t.pdb").read_text()
+    assert f"REMARK 250 RECORD {printable(nasty)}" in pdb

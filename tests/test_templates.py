@@ -14,7 +14,8 @@ import torch
 from proteinmtp import templates as T
 from proteinmtp.config import add_flags, from_args
 from proteinmtp.constants import ALLOWED_AA
-from proteinmtp.dataset import Sample, load_dataset, save_dataset
+from proteinmtp.dataio import open_dataset
+from proteinmtp.dataset import Sample, save_dataset
 from proteinmtp.heads.templates import TemplateEmbedConfig, TemplatePairEmbedding, template_tensors
 from proteinmtp.splits import search_hits
 
@@ -22,7 +23,7 @@ from proteinmtp.splits import search_hits
 @pytest.fixture(scope="module")
 def demo(demo_dir):
     d = demo_dir / "dataset"
-    return {name: load_dataset(d / f"{name}.json.gz") for name in ("train", "val", "test")}
+    return {name: open_dataset(d / f"{name}.json.gz") for name in ("train", "val", "test")}
 
 
 @pytest.fixture(scope="module")

@@ -46,20 +46,22 @@ def trained(tiny, small, tmp_path_factory):
     """3 steps with templates (K=2) from the training split; the trained model kept in memory."""
     import train_distmat
 
+    from proteinmtp import train_command
+
     out = tmp_path_factory.mktemp("tmpl_run") / "run"
     kept = {}
-    original = train_distmat.train_and_save
+    original = train_command.train_and_save
 
     def keep(args, trainer, *rest):
         rc = original(args, trainer, *rest)
         kept["model"] = trainer.accelerator.unwrap_model(trainer.model)
         return rc
 
-    train_distmat.train_and_save = keep
+    train_command.train_and_save = keep
     try:
         assert train_distmat.main(_argv(tiny, small, out, "--templates", "2")) == 0
     finally:
-        train_distmat.train_and_save = original
+        train_command.train_and_save = original
     return {"run": out, "model": kept["model"]}
 
 
@@ -165,16 +167,21 @@ def test_own_database_built_whole_is_accepted(small, tmp_path):
 
 
 def test_old_runs_read_as_no_templates(tmp_path):
-    import train_distmat
+    from proteinmtp import rundir
+    from proteinmtp.train_command import stored_templates
 
-    assert HeadConfig.from_dict({"pair_dim": 8}).templates == 0
+    for version in (0, 1):          # stored before templates: migrate reads them as 0
+        old = rundir.migrate({"config_version": version, "model": {"head": {"pair_dim": 8}}})
+        assert HeadConfig.from_dict(old["model"]["head"]).templates == 0
+    new = rundir.migrate({"config_version": rundir.CONFIG_VERSION, "model": {"head": {"templates": 3}}})
+    assert new["model"]["head"]["templates"] == 3
     assert HeadConfig().templates == 4
     assert HeadConfig(head_type="coords").templates == 0          # the coordinate head has no pair tensor
     run = tmp_path / "old"
     run.mkdir()
     (run / "training_config.json").write_text(json.dumps({"model": {"head": {"pair_dim": 8}}, "args": {}}))
-    assert train_distmat.stored_templates(run) == 0
-    assert train_distmat.stored_templates(tmp_path / "new") == 4
+    assert stored_templates(run) == 0
+    assert stored_templates(tmp_path / "new") == 4
 
 
 def test_no_template_path_is_exactly_empty_slots():

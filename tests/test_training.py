@@ -13,44 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from proteinmtp import runs
-from proteinmtp.dataset import Sample, compute_global_stats, save_dataset
+from proteinmtp import experiments, rundir
+from proteinmtp.dataset import Sample, compute_global_stats
 from proteinmtp.geometry import distance_matrix
 from proteinmtp.model import ModelSpec, build_model, load_run
 from proteinmtp.rundir import COMPLETE_MARKER, latest_complete_checkpoint
-from proteinmtp.structure import read_structure
 from proteinmtp.training import CropDataset, DistanceCollator
+from tests.conftest import real_samples
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def real_samples(test_data_dir: Path, n: int, crop: int) -> list[Sample]:
-    """First n distinct chains (>= 20 residues) of the committed structures, first ``crop`` residues."""
-    out, seen = [], set()
-    for f in sorted(test_data_dir.glob("*.gz")):
-        try:
-            chains = read_structure(f)
-        except ValueError:
-            continue
-        for c in chains:
-            if len(c.sequence) >= 20 and c.sequence not in seen:
-                seen.add(c.sequence)
-                out.append(Sample(id=c.id, sequence=c.sequence[:crop], ca=c.ca[:crop],
-                                  residue_ids=list(c.residue_ids[:crop]), source=f.name, split="train"))
-    return out[:n]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, test_data_dir):
-    out = tmp_path_factory.mktemp("data")
-    samples = real_samples(test_data_dir, 6, 40)
-    train, val = samples[:4], samples[4:]
-    for s in val:
-        s.split = "val"
-    gs = compute_global_stats(train)
-    save_dataset(out / "train.json", train, gs, {})
-    save_dataset(out / "val.json", val, gs, {})
-    return out
 
 
 def test_crop_is_contiguous_and_collator_pads_with_nan():
@@ -180,7 +151,7 @@ def test_cli_trains_logs_checkpoints_and_resumes(tiny, data, tmp_path):
         assert run_cli(args2) == 0
         n_invocations += 1
         if n_invocations == 1:                      # stopped by the time limit: not finished, "stopped" logged
-            assert not runs.training_status(run2)["finished"] and not (run2 / "training_complete.json").exists()
+            assert not experiments.training_status(run2)["finished"] and not (run2 / "training_complete.json").exists()
             assert read_jsonl(run2 / "train_log.jsonl")[-1]["event"] == "stopped"
         if n_invocations == 2:
             broken = run2 / "checkpoint-99"
@@ -216,7 +187,7 @@ def test_finished_run_rerun_is_a_noop(tiny, data, tmp_path, capsys):
     args = cli_args(tiny, data, run, "--max_steps", "5", "--eval_steps", "100")
     assert run_cli(args) == 0
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-5"]
-    assert runs.training_status(run)["finished"]
+    assert experiments.training_status(run)["finished"]
     before = snapshot(run)
     capsys.readouterr()
     assert run_cli(args) == 0
@@ -328,27 +299,27 @@ def test_second_process_on_a_live_run_is_refused(tiny, data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     args = cli_args(tiny, data, run, "--max_steps", "2", "--eval_steps", "100")
-    fd = runs.lock_run_dir(run)                   # another open file description: conflicts like a process
+    fd = rundir.lock_run_dir(run)                   # another open file description: conflicts like a process
     try:
         rc = run_cli(args)
     finally:
-        runs.unlock_run_dir(fd)
+        rundir.unlock_run_dir(fd)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith(f"error: {run} is in use by another training process (pid {os.getpid()} ")
     assert sorted(p.name for p in run.iterdir()) == ["train.lock"]
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from proteinmtp import runs; "
-                               "runs.lock_run_dir(sys.argv[1]); print('locked', flush=True); time.sleep(600)",
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from proteinmtp import rundir; "
+                               "rundir.lock_run_dir(sys.argv[1]); print('locked', flush=True); time.sleep(600)",
                                str(run)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert runs.lock_holder(run)["pid"] == holder.pid and runs.lock_holder(run)["alive"] is True
+        assert rundir.lock_holder(run)["pid"] == holder.pid and rundir.lock_holder(run)["alive"] is True
         assert run_cli(args) == 2
     finally:
         holder.kill()                              # SIGKILL: no clean-up in the holder
         holder.wait()
-    assert runs.lock_holder(run)["alive"] is False
+    assert rundir.lock_holder(run)["alive"] is False
     assert run_cli(args) == 0
-    assert (run / "training_complete.json").is_file() and runs.lock_holder(run)["pid"] == os.getpid()
+    assert (run / "training_complete.json").is_file() and rundir.lock_holder(run)["pid"] == os.getpid()
 
 
 def test_help_lists_the_heads_and_says_what_max_eval_len_does(capsys):
@@ -404,29 +375,37 @@ def test_ddp_two_ranks_gloo(tiny, data, tmp_path):
     assert np.isfinite(pred.dist).all()
 
 
-def test_time_limit_broadcasts_on_the_trainer_device(monkeypatch):
-    """The stop flag is broadcast from rank 0 as a tensor on ``args.device`` (NCCL refuses CPU tensors), and
-    every rank follows rank 0's decision."""
+def test_stop_flags_are_all_reduced_on_the_trainer_device(monkeypatch):
+    """The stop flags (signal, time limit) are all-reduced with MAX as a tensor on ``args.device`` (NCCL
+    refuses CPU tensors): a rank that saw nothing stops when another rank saw a signal, with its code."""
     from types import SimpleNamespace
 
-    from proteinmtp import training as T
+    from proteinmtp import callbacks as C
 
     seen = []
 
-    def fake_broadcast(t, src):
-        seen.append((t.device, src))
-        t.fill_(1.0)                                     # rank 0 says: stop
+    def fake_all_reduce(t, op):
+        seen.append((t.device, op))
+        t[0] = 15.0                                      # another rank received SIGTERM
 
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "broadcast", fake_broadcast)
-    assert T.broadcast_flag(False, torch.device("cpu")) is True          # this rank's own flag is overruled
-    assert seen == [(torch.device("cpu"), 0)]
+    monkeypatch.setattr(torch.distributed, "all_reduce", fake_all_reduce)
+    assert C.agree([0.0, 0.0], torch.device("cpu")) == [15.0, 0.0]
+    assert seen == [(torch.device("cpu"), torch.distributed.ReduceOp.MAX)]
     devices = []
-    monkeypatch.setattr(T, "broadcast_flag", lambda flag, device: devices.append(device) or flag)
-    cb = T.TimeLimitCallback(minutes=0.0)
+    monkeypatch.setattr(C, "agree", lambda values, device: devices.append(device) or [15.0, 0.0])
+    signals = C.SignalStop()
+    cb = C.StopCallback(minutes=0.0, signals=signals)
     control = SimpleNamespace(should_save=False, should_training_stop=False)
     cb.on_step_end(SimpleNamespace(device="cuda:3"), None, control)
-    assert devices == ["cuda:3"] and control.should_training_stop and control.should_save and cb.triggered
+    assert devices == ["cuda:3"] and control.should_training_stop and control.should_save
+    assert cb.reason == "SIGTERM" and signals.exit_code == 143
+    # the time limit alone: the same stop, reason "time", no exit code
+    monkeypatch.setattr(C, "agree", lambda values, device: values)
+    cb = C.StopCallback(minutes=1e-9, signals=C.SignalStop())
+    control = SimpleNamespace(should_save=False, should_training_stop=False)
+    cb.on_step_end(SimpleNamespace(device="cpu"), None, control)
+    assert cb.reason == "time" and control.should_training_stop and cb.signals.exit_code is None
 
 
 def test_run_from_before_long_range_weight_joined_the_head_config_resumes(tiny, data, tmp_path, capsys):
@@ -437,9 +416,45 @@ def test_run_from_before_long_range_weight_joined_the_head_config_resumes(tiny, 
     cfg_path = run / "training_config.json"
     cfg = json.loads(cfg_path.read_text())
     assert cfg["model"]["head"].pop("long_range_weight") == 3.0
+    assert cfg.pop("config_version") == rundir.CONFIG_VERSION            # a config of that time
     cfg_path.write_text(json.dumps(cfg))
     capsys.readouterr()
     assert run_cli(cli_args(tiny, data, run, "--max_steps", "3", "--long_range_weight", "3")) == 0
     assert "resuming from" in capsys.readouterr().err
     assert run_cli(cli_args(tiny, data, run, "--max_steps", "4", "--long_range_weight", "2")) == 2
     assert "--long_range_weight" in capsys.readouterr().err
+
+
+def test_run_from_before_residue_case_resumes(tiny, data, tmp_path, capsys):
+    """A run written before model.residue_case existed (letters were looked up as written) used to be refused
+    as a changed spec ('' -> 'upper'); migrate() fills the field and it resumes."""
+    run = tmp_path / "run"
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "2", "--eval_steps", "100")) == 0
+    cfg_path = run / "training_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["model"].pop("residue_case") == "upper" and cfg.pop("config_version") == rundir.CONFIG_VERSION
+    cfg_path.write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert run_cli(cli_args(tiny, data, run, "--max_steps", "3", "--eval_steps", "100")) == 0
+    assert f"resuming from {run / 'checkpoint-2'}" in capsys.readouterr().err
+    stored = json.loads(cfg_path.read_text())
+    assert stored["model"]["residue_case"] == "upper" and stored["config_version"] == rundir.CONFIG_VERSION
+
+
+def test_run_stores_absolute_data_paths(tiny, data, tmp_path, monkeypatch):
+    """--train_data given relative to the working directory: the run stores where it is, absolute and relative
+    to the run, so evaluating from elsewhere finds the neighbour baseline's training set."""
+    import shutil
+
+    work = tmp_path / "work"
+    (work / "d").mkdir(parents=True)
+    for name in ("train.json", "val.json"):
+        shutil.copy(data / name, work / "d" / name)
+    monkeypatch.chdir(work)
+    args = cli_args(tiny, Path("d"), Path("runs/r"), "--max_steps", "1", "--eval_steps", "100")
+    assert run_cli(args) == 0
+    cfg = json.loads((work / "runs" / "r" / "training_config.json").read_text())
+    assert cfg["train_data"] == str(work / "d" / "train.json") and cfg["val_data"] == str(work / "d" / "val.json")
+    assert cfg["train_data_from_run"] == "../../d/train.json" and cfg["args"]["train_data"] == "d/train.json"
+    monkeypatch.chdir(tmp_path)
+    assert rundir.train_data_path(work / "runs" / "r") == work / "d" / "train.json"

@@ -5,13 +5,13 @@ A head is an ``nn.Module`` built as ``Head(in_dim, HeadConfig)`` with
 
 * ``forward(feats [B, L, H] float, residue_mask [B, L] bool[, prior_norm [B, L, L]]) -> dict`` of outputs
   (at least ``residue_conf_logits`` [B, L]);
-* ``loss(out, dist [B, L, L] Å, valid [B, L, L] bool, stats=(log_dist_mean, log_dist_std),
-  long_range_weight) -> dict`` with key ``loss`` (the total) and one key per term;
+* ``loss_terms``: the names of its loss terms in ``proteinmtp.heads.losses.TERMS`` (the one place where
+  every term is computed, weighted from this config and reported: ``heads.losses.head_loss``);
 * ``predict_numpy(out, b, L, stats) -> dict`` with keys dist, contact_prob, pair_confidence,
   residue_confidence, distogram_probs, bin_edges, pair_error_probs (NumPy, Å / probabilities; None where a
   head does not predict one) used at inference, and
   ss_probs [L, 8] when the head has the secondary-structure classifier (``ss_weight`` > 0: output
-  ``ss_logits`` [B, L, 8]; its loss is added by the trainer from the batch's ``ss_labels``, ``add_ss_loss``).
+  ``ss_logits`` [B, L, 8]; its loss term ``ss`` scores them against the batch's ``ss_labels``).
 
 Heads are looked up by name in ``proteinmtp.heads.REGISTRY`` (config ``head_type``).
 """
@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from proteinmtp.config import flag
@@ -63,7 +62,11 @@ class HeadConfig:
     dist_max: float = 22.0
     relpos_clip: int = 32                  # exact relative positions within ±clip ...
     relpos_log_buckets: int = 5            # ... plus log2-spaced buckets per sign beyond (64,128,256,512,>)
-    conf_weight: float = 0.1               # weight of the two confidence losses
+    # loss-term weights (proteinmtp.heads.losses): a term of weight 0 is not computed
+    distogram_weight: float = 1.0          # distogram cross-entropy (distance head)
+    regression_weight: float = 1.0         # L1 on the normalised log-distance
+    conf_weight: float = 0.1               # weight of the two confidence losses (pair classes, residue lDDT)
+    rmsd_weight: float = 0.05              # aligned RMSD in Å (coords head)
     dropout: float = 0.0
     # separation prior (chain-length aware) as input and regression baseline
     prior_input: bool = field(default=True, metadata=flag(
@@ -74,13 +77,13 @@ class HeadConfig:
     long_range_weight: float = field(default=1.0, metadata=flag(
         "loss weight of pairs with |i-j| >= 24", type=float))
     # per-residue 8-state secondary-structure classifier trained jointly (labels: the dataset's DSSP ss8).
-    # A run stored before this field existed has no SS head: from_dict reads a missing key as 0.
+    # A run stored before this field existed has no SS head: proteinmtp.rundir.migrate stores 0 for it.
     ss_weight: float = field(default=0.5, metadata=flag(
         "loss weight of the per-residue 8-state secondary-structure (DSSP) classifier trained jointly with "
         "the distances (cross-entropy, residues without a DSSP state masked); 0 = no SS head. A training "
         "split without ss8 labels trains with 0", type=float))
     # homologous templates (heads.templates; distance head only). A run stored before these fields existed
-    # has none: from_dict reads a missing ``templates`` as 0.
+    # has none: rundir.migrate fills ``templates`` = 0.
     templates: int = field(default=_TEMPLATE_FIELDS["templates"].default,
                            metadata=_TEMPLATE_FIELDS["templates"].metadata)
     template_dim: int = field(default=_TEMPLATE_FIELDS["template_dim"].default,
@@ -120,11 +123,10 @@ class HeadConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> HeadConfig:
-        """The config of a stored dict; keys added since keep the behaviour of the runs stored before
-        them (``ss_weight`` missing -> 0: no secondary-structure head; ``templates`` missing -> 0: no
-        template embedding)."""
-        # TODO(migrate): move these defaults into rundir.migrate(config) once the run-directory owner lands it
-        d = {"ss_weight": 0.0, "templates": 0, **d}
+        """The config of a dict (missing keys: the field defaults; unknown keys ignored). A stored run's
+        dict is read through ``proteinmtp.rundir.migrate`` first, which fills what older versions left out
+        with what they meant."""
+        d = dict(d)
         if "dilations" in d:
             d["dilations"] = tuple(d["dilations"])
         known = {f for f in cls.__dataclass_fields__}
@@ -144,30 +146,6 @@ class SSClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-def ss_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of SS logits [B, L, 8] against labels [B, L] long over residues with a state;
-    labels ``secondary.IGNORE_INDEX`` (no DSSP state, padding, dataset without ss8) are masked. 0 (with a
-    gradient path) when no residue has a label."""
-    from proteinmtp.secondary import IGNORE_INDEX
-
-    labels = labels.to(logits.device).long()
-    keep = labels != IGNORE_INDEX
-    if not bool(keep.any()):
-        return logits.float().sum() * 0.0
-    return F.cross_entropy(logits.float()[keep], labels[keep])
-
-
-def add_ss_loss(out: dict[str, torch.Tensor], labels: torch.Tensor | None, weight: float) -> dict[str, torch.Tensor]:
-    """Add ``weight`` x ``ss_loss`` to ``out["loss"]`` (and report it as ``loss_ss``) when the head has SS
-    logits and the batch has labels; ``out`` otherwise unchanged."""
-    if labels is None or "ss_logits" not in out or "loss" not in out or weight <= 0:
-        return out
-    term = ss_loss(out["ss_logits"], labels)
-    out["loss_ss"] = term
-    out["loss"] = out["loss"] + weight * term
-    return out
 
 
 def ss_probs_numpy(out: dict[str, torch.Tensor], b: int, L: int) -> dict[str, np.ndarray]:
@@ -239,5 +217,5 @@ def lddt_like_targets(err: torch.Tensor, dist: torch.Tensor, valid: torch.Tensor
 
 
 __all__ = ["ERROR_EDGES", "ERROR_SCORES", "LDDT_INCLUSION", "LONG_RANGE_MIN_SEP", "HeadConfig", "relpos_buckets",
-           "config_relpos", "pair_weights", "masked_mean", "lddt_like_targets", "SSClassifier", "ss_loss",
-           "add_ss_loss", "ss_probs_numpy"]
+           "config_relpos", "pair_weights", "masked_mean", "lddt_like_targets", "SSClassifier",
+           "ss_probs_numpy"]

@@ -16,7 +16,7 @@ Loss (choice and reason, see DISCUSSION.md "v1 (coordinate head) vs v2 (distance
   construction to rotation, translation and reflection; no SVD; every pair counts, on the log scale that
   keeps long distances from dominating.
 * ``loss_rmsd``: RMSD in Å after optimal superposition (Kabsch) onto the true Cα of the present residues,
-  the better of the two mirror images (weight RMSD_WEIGHT). The batch carries distances only, so the true
+  the better of the two mirror images (weight ``HeadConfig.rmsd_weight``, 0.05). The batch carries distances only, so the true
   coordinates are rebuilt by classical MDS of the complete present-residue submatrix (exact up to a rigid
   motion and a mirror, hence the mirror minimum). The rotation is computed without gradient: at the
   optimal superposition the derivative of the RMSD with respect to R vanishes (envelope theorem), so this
@@ -43,15 +43,11 @@ from proteinmtp.heads.common import (
     HeadConfig,
     SSClassifier,
     config_relpos,
-    lddt_like_targets,
-    masked_mean,
-    pair_weights,
     ss_probs_numpy,
 )
 
 COORD_SCALE = 10.0      # Å per unit of the output layer (initial coordinates spread over a few Å)
 COORD_LAYERS = 3        # residue-transformer layers
-RMSD_WEIGHT = 0.05      # weight of the aligned RMSD (Å) next to the log-distance L1 (dimensionless)
 DIST_EPS = 1e-2         # Å², keeps |x_i - x_j| differentiable when two predicted points coincide
 CONTACT_SOFTNESS = 1.0  # Å, width of the sigmoid that turns a distance into a contact score
 
@@ -125,6 +121,8 @@ class ResidueAttentionLayer(nn.Module):
 class CoordinateHead(nn.Module):
     """Per-residue features -> Cα coordinates [B, L, 3] Å and a per-residue confidence (module doc)."""
 
+    loss_terms = ("regression", "rmsd", "residue_conf", "ss")     # computed in proteinmtp.heads.losses
+
     def __init__(self, in_dim: int, cfg: HeadConfig):
         super().__init__()
         self.cfg = cfg
@@ -155,43 +153,6 @@ class CoordinateHead(nn.Module):
         extra = {} if self.ss is None else {"ss_logits": self.ss(z)}                 # [B, L, 8]
         return {**extra, "xyz": xyz, "dist": dist, "residue_conf_logits": self.res_conf(z).squeeze(-1)}
 
-    # -- loss ------------------------------------------------------------------------------------------
-    def loss(self, out: dict[str, torch.Tensor], dist: torch.Tensor, valid: torch.Tensor,
-             stats: tuple[torch.Tensor, torch.Tensor], long_range_weight: float | None = None) -> dict[str, torch.Tensor]:
-        """Masked losses (module doc), same signature as ``DistanceHead.loss``.
-
-        Args:
-            dist: [B, L, L] true Cα–Cα distances, Å (any value where not valid).
-            valid: [B, L, L] bool, both residues present, i != j, not padding.
-            stats: (log_dist_mean, log_dist_std) of the training split.
-            long_range_weight: weight of pairs with |i - j| >= 24 in the distance term (others 1); None =
-                ``cfg.long_range_weight``.
-        """
-        mu, sd = stats
-        B = dist.shape[0]
-        d = torch.where(valid, dist, torch.ones_like(dist)).float()
-        w = pair_weights(valid, self.cfg.long_range_weight if long_range_weight is None else long_range_weight)
-        pred_d = out["dist"].float()
-        pred_n = (torch.log(pred_d) - mu) / sd
-        target = (torch.log(d) - mu) / sd
-        l1 = masked_mean((pred_n - target).abs(), w)
-        # aligned RMSD to the true Cα (rebuilt by MDS of the present residues; mirror-minimal)
-        present = valid.any(-1)                                                      # [B, L]
-        rmsds = []
-        for b in range(B):
-            idx = present[b].nonzero().squeeze(-1)
-            if idx.numel() < 3:
-                continue
-            true_xyz = mds_from_dist(dist[b][idx][:, idx].nan_to_num(0.0))
-            rmsds.append(kabsch_rmsd(out["xyz"][b, idx].float(), true_xyz, allow_mirror=True))
-        rmsd = torch.stack(rmsds).mean() if rmsds else pred_d.new_zeros(())
-        # residue confidence: lDDT-like score of the derived distances (detached)
-        _, res_target = lddt_like_targets((pred_d.detach() - d).abs(), d, valid)
-        rc = F.binary_cross_entropy_with_logits(out["residue_conf_logits"].float(), res_target, reduction="none")
-        rc_loss = masked_mean(rc, present.float())
-        total = l1 + RMSD_WEIGHT * rmsd + self.cfg.conf_weight * rc_loss
-        return {"loss": total, "loss_regression": l1, "loss_rmsd": rmsd, "loss_residue_conf": rc_loss}
-
     # -- inference -------------------------------------------------------------------------------------
     def predict_numpy(self, out: dict[str, torch.Tensor], b: int, L: int,
                       stats: tuple[float, float]) -> dict[str, np.ndarray | None]:
@@ -213,4 +174,4 @@ class CoordinateHead(nn.Module):
                 **ss_probs_numpy(out, b, L)}
 
 
-__all__ = ["CoordinateHead", "coords_to_dist", "kabsch_rmsd", "mds_from_dist", "COORD_SCALE", "RMSD_WEIGHT"]
+__all__ = ["CoordinateHead", "coords_to_dist", "kabsch_rmsd", "mds_from_dist", "COORD_SCALE"]

@@ -7,8 +7,9 @@
 
 The regression target is ``(ln d - log_dist_mean) / log_dist_std`` with the TRAIN split's global_stats.
 Only the pair tensor is L²·c, with c the head width; the backbone's hidden size H never enters an L² tensor.
-Losses: distogram cross-entropy + L1 on the normalised log-distance + ``conf_weight`` x (pair-confidence
-cross-entropy + residue-confidence BCE), all masked means over valid pairs (``heads.common``).
+Loss terms (``loss_terms``, computed and weighted in ``proteinmtp.heads.losses``): distogram cross-entropy,
+L1 on the normalised log-distance, ``conf_weight`` x (pair-confidence cross-entropy + residue-confidence
+BCE), ``ss_weight`` x SS cross-entropy; masked means over valid pairs.
 """
 
 from __future__ import annotations
@@ -20,14 +21,10 @@ from torch import nn
 
 from proteinmtp.constants import CONTACT_CUTOFF
 from proteinmtp.heads.common import (
-    ERROR_EDGES,
     ERROR_SCORES,
     HeadConfig,
     SSClassifier,
     config_relpos,
-    lddt_like_targets,
-    masked_mean,
-    pair_weights,
     ss_probs_numpy,
 )
 from proteinmtp.heads.templates import TemplateEmbedConfig, TemplatePairEmbedding
@@ -94,6 +91,8 @@ class AxialAttention(nn.Module):
 
 class DistanceHead(nn.Module):
     """Pairwise head: per-residue features -> symmetric distogram, log-distance, confidences."""
+
+    loss_terms = ("distogram", "regression", "pair_conf", "residue_conf", "ss")     # proteinmtp.heads.losses
 
     def __init__(self, in_dim: int, cfg: HeadConfig):
         super().__init__()
@@ -169,44 +168,6 @@ class DistanceHead(nn.Module):
             "pair_conf_logits": self.pair_conf(z),                               # [B, L, L, 5]
             "residue_conf_logits": self.res_conf(per_residue).squeeze(-1),          # [B, L]
         }
-
-    # -- loss ------------------------------------------------------------------------------------------
-    def loss(self, out: dict[str, torch.Tensor], dist: torch.Tensor, valid: torch.Tensor,
-             stats: tuple[torch.Tensor, torch.Tensor], long_range_weight: float | None = None) -> dict[str, torch.Tensor]:
-        """Masked losses, averaged over valid pairs of the whole batch.
-
-        Args:
-            dist: [B, L, L] true Cα–Cα distances, Å (any value where not valid).
-            valid: [B, L, L] bool, both residues present with coordinates, i != j, not padding.
-            stats: (log_dist_mean, log_dist_std) of the training split.
-            long_range_weight: weight of pairs with |i - j| >= 24 (others 1); None = ``cfg.long_range_weight``.
-        """
-        mu, sd = stats
-        d = torch.where(valid, dist, torch.ones_like(dist)).float()
-        w = pair_weights(valid, self.cfg.long_range_weight if long_range_weight is None else long_range_weight)
-        # distogram cross-entropy
-        target_bin = torch.bucketize(d, self.bin_edges)
-        logits = out["distogram_logits"].float()
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_bin.reshape(-1), reduction="none")
-        ce = masked_mean(ce.reshape(d.shape), w)
-        # regression on the normalised log-distance
-        target = (torch.log(d) - mu) / sd
-        pred = out["dist_norm"].float()
-        l1 = masked_mean((pred - target).abs(), w)
-        # confidences: targets from the (detached) regression error in Å
-        with torch.no_grad():
-            err = (torch.exp(pred * sd + mu) - d).abs()
-            err_cls = torch.bucketize(err, torch.tensor(ERROR_EDGES, device=err.device))
-        _, res_target = lddt_like_targets(err, d, valid)                          # [B, L]
-        res_valid = valid.any(-1)
-        pc = out["pair_conf_logits"].float()
-        pc_loss = F.cross_entropy(pc.reshape(-1, pc.shape[-1]), err_cls.reshape(-1), reduction="none")
-        pc_loss = masked_mean(pc_loss.reshape(d.shape), valid.float())
-        rc = F.binary_cross_entropy_with_logits(out["residue_conf_logits"].float(), res_target, reduction="none")
-        rc_loss = masked_mean(rc, res_valid.float())
-        total = ce + l1 + self.cfg.conf_weight * (pc_loss + rc_loss)
-        return {"loss": total, "loss_distogram": ce, "loss_regression": l1,
-                "loss_pair_conf": pc_loss, "loss_residue_conf": rc_loss}
 
     # -- inference -------------------------------------------------------------------------------------
     def predict_numpy(self, out: dict[str, torch.Tensor], b: int, L: int,

@@ -1,4 +1,8 @@
-"""Experiment records: every training and evaluation run leaves ``experiments/<YYYY-MM-DD>_<name>/``.
+"""What a person looks at: experiment records and the status of a training run.
+
+Every training and evaluation run may leave ``experiments/<YYYY-MM-DD>_<name>/`` (the record a run's files
+are copied into, kept in git while weights stay local). The run directory itself, its lock and its resume
+rules are ``proteinmtp.rundir``; this module only reads them.
 
 Layout of an experiment directory::
 
@@ -15,17 +19,15 @@ are used (see :func:`experiment_dir`).
 
 Also the status summary that ``monitor_training.sh`` prints::
 
-    python -m proteinmtp.runs status RUN_DIR
+    python -m proteinmtp.experiments status RUN_DIR
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import re
-import socket
 import sys
 import time
 from collections.abc import Iterable
@@ -34,7 +36,7 @@ from pathlib import Path
 from proteinmtp.config import HelpFormatter
 from proteinmtp.fileio import copy_atomic, write_json
 from proteinmtp.rundir import CONFIG_NAME as TRAIN_CONFIG
-from proteinmtp.rundir import TRAIN_FINISHED, TRAIN_JSONL, TRAIN_LOCK, TRAIN_TEXT_LOG, read_json_or_none
+from proteinmtp.rundir import TRAIN_FINISHED, TRAIN_JSONL, TRAIN_TEXT_LOG, lock_holder, read_json_or_none
 
 VIS_DIR = "visualizations"
 RECORD_FILE = "record.json"        # in an experiment record: {"run_dir": the recorded run, relative to the record}
@@ -162,77 +164,6 @@ def replace_written(directory: str | Path, names: Iterable[str]) -> None:
             (d / n).unlink(missing_ok=True)
     if names or before:
         write_json(d / WRITTEN_FILE, {"files": names})
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The run-directory lock: one training process per run directory
-
-class RunDirLocked(RuntimeError):
-    """Another live process holds the run directory's lock."""
-
-
-def lock_run_dir(run_dir: str | Path) -> int:
-    """Take RUN_DIR/train.lock (an exclusive ``flock``) and write this process's pid and host into it.
-
-    Returns the file descriptor; the lock lasts until it is closed (:func:`unlock_run_dir`) or the process
-    ends in any way (kill -9 included: the OS releases it, so a dead process never blocks the directory).
-    Raises RunDirLocked, naming the holder, when another process holds it.
-    """
-    import fcntl
-
-    path = Path(run_dir) / TRAIN_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        h = lock_holder(run_dir) or {}
-        who = f"pid {h['pid']} on {h.get('host') or '?'}" if h.get("pid") else "pid unknown"
-        raise RunDirLocked(f"{run_dir} is in use by another training process ({who}); wait for it to end or stop "
-                           "it, or use another --output_dir") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}).encode())
-    return fd
-
-
-def unlock_run_dir(fd: int) -> None:
-    """Release a lock from :func:`lock_run_dir` (the file stays; it is free to lock again)."""
-    os.close(fd)
-
-
-def _started_after(pid: int, t: float) -> bool:
-    """Linux: the process ``pid`` started more than 1 s after time ``t`` (False where that cannot be read)."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])   # field 22: starttime
-        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                     if line.startswith("btime "))
-        return btime + ticks / os.sysconf("SC_CLK_TCK") > t + 1.0
-    except (OSError, ValueError, IndexError, StopIteration):
-        return False
-
-
-def lock_holder(run_dir: str | Path) -> dict | None:
-    """Who last held RUN_DIR/train.lock: {"pid", "host", "time", "alive"}, or None without a lock file.
-
-    ``alive``: True while that process exists, False once it has ended, None when it ran on another host
-    (cannot tell). Read only: never takes the lock, so a monitor cannot get in a starting run's way.
-    """
-    info = _read_json(Path(run_dir) / TRAIN_LOCK)
-    if not (Path(run_dir) / TRAIN_LOCK).is_file():
-        return None
-    pid = info.get("pid")
-    alive = None
-    if isinstance(pid, int) and info.get("host") == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-            alive = True
-        except ProcessLookupError:
-            alive = False
-        except PermissionError:     # exists, another user's
-            alive = True
-        if alive and isinstance(info.get("time"), (int, float)) and _started_after(pid, info["time"]):
-            alive = False           # the pid was reused by a process started after the lock was written
-    return {**info, "alive": alive}
 
 
 # ---------------------------------------------------------------------------------------------------------
