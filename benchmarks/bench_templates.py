@@ -247,7 +247,7 @@ def step_cost(train_path: str, backbone: str, k: int, steps: int, db_path: str |
     from proteinmtp.training import CropDataset, DistanceCollator
 
     torch.set_num_threads(1)
-    ds = load_dataset(train_path)
+    ds = open_dataset(train_path)
     db = T.TemplateDatabase.load(db_path or train_path)
     prov = T.provider_for(db, ds.samples, k, T.TemplateOptions())
     prior, _ = prior_for_training(train_path, ds.samples)
@@ -300,7 +300,7 @@ def inference_cost(db_path: str, backbone: str, stats: dict, k: int, L: int = 25
     from proteinmtp.model import RunTemplates
 
     torch.set_num_threads(1)
-    pool = [s for split in ("test", "val", "train") for s in load_dataset(DEMO / f"{split}.json.gz").samples]
+    pool = [s for split in ("test", "val", "train") for s in open_dataset(DEMO / f"{split}.json.gz").samples]
     one = min((s for s in pool if len(s.sequence) >= L), key=lambda s: len(s.sequence))
     seq = one.sequence[:L]
     t0 = time.perf_counter()
@@ -455,7 +455,7 @@ def cost_only(args) -> int:
     results = json.loads(Path(args.output).read_text()) if Path(args.output).is_file() else {}
     la0 = [round(x, 2) for x in os.getloadavg()]
     sc = step_cost(args.train, backbone, args.k, args.steps)
-    stats = load_dataset(args.train).global_stats
+    stats = open_dataset(args.train).global_stats
     ic = inference_cost(args.db, backbone, stats, args.k) if args.db else None
     results["training_step"] = {**sc, "train": label(args.train), "load_average": [la0, [round(x, 2) for x in os.getloadavg()]]}
     print(f"training step (demo recipe, batch 1, 1 thread, K = {sc['k']}, {sc['steps']} steps per arm): with "

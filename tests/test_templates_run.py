@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from proteinmtp import templates as TP
-from proteinmtp.dataset import compute_global_stats, load_dataset, save_dataset
+from proteinmtp.dataio import open_dataset
+from proteinmtp.dataset import compute_global_stats, save_dataset
 from proteinmtp.heads import HeadConfig, build_head
 from proteinmtp.heads.templates import template_tensors
 
@@ -21,8 +22,8 @@ from proteinmtp.heads.templates import template_tensors
 def small(demo_dir, tmp_path_factory):
     """train.json (40 short demo training chains) and val.json (4 short demo test chains, split val)."""
     root = tmp_path_factory.mktemp("tmpl_data")
-    train = [s for s in load_dataset(demo_dir / "dataset" / "train.json.gz").samples if len(s.sequence) <= 140][:40]
-    val = [s for s in load_dataset(demo_dir / "dataset" / "test.json.gz").samples if len(s.sequence) <= 140][:4]
+    train = [s for s in open_dataset(demo_dir / "dataset" / "train.json.gz").samples if len(s.sequence) <= 140][:40]
+    val = [s for s in open_dataset(demo_dir / "dataset" / "test.json.gz").samples if len(s.sequence) <= 140][:4]
     for s in val:
         s.split = "val"
     stats = compute_global_stats(train)
@@ -45,7 +46,6 @@ def _argv(tiny, small, out, *extra):
 def trained(tiny, small, tmp_path_factory):
     """3 steps with templates (K=2) from the training split; the trained model kept in memory."""
     import train_distmat
-
     from proteinmtp import train_command
 
     out = tmp_path_factory.mktemp("tmpl_run") / "run"
@@ -108,9 +108,7 @@ def test_resume_compares_the_template_spec(trained, tiny, small, capsys):
     run = trained["run"]
     for extra in (("--templates", "3"), ("--templates", "2", "--template_dim", "16"),
                   ("--templates", "2", "--template_dropout", "0.5")):
-        with pytest.raises(SystemExit) as e:
-            train_distmat.main(_argv(tiny, small, run, "--max_steps", "5", *extra))
-        assert e.value.code == 2
+        assert train_distmat.main(_argv(tiny, small, run, "--max_steps", "5", *extra)) == 2
         err = capsys.readouterr().err
         assert "different settings" in err and "templat" in err, err
     # a resumed run keeps its own K without --templates (the default 4 is for new runs only)
@@ -126,11 +124,10 @@ def test_resume_refuses_a_changed_database(tiny, small, tmp_path, capsys):
     assert train_distmat.main(_argv(tiny, small, run, "--templates", "1", "--template_db", str(db),
                                     "--max_steps", "1", "--save_steps", "1")) == 0
     capsys.readouterr()
-    ds = load_dataset(db)
+    ds = open_dataset(db)
     save_dataset(db, ds.samples[:-1], ds.global_stats, ds.config)        # the database changed
-    with pytest.raises(SystemExit):
-        train_distmat.main(_argv(tiny, small, run, "--templates", "1", "--template_db", str(db), "--max_steps", "2",
-                                 "--save_steps", "1"))
+    assert train_distmat.main(_argv(tiny, small, run, "--templates", "1", "--template_db", str(db),
+                                    "--max_steps", "2", "--save_steps", "1")) == 2
     err = capsys.readouterr().err
     assert "templates.fingerprint" in err and "templates.n_chains" in err, err
 
@@ -148,9 +145,7 @@ def test_bad_template_input_is_one_line_and_no_output(case, tiny, small, tmp_pat
     other = small["train_samples"][:10]
     save_dataset(tmp_path / "other.json", other, compute_global_stats(other), small["cfg"])
     out = tmp_path / "run"
-    with pytest.raises(SystemExit) as e:
-        train_distmat.main(_argv(tiny, small, out, *extra))
-    assert e.value.code == 2
+    assert train_distmat.main(_argv(tiny, small, out, *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
     want = {"negative_k": "--templates must be at least 0", "missing_db": "not found",
@@ -275,7 +270,7 @@ def test_infer_moved_or_changed_database_is_one_line_saying_what_to_pass(db_run,
         assert "held out" in capsys.readouterr().err
     finally:
         shutil.move(moved, db)
-    ds = load_dataset(db)
+    ds = open_dataset(db)
     save_dataset(tmp_path / "changed.json", ds.samples[1:], ds.global_stats, ds.config)
     shutil.copy(db, tmp_path / "orig.json")
     shutil.copy(tmp_path / "changed.json", db)
@@ -308,13 +303,11 @@ def test_no_hit_takes_the_no_template_path(trained, tmp_path):
 
 
 def test_evaluate_reports_model_no_templates_and_counts_chains_without_hit(trained, small, tmp_path):
+    import copy
     import csv
 
     import evaluate_distmat_model
-
     from proteinmtp.eval_report import NO_TEMPLATES
-
-    import copy
 
     nohit = copy.deepcopy(small["val_samples"][1])      # the module's samples stay as they are
     nohit.id, nohit.sequence = "nohit:A", _no_hit_sequence(len(nohit.sequence))
