@@ -244,12 +244,13 @@ def step_cost(train_path: str, backbone: str, k: int, steps: int, db_path: str |
     import torch
 
     from proteinmtp.prior import SeparationPrior, prior_for_training
+    from proteinmtp.template_inputs import provider_for
     from proteinmtp.training import CropDataset, DistanceCollator
 
     torch.set_num_threads(1)
     ds = open_dataset(train_path)
     db = T.TemplateDatabase.load(db_path or train_path)
-    prov = T.provider_for(db, ds.samples, k, T.TemplateOptions())
+    prov = provider_for(db, ds.samples, k, T.TemplateOptions())
     prior, _ = prior_for_training(train_path, ds.samples)
     prior = SeparationPrior.from_dict(prior.to_dict())
     out = {"k": k, "steps": steps, "torch_threads": 1, "database_chains": len(db)}
@@ -297,7 +298,7 @@ def inference_cost(db_path: str, backbone: str, stats: dict, k: int, L: int = 25
     import torch
 
     from proteinmtp.heads.templates import template_tensors
-    from proteinmtp.model import RunTemplates
+    from proteinmtp.template_inputs import RunTemplates
 
     torch.set_num_threads(1)
     pool = [s for split in ("test", "val", "train") for s in open_dataset(DEMO / f"{split}.json.gz").samples]

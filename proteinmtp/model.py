@@ -394,60 +394,17 @@ class DistancePrediction:
     bin_edges: np.ndarray | None = None         # [n_bins - 1] Å
     pair_error_probs: np.ndarray | None = None  # [L, L, 5] P(|pred - true| in each ERROR_EDGES class); None: no classes
     ss_probs: np.ndarray | None = None          # [L, 8] secondary-structure probabilities (secondary.SS8 order)
-    templates: list[dict] | None = None         # templates used, best first (templates.describe_hits); [] = no
+    templates: list[dict] | None = None         # templates used, best first (template_inputs.describe_hits); [] = no
                                                 # hit; None = the run uses no templates (or they were turned off)
-
-
-class RunTemplates:
-    """The templates a loaded run predicts with: its database (``templates.TemplateDatabase``), how many
-    templates per chain (at most the head's K slots) and the selection options it trained with (the
-    evaluation rules: identity ceiling only). ``features`` searches sequences (once each per process) and
-    builds their whole-chain features and the hits used."""
-
-    def __init__(self, db, k_slots: int, k_use: int, options):
-        self.db, self.k_slots, self.k_use, self.options = db, int(k_slots), int(k_use), options
-        self._hits: dict[str, list] = {}
-
-    def hits(self, sequences: list[str]) -> list[list]:
-        """The selected hits of every sequence (searched in one MMseqs2 call for the new ones)."""
-        from proteinmtp.templates import query_id, search_templates
-
-        new = sorted({s for s in sequences if s not in self._hits})
-        if new:
-            from types import SimpleNamespace
-
-            found = search_templates([SimpleNamespace(id=query_id(s), sequence=s, cluster=None) for s in new], self.db)
-            for s in new:
-                self._hits[s] = self.options.select(found[query_id(s)], self.k_use)
-        return [self._hits[s] for s in sequences]
-
-    def features(self, sequences: list[str], bin_edges: np.ndarray) -> tuple[list[dict], list[list]]:
-        from proteinmtp.templates import template_features
-
-        hits = self.hits(sequences)
-        return [template_features(s, h, self.db, self.k_slots, bin_edges=bin_edges)
-                for s, h in zip(sequences, hits)], hits
-
-
-@contextlib.contextmanager
-def onednn_disabled():
-    """oneDNN (mkldnn) off inside the block, back as it was after. Only the ``enabled`` flag is touched:
-    ``torch.backends.mkldnn.flags(enabled=False)`` also sets ``allow_tf32``, and on a torch build without
-    Intel GPU support that set alone warns "TF32 acceleration on top of oneDNN is available for Intel GPUs"."""
-    was = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = was
 
 
 class LoadedRun:
     """A trained run ready for inference. ``predict`` de-normalises with the run's saved global_stats and,
-    for a run trained with templates, searches its template database (``templates``; None = off)."""
+    for a run trained with templates, searches its template database (``templates``: a
+    ``template_inputs.RunTemplates``; None = off)."""
 
     def __init__(self, model: DistanceModel, config: dict, prior=None, device: str = "cpu",
-                 templates: RunTemplates | None = None):
+                 templates=None):
         self.templates = templates
         self.model = model.eval()
         self.config = config
@@ -508,51 +465,24 @@ class LoadedRun:
                     arrs = m.head.predict_numpy(out, b, len(sequences[i]), stats)
                     used = None
                     if thits is not None:
-                        from proteinmtp.templates import describe_hits
+                        from proteinmtp.template_inputs import describe_hits
 
                         used = describe_hits(thits[i])
                     results[i] = DistancePrediction(sequence=sequences[i], templates=used, **arrs)
         return results  # type: ignore[return-value]
 
 
-def run_templates(cfg: dict, head_cfg: HeadConfig, template_db: str | None = None,
-                  templates: int | None = None) -> RunTemplates | None:
-    """The templates a run predicts with (None: trained without, or ``templates`` 0 turns them off).
-
-    The database is the one the run recorded (training_config.json "templates": absolute path + SHA-256),
-    which must be there unchanged, or ``template_db`` (then checked like a training database: training chains
-    only, not another build's training split). ``templates`` (default: the head's K) uses fewer.
-    RunLoadError (one line: what to pass) otherwise.
-    """
-    from proteinmtp.templates import TemplateDatabase, TemplateError, TemplateOptions
-
-    k_slots = int(head_cfg.templates)
-    rec = cfg.get("templates") or {}
-    if templates is not None and templates < 0:
-        raise RunLoadError(f"--templates must be at least 0, got {templates}")
-    if k_slots == 0:
-        if templates:
-            raise RunLoadError(f"this run was trained without templates; --templates {templates} needs a run "
-                               "trained with them (pass --templates 0 or leave it out)")
-        return None
-    if templates == 0:
-        return None
-    if templates is not None and templates > k_slots:
-        raise RunLoadError(f"--templates {templates}: this run's head takes at most {k_slots} templates")
-    known = set(TemplateOptions.__dataclass_fields__)
-    options = TemplateOptions(**{k: v for k, v in rec.items() if k in known})
+@contextlib.contextmanager
+def onednn_disabled():
+    """oneDNN (mkldnn) off inside the block, back as it was after. Only the ``enabled`` flag is touched:
+    ``torch.backends.mkldnn.flags(enabled=False)`` also sets ``allow_tf32``, and on a torch build without
+    Intel GPU support that set alone warns "TF32 acceleration on top of oneDNN is available for Intel GPUs"."""
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
     try:
-        if template_db is not None:
-            db = TemplateDatabase.load(template_db)
-            db.check_statistics(cfg.get("global_stats") or {})
-        else:
-            if not rec.get("path") or not rec.get("fingerprint"):
-                raise RunLoadError("the run's training_config.json records no template database; pass "
-                                   "--template_db (a dataset of training chains) or --templates 0")
-            db = TemplateDatabase.load(rec["path"], expect_fingerprint=rec["fingerprint"])
-    except TemplateError as e:
-        raise RunLoadError(str(e)) from None
-    return RunTemplates(db, k_slots, k_slots if templates is None else templates, options)
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = was
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: bool = False,
@@ -569,6 +499,8 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, trust_remote_code: boo
     if not (run / HEAD_WEIGHTS).is_file():
         raise RunLoadError(f"{run} has no {HEAD_WEIGHTS}: the run did not finish saving (use a checkpoint-<step>/)")
     spec = ModelSpec.from_dict(cfg["model"])
+    from proteinmtp.template_inputs import run_templates
+
     tmpl = run_templates(cfg, HeadConfig.from_dict(spec.head or {}), template_db, templates)   # before the weights
     if cfg["model"].get("trust_remote_code") and not trust_remote_code:
         raise RunLoadError(f"{run} was trained with --trust_remote_code; load it with --trust_remote_code (only if you trust that code)")
@@ -627,6 +559,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 __all__ = ["HeadConfig", "ModelSpec", "DistanceModel", "DistancePrediction",
-           "LoadedRun", "RunTemplates", "run_templates", "RunLoadError", "build_model", "load_run", "save_weights", "load_weights_into",
+           "LoadedRun", "RunLoadError", "build_model", "load_run", "save_weights", "load_weights_into",
            "count_parameters", "prior_distances", "backbone_max_tokens"]
 

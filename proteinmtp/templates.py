@@ -572,38 +572,7 @@ class TemplateProvider:
         return template_features(sequence, hits, self.db, self.k, bin_edges=self.bin_edges, crop=crop)
 
 
-def provider_for(db: TemplateDatabase, samples: Sequence, k: int, options: TemplateOptions | None = None, *,
-                 bin_edges: np.ndarray = DEFAULT_BIN_EDGES, cache_dir: str | Path | None = None,
-                 threads: int = 1, stats: dict | None = None) -> TemplateProvider:
-    """A :class:`TemplateProvider` for ``samples`` (every chain a collator or predictor will ask about;
-    an id given twice must name one sequence): their hits searched in ``db`` (cached under ``cache_dir``), selected with ``options``."""
-    from types import SimpleNamespace
-
-    unique: dict[str, object] = {}
-    for s in samples:      # a chain in both the training and the validation data is searched once; an id that
-        seen = unique.setdefault(s.id, s)     # names another sequence there is searched under that sequence's
-        if seen.sequence != s.sequence:      # query_id (found again through ``TemplateProvider.by_sequence``)
-            q = SimpleNamespace(id=query_id(s.sequence), sequence=s.sequence, cluster=getattr(s, "cluster", None))
-            unique.setdefault(q.id, q)
-    found = search_templates(list(unique.values()), db, cache_dir=cache_dir, threads=threads, stats=stats)
-    by_seq = {rec.query_sequence: rec for key, rec in found.items() if key.startswith("query:")}
-    return TemplateProvider(db, found, options or TemplateOptions(), int(k), np.asarray(bin_edges).copy(),
-                            by_sequence=by_seq)
-
-
-def query_id(sequence: str) -> str:
-    """The id a sequence without one is searched under (``query:`` + 16 hex digits of its SHA-256)."""
-    return "query:" + hashlib.sha256(sequence.encode()).hexdigest()[:16]
-
-
-def describe_hits(hits: Sequence[TemplateHit]) -> list[dict]:
-    """The templates a prediction used, best first: [{"id", "identity", "coverage", "evalue", "bits"}]
-    (what a REMARK or a per-protein CSV row names)."""
-    return [{"id": h.target_id, "identity": round(float(h.identity), 4), "coverage": round(float(h.coverage), 4),
-             "evalue": float(h.evalue), "bits": float(h.bits)} for h in hits]
-
-
-__all__ = ["TemplateError", "provider_for", "query_id", "describe_hits", "TemplateOptions", "TemplateDatabase", "TemplateHit", "TemplateHits",
+__all__ = ["TemplateError", "TemplateOptions", "TemplateDatabase", "TemplateHit", "TemplateHits",
            "database_fingerprint", "align_template", "pool_hits", "search_templates", "select_templates", "empty_features",
            "template_features", "crop_features", "stack_features", "TemplateProvider", "DEFAULT_K", "DEFAULT_MAX_HITS", "DEFAULT_MAX_IDENTITY",
            "IDENTITY_CEILINGS", "DEFAULT_BIN_EDGES", "GAP", "TEMPLATE_HITS_FORMAT"]

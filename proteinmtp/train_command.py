@@ -457,7 +457,7 @@ def _run(args: argparse.Namespace, locks: list[int], signals) -> int:
     record = experiment_recorder(args, run_dir, is_main)
     templates = None
     if template_db is not None:
-        from proteinmtp.templates import provider_for
+        from proteinmtp.template_inputs import provider_for
 
         st: dict = {}
         templates = provider_for(template_db, [*train_ds.samples, *val_samples], args.templates,

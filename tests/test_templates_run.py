@@ -200,6 +200,7 @@ def test_no_template_path_is_exactly_empty_slots():
 
 def test_collator_training_rules_only_in_training(small):
     """Template dropout 1 empties every training batch; the evaluation collator keeps the templates."""
+    from proteinmtp.template_inputs import provider_for
     from proteinmtp.training import CropDataset, DistanceCollator
 
     class Enc:
@@ -209,7 +210,7 @@ def test_collator_training_rules_only_in_training(small):
 
     db = TP.TemplateDatabase.load(small["train"])
     queries = small["train_samples"][:6]
-    prov = TP.provider_for(db, queries, 2, TP.TemplateOptions(template_dropout=1.0))
+    prov = provider_for(db, queries, 2, TP.TemplateOptions(template_dropout=1.0))
     items = [CropDataset(queries, 30, random_crop=False)[i] for i in range(6)]
     train_b = DistanceCollator(Enc(), templates=prov)(items)["templates"]
     eval_b = DistanceCollator(Enc(), templates=prov).evaluation()(items)["templates"]
