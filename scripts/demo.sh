@@ -50,7 +50,7 @@ SEQ=$($PY -c "import sys; from proteinmtp.dataio import open_dataset; print(open
 $PY infer_distmat.py --model_path "$RUN" --sequence "$SEQ" --output "$EXP/prediction.pdb" --save_distmat
 
 say "done: held-out test split, model beside the prior, the nearest training neighbour and the oracle"
-$PY -c "import json, sys; from proteinmtp.evaluation import format_summary; print(format_summary(json.load(open(sys.argv[1]))))" "$EXP/eval_results.json"
+$PY -c "import json, sys; from proteinmtp.eval_report import format_summary; print(format_summary(json.load(open(sys.argv[1]))))" "$EXP/eval_results.json"
 echo "results:  $EXP/eval_results.json  (per protein: $EXP/eval_per_protein.csv)"
 echo "figures:  $EXP/visualizations/"
 ls "$EXP/visualizations/" | sed 's/^/            /'
