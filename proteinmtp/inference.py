@@ -85,6 +85,7 @@ class Record:
     status: str = "todo"        # todo | done | skipped | failed
     reason: str = ""
     note: str = ""
+    settled: bool = False       # its manifest row is written
 
     @property
     def label(self) -> str:
@@ -364,19 +365,21 @@ class _Job:
             self.last = rec.outputs["structure"]
             self.first = self.first or self.last
         self.manifest.add(rec)
+        rec.settled = True
         if self.bar is not None:
             self.bar.update(1)
 
     def collect(self, results, interrupted: bool = False) -> None:
         for key, res in results:
-            rec = self.in_flight.pop(key)
+            rec = self.in_flight[key]       # popped once settled: a Ctrl-C in between leaves it in flight
             if isinstance(res, Exception):
                 if interrupted and isinstance(res, WorkerDied):
-                    continue  # killed with us: not finished, no row; a rerun does it
+                    continue  # killed with us; finished on disk or not, ``interrupted`` settles it
                 rec.status, rec.reason = "failed", _reason(res)
             else:
                 rec.status, rec.reason = "done", ""
             self.settle(rec)
+            del self.in_flight[key]
 
     # -- the pass ---------------------------------------------------------------------------------------
     def run_all(self) -> None:
@@ -449,6 +452,12 @@ class _Job:
         except KeyboardInterrupt:
             pass
         finally:
+            # a record whose structure is on disk is finished (written last, atomically), even when its result
+            # was lost to the interrupt between a worker and this process: it gets its row
+            for rec in list(self.in_flight.values()):
+                if not rec.settled and Path(rec.outputs["structure"]).is_file():
+                    rec.status, rec.reason = "done", ""
+                    self.settle(rec)
             if self.bar is not None:
                 self.bar.close()
             self.close(wait=False)
