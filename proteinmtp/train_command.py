@@ -486,11 +486,7 @@ def _run(args: argparse.Namespace, locks: list[int], signals) -> int:
         # trained to its last step, but the process ended before the final save: finish it from the checkpoint
         signals.phase = "finishing"
         trainer._load_from_checkpoint(str(plan.checkpoint))
-        try:
-            trainer.save_model(str(run_dir))
-        except T.CheckpointSaveError as e:
-            print(f"error: {e}; {plan.checkpoint.name} is complete: re-run the same command to write the final "
-                  "weights from it", file=sys.stderr)
+        if not _save_final(trainer, run_dir, plan.checkpoint.name):
             return 1
         if is_main:
             R.mark_finished(run_dir, plan.done["step"], args.max_steps, args.num_epochs)
@@ -539,11 +535,7 @@ def train_and_save(args: argparse.Namespace, trainer, run_dir: Path, resume: Pat
     if stop.reason == "time" and is_main:
         print(f"stopped after --max_train_minutes {args.max_train_minutes} at step {step}; re-run the same "
               "command to continue", file=sys.stderr)
-    try:
-        trainer.save_model(str(run_dir))
-    except T.CheckpointSaveError as e:
-        print(f"error: {e} (the final weights); {R.checkpoint_dir(run_dir, step).name} is complete: re-run the "
-              "same command to write them from it", file=sys.stderr)
+    if not _save_final(trainer, run_dir, R.checkpoint_dir(run_dir, step).name):
         return 1
     if is_main and step >= trainer.state.max_steps:
         R.mark_finished(run_dir, step, args.max_steps, args.num_epochs)
@@ -555,3 +547,17 @@ def train_and_save(args: argparse.Namespace, trainer, run_dir: Path, resume: Pat
 
 __all__ = ["run", "StartError", "check_args", "head_config", "model_spec", "comparable_model", "run_config",
            "training_arguments", "use_bf16", "enable_gradient_checkpointing", "train_and_save"]
+
+
+def _save_final(trainer, run_dir: Path, complete_checkpoint: str) -> bool:
+    """Write the final weights into ``run_dir``; on a failed write one line saying which complete checkpoint a
+    rerun writes them from, and False."""
+    from proteinmtp import training as T
+
+    try:
+        trainer.save_model(str(run_dir))
+    except T.CheckpointSaveError as e:
+        print(f"error: {e} (the final weights); {complete_checkpoint} is complete: re-run the same command to "
+              "write them from it", file=sys.stderr)
+        return False
+    return True
