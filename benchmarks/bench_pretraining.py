@@ -164,7 +164,7 @@ def train_argv(args: argparse.Namespace, arm: str, seed: int, run_dir: Path, max
             "--head_learning_rate", f"{args.lr_head:g}",
             "--warmup_steps", str(max(1, min(100, max_steps // 10))), "--logging_steps",
             str(max(1, max_steps // 50)), "--eval_steps", str(10 ** 9), "--save_steps", str(10 ** 9),
-            "--save_total_limit", "1", "--seed", str(seed), "--no_tqdm"]
+            "--save_total_limit", "1", "--seed", str(seed), "--templates", "0", "--no_tqdm"]
 
 
 def _child_cpu() -> float:
@@ -366,7 +366,7 @@ def probe_run(args: argparse.Namespace, arm: str, layer: int, seed: int, precisi
            "--learning_rate", f"{args.lr_head:g}", "--head_learning_rate", f"{args.lr_head:g}",
            "--warmup_steps", str(max(1, min(100, steps // 10))), "--logging_steps", str(max(1, steps // 50)),
            "--eval_steps", str(10 ** 9), "--save_steps", str(10 ** 9), "--save_total_limit", "1",
-           "--seed", str(seed), "--no_tqdm"]
+           "--seed", str(seed), "--templates", "0", "--no_tqdm"]    # the backbone alone: no templates
     t0, c0 = time.time(), _child_cpu()
     run_cmd(cmd, out_dir / "train_stdout.log", quiet=True, threads=1)
     train_s, train_cpu = time.time() - t0, _child_cpu() - c0
@@ -411,29 +411,39 @@ def arm_layers(args: argparse.Namespace, arm: str) -> list[int]:
     return probe_layers(n)
 
 
+def sweep_order(layers: list[int]) -> list[int]:
+    """The layer sweep's order: the last hidden state, then outward from the middle, so that a run stopped
+    part way has already probed the layers that bracket the curve."""
+    mid = layers[-1] / 2
+    return [layers[-1]] + sorted(layers[:-1], key=lambda k: (abs(k - mid), k))
+
+
 def probe_tasks(args: argparse.Namespace) -> None:
-    """The whole probe, in an order that puts results on disk early: per arm the layer sweep (seed 0), then
-    the other seeds at the best layer; then the fp32 check, then the long runs. Finished runs are skipped."""
+    """The whole probe, in an order that puts paired results on disk early. Per backbone (text and random
+    init side by side, layer by layer): the layer sweep (seed 0), then the other seeds at each arm's best
+    layer; then the fp32 check, then the long runs. Finished runs are skipped."""
     s0 = args.seeds[0]
+    groups: dict[str, list[str]] = {}
     for arm in args.arms:
-        layers = arm_layers(args, arm)
-        ensure_features(args, arm, s0, layers, args.precision)
-        for k in layers:
-            probe_run(args, arm, k, s0, args.precision)
-            args.on_result()
-        best = best_layer(args, arm, layers)
+        groups.setdefault(ARMS[arm]["backbone"], []).append(arm)
+    for arms in groups.values():
+        for arm in arms:
+            ensure_features(args, arm, s0, arm_layers(args, arm), args.precision)
+        for k in sweep_order(arm_layers(args, arms[0])):
+            for arm in arms:
+                probe_run(args, arm, k, s0, args.precision)
+                args.on_result()
         for seed in args.seeds[1:]:
-            probe_run(args, arm, best, seed, args.precision)
-            args.on_result()
+            for arm in arms:
+                probe_run(args, arm, best_layer(args, arm, arm_layers(args, arm)), seed, args.precision)
+                args.on_result()
     if args.precision_check in args.arms:
         arm = args.precision_check
-        layers = arm_layers(args, arm)
-        probe_run(args, arm, best_layer(args, arm, layers), s0, "fp32")
+        probe_run(args, arm, best_layer(args, arm, arm_layers(args, arm)), s0, "fp32")
         args.on_result()
     if args.long_steps:
         for arm in args.arms:
-            layers = arm_layers(args, arm)
-            probe_run(args, arm, best_layer(args, arm, layers), s0, args.precision, args.long_steps)
+            probe_run(args, arm, best_layer(args, arm, arm_layers(args, arm)), s0, args.precision, args.long_steps)
             args.on_result()
 
 
