@@ -33,6 +33,7 @@ Prints tables and writes ``benchmarks/results/templates.json``.
     python benchmarks/bench_templates.py                                  # demo split, ~2 min
     python benchmarks/bench_templates.py --db build/db5k/train.json.gz    # + a 5k-chain database
     python benchmarks/bench_templates.py --quick                          # no reconstruction, fewer repeats
+    python benchmarks/bench_templates.py --model_arms                     # trained arms (template_arms.py)
 """
 
 from __future__ import annotations
@@ -356,7 +357,31 @@ def main(argv=None) -> int:
     p.add_argument("--backbone", default=None,
                    help="backbone directory for the step/inference cost (default: a fresh proteinmtp.tiny one)")
     p.add_argument("--steps", type=int, default=20, help="timed training steps per arm for the step cost")
+    g = p.add_argument_group("trained arms with and without templates (--model_arms; benchmarks/template_arms.py)")
+    g.add_argument("--model_arms", action="store_true",
+                   help="train and evaluate the arms no_templates, templates, templates_lt30 (frozen MiniLM) "
+                        "instead of the copy baselines and costs; results under model_arms in --output")
+    g.add_argument("--data_dir", default="build/full",
+                   help="dataset directory with {train,test}.json.gz (the five-times corpus of bench_pretraining)")
+    g.add_argument("--arm_steps", type=int, default=1600, help="optimizer steps of every arm (equal for all)")
+    g.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of no_templates and templates "
+                   "(templates_lt30: the first)")
+    g.add_argument("--n_test", type=int, default=100, help="test chains (seeded subset, as bench_pretraining)")
+    g.add_argument("--test_seed", type=int, default=0, help="seed of the test subset")
+    g.add_argument("--max_eval_len", type=int, default=500, help="longest test chain evaluated (residues)")
+    g.add_argument("--max_seq_len", type=int, default=128, help="training crop length (residues)")
+    g.add_argument("--long_crop_len", type=int, default=256, help="residues of the occasional longer crop")
+    g.add_argument("--lr_head", type=float, default=1e-3, help="peak learning rate of the head")
+    g.add_argument("--work_dir", default="build/bench_templates", help="runs and per-run results (not committed)")
+    g.add_argument("--keep_runs", action="store_true", help="keep each run's weights after its evaluation")
+    g.add_argument("--report_only", action="store_true",
+                   help="train nothing: aggregate the finished arms under --work_dir, rewrite JSON and figure")
     args = p.parse_args(argv)
+    if args.model_arms:
+        import template_arms
+
+        os.chdir(REPO)
+        return template_arms.run(args)
     if args.cost_only:
         return cost_only(args)
     repeats = 2 if args.quick else 5
