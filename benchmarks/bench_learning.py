@@ -99,7 +99,7 @@ def train_cmd(args: argparse.Namespace, layout: str, seed: int, run_dir: Path, b
                                                                                    max(1, max_steps // 10))),
            "--logging_steps", str(logging_steps), "--eval_steps", str(eval_steps),
            "--save_steps", str(save_steps), "--save_total_limit", "1",
-           "--max_eval_samples", str(args.max_eval_samples), "--seed", str(seed), "--no_tqdm"]
+           "--max_eval_samples", str(args.max_eval_samples), "--seed", str(seed), "--templates", "0", "--no_tqdm"]
     return cmd
 
 

@@ -84,7 +84,7 @@ def tiny_run(work: Path, train_data: str) -> Path:
     subprocess.run([sys.executable, str(REPO / "train_distmat.py"), "--train_data", str(work / "train_small.json"),
                     "--model_name", str(work / "backbone"), "--finetune", "full", "--output_dir", str(run),
                     "--max_steps", "5", "--logging_steps", "1", "--save_steps", "5", "--eval_steps", "1000",
-                    "--max_seq_len", "128", "--max_eval_len", "512", "--warmup_steps", "1", "--no_tqdm"],
+                    "--max_seq_len", "128", "--max_eval_len", "512", "--warmup_steps", "1", "--templates", "0", "--no_tqdm"],
                    check=True, cwd=REPO, stdout=subprocess.DEVNULL, env=env)
     return run
 

@@ -68,7 +68,7 @@ def tiny_run(work: Path, train_data: str) -> Path:
     cmd = [py, str(REPO / "train_distmat.py"), "--train_data", train_data, "--model_name", str(work / "backbone"),
            "--finetune", "full", "--output_dir", str(run), "--max_steps", "2", "--logging_steps", "1",
            "--save_steps", "2", "--eval_steps", "1000", "--pair_dim", "8", "--single_dim", "16", "--dilations", "1",
-           "--max_seq_len", "64", "--max_eval_len", "1024", "--warmup_steps", "1", "--no_tqdm"]
+           "--max_seq_len", "64", "--max_eval_len", "1024", "--warmup_steps", "1", "--templates", "0", "--no_tqdm"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"training the tiny run failed:\n{r.stderr[-3000:]}")

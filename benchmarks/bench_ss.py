@@ -57,7 +57,7 @@ def train_command(args: argparse.Namespace, ss_weight: float, seed: int, out: Pa
             "--long_crop_fraction", "0.25", "--max_steps", "1500", "--learning_rate", "5e-05",
             "--head_learning_rate", "0.001", "--weight_decay", "0.01", "--warmup_steps", "100",
             "--max_grad_norm", "1.0", "--seed", str(seed), "--logging_steps", "25", "--save_steps", "300",
-            "--save_total_limit", "1", "--max_train_minutes", str(args.minutes), "--no_tqdm",
+            "--save_total_limit", "1", "--max_train_minutes", str(args.minutes), "--templates", "0", "--no_tqdm",
             "--ss_weight", str(ss_weight), "--output_dir", str(out)]
 
 

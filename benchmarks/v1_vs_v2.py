@@ -128,7 +128,7 @@ def main(argv=None) -> int:
                   "--learning_rate", "1e-3", "--head_learning_rate", "1e-3", "--warmup_steps", "50",
                   "--logging_steps", "25", "--eval_steps", str(args.eval_steps), "--save_steps",
                   str(args.max_steps), "--max_eval_samples", str(args.max_eval_samples), "--seed", str(args.seed),
-                  "--no_tqdm"]
+                  "--templates", "0", "--no_tqdm"]
         cmds = {h: [py, "train_distmat.py", *common, "--head_type", h, "--output_dir", str(runs[h])] for h in NAMES}
         print(f"training both heads for {args.max_steps} steps, concurrently ...", file=sys.stderr)
         timing["train"] = run_parallel(cmds, env, {h: REPO / exp[h] / "train_console.log" for h in NAMES})
