@@ -74,7 +74,7 @@ class RunChangedError(ValueError):
 # ---------------------------------------------------------------------------------------------------------
 # The stored config and its back-compatibility
 
-CONFIG_VERSION = 2      # training_config.json "config_version"; a config without the key is version 0
+CONFIG_VERSION = 3      # training_config.json "config_version"; a config without the key is version 0
 
 
 def migrate(config: dict) -> dict:
@@ -89,6 +89,8 @@ def migrate(config: dict) -> dict:
     = False.
 
     1 -> 2: ``model.head.templates`` = 0 (no template embedding existed).
+
+    2 -> 3: ``model.head.template_evalue`` = False (the template embedding read identity and coverage only).
 
     A config from a newer version is refused (RunLoadError) rather than guessed at.
     """
@@ -110,6 +112,10 @@ def migrate(config: dict) -> dict:
         model = cfg.get("model")
         if isinstance(model, dict) and isinstance(model.get("head", {}), dict):
             model["head"] = {"templates": 0, **(model.get("head") or {})}
+    if version < 3:
+        model = cfg.get("model")
+        if isinstance(model, dict) and isinstance(model.get("head", {}), dict):
+            model["head"] = {"template_evalue": False, **(model.get("head") or {})}
     cfg["config_version"] = CONFIG_VERSION
     return cfg
 

@@ -47,6 +47,7 @@ from a held-out relative (:meth:`TemplateDatabase.load` refuses one otherwise).
    ``aatype``             [K, L] int16      the aligned template residue (index in ``ALLOWED_AA``; 25 = gap)
    ``identity``           [K] f32           the hit's identity (MMseqs2 fident of its local alignment)
    ``coverage``           [K] f32           fraction of the query aligned to template residues with a Cα
+   ``significance``       [K] f32           the hit's E-value as :func:`hit_significance` (-0.1 .. 1)
    ``template_mask``      [K] bool          a real template (False: padding, or no hit)
    =====================  ================  =================================================================
 
@@ -447,13 +448,21 @@ def _aa_index(seq: str) -> np.ndarray:
     return np.fromiter((_AA_INDEX.get(c, _AA_INDEX["X"]) for c in seq.upper()), dtype=np.int16, count=len(seq))
 
 
+def hit_significance(evalue: float) -> float:
+    """A hit's E-value as a feature: min(max(-log10 E, -1), 10) / 10, so E = 10 -> -0.1, 1 -> 0, 1e-3 -> 0.3,
+    <= 1e-10 -> 1 (a chance hit and a clear relative can share identity and coverage; not their E-value)."""
+    e = max(float(evalue), 1e-300)
+    return min(max(-np.log10(e), -1.0), 10.0) / 10.0
+
+
 def empty_features(L: int, k: int = DEFAULT_K) -> dict[str, np.ndarray]:
     """Features of ``k`` template slots with no template (the no-hit path: every mask False)."""
     return {"dist_bin": np.zeros((k, L, L), np.int16), "dist_A": np.zeros((k, L, L), np.float32),
             "pair_mask": np.zeros((k, L, L), bool), "aligned": np.zeros((k, L), bool),
             "identical": np.zeros((k, L), bool), "similar": np.zeros((k, L), bool),
             "aatype": np.full((k, L), GAP, np.int16), "identity": np.zeros(k, np.float32),
-            "coverage": np.zeros(k, np.float32), "template_mask": np.zeros(k, bool)}
+            "coverage": np.zeros(k, np.float32), "significance": np.zeros(k, np.float32),
+            "template_mask": np.zeros(k, bool)}
 
 
 def template_features(query_sequence: str, hits: Sequence[TemplateHit], db: TemplateDatabase,
@@ -497,6 +506,7 @@ def template_features(query_sequence: str, hits: Sequence[TemplateHit], db: Temp
             f["pair_mask"][slot][block] = True
         f["identity"][slot] = hit.identity
         f["coverage"][slot] = hit.coverage
+        f["significance"][slot] = hit_significance(hit.evalue)
         f["template_mask"][slot] = True
     np.einsum("kii->ki", f["pair_mask"])[:] = False          # no template "distance" of a residue to itself
     np.einsum("kii->ki", f["dist_A"])[:] = 0.0

@@ -302,6 +302,7 @@ def _random_batch(B=2, K=3, L=9, seed=0):
             f["dist_A"][k] = np.where(pm, d, 0)
             f["dist_bin"][k] = np.where(pm, np.searchsorted(T.DEFAULT_BIN_EDGES, d), 0)
             f["identity"][k], f["coverage"][k] = rng.random(), al.mean()
+            f["significance"][k] = T.hit_significance(10 ** rng.uniform(-12, 1))
             f["template_mask"][k] = True
         feats.append(f)
     return template_tensors(T.stack_features(feats, L))
@@ -334,12 +335,13 @@ def test_embedding_shape_symmetry_and_masking():
 
 
 def _dense_reference(emb, dist_bin, pair_mask, aligned, identical, similar, aatype, identity, coverage,
-                     template_mask, **_):
+                     template_mask, significance, **_):
     """The embedding written out on the dense [B, K, L, L, w] tensor (the module docstring's formula)."""
     pm = pair_mask & template_mask[:, :, None, None]
     pmf = pm.float()
     res = emb.aatype(aatype.long()) + emb.columns(torch.stack([aligned, identical, similar], -1).float())
-    hit = emb.hit(torch.stack([identity, coverage], -1).float())
+    per_hit = [identity, coverage] + ([significance] if emb.cfg.template_evalue else [])
+    hit = emb.hit(torch.stack(per_hit, -1).float())
     x = (emb.dist(dist_bin.long()) * pmf[..., None] + emb.pair_mask(pm.long())
          + res[:, :, :, None] + res[:, :, None, :] + hit[:, :, None, None])
     for block in emb.blocks:
@@ -350,9 +352,11 @@ def _dense_reference(emb, dist_bin, pair_mask, aligned, identical, similar, aaty
     return emb.out(torch.where((weight > 0)[..., None], mean, emb.no_template))
 
 
-def test_embedding_on_covered_pairs_equals_the_dense_formula():
+@pytest.mark.parametrize("evalue", [True, False])
+def test_embedding_on_covered_pairs_equals_the_dense_formula(evalue):
     torch.manual_seed(1)
-    emb = TemplatePairEmbedding(TemplateEmbedConfig(templates=3, template_dim=8, template_layers=2), pair_dim=5)
+    emb = TemplatePairEmbedding(TemplateEmbedConfig(templates=3, template_dim=8, template_layers=2,
+                                                    template_evalue=evalue), pair_dim=5)
     batch = _random_batch()
     out = emb(**batch)
     ref = _dense_reference(emb, **batch)
@@ -363,6 +367,27 @@ def test_embedding_on_covered_pairs_equals_the_dense_formula():
         if b is None:
             continue
         torch.testing.assert_close(a if a is not None else torch.zeros_like(b), b, rtol=1e-4, atol=1e-5)
+
+
+def test_hit_significance_by_hand():
+    # min(max(-log10 E, -1), 10) / 10
+    for e, want in ((10.0, -0.1), (100.0, -0.1), (1.0, 0.0), (1e-3, 0.3), (1e-10, 1.0), (1e-50, 1.0), (0.0, 1.0)):
+        assert T.hit_significance(e) == pytest.approx(want, abs=1e-12), e
+
+
+def test_embedding_reads_the_evalue_and_refuses_features_without_it():
+    torch.manual_seed(0)
+    emb = TemplatePairEmbedding(TemplateEmbedConfig(templates=3, template_dim=8), pair_dim=5)
+    batch = _random_batch()
+    with torch.no_grad():
+        out = emb(**batch)
+        other = emb(**{**batch, "significance": batch["significance"] * 0 + 1.0})
+    assert not torch.allclose(out, other)                 # the E-value changes the term
+    with pytest.raises(ValueError, match="significance"):
+        emb(**{k: v for k, v in batch.items() if k != "significance"})
+    old = TemplatePairEmbedding(TemplateEmbedConfig(templates=3, template_dim=8, template_evalue=False), 5)
+    assert old.hit.in_features == 2                       # a run stored before the E-value feature
+    old(**{k: v for k, v in batch.items() if k != "significance"})
 
 
 def test_embedding_gradients_reach_every_parameter():

@@ -83,13 +83,15 @@ class HeadConfig:
         "the distances (cross-entropy, residues without a DSSP state masked); 0 = no SS head. A training "
         "split without ss8 labels trains with 0", type=float))
     # homologous templates (heads.templates; distance head only). A run stored before these fields existed
-    # has none: rundir.migrate fills ``templates`` = 0.
+    # has none: rundir.migrate fills ``templates`` = 0 (and ``template_evalue`` = False: config version 3).
     templates: int = field(default=_TEMPLATE_FIELDS["templates"].default,
                            metadata=_TEMPLATE_FIELDS["templates"].metadata)
     template_dim: int = field(default=_TEMPLATE_FIELDS["template_dim"].default,
                               metadata=_TEMPLATE_FIELDS["template_dim"].metadata)
     template_layers: int = field(default=_TEMPLATE_FIELDS["template_layers"].default,
                                  metadata=_TEMPLATE_FIELDS["template_layers"].metadata)
+    template_evalue: bool = field(default=_TEMPLATE_FIELDS["template_evalue"].default,
+                                  metadata=_TEMPLATE_FIELDS["template_evalue"].metadata)
 
     def __post_init__(self) -> None:
         if self.head_type != "distance":

@@ -8,11 +8,12 @@ K template slots per chain::
     aligned, identical, similar [B, K, L] bool      per-residue alignment columns
     aatype [B, K, L] long           aligned template residue (``templates.GAP`` where none)
     identity, coverage [B, K] float the hit's identity and coverage (fractions)
+    significance [B, K] float       the hit's E-value as ``templates.hit_significance`` (template_evalue)
     template_mask [B, K] bool       a real template
 
 For every template and pair (i, j): an embedding of the distance bin (zero where the pair has no template
 distance) + an embedding of the pair mask + the same projection of residue i's and residue j's columns
-(so the term is symmetric) + a projection of (identity, coverage) -> ``template_layers`` residual
+(so the term is symmetric) + a projection of (identity, coverage[, significance]) -> ``template_layers`` residual
 pointwise MLP blocks (LayerNorm, Linear(w, 2w), GELU, Linear(2w, w)) -> a mean over the templates that
 cover the pair (weights pair_mask x template_mask) -> Linear(w, c). Where no template covers a pair (no
 hit, padding template slots, an unaligned residue) a learned "no template" vector of width w stands in
@@ -73,6 +74,10 @@ class TemplateEmbedConfig:
         "templates)"))
     template_dim: int = field(default=32, metadata=flag("width w of the per-template pair features"))
     template_layers: int = field(default=2, metadata=flag("residual pointwise blocks of the template stack"))
+    template_evalue: bool = field(default=True, metadata=flag(
+        "feed each template hit's E-value (as min(max(-log10 E, -1), 10) / 10) beside its identity and "
+        "coverage, so the model can tell a significant relative from a chance hit (a run stored before "
+        "this option has none)", action="BooleanOptionalAction"))
     n_bins: int = 42                       # as HeadConfig: 41 edges 2..22 Å -> 40 bins of 0.5 Å, below, overflow
     dist_min: float = 2.0
     dist_max: float = 22.0
@@ -92,9 +97,11 @@ class TemplateEmbedConfig:
     @classmethod
     def from_head(cls, head_cfg) -> TemplateEmbedConfig:
         """The embedding config of a head config that has (some of) these fields; missing ones keep defaults,
-        except ``templates``, which reads as 0 (a run stored before templates had none)."""
+        except ``templates`` and ``template_evalue``, which read as 0 and False (what a run stored before
+        them had)."""
         known = set(cls.__dataclass_fields__)
-        d = {"templates": 0, **{k: getattr(head_cfg, k) for k in known if hasattr(head_cfg, k)}}
+        d = {"templates": 0, "template_evalue": False,
+             **{k: getattr(head_cfg, k) for k in known if hasattr(head_cfg, k)}}
         return cls(**d)
 
 
@@ -119,7 +126,7 @@ class TemplatePairEmbedding(nn.Module):
         self.pair_mask = nn.Embedding(2, w)
         self.aatype = nn.Embedding(N_AATYPE, w)
         self.columns = nn.Linear(N_RESIDUE_COLUMNS, w)
-        self.hit = nn.Linear(2, w)
+        self.hit = nn.Linear(3 if cfg.template_evalue else 2, w)
         self.blocks = nn.ModuleList(_Block(w) for _ in range(cfg.template_layers))
         self.norm = nn.LayerNorm(w)
         self.no_template = nn.Parameter(torch.randn(w) / math.sqrt(w))
@@ -127,14 +134,21 @@ class TemplatePairEmbedding(nn.Module):
 
     def forward(self, dist_bin: torch.Tensor, pair_mask: torch.Tensor, aligned: torch.Tensor,
                 identical: torch.Tensor, similar: torch.Tensor, aatype: torch.Tensor, identity: torch.Tensor,
-                coverage: torch.Tensor, template_mask: torch.Tensor, **_unused) -> torch.Tensor:
+                coverage: torch.Tensor, template_mask: torch.Tensor, significance: torch.Tensor | None = None,
+                **_unused) -> torch.Tensor:
         """The template term [B, L, L, pair_dim] (shapes in the module docstring)."""
         dtype = self.out.weight.dtype
         pm = pair_mask & template_mask[:, :, None, None]                                 # [B, K, L, L]
         B, _, L, _ = pm.shape
         res = self.aatype(aatype.long().clamp(0, N_AATYPE - 1)) + self.columns(
             torch.stack([aligned, identical, similar], -1).to(dtype))                   # [B, K, L, w]
-        hit = self.hit(torch.stack([identity, coverage], -1).to(dtype))                 # [B, K, w]
+        per_hit = [identity, coverage]
+        if self.cfg.template_evalue:
+            if significance is None:
+                raise ValueError("this template embedding reads each hit's E-value (template_evalue): the "
+                                 "features have no 'significance'")
+            per_hit.append(significance)
+        hit = self.hit(torch.stack(per_hit, -1).to(dtype))                              # [B, K, w]
         # Only the covered (template, pair) entries enter the mean (weight pair_mask x template_mask), so the
         # stack runs on those alone: the same numbers as on the dense [B, K, L, L, w] tensor (tested), at
         # the cost of the covered fraction (about coverage^2 of the pairs).
