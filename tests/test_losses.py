@@ -93,3 +93,43 @@ def test_every_term_is_in_the_training_log(tiny, test_data_dir, tmp_path):
         assert r["loss"] == pytest.approx(sum(w * r[f"loss_{n}"] for n, w in weights.items()), abs=1e-4)
     line = next(s for s in (run / "train.log").read_text().splitlines() if " step 2/2 " in s)
     assert all(f"{n} " in line for n in DistanceHead.loss_terms), line
+
+
+@pytest.mark.parametrize("head_type", sorted(REGISTRY))
+def test_calibration_items_train_only_the_confidence_terms(head_type):
+    """confidence_holdout: a batch's calibration items enter the confidence terms alone; the other items
+    every other term. Checked against the terms of each item scored on its own."""
+    torch.manual_seed(0)
+    cfg = HeadConfig(head_type=head_type, pair_dim=8, single_dim=16, dilations=(1,), axial_heads=2,
+                     prior_input=False, confidence_holdout=0.5)
+    head = build_head(8, cfg)
+    one = targets()
+    t = LossTargets(one.dist.repeat(2, 1, 1), one.valid.repeat(2, 1, 1), STATS, ss_labels=one.ss_labels.repeat(2, 1),
+                    calibration=torch.tensor([False, True]))
+    out = head(torch.randn(2, 12, 8), torch.ones(2, 12, dtype=torch.bool))
+    got = head_loss(head, out, t)
+    per_item = [head_loss(head, {k: v[b:b + 1] for k, v in out.items()}, one) for b in range(2)]
+    for name in head.loss_terms:
+        if f"loss_{name}" not in got:
+            continue
+        want = per_item[1 if name in ("pair_conf", "residue_conf") else 0][f"loss_{name}"]
+        assert got[f"loss_{name}"].item() == pytest.approx(want.item(), rel=1e-5), name
+    # the confidence terms' gradients reach the head only through the calibration item's outputs
+    conf = sum(got[f"loss_{n}"] for n in ("pair_conf", "residue_conf") if f"loss_{n}" in got)
+    key = "residue_conf_logits"
+    g = torch.autograd.grad(conf, out[key], retain_graph=True)[0]
+    assert g[0].abs().sum() == 0 and g[1].abs().sum() > 0
+
+
+def test_collator_marks_a_stable_fraction_of_chains_for_calibration():
+    from proteinmtp.training import DistanceCollator
+
+    c = DistanceCollator(encoder=None, confidence_holdout=0.2)
+    ids = [f"chain{i}" for i in range(2000)]
+    marked = [c.is_calibration(i) for i in ids]
+    assert 0.17 < np.mean(marked) < 0.23                                    # about the fraction asked for
+    assert marked == [DistanceCollator(None, confidence_holdout=0.2).is_calibration(i) for i in ids]  # stable
+    assert not any(c.evaluation().is_calibration(i) for i in ids)          # evaluation: no holdout
+    assert not any(DistanceCollator(None).is_calibration(i) for i in ids)  # off by default
+    with pytest.raises(ValueError, match="--confidence_holdout"):
+        HeadConfig(confidence_holdout=1.0).validate()
