@@ -364,6 +364,8 @@ def main(argv=None) -> int:
     g.add_argument("--data_dir", default="build/full",
                    help="dataset directory with {train,test}.json.gz (the five-times corpus of bench_pretraining)")
     g.add_argument("--arm_steps", type=int, default=1600, help="optimizer steps of every arm (equal for all)")
+    g.add_argument("--arms", default="no_templates,templates,templates_lt30",
+                   help="comma-separated arms to run (the others are still reported when finished)")
     g.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of no_templates and templates "
                    "(templates_lt30: the first)")
     g.add_argument("--n_test", type=int, default=100, help="test chains (seeded subset, as bench_pretraining)")

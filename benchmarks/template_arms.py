@@ -268,6 +268,7 @@ def run(args) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     tasks = [(arm, s) for s in seeds for arm in ("no_templates", "templates")]
     tasks.insert(2, ("templates_lt30", seeds[0]))
+    tasks = [t for t in tasks if t[0] in args.arms.split(",")]
 
     def write() -> dict:
         res = aggregate(args, work)
