@@ -202,12 +202,12 @@ class DistanceModel(nn.Module):
         return self.mix_layers(self.backbone_hidden(input_ids, attention_mask, token_kind, residue_pos))
 
     def forward(self, input_ids=None, attention_mask=None, token_kind=None, residue_pos=None, residue_mask=None,
-                dist=None, prior_dist=None, features=None, ss_labels=None, templates=None, calibration=None, **_):
+                dist=None, prior_dist=None, features=None, ss_labels=None, templates=None, **_):
         """``features`` (from ``proteinmtp.features.FeatureCache``: ``backbone_hidden``'s shape, padded) replaces
         the backbone pass; then the token tensors are not needed. ``templates``: the batch's template
         features (``heads.templates``; None = no template), for a head trained with them. With ``dist`` (and
-        optional ``ss_labels`` [B, L], ``calibration`` [B] bool: the items only the confidence terms score) the
-        output holds ``loss`` and every ``loss_<term>`` (``proteinmtp.heads.losses``)."""
+        optional ``ss_labels`` [B, L]) the output holds ``loss`` and every ``loss_<term>``
+        (``proteinmtp.heads.losses``)."""
         if features is not None:
             feats = self.mix_layers(features)
         else:
@@ -225,7 +225,7 @@ class DistanceModel(nn.Module):
             eye = torch.eye(L, dtype=torch.bool, device=dist.device)
             valid = residue_mask[:, :, None] & residue_mask[:, None, :] & torch.isfinite(dist) & ~eye & (dist > 0)
             out.update(head_loss(self.head, out, LossTargets(dist, valid, (self.log_dist_mean, self.log_dist_std),
-                                                             ss_labels=ss_labels, calibration=calibration)))
+                                                             ss_labels=ss_labels)))
         return out
 
     # -- weights ---------------------------------------------------------------------------------------

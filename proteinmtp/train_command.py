@@ -476,8 +476,7 @@ def _run(args: argparse.Namespace, locks: list[int], signals) -> int:
     trainer = T.DistanceTrainer(
         model=model, args=training_arguments(args, run_dir, bool(val_samples)), train_dataset=train_ds,
         data_collator=T.DistanceCollator(model.encoder, prior=head_prior, feature_cache=feature_cache,
-                                         templates=templates,
-                                         confidence_holdout=getattr(model.head.cfg, "confidence_holdout", 0.0)),
+                                         templates=templates),
         eval_dataset=T.CropDataset(val_samples, spec.max_len, random_crop=False) if val_samples else None,
         callbacks=callbacks, head_learning_rate=args.head_learning_rate, val_samples=val_samples,
         max_eval_len=spec.max_len, save_base_backbone=save_base_backbone,

@@ -19,7 +19,6 @@ The loss and its terms come from the model (``proteinmtp.heads.losses``); callba
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import resource
@@ -198,15 +197,10 @@ class DistanceCollator:
     (``heads.templates.template_tensors``). ``training`` applies the provider's training-only rules (own
     cluster dropped, template dropout), drawn from a generator seeded by the torch stream (so a resumed run
     and DataLoader workers draw as the crops do); ``evaluation()`` is the same collator without them.
-
-    With ``confidence_holdout`` > 0 a training batch gains ``calibration`` [B] bool: the items of the chains
-    held out for the confidence terms (:meth:`is_calibration`; ``proteinmtp.heads.losses``).
     """
 
-    def __init__(self, encoder, prior=None, feature_cache=None, templates=None, training: bool = True,
-                 confidence_holdout: float = 0.0):
+    def __init__(self, encoder, prior=None, feature_cache=None, templates=None, training: bool = True):
         self.encoder = encoder
-        self.confidence_holdout = float(confidence_holdout)
         self.prior = prior   # SeparationPrior: adds prior_dist [B, L, L] Å for heads with prior_input
         self.feature_cache = feature_cache
         self.templates = templates
@@ -217,14 +211,6 @@ class DistanceCollator:
         if not self.training:
             return self
         return DistanceCollator(self.encoder, self.prior, self.feature_cache, self.templates, training=False)
-
-    def is_calibration(self, chain_id: str) -> bool:
-        """Whether a training chain is held out for the confidence terms (``HeadConfig.confidence_holdout``):
-        a hash of its id below the fraction, so the same chains on every step, rank and resume."""
-        if not self.training or self.confidence_holdout <= 0:
-            return False
-        h = int.from_bytes(hashlib.sha256(str(chain_id).encode()).digest()[:8], "big")
-        return h / 2 ** 64 < self.confidence_holdout
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         if self.feature_cache is not None:
@@ -239,8 +225,6 @@ class DistanceCollator:
             L = len(it["sequence"])
             dist[b, :L, :L] = torch.from_numpy(distance_matrix(it["ca"]).astype(np.float32))
         batch["dist"] = dist
-        if self.training and self.confidence_holdout > 0:
-            batch["calibration"] = torch.tensor([self.is_calibration(it["id"]) for it in items], dtype=torch.bool)
         if any("ss8" in it for it in items):  # [B, L] SS8 class indices, IGNORE_INDEX at ?, padding, no labels
             labels = torch.full((len(items), Lmax), IGNORE_INDEX, dtype=torch.long)
             for b, it in enumerate(items):

@@ -66,10 +66,6 @@ class HeadConfig:
     distogram_weight: float = 1.0          # distogram cross-entropy (distance head)
     regression_weight: float = 1.0         # L1 on the normalised log-distance
     conf_weight: float = 0.1               # weight of the two confidence losses (pair classes, residue lDDT)
-    confidence_holdout: float = field(default=0.0, metadata=flag(
-        "fraction of the training chains (chosen by a hash of their id) whose distances are never fitted: "
-        "the confidence heads learn from these chains alone, so they learn the errors of chains the model "
-        "has not memorised, as a held-out chain's; 0 = every chain trains every term", type=float))
     rmsd_weight: float = 0.05              # aligned RMSD in Å (coords head)
     dropout: float = 0.0
     # separation prior (chain-length aware) as input and regression baseline
@@ -111,8 +107,6 @@ class HeadConfig:
              f"--long_range_weight must be a finite number >= 0, got {self.long_range_weight}"),
             (math.isfinite(self.ss_weight) and self.ss_weight >= 0,
              f"--ss_weight must be a finite number >= 0, got {self.ss_weight}"),
-            (0.0 <= self.confidence_holdout < 1.0,
-             f"--confidence_holdout must be a fraction in [0, 1), got {self.confidence_holdout}"),
             (len(self.dilations) > 0 and min(self.dilations) >= 1,
              f"--dilations must all be at least 1, got {','.join(map(str, self.dilations))!r}"),
         ]

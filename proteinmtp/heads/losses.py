@@ -18,8 +18,6 @@ and, for a new weight, one ``HeadConfig`` field.
 
 All are masked means over valid pairs (both Cα present, i != j, not padding) or residues; pairs with
 |i - j| >= 24 weigh ``long_range_weight`` in the pair terms that take pair weights (distogram, regression).
-With ``confidence_holdout`` > 0 a batch marks its calibration items (``LossTargets.calibration``): the
-distance, RMSD and SS terms skip them and the two confidence terms score only them.
 """
 
 from __future__ import annotations
@@ -41,9 +39,7 @@ class LossTargets:
 
     dist [B, L, L] true Cα–Cα distances Å (any value where not valid); valid [B, L, L] bool; stats
     (log_dist_mean, log_dist_std) of the training split; ss_labels [B, L] long SS8 classes
-    (``secondary.IGNORE_INDEX`` = no label) or None; long_range_weight: None = the config's; calibration
-    [B] bool or None: the items held out for the confidence terms (``HeadConfig.confidence_holdout``): the
-    distance and SS terms skip them, the confidence terms score only them (None: every item, every term).
+    (``secondary.IGNORE_INDEX`` = no label) or None; long_range_weight: None = the config's.
     """
 
     dist: torch.Tensor
@@ -51,29 +47,14 @@ class LossTargets:
     stats: tuple
     ss_labels: torch.Tensor | None = None
     long_range_weight: float | None = None
-    calibration: torch.Tensor | None = None
-
-    def fitted(self) -> torch.Tensor:
-        """[B] float: 1 for the items the distance and SS terms score, 0 for the calibration items."""
-        if self.calibration is None:
-            return torch.ones(self.dist.shape[0], device=self.dist.device)
-        return (~self.calibration.to(self.dist.device).bool()).float()
-
-    def confidence_items(self) -> torch.Tensor:
-        """[B] float: 1 for the items the confidence terms score (the calibration items; all without)."""
-        if self.calibration is None:
-            return torch.ones(self.dist.shape[0], device=self.dist.device)
-        return self.calibration.to(self.dist.device).float()
 
     def distances(self) -> torch.Tensor:
         """[B, L, L] float, 1 Å where not valid (keeps logs finite)."""
         return torch.where(self.valid, self.dist, torch.ones_like(self.dist)).float()
 
     def weights(self, cfg: HeadConfig) -> torch.Tensor:
-        """[B, L, L] weights of the distance terms: valid pairs, long-range ones weighted, calibration
-        items 0."""
         lrw = cfg.long_range_weight if self.long_range_weight is None else self.long_range_weight
-        return pair_weights(self.valid, lrw) * self.fitted()[:, None, None]
+        return pair_weights(self.valid, lrw)
 
 
 @dataclass(frozen=True)
@@ -137,7 +118,7 @@ def pair_confidence_loss(out, t: LossTargets, cfg: HeadConfig):
         err_cls = torch.bucketize(err, torch.tensor(ERROR_EDGES, device=err.device))
     pc = out["pair_conf_logits"].float()
     loss = F.cross_entropy(pc.reshape(-1, pc.shape[-1]), err_cls.reshape(-1), reduction="none")
-    return masked_mean(loss.reshape(d.shape), t.valid.float() * t.confidence_items()[:, None, None])
+    return masked_mean(loss.reshape(d.shape), t.valid.float())
 
 
 @term("residue_conf", "conf_weight")
@@ -147,14 +128,14 @@ def residue_confidence_loss(out, t: LossTargets, cfg: HeadConfig):
         err = (predicted_distance(out, t.stats) - d).abs()
     _, target = lddt_like_targets(err, d, t.valid)                               # [B, L]
     rc = F.binary_cross_entropy_with_logits(out["residue_conf_logits"].float(), target, reduction="none")
-    return masked_mean(rc, t.valid.any(-1).float() * t.confidence_items()[:, None])
+    return masked_mean(rc, t.valid.any(-1).float())
 
 
 @term("rmsd", "rmsd_weight")
 def rmsd_loss(out, t: LossTargets, cfg: HeadConfig):
     """Aligned RMSD (Å) of the predicted coordinates to the true Cα, rebuilt by MDS of the present residues'
     distances (exact up to a rigid motion and a mirror, hence the mirror minimum); mean over chains."""
-    present = t.valid.any(-1) & (t.fitted()[:, None] > 0)
+    present = t.valid.any(-1)
     rmsds = []
     for b in range(t.dist.shape[0]):
         idx = present[b].nonzero().squeeze(-1)
@@ -172,7 +153,7 @@ def ss_loss(out, t: LossTargets, cfg: HeadConfig):
         return None
     logits = out["ss_logits"]
     labels = t.ss_labels.to(logits.device).long()
-    keep = (labels != IGNORE_INDEX) & (t.fitted()[:, None] > 0)
+    keep = labels != IGNORE_INDEX
     if not bool(keep.any()):
         return logits.float().sum() * 0.0        # 0 with a gradient path (DDP needs every parameter used)
     return F.cross_entropy(logits.float()[keep], labels[keep])
