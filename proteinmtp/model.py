@@ -212,6 +212,10 @@ class DistanceModel(nn.Module):
             feats = self.mix_layers(features)
         else:
             feats = self.residue_features(input_ids, attention_mask, token_kind, residue_pos)
+        if templates is not None and getattr(self.head, "template_copy", None) is not None:
+            # the copy path mixes template distances into the normalised log-distance the head regresses
+            templates = {**templates, "dist_norm": (torch.log(templates["dist_A"].float().clamp(min=1.0))
+                                                    - self.log_dist_mean) / self.log_dist_std}
         extra = {"templates": templates} if templates is not None or getattr(self.head, "templates", None) else {}
         if getattr(self.head.cfg, "prior_input", False):
             if prior_dist is None:

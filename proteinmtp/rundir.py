@@ -90,7 +90,8 @@ def migrate(config: dict) -> dict:
 
     1 -> 2: ``model.head.templates`` = 0 (no template embedding existed).
 
-    2 -> 3: ``model.head.template_evalue`` = False (the template embedding read identity and coverage only).
+    2 -> 3: ``model.head.template_evalue`` = False (the template embedding read identity and coverage only),
+    ``model.head.template_copy`` = False (no copy path).
 
     A config from a newer version is refused (RunLoadError) rather than guessed at.
     """
@@ -115,7 +116,7 @@ def migrate(config: dict) -> dict:
     if version < 3:
         model = cfg.get("model")
         if isinstance(model, dict) and isinstance(model.get("head", {}), dict):
-            model["head"] = {"template_evalue": False, **(model.get("head") or {})}
+            model["head"] = {"template_evalue": False, "template_copy": False, **(model.get("head") or {})}
     cfg["config_version"] = CONFIG_VERSION
     return cfg
 

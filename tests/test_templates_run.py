@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -344,3 +345,52 @@ def test_val_chains_never_enter_the_database(trained, small):
     targets = {h["target_id"] for r in recs for h in r["hits"]}
     assert targets and targets <= train_ids and not targets & val_ids
     assert {r["query_id"] for r in recs} == train_ids | val_ids
+
+
+def test_copy_path_open_gate_copies_the_template_and_no_cover_changes_nothing():
+    """template_copy: with the gate forced open and the head's own outputs zeroed, a template covering every
+    pair is copied exactly (regression: its normalised log-distance; distogram: its bin wins); pairs no
+    template covers get the head without the copy path."""
+    from proteinmtp.heads.templates import TemplateCopy
+
+    torch.manual_seed(0)
+    cfg = HeadConfig(pair_dim=8, single_dim=16, dilations=(1,), templates=1, template_dim=8, template_layers=1,
+                     prior_input=False, ss_weight=0)
+    head = build_head(12, cfg).eval()
+    assert isinstance(head.template_copy, TemplateCopy)
+    L = 7
+    rng = np.random.default_rng(0)
+    ca = np.cumsum(rng.normal(0, 2.2, (L, 3)), axis=0)
+    d = np.linalg.norm(ca[:, None] - ca[None], axis=-1)
+    f = TP.empty_features(L, 1)
+    f["pair_mask"][0] = ~np.eye(L, dtype=bool)
+    f["dist_A"][0], f["dist_bin"][0] = d, np.searchsorted(TP.DEFAULT_BIN_EDGES, d)
+    f["aligned"][0] = True
+    f["identity"][0], f["coverage"][0], f["significance"][0], f["template_mask"][0] = 0.3, 1.0, 0.5, True
+    t = template_tensors(TP.stack_features([f], L))
+    t["dist_norm"] = torch.log(t["dist_A"].clamp(min=1.0))
+    with torch.no_grad():
+        for lin in (head.regress, head.distogram):
+            lin.weight.zero_()
+            lin.bias.zero_()
+        head.template_copy.gate.bias.fill_(50.0)                  # gate open
+        head.template_copy.strength.fill_(20.0)
+        feats, mask = torch.randn(1, L, 12), torch.ones(1, L, dtype=torch.bool)
+        out = head(feats, mask, templates=t)
+    off = ~np.eye(L, dtype=bool)
+    np.testing.assert_allclose(out["dist_norm"][0].numpy()[off], np.log(np.maximum(d, 1.0))[off], atol=1e-5)
+    assert (out["distogram_logits"][0].argmax(-1).numpy()[off] == f["dist_bin"][0][off]).all()
+    # nothing covered: exactly the head without the copy path
+    f["pair_mask"][0] = False
+    f["template_mask"][0] = False
+    empty = template_tensors(TP.stack_features([f], L))
+    with torch.no_grad():
+        a = head(feats, mask, templates=empty)
+        copy, head.template_copy = head.template_copy, None
+        b = head(feats, mask, templates=empty)
+        head.template_copy = copy
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    # a run stored before the copy path (config version < 3) builds without it
+    old = build_head(12, HeadConfig.from_dict({**asdict(cfg), "template_copy": False}))
+    assert old.template_copy is None

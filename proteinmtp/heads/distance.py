@@ -5,6 +5,10 @@
     axial attention) -> symmetrised -> distogram logits [B, L, L, n_bins], normalised log-distance
     [B, L, L], pair confidence logits [B, L, L, 5], residue confidence logits [B, L]
 
+With templates, their embedding joins the pair features, and (``template_copy``) a gated copy path
+(``heads.templates.TemplateCopy``) adds their distance votes to the distogram logits and moves the regressed
+distance towards theirs, by a per-pair gate the head learns from its pair representation.
+
 The regression target is ``(ln d - log_dist_mean) / log_dist_std`` with the TRAIN split's global_stats.
 Only the pair tensor is L²·c, with c the head width; the backbone's hidden size H never enters an L² tensor.
 Loss terms (``loss_terms``, computed and weighted in ``proteinmtp.heads.losses``): distogram cross-entropy,
@@ -27,7 +31,7 @@ from proteinmtp.heads.common import (
     config_relpos,
     ss_probs_numpy,
 )
-from proteinmtp.heads.templates import TemplateEmbedConfig, TemplatePairEmbedding
+from proteinmtp.heads.templates import TemplateCopy, TemplateEmbedConfig, TemplatePairEmbedding
 
 
 class ChannelLayerNorm(nn.Module):
@@ -106,6 +110,7 @@ class DistanceHead(nn.Module):
         self.prior_proj = nn.Linear(1, c) if cfg.prior_input else None
         tcfg = TemplateEmbedConfig.from_head(cfg)
         self.templates = TemplatePairEmbedding(tcfg, c) if tcfg.templates > 0 else None
+        self.template_copy = TemplateCopy(tcfg, c) if tcfg.templates > 0 and tcfg.template_copy else None
         self.blocks = nn.ModuleList(ResidualConvBlock(c, d, cfg.dropout) for d in cfg.dilations)
         self.axial = nn.ModuleList(AxialAttention(c, cfg.axial_heads) for _ in cfg.dilations) \
             if cfg.axial_attention else None
@@ -162,9 +167,16 @@ class DistanceHead(nn.Module):
         pooled = (z * pm[..., None]).sum(2) / pm.sum(2).clamp(min=1)[..., None]  # [B, L, c]
         per_residue = torch.cat([s, pooled], -1)                                 # [B, L, s + c]
         extra = {} if self.ss is None else {"ss_logits": self.ss(per_residue)}   # [B, L, 8]
+        logits = self.distogram(z)                                               # [B, L, L, n_bins]
+        base = 0.0 if prior_norm is None else prior_norm
+        dist_norm = self.regress(z).squeeze(-1) + base                           # [B, L, L]
+        if self.template_copy is not None and templates is not None:
+            gate, vote, copied = self.template_copy(z, templates, self.cfg.n_bins)
+            logits = logits + (gate[..., 1:] * self.template_copy.strength * vote).to(logits.dtype)
+            dist_norm = dist_norm + (gate[..., 0] * (copied - base)).to(dist_norm.dtype)
         return {**extra,
-            "distogram_logits": self.distogram(z),                               # [B, L, L, n_bins]
-            "dist_norm": self.regress(z).squeeze(-1) + (0.0 if prior_norm is None else prior_norm),  # [B, L, L]
+            "distogram_logits": logits,
+            "dist_norm": dist_norm,
             "pair_conf_logits": self.pair_conf(z),                               # [B, L, L, 5]
             "residue_conf_logits": self.res_conf(per_residue).squeeze(-1),          # [B, L]
         }

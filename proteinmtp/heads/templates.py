@@ -78,6 +78,11 @@ class TemplateEmbedConfig:
         "feed each template hit's E-value (as min(max(-log10 E, -1), 10) / 10) beside its identity and "
         "coverage, so the model can tell a significant relative from a chance hit (a run stored before "
         "this option has none)", action="BooleanOptionalAction"))
+    template_copy: bool = field(default=True, metadata=flag(
+        "a gated copy path beside the embedding: where templates cover a pair, the distance head mixes their "
+        "distances (weighted by a learned score of each hit's identity, coverage and E-value) into its "
+        "distogram and regressed distance, with a per-pair gate it learns from the pair representation (a "
+        "run stored before this option has none)", action="BooleanOptionalAction"))
     n_bins: int = 42                       # as HeadConfig: 41 edges 2..22 Å -> 40 bins of 0.5 Å, below, overflow
     dist_min: float = 2.0
     dist_max: float = 22.0
@@ -97,10 +102,10 @@ class TemplateEmbedConfig:
     @classmethod
     def from_head(cls, head_cfg) -> TemplateEmbedConfig:
         """The embedding config of a head config that has (some of) these fields; missing ones keep defaults,
-        except ``templates`` and ``template_evalue``, which read as 0 and False (what a run stored before
-        them had)."""
+        except ``templates``, ``template_evalue`` and ``template_copy``, which read as 0, False and False
+        (what a run stored before them had)."""
         known = set(cls.__dataclass_fields__)
-        d = {"templates": 0, "template_evalue": False,
+        d = {"templates": 0, "template_evalue": False, "template_copy": False,
              **{k: getattr(head_cfg, k) for k in known if hasattr(head_cfg, k)}}
         return cls(**d)
 
@@ -142,13 +147,7 @@ class TemplatePairEmbedding(nn.Module):
         B, _, L, _ = pm.shape
         res = self.aatype(aatype.long().clamp(0, N_AATYPE - 1)) + self.columns(
             torch.stack([aligned, identical, similar], -1).to(dtype))                   # [B, K, L, w]
-        per_hit = [identity, coverage]
-        if self.cfg.template_evalue:
-            if significance is None:
-                raise ValueError("this template embedding reads each hit's E-value (template_evalue): the "
-                                 "features have no 'significance'")
-            per_hit.append(significance)
-        hit = self.hit(torch.stack(per_hit, -1).to(dtype))                              # [B, K, w]
+        hit = self.hit(hit_features(self.cfg, identity, coverage, significance).to(dtype))  # [B, K, w]
         # Only the covered (template, pair) entries enter the mean (weight pair_mask x template_mask), so the
         # stack runs on those alone: the same numbers as on the dense [B, K, L, L, w] tensor (tested), at
         # the cost of the covered fraction (about coverage^2 of the pairs).
@@ -172,6 +171,59 @@ class TemplatePairEmbedding(nn.Module):
         return self.out(self.no_template)
 
 
+def hit_features(cfg: TemplateEmbedConfig, identity: torch.Tensor, coverage: torch.Tensor,
+                 significance: torch.Tensor | None) -> torch.Tensor:
+    """[B, K, 2 or 3]: each hit's identity, coverage and (``template_evalue``) E-value significance."""
+    per_hit = [identity, coverage]
+    if cfg.template_evalue:
+        if significance is None:
+            raise ValueError("this template embedding reads each hit's E-value (template_evalue): the features "
+                             "have no 'significance'")
+        per_hit.append(significance)
+    return torch.stack(per_hit, -1).float()
+
+
+class TemplateCopy(nn.Module):
+    """The copy path (``template_copy``): where templates cover a pair, a vote over their distogram bins and
+    their normalised log-distance, each template weighted by a softmax over the covering templates of a
+    learned score of its hit features; and a per-pair gate in [0, 1] from the pair representation.
+
+    ``DistanceHead`` adds ``gate_dgram x strength x vote`` to its distogram logits and moves its regressed
+    normalised distance ``gate_dist`` of the way from its baseline (the prior) to the templates'. Pairs no
+    template covers get nothing (the gate is masked to 0): the no-template path is the head without it."""
+
+    def __init__(self, cfg: TemplateEmbedConfig, pair_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.score = nn.Linear(3 if cfg.template_evalue else 2, 1)
+        self.gate = nn.Linear(pair_dim, 2)                  # [regression, distogram]
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, -1.0)             # start mostly closed (sigmoid 0.27)
+        self.strength = nn.Parameter(torch.tensor(4.0))
+
+    def forward(self, z: torch.Tensor, templates: dict[str, torch.Tensor], n_bins: int):
+        """z [B, L, L, c] -> (gate [B, L, L, 2], vote [B, L, L, n_bins], copied normalised log-distance
+        [B, L, L]); ``templates`` needs ``dist_norm`` [B, K, L, L] (``DistanceModel`` adds it)."""
+        pm = templates["pair_mask"] & templates["template_mask"][:, :, None, None]             # [B, K, L, L]
+        score = self.score(hit_features(self.cfg, templates["identity"], templates["coverage"],
+                                        templates.get("significance"))).squeeze(-1)           # [B, K]
+        logits = score[:, :, None, None].expand(pm.shape).masked_fill(~pm, -1e4)
+        w = torch.softmax(logits, dim=1) * pm                                                 # [B, K, L, L]
+        covered = pm.any(1)                                                                    # [B, L, L]
+        bins = templates["dist_bin"].long().clamp(0, n_bins - 1).permute(0, 2, 3, 1)          # [B, L, L, K]
+        vote = torch.zeros(*covered.shape, n_bins, dtype=w.dtype, device=w.device).scatter_add_(
+            -1, bins, w.permute(0, 2, 3, 1))
+        dn = templates.get("dist_norm")
+        if dn is None:
+            if bool(covered.any()):
+                raise ValueError("the template copy path needs the templates' normalised log-distances "
+                                 "('dist_norm', which DistanceModel.forward adds)")
+            dn = torch.zeros_like(w)
+        copied = (w * dn.to(w.dtype)).sum(1)
+        gate = torch.sigmoid(self.gate(z).float()) * covered[..., None]
+        return gate, vote, copied
+
+
 def template_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """``templates.stack_features`` output -> the tensors ``TemplatePairEmbedding.forward`` takes."""
     out = {}
@@ -185,4 +237,5 @@ def template_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return out
 
 
-__all__ = ["TemplateEmbedConfig", "TemplatePairEmbedding", "template_tensors", "N_AATYPE"]
+__all__ = ["TemplateEmbedConfig", "TemplatePairEmbedding", "TemplateCopy", "hit_features", "template_tensors",
+           "N_AATYPE"]
