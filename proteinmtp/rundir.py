@@ -74,7 +74,7 @@ class RunChangedError(ValueError):
 # ---------------------------------------------------------------------------------------------------------
 # The stored config and its back-compatibility
 
-CONFIG_VERSION = 3      # training_config.json "config_version"; a config without the key is version 0
+CONFIG_VERSION = 4      # training_config.json "config_version"; a config without the key is version 0
 
 
 def migrate(config: dict) -> dict:
@@ -90,8 +90,9 @@ def migrate(config: dict) -> dict:
 
     1 -> 2: ``model.head.templates`` = 0 (no template embedding existed).
 
-    2 -> 3: ``model.head.template_evalue`` = False (the template embedding read identity and coverage only),
-    ``model.head.template_copy`` = False (no copy path).
+    2 -> 3: ``model.head.template_evalue`` = False (the template embedding read identity and coverage only).
+
+    3 -> 4: ``model.head.template_copy`` = False (no template copy path).
 
     A config from a newer version is refused (RunLoadError) rather than guessed at.
     """
@@ -116,7 +117,11 @@ def migrate(config: dict) -> dict:
     if version < 3:
         model = cfg.get("model")
         if isinstance(model, dict) and isinstance(model.get("head", {}), dict):
-            model["head"] = {"template_evalue": False, "template_copy": False, **(model.get("head") or {})}
+            model["head"] = {"template_evalue": False, **(model.get("head") or {})}
+    if version < 4:
+        model = cfg.get("model")
+        if isinstance(model, dict) and isinstance(model.get("head", {}), dict):
+            model["head"] = {"template_copy": False, **(model.get("head") or {})}
     cfg["config_version"] = CONFIG_VERSION
     return cfg
 

@@ -68,9 +68,11 @@ def test_migrate_fills_what_older_versions_meant():
     m = R.migrate(v0)
     assert m["config_version"] == R.CONFIG_VERSION and "config_version" not in v0       # a copy
     assert m["model"]["head"] == {"long_range_weight": 3.0, "ss_weight": 0.0, "templates": 0,
-                                  "template_evalue": False, "template_copy": False, "pair_dim": 8}   # 2, 3
+                                  "template_evalue": False, "template_copy": False, "pair_dim": 8}   # 2, 3, 4
     v2 = {"config_version": 2, "model": {"head": {"templates": 4}}}      # trained with identity and coverage
     assert R.migrate(v2)["model"]["head"] == {"template_evalue": False, "template_copy": False, "templates": 4}
+    v3 = {"config_version": 3, "model": {"head": {"templates": 4, "template_evalue": True}}}   # no copy path
+    assert R.migrate(v3)["model"]["head"] == {"template_copy": False, "templates": 4, "template_evalue": True}
     assert m["model"]["residue_case"] == "upper" and m["model"]["trust_remote_code"] is False
     assert R.migrate(m) == m                                                            # idempotent
     # a current config is left as it is (its stored values win over any fill)
