@@ -359,12 +359,13 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20, help="timed training steps per arm for the step cost")
     g = p.add_argument_group("trained arms with and without templates (--model_arms; benchmarks/template_arms.py)")
     g.add_argument("--model_arms", action="store_true",
-                   help="train and evaluate the arms no_templates, templates, templates_lt30 (frozen MiniLM) "
+                   help="train and evaluate the arms no_templates, templates, templates_lt30, templates_nocopy "
+                        "(frozen MiniLM) "
                         "instead of the copy baselines and costs; results under model_arms in --output")
     g.add_argument("--data_dir", default="build/full",
                    help="dataset directory with {train,test}.json.gz (the five-times corpus of bench_pretraining)")
     g.add_argument("--arm_steps", type=int, default=1600, help="optimizer steps of every arm (equal for all)")
-    g.add_argument("--arms", default="no_templates,templates,templates_lt30",
+    g.add_argument("--arms", default="no_templates,templates,templates_lt30,templates_nocopy",
                    help="comma-separated arms to run (the others are still reported when finished)")
     g.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of no_templates and templates "
                    "(templates_lt30: the first)")

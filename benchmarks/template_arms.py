@@ -9,7 +9,9 @@ steps; only the template options differ:
 * ``templates``       ``--templates K``, the run's own training split as the database, default selection
                       (identity <= 0.95, own split cluster dropped with probability 0.5, dropout 0.1);
 * ``templates_lt30``  the same with ``--template_max_identity 0.299``: no template of 30 % identity or more,
-                      in training and at evaluation (the held-out split's own condition); one seed.
+                      in training and at evaluation (the held-out split's own condition); one seed;
+* ``templates_nocopy`` the same as ``templates`` without the copy path (``--no-template_copy``): the
+                      template embedding alone.
 
 Each run is trained by ``train_distmat.py`` and evaluated by ``evaluate_distmat_model.py`` on the test
 chains ``bench_pretraining.py`` uses (``test_subset``: a seeded subset of the test split, <= --max_eval_len
@@ -45,7 +47,8 @@ LOWER_IS_BETTER = {"mae", "mae_long"}
 BINS = (("no hit", None, None), ("<20%", 0.0, 0.2), ("20-30%", 0.2, 0.3), (">=30%", 0.3, 1.01))
 ARMS = {"no_templates": ["--templates", "0"],
         "templates": ["--templates", "{k}"],
-        "templates_lt30": ["--templates", "{k}", "--template_max_identity", "0.299"]}
+        "templates_lt30": ["--templates", "{k}", "--template_max_identity", "0.299"],
+        "templates_nocopy": ["--templates", "{k}", "--no-template_copy"]}
 BLOCKS = ("model", "model_no_templates", "prior", "neighbour", "oracle")
 
 
@@ -118,12 +121,14 @@ def one_run(args, arm: str, seed: int, work: Path) -> dict:
              "--test_data", str(test_file(args, work)), "--output_dir", str(eval_dir), "--no_figures",
              "--workers", "1"], out_dir / "eval.log", quiet=True, threads=1)
     ev = json.loads((eval_dir / "eval_results.json").read_text())
+    head = json.loads((run_dir / "training_config.json").read_text())["model"]["head"]
     scores, tmpl = read_csv(eval_dir / "eval_per_protein.csv")
     rows = [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines() if x.strip()]
     res = {"arm": arm, "seed": seed, "max_steps": args.arm_steps,
            "steps_done": max((r["step"] for r in rows if "step" in r), default=0),
            "train_seconds": train_s, "train_cpu_seconds": train_cpu, "eval_seconds": time.time() - t0,
            "command": " ".join(cmd[1:]), "templates": ev.get("templates"),
+           "head_templates": {k: v for k, v in head.items() if k.startswith("template")},
            "residue_lddt_spearman": (ev["model"].get("confidence") or {}).get("residue_lddt_spearman"),
            "per_protein": scores, "best_template": tmpl}
     write_json(result, res)
@@ -175,6 +180,8 @@ def aggregate(args, work: Path) -> dict:
         methods[b] = {k: _vec(first["per_protein"], ids, b, k) for k in KEYS}
         arms_out[b] = {"mean": {k: _nanmean(methods[b][k]) for k in KEYS}}
     pairs = [("templates", "no_templates"), ("templates", "neighbour"), ("templates", "prior"),
+             ("templates", "templates_nocopy"), ("templates_nocopy", "no_templates"),
+             ("templates_nocopy", "neighbour"),
              ("templates", "templates:no_template_path"), ("no_templates", "neighbour"),
              ("templates_lt30", "no_templates"), ("templates_lt30", "neighbour"), ("templates_lt30", "prior")]
     contrasts = {f"{a} - {b}": {k: bootstrap_diff(methods[a][k], methods[b][k]) for k in KEYS}
@@ -232,8 +239,8 @@ def plot(res: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = [m for m in ("prior", "neighbour", "no_templates", "templates", "templates:no_template_path",
-                         "templates_lt30") if m in res["arms"]]
+    order = [m for m in ("prior", "neighbour", "no_templates", "templates_nocopy", "templates",
+                         "templates:no_template_path", "templates_lt30") if m in res["arms"]]
     colours = dict(zip(order, plt.cm.tab10.colors))
     fig, ax = plt.subplots(2, len(KEYS), figsize=(4 * len(KEYS), 7.5))
     for j, k in enumerate(KEYS):
@@ -267,7 +274,7 @@ def run(args) -> int:
     work.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     tasks = [(arm, s) for s in seeds for arm in ("no_templates", "templates")]
-    tasks.insert(2, ("templates_lt30", seeds[0]))
+    tasks[2:2] = [("templates_lt30", seeds[0]), ("templates_nocopy", seeds[0])]
     tasks = [t for t in tasks if t[0] in args.arms.split(",")]
 
     def write() -> dict:
