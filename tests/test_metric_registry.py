@@ -82,3 +82,15 @@ def test_every_listed_key_is_computed():
 def test_a_metric_naming_keys_it_does_not_have_is_refused():
     with pytest.raises(ValueError, match="headline names keys it does not have"):
         R.Metric("mae", "distance", distance_metrics, ranges=("long",), headline=("mae_short",))
+
+
+def test_summary_says_where_the_model_beats_each_baseline():
+    """Lower is better for the distance errors and RMSD, higher for the rest; a tie is not better."""
+    res = {"n_proteins": 2, "model": {"mae": 5.0, "rmsd": 9.0, "tm_score": 0.30, "lddt": 0.40},
+           "prior": {"mae": 6.0, "rmsd": 8.0, "tm_score": 0.20, "lddt": 0.40},
+           "neighbour": {"mae": 4.0, "rmsd": 10.0, "tm_score": 0.35, "lddt": 0.30}}
+    lines = format_summary(res).splitlines()
+    prior = next(x for x in lines if x.startswith("model vs prior:"))
+    neigh = next(x for x in lines if x.startswith("model vs neighbour:"))
+    assert prior == "model vs prior: better on 2/4 (mae, tm_score); not on rmsd, lddt"
+    assert neigh == "model vs neighbour: better on 2/4 (rmsd, lddt); not on mae, tm_score"
