@@ -186,8 +186,8 @@ def aggregate(args, work: Path) -> dict:
              ("templates_lt30", "no_templates"), ("templates_lt30", "neighbour"), ("templates_lt30", "prior")]
     contrasts = {f"{a} - {b}": {k: bootstrap_diff(methods[a][k], methods[b][k]) for k in KEYS}
                  for a, b in pairs if a in methods and b in methods}
-    # the breakdown by the best template's identity (the templates arm's search; all seeds share it)
-    ref = done.get("templates", done.get("templates_lt30"))
+    # the breakdown by the best template's identity (default selection; every seed and arm shares the search)
+    ref = next((done[a] for a in ("templates", "templates_nocopy", "templates_lt30") if a in done), None)
     by_identity = {}
     if ref:
         tm = next(iter(ref.values()))["best_template"]
@@ -197,11 +197,11 @@ def aggregate(args, work: Path) -> dict:
             entry = {"n_chains": int(sel.sum()),
                      "means": {m: {k: _nanmean(v[k][sel]) for k in KEYS} for m, v in methods.items()
                                if not m.startswith("templates_lt30")}}
-            if sel.sum() >= 2 and "templates" in methods and "no_templates" in methods:
-                entry["templates - no_templates"] = {
-                    k: bootstrap_diff(methods["templates"][k][sel], methods["no_templates"][k][sel]) for k in KEYS}
-                entry["templates - neighbour"] = {
-                    k: bootstrap_diff(methods["templates"][k][sel], methods["neighbour"][k][sel]) for k in KEYS}
+            for arm in ("templates", "templates_nocopy"):
+                if sel.sum() >= 2 and arm in methods and "no_templates" in methods:
+                    for other in ("no_templates", "neighbour"):
+                        entry[f"{arm} - {other}"] = {k: bootstrap_diff(methods[arm][k][sel], methods[other][k][sel])
+                                                     for k in KEYS}
             by_identity[name] = entry
     return {"arms": arms_out, "contrasts": contrasts, "by_identity": by_identity, "n_test": len(ids),
             "test_ids": ids}
@@ -223,12 +223,12 @@ def markdown(res: dict) -> str:
     for name, c in res["contrasts"].items():
         lines.append(f"- {name}: " + "; ".join(
             f"{k} {_fmt(c[k]['mean'])} [{_fmt(c[k]['ci95'][0])}, {_fmt(c[k]['ci95'][1])}]" for k in KEYS))
-    lines += ["", "by the best template's identity (chains; P@L/5 long and TM: templates / no_templates / "
-              "neighbour / prior)", ""]
+    shown = ("templates", "templates_nocopy", "no_templates", "neighbour", "prior")
+    lines += ["", f"by the best template's identity (chains; P@L/5 long and TM: {' / '.join(shown)})", ""]
     for b, e in res["by_identity"].items():
         mm = e["means"]
         cells = [f"{_fmt(mm[m]['precision_L5_long'])}, {_fmt(mm[m]['tm_score'])}" if m in mm else "-"
-                 for m in ("templates", "no_templates", "neighbour", "prior")]
+                 for m in shown]
         lines.append(f"- {b} ({e['n_chains']}): " + " / ".join(cells))
     return "\n".join(lines)
 
@@ -251,7 +251,7 @@ def plot(res: dict, path: Path) -> None:
                                                  for m in order], rotation=60, ha="right", fontsize=7)
         ax[0, j].set_title(k + (" (Å, lower better)" if k in LOWER_IS_BETTER else ""))
         bins = [b for b, e in res["by_identity"].items() if e["n_chains"]]
-        for m in ("prior", "neighbour", "no_templates", "templates"):
+        for m in ("prior", "neighbour", "no_templates", "templates_nocopy", "templates"):
             if m in order:
                 ys = [res["by_identity"][b]["means"].get(m, {}).get(k) for b in bins]
                 ax[1, j].plot(range(len(bins)), [np.nan if y is None else y for y in ys], "o-", label=m,
