@@ -110,18 +110,10 @@ def migrate(config: dict) -> dict:
             if not model.get("residue_case"):
                 model["residue_case"] = "upper"
             model.setdefault("trust_remote_code", False)
-    if version < 2:
+    for since, fill in ((2, {"templates": 0}), (3, {"template_evalue": False}), (4, {"template_copy": False})):
         model = cfg.get("model")
-        if isinstance(model, dict) and isinstance(model.get("head", {}), dict):
-            model["head"] = {"templates": 0, **(model.get("head") or {})}
-    if version < 3:
-        model = cfg.get("model")
-        if isinstance(model, dict) and isinstance(model.get("head", {}), dict):
-            model["head"] = {"template_evalue": False, **(model.get("head") or {})}
-    if version < 4:
-        model = cfg.get("model")
-        if isinstance(model, dict) and isinstance(model.get("head", {}), dict):
-            model["head"] = {"template_copy": False, **(model.get("head") or {})}
+        if version < since and isinstance(model, dict) and isinstance(model.get("head", {}), dict):
+            model["head"] = {**fill, **(model.get("head") or {})}
     cfg["config_version"] = CONFIG_VERSION
     return cfg
 

@@ -83,7 +83,8 @@ class HeadConfig:
         "the distances (cross-entropy, residues without a DSSP state masked); 0 = no SS head. A training "
         "split without ss8 labels trains with 0", type=float))
     # homologous templates (heads.templates; distance head only). A run stored before these fields existed
-    # has none: rundir.migrate fills ``templates`` = 0 (and ``template_evalue`` = False: version 3; ``template_copy`` = False: version 4).
+    # has none: rundir.migrate fills ``templates`` = 0 (version 2), ``template_evalue`` = False (3) and
+    # ``template_copy`` = False (4).
     templates: int = field(default=_TEMPLATE_FIELDS["templates"].default,
                            metadata=_TEMPLATE_FIELDS["templates"].metadata)
     template_dim: int = field(default=_TEMPLATE_FIELDS["template_dim"].default,
