@@ -11,7 +11,7 @@ steps; only the template options differ:
 * ``templates_lt30``  the same with ``--template_max_identity 0.299``: no template of 30 % identity or more,
                       in training and at evaluation (the held-out split's own condition); one seed;
 * ``templates_nocopy`` the same as ``templates`` without the copy path (``--no-template_copy``): the
-                      template embedding alone.
+                      template embedding alone (every seed: it decides whether the copy path stays).
 
 Each run is trained by ``train_distmat.py`` and evaluated by ``evaluate_distmat_model.py`` on the test
 chains ``bench_pretraining.py`` uses (``test_subset``: a seeded subset of the test split, <= --max_eval_len
@@ -268,13 +268,14 @@ def plot(res: dict, path: Path) -> None:
 
 
 def run(args) -> int:
-    """All arms (seed by seed, so that a stopped session has paired results), results merged into
+    """All arms (seed by seed, so that a stopped session has paired results; templates_lt30 after the first
+    seed), results merged into
     ``args.output`` under ``model_arms``, the figure beside it."""
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
-    tasks = [(arm, s) for s in seeds for arm in ("no_templates", "templates")]
-    tasks[2:2] = [("templates_lt30", seeds[0]), ("templates_nocopy", seeds[0])]
+    tasks = [(arm, s) for s in seeds for arm in ("no_templates", "templates", "templates_nocopy")]
+    tasks.insert(3, ("templates_lt30", seeds[0]))
     tasks = [t for t in tasks if t[0] in args.arms.split(",")]
 
     def write() -> dict:
