@@ -53,14 +53,14 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from template_arms import BINS, KEYS, identity_bin  # noqa: E402  (one definition of the bins and metrics)
+
 from proteinmtp import templates as T  # noqa: E402
 from proteinmtp.dataio import open_dataset  # noqa: E402
 from proteinmtp.fileio import write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo" / "dataset"
-KEYS = ("mae", "mae_long", "precision_L5_long", "tm_score", "lddt")
-BINS = (("no hit", None, None), ("<20%", 0.0, 0.2), ("20-30%", 0.2, 0.3), (">=30%", 0.3, 1.01))
 
 
 def label(path: str | Path) -> str:
@@ -70,12 +70,6 @@ def label(path: str | Path) -> str:
         return p.relative_to(REPO).as_posix()
     except ValueError:
         return "<outside the repository>/" + "/".join(p.parts[-2:])
-
-
-def identity_bin(ident: float | None) -> str:
-    if ident is None:
-        return "no hit"
-    return next(name for name, lo, hi in BINS[1:] if lo <= ident < hi)
 
 
 def filled(f: dict, slot: int, fallback: np.ndarray) -> np.ndarray:
